@@ -1,0 +1,107 @@
+//! Every complete YAML document (with apiVersion and kind) in the user's Istio write-ups
+//! validates without errors. The write-ups are copied into tests/data/seeds; when the
+//! shared originals are beside the checkout, the copy must still equal them.
+
+use std::path::{Path, PathBuf};
+
+use meshwork_api::diagnostic::Severity;
+use meshwork_api::load::{LoadOptions, load_str};
+use meshwork_api::source::parse_documents;
+
+fn seeds_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/seeds")
+}
+
+/// The fenced ```yaml blocks of a markdown text.
+fn yaml_blocks(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current: Option<String> = None;
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        match &mut current {
+            None if trimmed.starts_with("```yaml") || trimmed.starts_with("```yml") => {
+                current = Some(String::new());
+            }
+            Some(block) if trimmed.starts_with("```") => {
+                out.push(std::mem::take(block));
+                current = None;
+            }
+            Some(block) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            None => {}
+        }
+    }
+    out
+}
+
+/// Complete documents: a block's documents that have apiVersion and kind.
+fn complete_documents(block: &str) -> Vec<String> {
+    block
+        .split("\n---")
+        .filter(|doc| {
+            parse_documents(doc).is_ok_and(|docs| {
+                docs.iter()
+                    .any(|d| d.value.get("apiVersion").is_some() && d.value.get("kind").is_some())
+            })
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn every_seed_document_validates_clean() {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(seeds_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 5, "the five write-ups");
+    let mut checked = 0;
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (b, block) in yaml_blocks(&text).iter().enumerate() {
+            for doc in complete_documents(block) {
+                let name = format!("{}#block{b}", file.file_name().unwrap().to_string_lossy());
+                let outcome = load_str(Path::new(&name), &doc, &LoadOptions::default());
+                let errors: Vec<String> = outcome
+                    .diagnostics
+                    .iter()
+                    .filter(|d| d.severity == Severity::Error)
+                    .map(|d| d.to_string())
+                    .collect();
+                assert!(errors.is_empty(), "{name}:\n{doc}\n{errors:#?}");
+                for w in &outcome.diagnostics {
+                    let known = w
+                        .message
+                        .contains("is not supported by meshwork and is ignored")
+                        || w.message.starts_with("metadata.name is missing");
+                    assert!(known, "unexpected warning {w}");
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 25, "found only {checked} complete documents");
+}
+
+#[test]
+fn the_copy_matches_the_shared_seeds_when_present() {
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/seeds");
+    let Ok(entries) = std::fs::read_dir(&shared) else {
+        // CI and developers have shared/ beside the checkout; elsewhere the copy stands alone.
+        eprintln!("no {} here: comparing nothing", shared.display());
+        return;
+    };
+    for e in entries {
+        let path = e.unwrap().path();
+        let copy = seeds_dir().join(path.file_name().unwrap());
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            std::fs::read(&copy).unwrap_or_default(),
+            "{} differs from the shared original; copy it again",
+            copy.display()
+        );
+    }
+}
