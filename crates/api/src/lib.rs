@@ -10,3 +10,6 @@ pub mod resource;
 pub mod schema;
 pub mod source;
 pub mod validate;
+
+/// The Kubernetes API types the resources use, for crates that read them.
+pub use k8s_openapi;

@@ -1,3 +1,6 @@
 //! The control plane: config sources (a directory of YAML; Kubernetes later), compilation
-//! per proxy, the push stream, and the mesh CA (see docs/architecture.md).
+//! per proxy, and applying it to proxies (see docs/architecture.md).
 #![forbid(unsafe_code)]
+
+pub mod up;
+pub mod watch;

@@ -19,11 +19,25 @@ struct Cli {
 enum Command {
     /// Check Istio and Kubernetes configuration as Istio's validating webhook would.
     Validate(cmd::validate::Args),
+    /// Run the control plane and its gateways on one machine, serving a config directory.
+    Up(cmd::up::Args),
+    /// Run a test backend that answers with the request it saw.
+    Echo(cmd::echo::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Logs go to stderr; stdout carries command output and access logs.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MESHWORK_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     match cli.command {
         Command::Validate(args) => cmd::validate::run(args),
+        Command::Up(args) => cmd::up::run(args),
+        Command::Echo(args) => cmd::echo::run(args),
     }
 }

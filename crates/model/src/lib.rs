@@ -1,4 +1,12 @@
 //! Pure compilation of typed Istio resources into per-proxy configuration: listeners,
 //! routes, clusters and endpoints, indexed the way the data plane looks them up. No I/O,
-//! deterministic, table-tested. Filled in by the gateway work (see docs/architecture.md).
+//! deterministic, table-tested (see docs/architecture.md).
 #![forbid(unsafe_code)]
+
+pub mod clusters;
+pub mod config;
+pub mod gateway;
+pub mod registry;
+pub mod routes;
+
+pub use gateway::{Compiled, compile_gateways};

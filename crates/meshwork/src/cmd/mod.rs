@@ -1,2 +1,4 @@
 //! One module per subcommand.
+pub mod echo;
+pub mod up;
 pub mod validate;

@@ -1,0 +1,198 @@
+//! `meshwork up`: the control plane and its gateway proxies in one process. It loads a
+//! config directory, compiles one gateway proxy per distinct Gateway selector, serves the
+//! admin and health endpoints, and applies every change to the directory: a change with
+//! any error is rejected (logged as `meshwork validate` prints it) and the last good config
+//! keeps serving.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use meshwork_api::diagnostic::Severity;
+use meshwork_api::load::{LoadOptions, ReadError, load_paths};
+use meshwork_api::resource::Object;
+use meshwork_model::compile_gateways;
+use meshwork_model::config::{CertificateSource, GatewayConfig, PemSource};
+use meshwork_proxy::GatewayProxy;
+use meshwork_proxy::admin::{self, AdminState};
+use tokio::net::TcpListener;
+use tracing::{error, info, warn};
+
+use crate::watch::DirWatcher;
+
+/// How `meshwork up` runs.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    /// The config directory.
+    pub dir: PathBuf,
+    /// A mesh config file.
+    pub mesh: Option<PathBuf>,
+    /// Admin address (`127.0.0.1:15000`).
+    pub admin: SocketAddr,
+    /// Health address (`127.0.0.1:15021`).
+    pub health: SocketAddr,
+}
+
+/// `meshwork up` could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum UpError {
+    /// The directory could not be read.
+    #[error("cannot read {0}")]
+    Read(#[from] ReadError),
+    /// The first config has errors.
+    #[error("the configuration has {0} error(s); nothing started")]
+    Invalid(usize),
+    /// An admin or health port could not be bound.
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Watching the directory failed.
+    #[error("cannot watch {0}")]
+    Watch(#[from] notify::Error),
+}
+
+/// The running gateways of `meshwork up`.
+pub struct Gateways {
+    proxies: BTreeMap<String, GatewayProxy>,
+    admin: Arc<AdminState>,
+}
+
+impl Gateways {
+    /// Loads and checks the config; every diagnostic is logged.
+    fn load(
+        opts: &UpOptions,
+    ) -> Result<Option<(Vec<Object>, meshwork_api::mesh::MeshConfig)>, ReadError> {
+        let load_opts = LoadOptions {
+            mesh_file: opts.mesh.clone(),
+            ..LoadOptions::default()
+        };
+        let outcome = load_paths(std::slice::from_ref(&opts.dir), &load_opts)?;
+        for d in &outcome.diagnostics {
+            match d.severity {
+                Severity::Error => error!("{d}"),
+                Severity::Warning => warn!("{d}"),
+            }
+        }
+        if outcome.has_errors() {
+            return Ok(None);
+        }
+        let objects = outcome
+            .config
+            .objects
+            .into_iter()
+            .map(|o| o.object)
+            .collect();
+        Ok(Some((objects, outcome.config.mesh)))
+    }
+
+    /// Compiles and applies a loaded config. Returns false when something was rejected.
+    async fn apply(&mut self, objects: &[Object], mesh: &meshwork_api::mesh::MeshConfig) -> bool {
+        let compiled = compile_gateways(objects, mesh);
+        for w in &compiled.warnings {
+            warn!("{w}");
+        }
+        let mut ok = true;
+        let mut seen = Vec::new();
+        for config in compiled.gateways {
+            let name = config.name.clone();
+            seen.push(name.clone());
+            let result = match self.proxies.get(&name) {
+                Some(proxy) => proxy.update(config).await,
+                None => match GatewayProxy::start(config).await {
+                    Ok(p) => {
+                        self.proxies.insert(name.clone(), p);
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                },
+            };
+            if let Err(e) = result {
+                error!(gateway = %name, "{e}; keeping the previous config");
+                ok = false;
+            }
+        }
+        self.proxies.retain(|name, _| seen.contains(name));
+        let dump: BTreeMap<&String, serde_json::Value> = self
+            .proxies
+            .iter()
+            .map(|(name, p)| (name, serde_json::to_value(&*p.config()).unwrap_or_default()))
+            .collect();
+        self.admin
+            .config_dump
+            .store(Arc::new(serde_json::json!({ "gateways": dump })));
+        ok
+    }
+}
+
+/// Files outside the directory that config reads (certificates), to watch as well.
+fn referenced_files(configs: &[Arc<GatewayConfig>]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for c in configs {
+        for l in &c.listeners {
+            for s in &l.servers {
+                let Some(tls) = &s.tls else { continue };
+                if let CertificateSource::Files {
+                    cert_path,
+                    key_path,
+                } = &tls.certificate
+                {
+                    out.push(PathBuf::from(cert_path));
+                    out.push(PathBuf::from(key_path));
+                }
+                if let Some(PemSource::File(p)) = &tls.client_ca {
+                    out.push(PathBuf::from(p));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Runs until the process is stopped.
+pub async fn run(opts: UpOptions) -> Result<(), UpError> {
+    let admin = Arc::new(AdminState::default());
+    for addr in [opts.admin, opts.health] {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| UpError::Bind { addr, source })?;
+        tokio::spawn(admin::serve(listener, admin.clone()));
+    }
+    let Some((objects, mesh)) = Gateways::load(&opts)? else {
+        return Err(UpError::Invalid(1));
+    };
+    let mut gateways = Gateways {
+        proxies: BTreeMap::new(),
+        admin: admin.clone(),
+    };
+    let ready = gateways.apply(&objects, &mesh).await;
+    admin.set_ready(ready);
+    for (name, p) in &gateways.proxies {
+        info!(gateway = %name, ports = ?p.bound_ports().await, "gateway ready");
+    }
+    let mut watched = vec![opts.dir.clone()];
+    watched.extend(opts.mesh.clone());
+    let configs: Vec<_> = gateways.proxies.values().map(|p| p.config()).collect();
+    watched.extend(referenced_files(&configs));
+    let (_watcher, mut changes) = DirWatcher::start(&watched)?;
+    while changes.recv().await.is_some() {
+        info!("configuration changed; reloading");
+        match Gateways::load(&opts) {
+            Ok(Some((objects, mesh))) => {
+                if gateways.apply(&objects, &mesh).await {
+                    info!("configuration applied");
+                }
+            }
+            Ok(None) => error!("configuration rejected; the last good configuration keeps serving"),
+            Err(e) => error!(
+                "cannot read the configuration: {e}; the last good configuration keeps serving"
+            ),
+        }
+    }
+    Ok(())
+}

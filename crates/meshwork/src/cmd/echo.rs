@@ -1,0 +1,255 @@
+//! `meshwork echo`: a test backend for examples, tests and benchmarks, as Istio's echo app
+//! and fortio serve Istio. It answers HTTP/1.1 and HTTP/2 (cleartext, prior knowledge) with
+//! its name and the request it saw, as JSON, and echoes gRPC messages back (streaming, with
+//! trailers). Misbehaviour on request: `?delay=200ms`, `?status=503`, `?size=1024`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::body::{Body, Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type EchoBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Arguments of `meshwork echo`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Port to listen on.
+    #[arg(long)]
+    port: u16,
+    /// Name to answer with (default: `echo-PORT`).
+    #[arg(long)]
+    name: Option<String>,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind: std::net::IpAddr,
+}
+
+/// Runs the echo server until the process is stopped.
+pub fn run(args: Args) -> std::process::ExitCode {
+    let name = args.name.unwrap_or_else(|| format!("echo-{}", args.port));
+    let addr = SocketAddr::new(args.bind, args.port);
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    match runtime.block_on(serve(addr, name)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("meshwork echo: cannot listen on {addr}: {e}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+/// Serves on `addr` forever.
+pub async fn serve(addr: SocketAddr, name: String) -> std::io::Result<()> {
+    let listener = TcpListener::bind(addr).await?;
+    eprintln!(
+        "meshwork echo {name} listening on {}",
+        listener.local_addr()?
+    );
+    let name: Arc<str> = name.into();
+    loop {
+        let (stream, peer) = listener.accept().await?;
+        let _ = stream.set_nodelay(true);
+        let name = name.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| respond(req, name.clone(), peer));
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn query_param<'a>(req: &'a Request<Incoming>, key: &str) -> Option<&'a str> {
+    req.uri()
+        .query()?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+}
+
+fn parse_delay(text: &str) -> Option<Duration> {
+    if let Some(ms) = text.strip_suffix("ms") {
+        return ms.parse().ok().map(Duration::from_millis);
+    }
+    text.strip_suffix('s')?
+        .parse::<f64>()
+        .ok()
+        .map(Duration::from_secs_f64)
+}
+
+async fn respond(
+    req: Request<Incoming>,
+    name: Arc<str>,
+    peer: SocketAddr,
+) -> Result<Response<EchoBody>, Infallible> {
+    if let Some(delay) = query_param(&req, "delay").and_then(parse_delay) {
+        tokio::time::sleep(delay).await;
+    }
+    if req.headers().contains_key(http::header::UPGRADE) {
+        return Ok(upgrade_echo(req, &name));
+    }
+    let is_grpc = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    if is_grpc {
+        return Ok(grpc_echo(req, &name));
+    }
+    let status = query_param(&req, "status")
+        .and_then(|s| s.parse::<u16>().ok())
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::OK);
+    let size = query_param(&req, "size").and_then(|s| s.parse::<usize>().ok());
+    let (parts, body) = req.into_parts();
+    let received = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes().len())
+        .unwrap_or(0);
+    let body = match size {
+        Some(n) => Bytes::from(vec![b'x'; n]),
+        None => {
+            let host = parts
+                .headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .or(parts.uri.authority().map(|a| a.as_str()))
+                .unwrap_or("");
+            let headers: serde_json::Map<String, serde_json::Value> = parts
+                .headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
+                .collect();
+            let mut text = serde_json::to_string(&serde_json::json!({
+                "name": &*name,
+                "method": parts.method.as_str(),
+                "path": parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+                "host": host,
+                "protocol": format!("{:?}", parts.version),
+                "remote": peer.to_string(),
+                "body_bytes": received,
+                "headers": headers,
+            }))
+            .unwrap_or_default();
+            text.push('\n');
+            Bytes::from(text)
+        }
+    };
+    let content_type = if size.is_some() {
+        "text/plain"
+    } else {
+        "application/json"
+    };
+    let mut resp = Response::new(
+        http_body_util::Full::new(body)
+            .map_err(|n| match n {})
+            .boxed_unsync(),
+    );
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type),
+    );
+    if let Ok(v) = HeaderValue::from_str(&name) {
+        h.insert("x-echo-name", v);
+    }
+    Ok(resp)
+}
+
+/// An HTTP/1.1 upgrade (WebSocket or any other protocol): answer 101, then send back every
+/// byte received on the upgraded connection.
+fn upgrade_echo(mut req: Request<Incoming>, name: &str) -> Response<EchoBody> {
+    let protocol = req.headers()[http::header::UPGRADE].clone();
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        if let Ok(upgraded) = on_upgrade.await {
+            let (mut r, mut w) = tokio::io::split(TokioIo::new(upgraded));
+            let _ = tokio::io::copy(&mut r, &mut w).await;
+        }
+    });
+    let mut resp = Response::new(
+        http_body_util::Empty::new()
+            .map_err(|n| match n {})
+            .boxed_unsync(),
+    );
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(
+        http::header::CONNECTION,
+        HeaderValue::from_static("upgrade"),
+    );
+    h.insert(http::header::UPGRADE, protocol);
+    if let Ok(v) = HeaderValue::from_str(name) {
+        h.insert("x-echo-name", v);
+    }
+    resp
+}
+
+/// gRPC: every message the client streams is sent back as it arrives, then `grpc-status: 0`.
+fn grpc_echo(req: Request<Incoming>, name: &str) -> Response<EchoBody> {
+    let mut resp = Response::new(
+        GrpcEcho {
+            inner: req.into_body(),
+            done: false,
+        }
+        .boxed_unsync(),
+    );
+    let h = resp.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    if let Ok(v) = HeaderValue::from_str(name) {
+        h.insert("x-echo-name", v);
+    }
+    resp
+}
+
+struct GrpcEcho {
+    inner: Incoming,
+    done: bool,
+}
+
+impl Body for GrpcEcho {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        loop {
+            match Pin::new(&mut self.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                    Err(_trailers) => continue,
+                },
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+                Poll::Ready(None) => {
+                    self.done = true;
+                    let mut trailers = HeaderMap::new();
+                    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+                    return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}

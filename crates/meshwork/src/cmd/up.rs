@@ -1,0 +1,42 @@
+//! `meshwork up DIR`: the control plane and its gateway proxies in one process, serving the
+//! configuration in DIR and following its changes.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use meshwork_control::up::{UpOptions, run as run_up};
+
+/// Arguments of `meshwork up`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The configuration directory (Istio and Kubernetes YAML).
+    #[arg(value_name = "DIR")]
+    dir: PathBuf,
+    /// A mesh config file (the `mesh` key of Istio's `istio` ConfigMap, as YAML).
+    #[arg(long, value_name = "FILE")]
+    mesh: Option<PathBuf>,
+    /// Admin address: `/config_dump`.
+    #[arg(long, default_value = "127.0.0.1:15000")]
+    admin: std::net::SocketAddr,
+    /// Health address: `/healthz/ready`.
+    #[arg(long, default_value = "127.0.0.1:15021")]
+    health: std::net::SocketAddr,
+}
+
+/// Runs until stopped.
+pub fn run(args: Args) -> ExitCode {
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    let opts = UpOptions {
+        dir: args.dir,
+        mesh: args.mesh,
+        admin: args.admin,
+        health: args.health,
+    };
+    match runtime.block_on(run_up(opts)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,594 @@
+//! The ingress gateway end to end: `meshwork up` and `meshwork echo` as separate processes,
+//! curl as the client, every port dynamic. Covers the seeds' north-south examples: path
+//! and header routing, a 90/10 canary, HTTPS with a cert-manager Secret, HTTPS redirect,
+//! MUTUAL TLS, hot reload under load, rejected changes, certificate rotation, access logs.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+
+/// Gateway Service (port 80 -> `http`, 443 -> `https`), Gateway with the given servers,
+/// and two services `api` (v1, v2 subsets) and `web` backed by echo processes.
+fn base_config(mesh: &mut Mesh, http: u16, https: u16, servers: &str) {
+    let v1 = mesh.echo("api-v1");
+    let v2 = mesh.echo("api-v2");
+    let web = mesh.echo("web");
+    mesh.config(
+        "gateway.yaml",
+        &format!(
+            r#"apiVersion: v1
+kind: Service
+metadata: {{name: istio-ingressgateway, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  ports:
+  - {{name: http2, port: 80, targetPort: {http}}}
+  - {{name: https, port: 443, targetPort: {https}}}
+---
+apiVersion: networking.istio.io/v1beta1
+kind: Gateway
+metadata: {{name: public, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+{servers}"#
+        ),
+    );
+    mesh.config(
+        "services.yaml",
+        &format!(
+            r#"apiVersion: v1
+kind: Service
+metadata: {{name: api, namespace: shop}}
+spec:
+  selector: {{app: api}}
+  ports: [{{name: http, port: 80}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: shop}}
+spec:
+  selector: {{app: web}}
+  ports: [{{name: http, port: 80}}]
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: api-v1, namespace: shop}}
+spec: {{address: 127.0.0.1, labels: {{app: api, version: v1}}, ports: {{http: {v1}}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: api-v2, namespace: shop}}
+spec: {{address: 127.0.0.1, labels: {{app: api, version: v2}}, ports: {{http: {v2}}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: web, namespace: shop}}
+spec: {{address: 127.0.0.1, labels: {{app: web}}, ports: {{http: {web}}}}}
+---
+apiVersion: networking.istio.io/v1beta1
+kind: DestinationRule
+metadata: {{name: api, namespace: shop}}
+spec:
+  host: api
+  subsets:
+  - {{name: v1, labels: {{version: v1}}}}
+  - {{name: v2, labels: {{version: v2}}}}
+"#
+        ),
+    );
+}
+
+const ROUTES: &str = r#"apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: {name: shop, namespace: shop}
+spec:
+  hosts: [shop.example.test]
+  gateways: [istio-system/public]
+  http:
+  - match:
+    - headers:
+        x-version: {exact: v2}
+    route:
+    - destination: {host: api, subset: v2}
+  - match:
+    - uri: {prefix: /api}
+    route:
+    - destination: {host: api, subset: v1}
+      weight: 90
+    - destination: {host: api, subset: v2}
+      weight: 10
+  - match:
+    - uri: {prefix: /web}
+    route:
+    - destination: {host: web}
+"#;
+
+const HTTP_SERVER: &str = r#"  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ["shop.example.test"]
+"#;
+
+/// The echo name of each response to `n` requests for `url`, counted.
+fn names(url: &str, extra: &[&str], n: usize) -> std::collections::BTreeMap<String, usize> {
+    let many = format!("{url}?n=[1-{n}]");
+    let mut args = vec!["-D", "-", "-o", "/dev/null", many.as_str()];
+    args.extend_from_slice(extra);
+    let out = curl(&args);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut counts = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        if let Some(name) = line.strip_prefix("x-echo-name: ") {
+            *counts.entry(name.trim().to_string()).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+#[test]
+fn routes_by_path_header_and_weight() {
+    let mut mesh = Mesh::new("routing");
+    let http = free_port();
+    base_config(&mut mesh, http, free_port(), HTTP_SERVER);
+    mesh.config("routes.yaml", ROUTES);
+    mesh.up(&[]);
+    let base = format!("http://127.0.0.1:{http}");
+    let host = ["-H", "Host: shop.example.test"];
+
+    let web = curl(&[&format!("{base}/web/index"), host[0], host[1]]);
+    let body: serde_json::Value = serde_json::from_slice(&web.stdout).unwrap();
+    assert_eq!(body["name"], "web");
+    assert_eq!(body["path"], "/web/index");
+    assert_eq!(body["headers"]["x-forwarded-proto"], "http");
+    assert_eq!(body["headers"]["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(
+        body["headers"]["x-request-id"].as_str().unwrap().len(),
+        36,
+        "a generated UUID"
+    );
+
+    let v2 = curl(&[
+        &format!("{base}/anything"),
+        host[0],
+        host[1],
+        "-H",
+        "x-version: v2",
+        "-H",
+        "x-request-id: abc-123",
+    ]);
+    let body: serde_json::Value = serde_json::from_slice(&v2.stdout).unwrap();
+    assert_eq!(body["name"], "api-v2");
+    assert_eq!(
+        body["headers"]["x-request-id"], "abc-123",
+        "a client's request id is kept"
+    );
+
+    assert_eq!(
+        status(&[&format!("{base}/nothing"), host[0], host[1]]),
+        404,
+        "no route"
+    );
+    assert_eq!(
+        status(&[&format!("{base}/api"), "-H", "Host: other.test"]),
+        404,
+        "no virtual host"
+    );
+
+    let counts = names(&format!("{base}/api/items"), &host, 1000);
+    let v2 = counts.get("api-v2").copied().unwrap_or(0);
+    let v1 = counts.get("api-v1").copied().unwrap_or(0);
+    assert_eq!(v1 + v2, 1000, "{counts:?}");
+    assert!(
+        (70..=130).contains(&v2),
+        "a 90/10 split within 3 points: {counts:?}"
+    );
+}
+
+#[test]
+fn https_with_a_cert_manager_secret_redirect_and_http2() {
+    let mut mesh = Mesh::new("https");
+    let (http, https) = (free_port(), free_port());
+    let servers = r#"  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ["*"]
+    tls: {httpsRedirect: true}
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: ["shop.example.test"]
+    tls: {mode: SIMPLE, credentialName: shop-tls}
+"#;
+    base_config(&mut mesh, http, https, servers);
+    mesh.config("routes.yaml", ROUTES);
+    let ca = TestCa::new("test root");
+    let (cert, key) = ca.leaf(&["shop.example.test"], "shop v1");
+    mesh.config(
+        "secret.yaml",
+        &tls_secret("istio-system", "shop-tls", &cert, &key, None),
+    );
+    let ca_file = mesh.dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.cert_pem).unwrap();
+    mesh.up(&[]);
+
+    let redirect = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{redirect_url}",
+        &format!("http://127.0.0.1:{http}/web/x?y=1"),
+        "-H",
+        "Host: shop.example.test",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&redirect.stdout),
+        "301 https://shop.example.test/web/x?y=1"
+    );
+
+    let resolve = format!("shop.example.test:{https}:127.0.0.1");
+    let url = format!("https://shop.example.test:{https}/web/page");
+    for version in ["--http1.1", "--http2"] {
+        let out = curl(&[
+            "--resolve",
+            &resolve,
+            "--cacert",
+            ca_file.to_str().unwrap(),
+            version,
+            "-w",
+            "\n%{http_version}",
+            &url,
+        ]);
+        assert!(
+            out.status.success(),
+            "{version}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        let (body, proto) = text.rsplit_once('\n').unwrap();
+        let body: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(body["name"], "web");
+        assert_eq!(body["headers"]["x-forwarded-proto"], "https");
+        assert_eq!(proto, if version == "--http2" { "2" } else { "1.1" });
+    }
+
+    // An unknown SNI gets no certificate: the connection is closed.
+    let other = format!("other.test:{https}:127.0.0.1");
+    let out = curl(&[
+        "--resolve",
+        &other,
+        "-k",
+        &format!("https://other.test:{https}/"),
+    ]);
+    assert!(!out.status.success());
+    support::eventually(Duration::from_secs(5), "the SNI refusal in the log", || {
+        mesh.log().contains("no server for this SNI")
+    });
+
+    // Rotation: a new Secret; new handshakes present the new certificate.
+    let (cert2, key2) = ca.leaf(&["shop.example.test"], "shop v2");
+    mesh.config(
+        "secret.yaml",
+        &tls_secret("istio-system", "shop-tls", &cert2, &key2, None),
+    );
+    support::eventually(Duration::from_secs(10), "the rotated certificate", || {
+        let out = curl(&[
+            "--resolve",
+            &resolve,
+            "--cacert",
+            ca_file.to_str().unwrap(),
+            "-v",
+            "-o",
+            "/dev/null",
+            &url,
+        ]);
+        String::from_utf8_lossy(&out.stderr).contains("CN=shop v2")
+    });
+}
+
+#[test]
+fn mutual_tls_accepts_good_client_certificates_only() {
+    let mut mesh = Mesh::new("mtls");
+    let (http, https) = (free_port(), free_port());
+    let servers = r#"  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: ["*.internal"]
+    tls: {mode: MUTUAL, credentialName: internal-tls}
+"#;
+    base_config(&mut mesh, http, https, servers);
+    mesh.config(
+        "routes.yaml",
+        r#"apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: {name: internal, namespace: shop}
+spec:
+  hosts: [api.internal]
+  gateways: [istio-system/public]
+  http:
+  - route:
+    - destination: {host: web}
+"#,
+    );
+    let server_ca = TestCa::new("server root");
+    let client_ca = TestCa::new("client root");
+    let rogue_ca = TestCa::new("rogue root");
+    let (cert, key) = server_ca.leaf(&["api.internal"], "api.internal");
+    mesh.config(
+        "secret.yaml",
+        &tls_secret(
+            "istio-system",
+            "internal-tls",
+            &cert,
+            &key,
+            Some(&client_ca.cert_pem),
+        ),
+    );
+    let dir = mesh.dir.path().to_path_buf();
+    let write = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let ca = write("server-ca.pem", &server_ca.cert_pem);
+    let (good_cert, good_key) = client_ca.leaf(&["client.internal"], "client");
+    let (bad_cert, bad_key) = rogue_ca.leaf(&["client.internal"], "rogue");
+    let (gc, gk) = (write("good.pem", &good_cert), write("good.key", &good_key));
+    let (bc, bk) = (write("bad.pem", &bad_cert), write("bad.key", &bad_key));
+    mesh.up(&[]);
+
+    let resolve = format!("api.internal:{https}:127.0.0.1");
+    let url = format!("https://api.internal:{https}/");
+    let base = ["--resolve", resolve.as_str(), "--cacert", ca.as_str()];
+    let with = |extra: &[&str]| {
+        let mut a: Vec<&str> = base.to_vec();
+        a.extend_from_slice(extra);
+        a.push(&url);
+        status(&a)
+    };
+    assert_eq!(
+        with(&["--cert", &gc, "--key", &gk]),
+        200,
+        "a client certificate from the trusted CA"
+    );
+    assert_eq!(with(&[]), 0, "no client certificate is refused");
+    assert_eq!(
+        with(&["--cert", &bc, "--key", &bk]),
+        0,
+        "a certificate from another CA is refused"
+    );
+}
+
+#[test]
+fn hot_reload_under_load_loses_no_request_and_bad_changes_are_rejected() {
+    let mut mesh = Mesh::new("reload");
+    let http = free_port();
+    base_config(&mut mesh, http, free_port(), HTTP_SERVER);
+    mesh.config("routes.yaml", ROUTES);
+    mesh.up(&[]);
+    let url = format!("http://127.0.0.1:{http}/web/x");
+
+    // Load: 1500 sequential keep-alive requests from one curl while the routes change.
+    let load_url = format!("{url}?n=[1-1500]");
+    let load = std::thread::spawn(move || {
+        curl(&[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}\n",
+            "-H",
+            "Host: shop.example.test",
+            &load_url,
+        ])
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let changed = ROUTES.replace(
+        "- destination: {host: web}",
+        "- destination: {host: api, subset: v2}",
+    );
+    mesh.config("routes.yaml", &changed);
+    support::eventually(Duration::from_secs(10), "the new route", || {
+        let out = curl(&[
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            "-H",
+            "Host: shop.example.test",
+            &url,
+        ]);
+        String::from_utf8_lossy(&out.stdout).contains("x-echo-name: api-v2")
+    });
+    let out = load.join().unwrap();
+    let codes = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(codes.lines().count(), 1500);
+    assert!(
+        codes.lines().all(|c| c == "200"),
+        "failed requests during reload: {:?}",
+        codes.lines().filter(|c| *c != "200").collect::<Vec<_>>()
+    );
+
+    // An invalid change is rejected with the validate message; the last good config serves.
+    mesh.config("routes.yaml", &changed.replace("weight: 90", "weigth: 90"));
+    support::eventually(Duration::from_secs(10), "the rejection in the log", || {
+        mesh.log()
+            .contains("unknown field (did you mean \"weight\"?)")
+            && mesh.log().contains("configuration rejected")
+    });
+    let out = curl(&[
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        "-H",
+        "Host: shop.example.test",
+        &url,
+    ]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("x-echo-name: api-v2"));
+}
+
+#[test]
+fn local_replies_timeouts_and_access_log() {
+    let mut mesh = Mesh::new("replies");
+    let http = free_port();
+    base_config(&mut mesh, http, free_port(), HTTP_SERVER);
+    mesh.config(
+        "routes.yaml",
+        r#"apiVersion: v1
+kind: Service
+metadata: {name: empty, namespace: shop}
+spec:
+  selector: {app: nobody}
+  ports: [{name: http, port: 80}]
+---
+apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: {name: shop, namespace: shop}
+spec:
+  hosts: [shop.example.test]
+  gateways: [istio-system/public]
+  http:
+  - match: [{uri: {prefix: /empty}}]
+    route: [{destination: {host: empty}}]
+  - match: [{uri: {prefix: /slow}}]
+    timeout: 200ms
+    route: [{destination: {host: web}}]
+  - match: [{uri: {exact: /old}}]
+    redirect: {uri: /new, redirectCode: 302}
+  - match: [{uri: {exact: /teapot}}]
+    directResponse: {status: 418, body: {string: "short and stout"}}
+  - match: [{uri: {prefix: /rw}}]
+    rewrite: {uri: /web/rewritten}
+    headers:
+      request: {set: {x-added: "yes"}}
+      response: {add: {x-served-by: gateway}}
+    route: [{destination: {host: web}}]
+"#,
+    );
+    let mesh_file = mesh.dir.path().join("mesh.yaml");
+    std::fs::write(
+        &mesh_file,
+        "accessLogFile: /dev/stdout\naccessLogEncoding: JSON\n",
+    )
+    .unwrap();
+    mesh.up(&["--mesh", mesh_file.to_str().unwrap()]);
+    let base = format!("http://127.0.0.1:{http}");
+    let host = "Host: shop.example.test";
+
+    let empty = curl(&["-H", host, "-w", "\n%{http_code}", &format!("{base}/empty")]);
+    assert_eq!(
+        String::from_utf8_lossy(&empty.stdout),
+        "no healthy upstream\n503"
+    );
+    let slow = curl(&[
+        "-H",
+        host,
+        "-w",
+        "\n%{http_code}",
+        &format!("{base}/slow?delay=2s"),
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&slow.stdout),
+        "upstream request timeout\n504"
+    );
+    let moved = curl(&[
+        "-H",
+        host,
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{redirect_url}",
+        &format!("{base}/old"),
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&moved.stdout),
+        "302 http://shop.example.test/new"
+    );
+    let tea = curl(&["-H", host, "-w", " %{http_code}", &format!("{base}/teapot")]);
+    assert_eq!(String::from_utf8_lossy(&tea.stdout), "short and stout 418");
+    let rw = curl(&["-H", host, "-D", "/dev/stderr", &format!("{base}/rw/a?b=1")]);
+    let body: serde_json::Value = serde_json::from_slice(&rw.stdout).unwrap();
+    assert_eq!(body["path"], "/web/rewritten/a?b=1");
+    assert_eq!(body["headers"]["x-added"], "yes");
+    assert!(String::from_utf8_lossy(&rw.stderr).contains("x-served-by: gateway"));
+
+    let up = mesh.up.as_ref().unwrap();
+    support::eventually(Duration::from_secs(5), "access log lines", || {
+        up.stdout().lines().count() >= 5
+    });
+    let lines: Vec<serde_json::Value> = up
+        .stdout()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let find = |path: &str| {
+        lines
+            .iter()
+            .find(|l| l["path"].as_str().unwrap().starts_with(path))
+            .unwrap()
+            .clone()
+    };
+    let e = find("/empty");
+    assert_eq!(e["response_code"], 503);
+    assert_eq!(e["response_flags"], "UH");
+    assert_eq!(
+        e["upstream_cluster"],
+        "outbound|80||empty.shop.svc.cluster.local"
+    );
+    let s = find("/slow");
+    assert_eq!(s["response_code"], 504);
+    assert_eq!(s["response_flags"], "UT");
+    let r = find("/rw");
+    assert_eq!(r["response_code"], 200);
+    assert_eq!(r["response_flags"], "-");
+    assert_eq!(r["method"], "GET");
+    assert_eq!(r["authority"], "shop.example.test");
+    assert_eq!(r["protocol"], "HTTP/1.1");
+    assert!(r["bytes_sent"].as_u64().unwrap() > 100);
+    assert!(
+        r["upstream_host"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    assert_eq!(
+        r["user_agent"].as_str().unwrap().split('/').next(),
+        Some("curl")
+    );
+    for field in [
+        "start_time",
+        "duration",
+        "bytes_received",
+        "x_forwarded_for",
+        "request_id",
+    ] {
+        assert!(r.get(field).is_some(), "{field} missing from {r}");
+    }
+}
+
+#[test]
+fn websocket_upgrades_pass_through() {
+    use std::io::{Read, Write};
+    let mut mesh = Mesh::new("ws");
+    let http = free_port();
+    base_config(&mut mesh, http, free_port(), HTTP_SERVER);
+    mesh.config("routes.yaml", ROUTES);
+    mesh.up(&[]);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", http)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(
+        b"GET /web/socket HTTP/1.1\r\nHost: shop.example.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        s.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: websocket"), "{head}");
+    assert!(head.contains("x-echo-name: web"), "{head}");
+    for msg in [&b"hello"[..], b"through the gateway"] {
+        s.write_all(msg).unwrap();
+        let mut got = vec![0u8; msg.len()];
+        s.read_exact(&mut got).unwrap();
+        assert_eq!(got, msg);
+    }
+}

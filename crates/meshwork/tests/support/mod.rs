@@ -1,0 +1,292 @@
+//! Helpers for end-to-end tests: the real `meshwork` binary as separate processes, free
+//! ports, temporary config directories, test certificates, curl, and a bounded wait
+//! instead of sleeps.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub fn meshwork_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_meshwork")
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `check` until it holds or `limit` passes.
+pub fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("timed out after {limit:?} waiting for {what}");
+}
+
+/// A child process killed when dropped.
+pub struct Proc {
+    child: Child,
+    pub stdout_path: PathBuf,
+    pub stderr_path: PathBuf,
+}
+
+impl Proc {
+    /// Starts `meshwork ARGS` with stdout and stderr in files under `dir`.
+    pub fn start(dir: &Path, label: &str, args: &[&str]) -> Proc {
+        let stdout_path = dir.join(format!("{label}.stdout"));
+        let stderr_path = dir.join(format!("{label}.stderr"));
+        let child = Command::new(meshwork_bin())
+            .args(args)
+            .env("MESHWORK_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout_path).unwrap())
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .spawn()
+            .expect("meshwork starts");
+        Proc {
+            child,
+            stdout_path,
+            stderr_path,
+        }
+    }
+
+    /// What the process wrote to stdout so far.
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.stdout_path).unwrap_or_default()
+    }
+
+    /// What the process wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A temporary directory removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(label: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!(
+            "meshwork-{label}-{}-{}",
+            std::process::id(),
+            fastrand_suffix()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Writes a file atomically (temporary name, then rename), as config tools do.
+    pub fn write(&self, name: &str, text: &str) {
+        let tmp = self.0.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, self.0.join(name)).unwrap();
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn fastrand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
+    nanos ^ (N.fetch_add(1, Ordering::Relaxed) << 32)
+}
+
+/// Runs curl with these arguments.
+pub fn curl(args: &[&str]) -> Output {
+    Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("curl runs")
+}
+
+/// An HTTP status from curl (`-o /dev/null -w %{http_code}`), 0 when the request failed.
+pub fn status(args: &[&str]) -> u16 {
+    let mut all = vec!["-o", "/dev/null", "-w", "%{http_code}"];
+    all.extend_from_slice(args);
+    let out = curl(&all);
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+/// Echo backends, `meshwork up` on a config, and the ports they use.
+pub struct Mesh {
+    pub dir: TempDir,
+    pub admin: u16,
+    pub health: u16,
+    pub up: Option<Proc>,
+    pub backends: Vec<Proc>,
+}
+
+impl Mesh {
+    /// A directory for config, with no process yet.
+    pub fn new(label: &str) -> Mesh {
+        Mesh {
+            dir: TempDir::new(label),
+            admin: free_port(),
+            health: free_port(),
+            up: None,
+            backends: Vec::new(),
+        }
+    }
+
+    /// Starts an echo backend on a free port and returns the port.
+    pub fn echo(&mut self, name: &str) -> u16 {
+        let port = free_port();
+        let p = Proc::start(
+            self.dir.path(),
+            name,
+            &["echo", "--port", &port.to_string(), "--name", name],
+        );
+        eventually(Duration::from_secs(10), "the echo backend", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        self.backends.push(p);
+        port
+    }
+
+    /// Starts `meshwork up` on the config directory (its `config/` subdirectory) and
+    /// waits until it is ready.
+    pub fn up(&mut self, extra: &[&str]) {
+        let config = self.dir.path().join("config");
+        let admin = format!("127.0.0.1:{}", self.admin);
+        let health = format!("127.0.0.1:{}", self.health);
+        let mut args = vec![
+            "up",
+            config.to_str().unwrap(),
+            "--admin",
+            &admin,
+            "--health",
+            &health,
+        ];
+        args.extend_from_slice(extra);
+        let p = Proc::start(self.dir.path(), "up", &args);
+        let url = format!("http://127.0.0.1:{}/healthz/ready", self.health);
+        let start = Instant::now();
+        while status(&[&url]) != 200 {
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "meshwork up did not become ready:\n{}",
+                p.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        self.up = Some(p);
+    }
+
+    /// Writes a config file (atomically) into the config directory.
+    pub fn config(&self, name: &str, text: &str) {
+        let dir = self.dir.path().join("config");
+        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, dir.join(name)).unwrap();
+    }
+
+    /// The up process's log.
+    pub fn log(&self) -> String {
+        self.up.as_ref().map(|p| p.stderr()).unwrap_or_default()
+    }
+}
+
+/// A CA and certificates it signs, made fresh for each test.
+pub struct TestCa {
+    pub cert_pem: String,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl TestCa {
+    pub fn new(name: &str) -> TestCa {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name.to_string());
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        TestCa {
+            cert_pem: cert.pem(),
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    /// A leaf certificate for these DNS names, and its private key, as PEM.
+    pub fn leaf(&self, names: &[&str], common_name: &str) -> (String, String) {
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, common_name.to_string());
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+/// A `kubernetes.io/tls` Secret as cert-manager writes it (base64 `data`).
+pub fn tls_secret(namespace: &str, name: &str, cert: &str, key: &str, ca: Option<&str>) -> String {
+    let b64 = |s: &str| base64_encode(s.as_bytes());
+    let mut out = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: {namespace}\ntype: kubernetes.io/tls\ndata:\n  tls.crt: {}\n  tls.key: {}\n",
+        b64(cert),
+        b64(key)
+    );
+    if let Some(ca) = ca {
+        out.push_str(&format!("  ca.crt: {}\n", b64(ca)));
+    }
+    out
+}
+
+fn base64_encode(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}

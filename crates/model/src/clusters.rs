@@ -1,0 +1,102 @@
+//! Clusters: one per service host, port and subset that a route names, with endpoints
+//! from the registry filtered by the DestinationRule subset's labels.
+
+use std::collections::BTreeMap;
+
+use meshwork_api::duration::parse_duration;
+use meshwork_api::mesh::MeshConfig;
+use meshwork_api::resource::{DestinationRule, Object};
+
+use crate::config::{Cluster, UpstreamProtocol};
+use crate::registry::{Protocol, Registry, resolve_host};
+use crate::routes::ClusterKey;
+
+/// The DestinationRule for a host: the one in the service's namespace first, then any.
+fn destination_rule<'a>(
+    objects: &'a [Object],
+    host: &str,
+    service_ns: &str,
+) -> Option<&'a DestinationRule> {
+    let mut rules: Vec<&DestinationRule> = objects
+        .iter()
+        .filter_map(|o| match o {
+            Object::DestinationRule(dr) => Some(dr),
+            _ => None,
+        })
+        .filter(|dr| {
+            resolve_host(
+                &dr.spec.host,
+                dr.metadata.namespace.as_deref().unwrap_or_default(),
+            ) == host
+        })
+        .collect();
+    rules.sort_by_key(|dr| dr.metadata.namespace.as_deref() != Some(service_ns));
+    rules.into_iter().next()
+}
+
+/// Builds the clusters for these keys.
+pub fn build_clusters(
+    keys: &[ClusterKey],
+    objects: &[Object],
+    registry: &Registry,
+    mesh: &MeshConfig,
+) -> BTreeMap<String, Cluster> {
+    let default_connect = parse_duration(&mesh.connect_timeout)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(10_000);
+    let mut out = BTreeMap::new();
+    for key in keys {
+        let name = key.name();
+        if out.contains_key(&name) {
+            continue;
+        }
+        let service = registry.get(&key.host);
+        let ns = service.map(|s| s.namespace.as_str()).unwrap_or_default();
+        let dr = destination_rule(objects, &key.host, ns);
+        let subset = key
+            .subset
+            .as_ref()
+            .and_then(|s| dr.and_then(|d| d.spec.subsets.iter().find(|x| &x.name == s)));
+        let labels = subset.map(|s| s.labels.clone()).unwrap_or_default();
+        let endpoints = service
+            .map(|s| {
+                let mut eps: Vec<_> = s
+                    .instances
+                    .iter()
+                    .filter(|i| i.service_port == key.port)
+                    .filter(|i| labels.iter().all(|(k, v)| i.labels.get(k) == Some(v)))
+                    .map(|i| i.endpoint.clone())
+                    .collect();
+                eps.sort();
+                eps
+            })
+            .unwrap_or_default();
+        let protocol = match service.and_then(|s| s.port(key.port)).map(|p| p.protocol) {
+            Some(Protocol::Http2 | Protocol::Grpc) => UpstreamProtocol::Http2,
+            _ => UpstreamProtocol::Http1,
+        };
+        let policy = subset
+            .and_then(|s| s.traffic_policy.as_ref())
+            .or_else(|| dr.and_then(|d| d.spec.traffic_policy.as_ref()));
+        let connect_timeout_ms = policy
+            .and_then(|p| p.connection_pool.as_ref())
+            .and_then(|c| c.tcp.as_ref())
+            .and_then(|t| t.connect_timeout.as_ref())
+            .and_then(|t| parse_duration(t).ok())
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(default_connect);
+        out.insert(
+            name.clone(),
+            Cluster {
+                name,
+                host: key.host.clone(),
+                port: key.port,
+                subset: key.subset.clone(),
+                protocol,
+                endpoints,
+                connect_timeout_ms,
+            },
+        );
+    }
+    out
+}

@@ -1,0 +1,409 @@
+//! The compiled, per-proxy configuration: what a gateway proxy runs and what
+//! `/config_dump` prints. Indexed the way the data plane looks things up: listeners by
+//! port, servers by SNI, virtual hosts by domain, clusters by name.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Serialize, Serializer};
+
+/// Everything one gateway proxy runs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GatewayConfig {
+    /// A name derived from the selector (`istio=ingressgateway`).
+    pub name: String,
+    /// The Gateway selector this proxy answers to.
+    pub selector: BTreeMap<String, String>,
+    /// One listener per bound port.
+    pub listeners: Vec<Listener>,
+    /// Route tables, by name (`http.8080`, `https.443.https.public.istio-system`).
+    pub route_tables: BTreeMap<String, RouteTable>,
+    /// Upstream clusters, by Istio's name (`outbound|80|v1|reviews.default.svc.cluster.local`).
+    pub clusters: BTreeMap<String, Cluster>,
+    /// Where and how to write the access log, when it is on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<AccessLog>,
+}
+
+/// Access log settings (from the mesh config's `accessLogFile` and `accessLogEncoding`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AccessLog {
+    /// `/dev/stdout` or a file path.
+    pub path: String,
+    /// One JSON object per line (`JSON`) or Envoy's text format (`TEXT`).
+    pub json: bool,
+}
+
+/// A bound port and the servers it carries.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Listener {
+    /// `0.0.0.0_8080`.
+    pub name: String,
+    /// The address to bind (`0.0.0.0`).
+    pub address: String,
+    /// The port to bind (the Service's targetPort for the Gateway port, or the port itself).
+    pub bind_port: u16,
+    /// The Gateway port number (`80`).
+    pub gateway_port: u32,
+    /// Servers on this port, chosen by SNI when the port terminates TLS.
+    pub servers: Vec<ServerChain>,
+}
+
+/// One Gateway server on a listener: its hosts, TLS, and the route table it uses.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServerChain {
+    /// `ns/gateway` and the server's index, for logs.
+    pub source: String,
+    /// The server's hosts without namespace (`*.example.com`), matched against SNI.
+    pub hosts: Vec<String>,
+    /// Plain HTTP, HTTPS termination, or an HTTPS redirect.
+    pub protocol: ServerProtocol,
+    /// TLS settings when the server terminates TLS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsContext>,
+    /// Answer every request with a 301 to https (`tls.httpsRedirect`).
+    pub https_redirect: bool,
+    /// The route table of this server.
+    pub route_table: String,
+}
+
+/// What a server speaks after any TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ServerProtocol {
+    /// HTTP/1.1 and HTTP/2 (prior knowledge or upgrade).
+    Http,
+    /// HTTP over TLS (ALPN h2 and http/1.1).
+    Https,
+}
+
+/// TLS termination settings.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TlsContext {
+    /// SIMPLE (server certificate) or MUTUAL (client certificates verified too).
+    pub mode: TlsMode,
+    /// The server certificate and key.
+    pub certificate: CertificateSource,
+    /// The CA that signs client certificates (MUTUAL).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<PemSource>,
+    /// `TLSV1_2`, `TLSV1_3`; unset means the library's default (1.2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_version: Option<String>,
+    /// Upper bound on the version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_version: Option<String>,
+    /// Allowed cipher suites (OpenSSL names); empty means the defaults.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cipher_suites: Vec<String>,
+    /// ALPN protocols offered: `h2`, `http/1.1`.
+    pub alpn: Vec<String>,
+}
+
+/// TLS mode of a terminating server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TlsMode {
+    /// Server certificate only.
+    Simple,
+    /// Client certificates required and verified.
+    Mutual,
+    /// Client certificates verified when presented.
+    OptionalMutual,
+}
+
+/// Where a server certificate comes from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CertificateSource {
+    /// A `kubernetes.io/tls` Secret (credentialName), inline.
+    Secret {
+        /// `namespace/name` of the Secret.
+        name: String,
+        /// `tls.crt`.
+        cert_pem: String,
+        /// `tls.key`; never printed.
+        key_pem: Redacted,
+    },
+    /// `serverCertificate` and `privateKey` files, read (and re-read on change) by the proxy.
+    Files {
+        /// Certificate chain file.
+        cert_path: String,
+        /// Private key file.
+        key_path: String,
+    },
+}
+
+/// PEM data: inline (from a Secret's `ca.crt`) or a file (`caCertificates`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PemSource {
+    /// Inline PEM.
+    Inline(String),
+    /// A file path.
+    File(String),
+}
+
+/// Secret bytes that are carried but never shown.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Redacted(pub String);
+
+impl fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[redacted {} bytes]", self.0.len())
+    }
+}
+
+impl Serialize for Redacted {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("[redacted {} bytes]", self.0.len()))
+    }
+}
+
+/// The virtual hosts of a server or port.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RouteTable {
+    /// Virtual hosts, matched by the request's host in Envoy's order: exact, then the
+    /// longest suffix wildcard, then `*`.
+    pub virtual_hosts: Vec<VirtualHost>,
+}
+
+/// The routes for a set of domains.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VirtualHost {
+    /// `host:port` style name, for dumps.
+    pub name: String,
+    /// Domains: `a.example.com`, `*.example.com`, `*`.
+    pub domains: Vec<String>,
+    /// Routes in order; the first that matches wins.
+    pub routes: Vec<Route>,
+}
+
+/// One HTTP route.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Route {
+    /// The route's name, or `ns/virtualservice#index`.
+    pub name: String,
+    /// Alternatives: the route applies when any matches; empty matches everything.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<RouteMatch>,
+    /// Forward, redirect or answer directly.
+    pub action: RouteAction,
+    /// Changes to the request before forwarding.
+    #[serde(skip_serializing_if = "HeaderOps::is_empty")]
+    pub request_headers: HeaderOps,
+    /// Changes to the response before returning it.
+    #[serde(skip_serializing_if = "HeaderOps::is_empty")]
+    pub response_headers: HeaderOps,
+    /// URI and authority rewrites.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<Rewrite>,
+    /// Whole-request timeout in milliseconds (none: no timeout, as Istio's default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Retry policy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retries: Option<RetryPolicy>,
+}
+
+/// Conditions that must all hold.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RouteMatch {
+    /// The path (without query).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uri: Option<StringMatcher>,
+    /// Compare the path case-insensitively (exact and prefix).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub ignore_uri_case: bool,
+    /// `http` or `https`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<StringMatcher>,
+    /// The method.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<StringMatcher>,
+    /// The authority (Host).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authority: Option<StringMatcher>,
+    /// Header conditions (names lower-cased).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<HeaderMatcher>,
+    /// Query parameter conditions.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub query_params: Vec<QueryMatcher>,
+    /// The Gateway port the request arrived on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u32>,
+}
+
+/// How a string is compared.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StringMatcher {
+    /// Equal.
+    Exact(String),
+    /// Starts with.
+    Prefix(String),
+    /// An RE2 regex that must match the whole value.
+    Regex(String),
+}
+
+/// A header condition.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HeaderMatcher {
+    /// Lower-case header name.
+    pub name: String,
+    /// The value condition; `None` means "present".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<StringMatcher>,
+    /// True for `withoutHeaders`: the condition must not hold.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub invert: bool,
+}
+
+/// A query parameter condition.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QueryMatcher {
+    /// Parameter name.
+    pub name: String,
+    /// Value condition; `None` means "present".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<StringMatcher>,
+}
+
+/// What a matched route does.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteAction {
+    /// Forward to one of the weighted clusters.
+    Forward(Vec<WeightedCluster>),
+    /// Answer with a redirect.
+    Redirect(Redirect),
+    /// Answer directly.
+    DirectResponse {
+        /// Status code.
+        status: u16,
+        /// Body, possibly empty.
+        #[serde(skip_serializing_if = "String::is_empty")]
+        body: String,
+    },
+}
+
+/// A destination with its share of traffic.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WeightedCluster {
+    /// Cluster name.
+    pub cluster: String,
+    /// Relative weight.
+    pub weight: u32,
+    /// Header changes for requests to this destination.
+    #[serde(skip_serializing_if = "HeaderOps::is_empty")]
+    pub request_headers: HeaderOps,
+    /// Header changes for responses from this destination.
+    #[serde(skip_serializing_if = "HeaderOps::is_empty")]
+    pub response_headers: HeaderOps,
+}
+
+/// A redirect answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Redirect {
+    /// Replace the path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    /// Replace the authority.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authority: Option<String>,
+    /// Replace the scheme.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    /// Replace the port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Status code (301 by default).
+    pub code: u16,
+}
+
+/// Header changes: set (replace), add (append), remove.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct HeaderOps {
+    /// Replace or create.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub set: Vec<(String, String)>,
+    /// Append.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<(String, String)>,
+    /// Remove.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+}
+
+impl HeaderOps {
+    /// True when nothing changes.
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
+}
+
+/// Path and authority rewrites before forwarding.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Rewrite {
+    /// Replace the matched prefix (or the whole path for an exact match) with this.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    /// Regex rewrite of the path: (pattern, replacement with `\1` groups).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uri_regex: Option<(String, String)>,
+    /// Replace the authority.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authority: Option<String>,
+}
+
+/// Retries.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RetryPolicy {
+    /// Attempts after the first.
+    pub attempts: u32,
+    /// Timeout per attempt in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_try_timeout_ms: Option<u64>,
+    /// Conditions (`5xx`, `gateway-error`, `connect-failure`, ... and status codes).
+    pub retry_on: Vec<String>,
+}
+
+/// An upstream service port (and subset).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Cluster {
+    /// `outbound|80|v1|reviews.default.svc.cluster.local`.
+    pub name: String,
+    /// The service host.
+    pub host: String,
+    /// The service port.
+    pub port: u32,
+    /// The subset, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subset: Option<String>,
+    /// How to speak to endpoints.
+    pub protocol: UpstreamProtocol,
+    /// Where to send requests.
+    pub endpoints: Vec<Endpoint>,
+    /// Connect timeout in milliseconds (10s by default, as Istio).
+    pub connect_timeout_ms: u64,
+}
+
+/// The protocol used towards endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1.
+    Http1,
+    /// HTTP/2 without TLS, prior knowledge (h2c): `http2-`, `grpc-` ports.
+    Http2,
+}
+
+/// One upstream address.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Endpoint {
+    /// IP address or DNS name.
+    pub address: String,
+    /// Port.
+    pub port: u16,
+}

@@ -1,0 +1,449 @@
+//! Gateway proxies: one per distinct Gateway `selector`. Each gets listeners for its
+//! servers' ports (bound on the Service's targetPort), servers with their TLS, route tables
+//! from the VirtualServices bound to it, and the clusters those routes use.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use meshwork_api::generated::networking::{Server, ServerTlsMode, TlsProtocol};
+use meshwork_api::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use meshwork_api::mesh::{AccessLogEncoding, MeshConfig};
+use meshwork_api::resource::{Gateway, Object, VirtualService};
+use meshwork_api::validate::common::hosts_match;
+
+use crate::clusters::build_clusters;
+use crate::config::{
+    AccessLog, CertificateSource, GatewayConfig, Listener, PemSource, Redacted, RouteTable,
+    ServerChain, ServerProtocol, TlsContext, TlsMode, VirtualHost,
+};
+use crate::registry::{Registry, resolve_host};
+use crate::routes::{RouteContext, compile_route};
+
+/// The result of compilation: what each gateway runs, and what could not be honoured.
+#[derive(Debug, Clone, Default)]
+pub struct Compiled {
+    /// One config per gateway proxy.
+    pub gateways: Vec<GatewayConfig>,
+    /// Problems that leave part of the config out (a missing Secret, an unknown host).
+    pub warnings: Vec<String>,
+}
+
+/// A name for the proxy serving `selector`: `istio=ingressgateway`.
+pub fn selector_name(selector: &BTreeMap<String, String>) -> String {
+    selector
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Compiles every gateway proxy the config asks for.
+pub fn compile_gateways(objects: &[Object], mesh: &MeshConfig) -> Compiled {
+    let registry = Registry::build(objects);
+    let mut by_selector: BTreeMap<BTreeMap<String, String>, Vec<&Gateway>> = BTreeMap::new();
+    for obj in objects {
+        if let Object::Gateway(g) = obj {
+            by_selector
+                .entry(g.spec.selector.clone())
+                .or_default()
+                .push(g);
+        }
+    }
+    let mut out = Compiled::default();
+    for (selector, gateways) in by_selector {
+        let gw = compile_one(
+            &selector,
+            &gateways,
+            objects,
+            &registry,
+            mesh,
+            &mut out.warnings,
+        );
+        out.gateways.push(gw);
+    }
+    out
+}
+
+fn meta_ns(g: &Gateway) -> &str {
+    g.metadata.namespace.as_deref().unwrap_or_default()
+}
+
+fn meta_name(g: &Gateway) -> &str {
+    g.metadata.name.as_deref().unwrap_or_default()
+}
+
+/// Port number -> targetPort of the Kubernetes Service that selects the gateway's pods.
+fn port_map(selector: &BTreeMap<String, String>, objects: &[Object]) -> BTreeMap<u32, u16> {
+    let mut map = BTreeMap::new();
+    for obj in objects {
+        let Object::Service(svc) = obj else { continue };
+        let Some(spec) = &svc.spec else { continue };
+        let sel = spec.selector.clone().unwrap_or_default();
+        if sel.is_empty() || !sel.iter().all(|(k, v)| selector.get(k) == Some(v)) {
+            continue;
+        }
+        for p in spec.ports.iter().flatten() {
+            let target = match &p.target_port {
+                Some(IntOrString::Int(n)) => u16::try_from(*n).ok(),
+                _ => u16::try_from(p.port).ok(),
+            };
+            if let (Ok(port), Some(target)) = (u32::try_from(p.port), target) {
+                map.entry(port).or_insert(target);
+            }
+        }
+    }
+    map
+}
+
+fn compile_one(
+    selector: &BTreeMap<String, String>,
+    gateways: &[&Gateway],
+    objects: &[Object],
+    registry: &Registry,
+    mesh: &MeshConfig,
+    warnings: &mut Vec<String>,
+) -> GatewayConfig {
+    let ports = port_map(selector, objects);
+    let mut listeners: BTreeMap<u16, Listener> = BTreeMap::new();
+    let mut route_tables = BTreeMap::new();
+    let mut cluster_keys = Vec::new();
+    for gw in gateways {
+        for (i, server) in gw.spec.servers.iter().enumerate() {
+            let source = format!("{}/{}#{i}", meta_ns(gw), meta_name(gw));
+            let Some(port) = server.port.as_ref() else {
+                continue;
+            };
+            let number = port.number.unwrap_or(0);
+            let Some(chain) = server_chain(gw, server, &source, number, objects, warnings) else {
+                continue;
+            };
+            let bind_port = ports
+                .get(&number)
+                .copied()
+                .or_else(|| u16::try_from(number).ok())
+                .unwrap_or(0);
+            let listener = listeners.entry(bind_port).or_insert_with(|| Listener {
+                name: format!("0.0.0.0_{bind_port}"),
+                address: "0.0.0.0".into(),
+                bind_port,
+                gateway_port: number,
+                servers: Vec::new(),
+            });
+            let table = route_tables
+                .entry(chain.route_table.clone())
+                .or_insert_with(RouteTable::default);
+            add_virtual_hosts(
+                table,
+                gw,
+                server,
+                number,
+                objects,
+                registry,
+                &mut cluster_keys,
+                warnings,
+            );
+            listener.servers.push(chain);
+        }
+    }
+    for table in route_tables.values_mut() {
+        sort_virtual_hosts(table);
+    }
+    GatewayConfig {
+        name: selector_name(selector),
+        selector: selector.clone(),
+        listeners: listeners.into_values().collect(),
+        route_tables,
+        clusters: build_clusters(&cluster_keys, objects, registry, mesh),
+        access_log: (!mesh.access_log_file.is_empty()).then(|| AccessLog {
+            path: mesh.access_log_file.clone(),
+            json: mesh.access_log_encoding == AccessLogEncoding::Json,
+        }),
+    }
+}
+
+fn server_chain(
+    gw: &Gateway,
+    server: &Server,
+    source: &str,
+    number: u32,
+    objects: &[Object],
+    warnings: &mut Vec<String>,
+) -> Option<ServerChain> {
+    let port = server.port.as_ref()?;
+    let proto = port.protocol.to_ascii_uppercase();
+    let hosts: Vec<String> = server
+        .hosts
+        .iter()
+        .map(|h| h.split_once('/').map_or(h.as_str(), |(_, d)| d).to_string())
+        .collect();
+    let https_redirect = server.tls.as_ref().and_then(|t| t.https_redirect) == Some(true);
+    let (protocol, tls) = match proto.as_str() {
+        "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB" => (ServerProtocol::Http, None),
+        "HTTPS" => {
+            let tls = server.tls.as_ref()?;
+            match tls.mode.unwrap_or_default() {
+                ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual => {
+                    match tls_context(gw, server, objects) {
+                        Ok(ctx) => (ServerProtocol::Https, Some(ctx)),
+                        Err(e) => {
+                            warnings.push(format!("Gateway {source}: {e}; the server is left out"));
+                            return None;
+                        }
+                    }
+                }
+                other => {
+                    warnings.push(format!(
+                        "Gateway {source}: TLS mode {} is not served yet; the server is left out",
+                        other.as_str()
+                    ));
+                    return None;
+                }
+            }
+        }
+        other => {
+            warnings.push(format!(
+                "Gateway {source}: protocol {other} is not served yet; the server is left out"
+            ));
+            return None;
+        }
+    };
+    let route_table = match protocol {
+        ServerProtocol::Http => format!("http.{number}"),
+        ServerProtocol::Https => format!(
+            "https.{number}.{}.{}.{}",
+            port.name,
+            meta_name(gw),
+            meta_ns(gw)
+        ),
+    };
+    Some(ServerChain {
+        source: source.to_string(),
+        hosts,
+        protocol,
+        tls,
+        https_redirect,
+        route_table,
+    })
+}
+
+fn tls_context(gw: &Gateway, server: &Server, objects: &[Object]) -> Result<TlsContext, String> {
+    let tls = server.tls.as_ref().ok_or("no TLS settings")?;
+    let mode = match tls.mode.unwrap_or_default() {
+        ServerTlsMode::Mutual => TlsMode::Mutual,
+        ServerTlsMode::OptionalMutual => TlsMode::OptionalMutual,
+        _ => TlsMode::Simple,
+    };
+    let mut client_ca = tls
+        .ca_certificates
+        .clone()
+        .filter(|s| !s.is_empty())
+        .map(PemSource::File);
+    let certificate = if let Some(name) = tls.credential_name.as_deref().filter(|s| !s.is_empty()) {
+        let secret = find_secret(objects, meta_ns(gw), name).ok_or_else(|| {
+            format!(
+                "credentialName {name}: Secret {}/{name} not found",
+                meta_ns(gw)
+            )
+        })?;
+        let cert = secret
+            .get("tls.crt")
+            .ok_or_else(|| format!("Secret {name} has no tls.crt"))?;
+        let key = secret
+            .get("tls.key")
+            .ok_or_else(|| format!("Secret {name} has no tls.key"))?;
+        if let Some(ca) = secret.get("ca.crt") {
+            client_ca = Some(PemSource::Inline(ca.clone()));
+        } else if let Some(ca) = find_secret(objects, meta_ns(gw), &format!("{name}-cacert"))
+            .and_then(|s| s.get("ca.crt").or_else(|| s.get("cacert")).cloned())
+        {
+            client_ca = Some(PemSource::Inline(ca));
+        }
+        CertificateSource::Secret {
+            name: format!("{}/{name}", meta_ns(gw)),
+            cert_pem: cert.clone(),
+            key_pem: Redacted(key.clone()),
+        }
+    } else {
+        CertificateSource::Files {
+            cert_path: tls
+                .server_certificate
+                .clone()
+                .ok_or("no serverCertificate")?,
+            key_path: tls.private_key.clone().ok_or("no privateKey")?,
+        }
+    };
+    if mode != TlsMode::Simple && client_ca.is_none() {
+        return Err("MUTUAL TLS needs a CA: ca.crt in the credential or caCertificates".into());
+    }
+    let version = |v: Option<TlsProtocol>| {
+        v.filter(|v| *v != TlsProtocol::TlsAuto)
+            .map(|v| v.as_str().to_string())
+    };
+    Ok(TlsContext {
+        mode,
+        certificate,
+        client_ca: if mode == TlsMode::Simple {
+            None
+        } else {
+            client_ca
+        },
+        min_version: version(tls.min_protocol_version),
+        max_version: version(tls.max_protocol_version),
+        cipher_suites: tls.cipher_suites.clone(),
+        alpn: vec!["h2".into(), "http/1.1".into()],
+    })
+}
+
+/// The string data of a Secret (base64 `data` decoded by the loader, or `stringData`).
+fn find_secret(objects: &[Object], ns: &str, name: &str) -> Option<BTreeMap<String, String>> {
+    objects.iter().find_map(|o| match o {
+        Object::Secret(s)
+            if s.metadata.name.as_deref() == Some(name)
+                && s.metadata.namespace.as_deref() == Some(ns) =>
+        {
+            let mut out = BTreeMap::new();
+            for (k, v) in s.data.iter().flatten() {
+                out.insert(k.clone(), String::from_utf8_lossy(&v.0).into_owned());
+            }
+            for (k, v) in s.string_data.iter().flatten() {
+                out.insert(k.clone(), v.clone());
+            }
+            Some(out)
+        }
+        _ => None,
+    })
+}
+
+/// Whether a VirtualService's `gateways` names this Gateway.
+fn binds(vs: &VirtualService, gw: &Gateway) -> Vec<String> {
+    let vs_ns = vs.metadata.namespace.as_deref().unwrap_or_default();
+    let full = format!("{}/{}", meta_ns(gw), meta_name(gw));
+    let legacy = format!("{}.{}", meta_name(gw), meta_ns(gw));
+    let short = (vs_ns == meta_ns(gw)).then(|| meta_name(gw).to_string());
+    vs.spec
+        .gateways
+        .iter()
+        .filter(|g| {
+            **g == full
+                || **g == legacy
+                || Some(g.as_str()) == short.as_deref()
+                || g.starts_with(&format!("{legacy}."))
+        })
+        .cloned()
+        .collect()
+}
+
+/// The server host that admits a VirtualService host, honouring `ns/` prefixes.
+fn admitted_domain(server: &Server, gw_ns: &str, vs_ns: &str, vs_host: &str) -> Option<String> {
+    server.hosts.iter().find_map(|h| {
+        let (ns, host) = h.split_once('/').unwrap_or(("*", h));
+        let ns_ok = ns == "*" || (ns == "." && vs_ns == gw_ns) || ns == vs_ns;
+        if !ns_ok || !hosts_match(host, vs_host) {
+            return None;
+        }
+        // The narrower of the two names is what the virtual host serves.
+        let narrower = match (host.starts_with('*'), vs_host.starts_with('*')) {
+            (true, false) => vs_host,
+            (false, true) => host,
+            _ if host.len() >= vs_host.len() => host,
+            _ => vs_host,
+        };
+        Some(narrower.to_string())
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn add_virtual_hosts(
+    table: &mut RouteTable,
+    gw: &Gateway,
+    server: &Server,
+    port: u32,
+    objects: &[Object],
+    registry: &Registry,
+    cluster_keys: &mut Vec<crate::routes::ClusterKey>,
+    warnings: &mut Vec<String>,
+) {
+    let mut services: Vec<&VirtualService> = objects
+        .iter()
+        .filter_map(|o| match o {
+            Object::VirtualService(v) => Some(v),
+            _ => None,
+        })
+        .collect();
+    // Istio merges VirtualServices for one host oldest first, then by name.
+    services.sort_by_key(|v| {
+        (
+            v.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            v.metadata.namespace.clone(),
+            v.metadata.name.clone(),
+        )
+    });
+    let mut seen_domains: BTreeSet<String> = table
+        .virtual_hosts
+        .iter()
+        .flat_map(|v| v.domains.clone())
+        .collect();
+    for vs in services {
+        let names = binds(vs, gw);
+        if names.is_empty() {
+            continue;
+        }
+        let vs_ns = vs.metadata.namespace.as_deref().unwrap_or_default();
+        let vs_name = vs.metadata.name.as_deref().unwrap_or_default();
+        for host in &vs.spec.hosts {
+            let host = resolve_host(host, vs_ns);
+            let Some(domain) = admitted_domain(server, meta_ns(gw), vs_ns, &host) else {
+                continue;
+            };
+            let routes: Vec<_> = vs
+                .spec
+                .http
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| {
+                    let name = r
+                        .name
+                        .clone()
+                        .unwrap_or_else(|| format!("{vs_ns}/{vs_name}#{i}"));
+                    let ctx = RouteContext {
+                        namespace: vs_ns,
+                        gateway_names: &names,
+                        port,
+                        registry,
+                    };
+                    compile_route(r, name, &ctx, cluster_keys, warnings)
+                })
+                .collect();
+            match table
+                .virtual_hosts
+                .iter_mut()
+                .find(|v| v.domains.contains(&domain))
+            {
+                Some(existing) => existing.routes.extend(routes),
+                None => {
+                    if seen_domains.insert(domain.clone()) {
+                        table.virtual_hosts.push(VirtualHost {
+                            name: format!("{domain}:{port}"),
+                            domains: vec![domain],
+                            routes,
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Envoy's virtual host order: exact domains, then suffix wildcards longest first, then `*`.
+fn sort_virtual_hosts(table: &mut RouteTable) {
+    table.virtual_hosts.sort_by_key(|v| {
+        let d = &v.domains[0];
+        let class = if d == "*" {
+            2
+        } else if d.starts_with('*') {
+            1
+        } else {
+            0
+        };
+        (class, std::cmp::Reverse(d.len()), d.clone())
+    });
+}

@@ -1,0 +1,84 @@
+//! The admin and health endpoints: `GET /config_dump` on the admin port (15000) prints the
+//! compiled config the proxies run; `GET /healthz/ready` on the status port (15021) answers
+//! 200 once config is loaded and every listener is bound, 503 before.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arc_swap::ArcSwap;
+use http::{Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+use crate::body::{Body, full};
+
+/// What the admin endpoints report.
+#[derive(Default)]
+pub struct AdminState {
+    /// Config loaded and every listener bound.
+    pub ready: AtomicBool,
+    /// The compiled config of every proxy, as JSON.
+    pub config_dump: ArcSwap<serde_json::Value>,
+}
+
+impl AdminState {
+    /// Marks the process ready (or not).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+}
+
+fn respond(admin: &AdminState, req: &Request<Incoming>) -> Response<Body> {
+    let (status, content_type, body) = match req.uri().path() {
+        "/healthz/ready" | "/ready" => {
+            if admin.ready.load(Ordering::SeqCst) {
+                (StatusCode::OK, "text/plain", "LIVE\n".to_string())
+            } else {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "not ready\n".to_string(),
+                )
+            }
+        }
+        "/config_dump" => (
+            StatusCode::OK,
+            "application/json",
+            serde_json::to_string_pretty(&**admin.config_dump.load()).unwrap_or_default() + "\n",
+        ),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found\n".to_string(),
+        ),
+    };
+    let mut r = Response::new(full(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    r
+}
+
+/// Serves the admin endpoints on `listener` until the process ends.
+pub async fn serve(listener: TcpListener, admin: Arc<AdminState>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let r = respond(&admin, &req);
+                async move { Ok::<_, Infallible>(r) }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}

@@ -1,0 +1,103 @@
+//! The body type of the request path, and bodies that count what passes through them.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
+
+/// Errors carried by bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The one body type requests and responses use on the request path.
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+/// A body from bytes.
+pub fn full(data: impl Into<Bytes>) -> Body {
+    http_body_util::Full::new(data.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// An empty body.
+pub fn empty() -> Body {
+    full(Bytes::new())
+}
+
+/// Any body, boxed.
+pub fn boxed<B>(b: B) -> Body
+where
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    b.map_err(Into::into).boxed_unsync()
+}
+
+/// Counts the data bytes of a body, and runs `on_end` once when the body is done or dropped.
+pub struct Counted {
+    inner: Body,
+    count: Arc<AtomicU64>,
+    on_end: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl Counted {
+    /// Wraps `inner`, adding to `count`.
+    pub fn new(
+        inner: Body,
+        count: Arc<AtomicU64>,
+        on_end: Option<Box<dyn FnOnce() + Send>>,
+    ) -> Self {
+        Self {
+            inner,
+            count,
+            on_end,
+        }
+    }
+}
+
+impl HttpBody for Counted {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    this.count.fetch_add(d.len() as u64, Ordering::Relaxed);
+                }
+            }
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
+                if let Some(f) = this.on_end.take() {
+                    f();
+                }
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if let Some(f) = self.on_end.take() {
+            f();
+        }
+    }
+}

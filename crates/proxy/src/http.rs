@@ -1,0 +1,574 @@
+//! The HTTP request path, as a sequence of phases over one request:
+//! server (HTTPS redirect) → match route → act (redirect, direct response, forward with
+//! timeout and retries) → record (access log). Errors carry their status and response flag.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use meshwork_model::config::{HeaderOps, Redirect, RetryPolicy, RouteAction, StringMatcher};
+
+use crate::Shared;
+use crate::access_log::{Entry, rfc3339};
+use crate::body::{Body, Counted, boxed, empty, full};
+use crate::error::ProxyError;
+use crate::route::{RequestFacts, find_route, pick_weighted, virtual_host};
+use crate::state::{CompiledRoute, State};
+
+/// What the connection phase learnt, for every request on the connection.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// The client.
+    pub peer: SocketAddr,
+    /// The port the connection arrived on.
+    pub bind_port: u16,
+    /// `http` or `https`.
+    pub scheme: &'static str,
+    /// SNI, when TLS.
+    pub sni: Option<String>,
+    /// The server chosen at the handshake (TLS), by index in the listener.
+    pub server: Option<usize>,
+}
+
+/// Requests whose bodies are at most this large are buffered so they can be retried.
+const RETRY_BUFFER_LIMIT: u64 = 64 * 1024;
+
+/// Headers that describe one hop and are never forwarded.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "proxy-connection",
+    "keep-alive",
+    "transfer-encoding",
+    "upgrade",
+    "http2-settings",
+];
+
+/// Outcome details of the forward phase, for the access log.
+#[derive(Default)]
+struct Upstream {
+    cluster: Option<String>,
+    host: Option<String>,
+    service_time: Option<u64>,
+    route: Option<String>,
+    flag: Option<&'static str>,
+}
+
+/// Serves one request.
+pub async fn handle(
+    req: Request<Incoming>,
+    conn: Arc<ConnInfo>,
+    shared: Arc<Shared>,
+) -> Result<Response<Body>, Infallible> {
+    let start = Instant::now();
+    let start_time = SystemTime::now();
+    let state = shared.state.load_full();
+    let received = Arc::new(AtomicU64::new(0));
+    let (mut parts, body) = req.into_parts();
+    let request_id = ensure_request_id(&mut parts.headers);
+    let mut entry = Entry {
+        start_time: rfc3339(start_time),
+        method: parts.method.to_string(),
+        path: parts
+            .uri
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "/".into()),
+        protocol: format!("{:?}", parts.version),
+        authority: authority(&parts).to_string(),
+        x_forwarded_for: header_str(&parts.headers, "x-forwarded-for"),
+        user_agent: header_str(&parts.headers, "user-agent"),
+        request_id,
+        downstream_remote_address: conn.peer.to_string(),
+        requested_server_name: conn.sni.clone(),
+        ..Default::default()
+    };
+    let body = boxed(Counted::new(boxed(body), received.clone(), None));
+    let mut up = Upstream::default();
+    let response = match serve(parts, body, &conn, &state, &shared, &mut up).await {
+        Ok(r) => r,
+        Err(e) => {
+            up.flag = Some(e.flag());
+            let text = e.body();
+            let mut r = Response::new(full(text.clone()));
+            *r.status_mut() = e.status();
+            if !text.is_empty() {
+                r.headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            }
+            r
+        }
+    };
+    entry.response_code = response.status().as_u16();
+    entry.response_flags = up.flag.unwrap_or("-").to_string();
+    entry.upstream_cluster = up.cluster;
+    entry.upstream_host = up.host;
+    entry.upstream_service_time = up.service_time;
+    entry.route_name = up.route;
+    let (mut rparts, rbody) = response.into_parts();
+    rparts
+        .headers
+        .insert(header::SERVER, HeaderValue::from_static("meshwork"));
+    let Some(access_log) = state.access_log.as_ref() else {
+        return Ok(Response::from_parts(rparts, rbody));
+    };
+    let json = access_log.json;
+    let logger = shared.access_logger(&access_log.path);
+    let sent = Arc::new(AtomicU64::new(0));
+    let sent_end = sent.clone();
+    let on_end = Box::new(move || {
+        entry.duration = start.elapsed().as_millis() as u64;
+        entry.bytes_received = received.load(Ordering::Relaxed);
+        entry.bytes_sent = sent_end.load(Ordering::Relaxed);
+        if let Some(l) = logger {
+            l.log(entry, json);
+        }
+    });
+    Ok(Response::from_parts(
+        rparts,
+        boxed(Counted::new(rbody, sent, Some(on_end))),
+    ))
+}
+
+fn header_str(h: &HeaderMap, name: &str) -> Option<String> {
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+fn authority(parts: &http::request::Parts) -> &str {
+    parts
+        .uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| {
+            parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
+        .unwrap_or("")
+}
+
+/// The host part of an authority, lower case (`Example.com:8080` → `example.com`).
+fn host_of(authority: &str) -> String {
+    let host = if authority.starts_with('[') {
+        authority
+            .split(']')
+            .next()
+            .map(|h| format!("{h}]"))
+            .unwrap_or_default()
+    } else {
+        authority
+            .rsplit_once(':')
+            .map_or(authority, |(h, _)| h)
+            .to_string()
+    };
+    host.to_ascii_lowercase()
+}
+
+/// Keeps a client's X-Request-Id, or makes one, as Envoy does.
+fn ensure_request_id(headers: &mut HeaderMap) -> String {
+    if let Some(id) = header_str(headers, "x-request-id").filter(|s| !s.is_empty()) {
+        return id;
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        headers.insert("x-request-id", v);
+    }
+    id
+}
+
+async fn serve(
+    parts: http::request::Parts,
+    body: Body,
+    conn: &ConnInfo,
+    state: &State,
+    shared: &Shared,
+    up: &mut Upstream,
+) -> Result<Response<Body>, ProxyError> {
+    let listener = state
+        .listeners
+        .get(&conn.bind_port)
+        .ok_or(ProxyError::NoRoute)?;
+    let authority = authority(&parts).to_string();
+    let host = host_of(&authority);
+    let index = conn
+        .server
+        .or_else(|| listener.server_for(Some(&host)))
+        .unwrap_or(0);
+    let server = listener.servers.get(index).ok_or(ProxyError::NoRoute)?;
+
+    // Phase: server policy (HTTPS redirect).
+    if server.chain.https_redirect && conn.scheme == "http" {
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        return Ok(redirect_response(
+            StatusCode::MOVED_PERMANENTLY,
+            &format!("https://{host}{path}"),
+        ));
+    }
+
+    // Phase: match route.
+    let vhosts = state
+        .route_tables
+        .get(&server.chain.route_table)
+        .ok_or(ProxyError::NoRoute)?;
+    let facts = RequestFacts {
+        parts: &parts,
+        host: &host,
+        authority: &authority,
+        scheme: conn.scheme,
+        gateway_port: listener.gateway_port,
+    };
+    let vh = virtual_host(vhosts, &host).ok_or(ProxyError::NoRoute)?;
+    let (route, matched) = find_route(vh, &facts).ok_or(ProxyError::NoRoute)?;
+    up.route = Some(route.route.name.clone());
+
+    // Phase: act.
+    let mut response = match &route.route.action {
+        RouteAction::Redirect(r) => redirect(r, &parts, conn, &host),
+        RouteAction::DirectResponse { status, body } => {
+            let mut r = Response::new(full(body.clone()));
+            *r.status_mut() = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
+            if !body.is_empty() {
+                r.headers_mut()
+                    .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            }
+            r
+        }
+        RouteAction::Forward(_) => {
+            forward(parts, body, conn, route, matched, state, shared, up).await?
+        }
+    };
+    apply_ops(response.headers_mut(), &route.route.response_headers);
+    Ok(response)
+}
+
+fn redirect_response(status: StatusCode, location: &str) -> Response<Body> {
+    let mut r = Response::new(empty());
+    *r.status_mut() = status;
+    if let Ok(v) = HeaderValue::from_str(location) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+fn redirect(
+    r: &Redirect,
+    parts: &http::request::Parts,
+    conn: &ConnInfo,
+    host: &str,
+) -> Response<Body> {
+    let scheme = r.scheme.as_deref().unwrap_or(conn.scheme);
+    let authority = r.authority.clone().unwrap_or_else(|| host.to_string());
+    let port = r.port.map(|p| format!(":{p}")).unwrap_or_default();
+    let path = match &r.uri {
+        Some(u) => u.clone(),
+        None => parts
+            .uri
+            .path_and_query()
+            .map_or("/".into(), |p| p.to_string()),
+    };
+    let status = StatusCode::from_u16(r.code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+    redirect_response(status, &format!("{scheme}://{authority}{port}{path}"))
+}
+
+fn apply_ops(headers: &mut HeaderMap, ops: &HeaderOps) {
+    for name in &ops.remove {
+        headers.remove(name.as_str());
+    }
+    for (name, value) in &ops.set {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            headers.insert(n, v);
+        }
+    }
+    for (name, value) in &ops.add {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            headers.append(n, v);
+        }
+    }
+}
+
+/// The path after `rewrite.uri` / `uriRegexRewrite`.
+fn rewritten_path(route: &CompiledRoute, matched: Option<usize>, path: &str) -> Option<String> {
+    let rw = route.route.rewrite.as_ref()?;
+    if let Some((re, with)) = &route.rewrite_regex {
+        return Some(re.replace_all(path, with.as_str()).into_owned());
+    }
+    let new = rw.uri.as_ref()?;
+    let prefix = matched
+        .and_then(|i| route.route.matches.get(i))
+        .and_then(|m| match &m.uri {
+            Some(StringMatcher::Prefix(p)) => Some(p.as_str()),
+            _ => None,
+        });
+    Some(match prefix {
+        Some(p) if path.len() >= p.len() => format!("{new}{}", &path[p.len()..]),
+        _ => new.clone(),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    mut parts: http::request::Parts,
+    body: Body,
+    conn: &ConnInfo,
+    route: &CompiledRoute,
+    matched: Option<usize>,
+    state: &State,
+    shared: &Shared,
+    up: &mut Upstream,
+) -> Result<Response<Body>, ProxyError> {
+    let RouteAction::Forward(dests) = &route.route.action else {
+        return Err(ProxyError::NoRoute);
+    };
+    let pick = pick_weighted(dests.iter().map(|d| d.weight), route.total_weight)
+        .or(if dests.len() == 1 { Some(0) } else { None })
+        .ok_or(ProxyError::NoHealthyUpstream)?;
+    let dest = &dests[pick];
+    up.cluster = Some(dest.cluster.clone());
+    let cluster = state
+        .clusters
+        .get(&dest.cluster)
+        .ok_or(ProxyError::NoCluster)?;
+    if cluster.cluster.endpoints.is_empty() {
+        return Err(ProxyError::NoHealthyUpstream);
+    }
+
+    // Headers as Envoy sends them upstream.
+    let original_authority = authority(&parts).to_string();
+    let peer_ip = conn.peer.ip().to_string();
+    let xff = match header_str(&parts.headers, "x-forwarded-for") {
+        Some(prev) => format!("{prev}, {peer_ip}"),
+        None => peer_ip,
+    };
+    let upgrade = upgrade_protocol(&parts.headers);
+    let downstream_upgrade = upgrade
+        .as_ref()
+        .and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
+    let h = &mut parts.headers;
+    for name in HOP_BY_HOP {
+        h.remove(*name);
+    }
+    if let Some(proto) = &upgrade {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(header::UPGRADE, proto.clone());
+    }
+    if h.get(header::TE).is_some_and(|v| v != "trailers") {
+        h.remove(header::TE);
+    }
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        h.insert("x-forwarded-for", v);
+    }
+    h.insert("x-forwarded-proto", HeaderValue::from_static(conn.scheme));
+    apply_ops(h, &route.route.request_headers);
+    apply_ops(h, &dest.request_headers);
+    let authority = route
+        .route
+        .rewrite
+        .as_ref()
+        .and_then(|r| r.authority.clone())
+        .unwrap_or(original_authority);
+    if let Ok(v) = HeaderValue::from_str(&authority) {
+        h.insert(header::HOST, v);
+    }
+    let path = parts.uri.path().to_string();
+    let path_and_query = match rewritten_path(route, matched, &path) {
+        Some(p) => match parts.uri.query() {
+            Some(q) => format!("{p}?{q}"),
+            None => p,
+        },
+        None => parts
+            .uri
+            .path_and_query()
+            .map_or("/".into(), |p| p.to_string()),
+    };
+
+    // A body small enough to hold can be sent again on retry; others stream once.
+    let retries = route.route.retries.as_ref();
+    let length = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let replayable = body_is_replayable(&parts, length);
+    let mut body = Some(body);
+    let buffered: Option<Bytes> = if retries.is_some() && replayable {
+        let b = body.take().expect("body present");
+        Some(
+            b.collect()
+                .await
+                .map_err(|e| ProxyError::BadRequest(e.to_string()))?
+                .to_bytes(),
+        )
+    } else {
+        None
+    };
+    let max_attempts = match (retries, &buffered) {
+        (Some(r), Some(_)) => r.attempts + 1,
+        _ => 1,
+    };
+
+    let attempt_loop = async {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let endpoint = cluster.pick().ok_or(ProxyError::NoHealthyUpstream)?;
+            let addr = format!("{}:{}", endpoint.address, endpoint.port);
+            up.host = Some(addr.clone());
+            let uri: Uri = format!("http://{addr}{path_and_query}")
+                .parse()
+                .map_err(|e: http::uri::InvalidUri| ProxyError::BadRequest(e.to_string()))?;
+            let mut req = Request::builder()
+                .method(parts.method.clone())
+                .uri(uri)
+                .version(http::Version::HTTP_11)
+                .body(match &buffered {
+                    Some(b) => full(b.clone()),
+                    None => body.take().unwrap_or_else(empty),
+                })
+                .map_err(|e| ProxyError::BadRequest(e.to_string()))?;
+            *req.headers_mut() = parts.headers.clone();
+            if cluster.cluster.protocol == meshwork_model::config::UpstreamProtocol::Http2 {
+                *req.version_mut() = http::Version::HTTP_2;
+            }
+            let sent_at = Instant::now();
+            let send = shared.upstreams.send(cluster.cluster.protocol, req);
+            let result = match retries.and_then(|r| r.per_try_timeout_ms) {
+                Some(ms) => tokio::time::timeout(Duration::from_millis(ms), send)
+                    .await
+                    .unwrap_or(Err(ProxyError::Timeout)),
+                None => send.await,
+            };
+            up.service_time = Some(sent_at.elapsed().as_millis() as u64);
+            let retry = attempt < max_attempts && retries.is_some_and(|r| should_retry(r, &result));
+            if !retry {
+                return result;
+            }
+            up.flag = Some("URX");
+            tokio::time::sleep(backoff(attempt)).await;
+        }
+    };
+    let result = match route.route.timeout_ms {
+        Some(ms) => tokio::time::timeout(Duration::from_millis(ms), attempt_loop)
+            .await
+            .unwrap_or(Err(ProxyError::Timeout)),
+        None => attempt_loop.await,
+    };
+    if result.is_ok() && up.flag == Some("URX") {
+        up.flag = None;
+    }
+    let mut response = result?;
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(downstream) = downstream_upgrade {
+            let upstream = hyper::upgrade::on(&mut response);
+            tokio::spawn(splice_upgraded(downstream, upstream));
+        }
+        let (parts, _) = response.into_parts();
+        return Ok(Response::from_parts(parts, empty()));
+    }
+    let (mut rparts, rbody) = response.into_parts();
+    for name in HOP_BY_HOP {
+        rparts.headers.remove(*name);
+    }
+    apply_ops(&mut rparts.headers, &dest.response_headers);
+    Ok(Response::from_parts(rparts, boxed(rbody)))
+}
+
+/// The `Upgrade` protocol of an HTTP/1.1 upgrade request (WebSocket and the like).
+fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
+    let connection_upgrade = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    headers
+        .get(header::UPGRADE)
+        .filter(|_| connection_upgrade)
+        .cloned()
+}
+
+/// After a 101, bytes flow both ways between client and upstream until either side closes.
+async fn splice_upgraded(
+    downstream: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+) {
+    let (Ok(down), Ok(up)) = (downstream.await, upstream.await) else {
+        tracing::debug!("an upgrade did not complete");
+        return;
+    };
+    let mut down = hyper_util::rt::TokioIo::new(down);
+    let mut up = hyper_util::rt::TokioIo::new(up);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
+        tracing::debug!(error = %e, "upgraded connection ended");
+    }
+}
+
+fn body_is_replayable(parts: &http::request::Parts, length: Option<u64>) -> bool {
+    match length {
+        Some(n) => n <= RETRY_BUFFER_LIMIT,
+        // No length: only requests that carry no body (GET, HEAD, ...) over HTTP/1.1.
+        None => {
+            parts.version != http::Version::HTTP_2
+                && !parts.headers.contains_key(header::TRANSFER_ENCODING)
+        }
+    }
+}
+
+/// Envoy's jittered exponential backoff: 25 ms base, capped at 250 ms.
+fn backoff(attempt: u32) -> Duration {
+    let ceiling = (25u64 << attempt.min(4)).min(250);
+    Duration::from_millis(fastrand::u64(0..=ceiling))
+}
+
+fn should_retry(policy: &RetryPolicy, result: &Result<Response<Incoming>, ProxyError>) -> bool {
+    let on = |c: &str| policy.retry_on.iter().any(|r| r == c);
+    match result {
+        Ok(resp) => {
+            let s = resp.status().as_u16();
+            (on("5xx") && s >= 500)
+                || (on("gateway-error") && (502..=504).contains(&s))
+                || (on("retriable-4xx") && s == 409)
+                || (on("retriable-status-codes")
+                    && policy.retry_on.iter().any(|r| r.parse() == Ok(s)))
+        }
+        Err(ProxyError::ConnectFailure) => {
+            on("connect-failure") || on("5xx") || on("gateway-error")
+        }
+        Err(ProxyError::UpstreamReset) => on("reset") || on("5xx") || on("refused-stream"),
+        Err(ProxyError::Timeout) => on("5xx") || on("gateway-error"),
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_lose_their_port() {
+        assert_eq!(host_of("Example.com:8080"), "example.com");
+        assert_eq!(host_of("example.com"), "example.com");
+        assert_eq!(host_of("[::1]:80"), "[::1]");
+    }
+
+    #[test]
+    fn backoff_is_bounded() {
+        for a in 1..10 {
+            assert!(backoff(a) <= Duration::from_millis(250));
+        }
+    }
+}
