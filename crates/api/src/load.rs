@@ -11,8 +11,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::Value;
 
 use crate::diagnostic::{Diagnostic, Finding, Findings, Location, Severity};
-use crate::mesh::{self, MeshConfig};
-use crate::path::FieldPath;
+use crate::mesh::{self, MeshConfig, MeshTextOrigin};
+use crate::path::{FieldPath, Segment};
 use crate::resource::{Kind, Object, ObjectRef};
 use crate::schema;
 use crate::source::{self, Document};
@@ -150,11 +150,15 @@ pub struct Loader {
     diagnostics: Vec<Diagnostic>,
     seen: HashMap<ObjectRef, Location>,
     unsupported: BTreeSet<(String, String)>,
+    /// Where the `mesh` text of each ConfigMap sits in its file.
+    mesh_origins: HashMap<ObjectRef, MeshTextOrigin>,
 }
 
 /// A document, or a `kind: List` item inside one.
 struct DocView<'a> {
     file: &'a Path,
+    /// The text of the whole file.
+    text: &'a str,
     doc: &'a Document,
     /// Where the resource sits in the document (`items[3]` inside a List).
     prefix: FieldPath,
@@ -181,6 +185,7 @@ impl Loader {
             diagnostics: Vec::new(),
             seen: HashMap::new(),
             unsupported: BTreeSet::new(),
+            mesh_origins: HashMap::new(),
         }
     }
 
@@ -229,6 +234,7 @@ impl Loader {
         for doc in &docs {
             self.add_document(DocView {
                 file,
+                text,
                 doc,
                 prefix: FieldPath::root(),
                 value: &doc.value,
@@ -280,6 +286,7 @@ impl Loader {
             for (i, item) in items.iter().enumerate() {
                 self.add_document(DocView {
                     file: view.file,
+                    text: view.text,
                     doc: view.doc,
                     prefix: view.prefix.join(&root.field("items").index(i)),
                     value: item,
@@ -312,7 +319,8 @@ impl Loader {
             }
         };
         if !kind.is_istio() {
-            unknown_fields(view.value, &object.to_json(), &root, &mut findings);
+            let known = |p: &FieldPath| kubernetes_field_names(kind, p);
+            unknown_fields(view.value, &object.to_json(), &root, &known, &mut findings);
         }
         *object.metadata_mut() = meta;
         validate::validate_object(&object, &mut findings);
@@ -321,11 +329,19 @@ impl Loader {
         if ok {
             let origin = view.location(&root);
             if let Some(first) = self.seen.get(&resource) {
-                let message = format!(
-                    "{resource} is defined twice; the first is at {}:{}",
-                    first.file.display(),
-                    first.line
-                );
+                // The diagnostic names this file already; repeat it only for another file.
+                let message = if first.file == origin.file {
+                    format!(
+                        "{resource} is defined twice; the first is at line {}",
+                        first.line
+                    )
+                } else {
+                    format!(
+                        "{resource} is defined twice; the first is at {}:{}",
+                        first.file.display(),
+                        first.line
+                    )
+                };
                 self.diagnostics.push(Diagnostic {
                     severity: Severity::Error,
                     location: origin,
@@ -335,15 +351,28 @@ impl Loader {
                 });
                 return;
             }
+            if let Object::ConfigMap(cm) = &object
+                && cm.data.as_ref().is_some_and(|d| d.contains_key("mesh"))
+            {
+                let key = root.field("data").field("mesh");
+                let at = view.doc.position(&view.prefix.join(&key));
+                let origin = MeshTextOrigin::of_value(view.text, at);
+                self.mesh_origins.insert(resource.clone(), origin);
+            }
             self.seen.insert(resource, origin.clone());
             self.objects.push(LoadedObject { object, origin });
         }
     }
 
     fn unsupported_kind(&mut self, view: &DocView<'_>, api_version: &str, kind_name: &str) {
+        // The core group has no name: its apiVersion is the bare version (`v1`).
+        let in_group = |k: &Kind| match k.group() {
+            "" => !api_version.contains('/'),
+            group => api_version.starts_with(&format!("{group}/")),
+        };
         let served = Kind::ALL
             .iter()
-            .find(|k| k.name() == kind_name && api_version.starts_with(&format!("{}/", k.group())));
+            .find(|k| k.name() == kind_name && in_group(k));
         let mut findings = Findings::default();
         let root = FieldPath::root();
         if let Some(k) = served {
@@ -377,15 +406,24 @@ impl Loader {
         let path = FieldPath::root().field("metadata");
         let value = value.cloned().unwrap_or(Value::Object(Default::default()));
         let mut meta: ObjectMeta = match serde_json::from_value(value.clone()) {
-            Ok(m) => m,
+            Ok(m) => {
+                if let Ok(back) = serde_json::to_value(&m) {
+                    let known = |p: &FieldPath| field_names::<ObjectMeta>(&p.segments()[1..]);
+                    unknown_fields(&value, &back, &path, &known, findings);
+                }
+                m
+            }
             Err(e) => {
                 findings.error(&path, format!("invalid metadata: {e}"));
-                ObjectMeta::default()
+                // Keep what names the resource, so that it is reported under its name.
+                let text = |k: &str| value.get(k).and_then(Value::as_str).map(str::to_string);
+                ObjectMeta {
+                    name: text("name"),
+                    namespace: text("namespace"),
+                    ..ObjectMeta::default()
+                }
             }
         };
-        if let Ok(back) = serde_json::to_value(&meta) {
-            unknown_fields(&value, &back, &path, findings);
-        }
         match meta.name.as_deref() {
             None | Some("") => {
                 let pos = view.location(&FieldPath::root());
@@ -439,7 +477,7 @@ impl Loader {
                 mesh
             }
             None => {
-                let (mesh, diags) = mesh::from_config_maps(&self.objects);
+                let (mesh, diags) = mesh::from_config_maps(&self.objects, &self.mesh_origins);
                 self.diagnostics.extend(diags);
                 mesh
             }
@@ -454,17 +492,29 @@ impl Loader {
     }
 }
 
+/// The names of the fields that can appear at `path`, used to suggest a name for an
+/// unknown field: what the decoded value holds, and what the type declares.
+type KnownFields<'a> = dyn Fn(&FieldPath) -> Vec<&'static str> + 'a;
+
 /// Reports keys of `input` that did not survive decoding into a typed value: fields the
 /// Kubernetes type does not have.
-fn unknown_fields(input: &Value, decoded: &Value, path: &FieldPath, findings: &mut Findings) {
+fn unknown_fields(
+    input: &Value,
+    decoded: &Value,
+    path: &FieldPath,
+    known: &KnownFields<'_>,
+    findings: &mut Findings,
+) {
     match (input, decoded) {
         (Value::Object(i), Value::Object(d)) => {
             for (k, v) in i {
                 match d.get(k) {
-                    Some(dv) => unknown_fields(v, dv, &path.field(k), findings),
+                    Some(dv) => unknown_fields(v, dv, &path.field(k), known, findings),
                     None if v.is_null() => {}
                     None => {
-                        let msg = match schema::did_you_mean(k, d.keys().map(String::as_str)) {
+                        let declared = known(path);
+                        let names = d.keys().map(String::as_str).chain(declared);
+                        let msg = match schema::did_you_mean(k, names) {
                             Some(s) => format!("unknown field (did you mean \"{s}\"?)"),
                             None => "unknown field".to_string(),
                         };
@@ -475,9 +525,247 @@ fn unknown_fields(input: &Value, decoded: &Value, path: &FieldPath, findings: &m
         }
         (Value::Array(i), Value::Array(d)) => {
             for (n, (iv, dv)) in i.iter().zip(d).enumerate() {
-                unknown_fields(iv, dv, &path.index(n), findings);
+                unknown_fields(iv, dv, &path.index(n), known, findings);
             }
         }
         _ => {}
+    }
+}
+
+/// The fields a Kubernetes kind declares at `path` (empty for Istio kinds, which the CRD
+/// schema checks).
+fn kubernetes_field_names(kind: Kind, path: &FieldPath) -> Vec<&'static str> {
+    use k8s_openapi::api::core::v1 as core;
+    use k8s_openapi::api::discovery::v1 as discovery;
+    let path = path.segments();
+    match kind {
+        Kind::Namespace => field_names::<core::Namespace>(path),
+        Kind::Service => field_names::<core::Service>(path),
+        Kind::Endpoints => field_names::<core::Endpoints>(path),
+        Kind::Secret => field_names::<core::Secret>(path),
+        Kind::Pod => field_names::<core::Pod>(path),
+        Kind::ConfigMap => field_names::<core::ConfigMap>(path),
+        Kind::EndpointSlice => field_names::<discovery::EndpointSlice>(path),
+        _ => Vec::new(),
+    }
+}
+
+/// The field names the type `T` declares for the struct at `path`, read from what its
+/// `Deserialize` implementation tells the deserializer (`deserialize_struct`'s field
+/// list). Empty when `path` does not lead to a struct.
+fn field_names<T: serde::de::DeserializeOwned>(path: &[Segment]) -> Vec<&'static str> {
+    let found = std::cell::Cell::new(None);
+    let _ = T::deserialize(FieldProbe {
+        path,
+        found: &found,
+    });
+    found.get().map(<[&str]>::to_vec).unwrap_or_default()
+}
+
+/// A deserializer that follows a path through a type's `Deserialize` implementation and
+/// records the field list of the struct it reaches. It never produces a value.
+struct FieldProbe<'a> {
+    path: &'a [Segment],
+    found: &'a std::cell::Cell<Option<&'static [&'static str]>>,
+}
+
+impl FieldProbe<'_> {
+    fn stop<T>() -> Result<T, serde::de::value::Error> {
+        Err(serde::de::Error::custom("field probe"))
+    }
+}
+
+impl<'de> serde::Deserializer<'de> for FieldProbe<'_> {
+    type Error = serde::de::value::Error;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+        Self::stop()
+    }
+
+    fn deserialize_struct<V: serde::de::Visitor<'de>>(
+        self,
+        _name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        match self.path.split_first() {
+            None => {
+                self.found.set(Some(fields));
+                Self::stop()
+            }
+            Some((Segment::Field(key), rest)) => visitor.visit_map(ProbeEntry {
+                key: Some(key),
+                probe: Some(FieldProbe {
+                    path: rest,
+                    found: self.found,
+                }),
+            }),
+            Some(_) => Self::stop(),
+        }
+    }
+
+    fn deserialize_map<V: serde::de::Visitor<'de>>(
+        self,
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        match self.path.split_first() {
+            Some((Segment::Field(key) | Segment::Key(key), rest)) => {
+                visitor.visit_map(ProbeEntry {
+                    key: Some(key),
+                    probe: Some(FieldProbe {
+                        path: rest,
+                        found: self.found,
+                    }),
+                })
+            }
+            _ => Self::stop(),
+        }
+    }
+
+    fn deserialize_seq<V: serde::de::Visitor<'de>>(
+        self,
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        match self.path.split_first() {
+            Some((Segment::Index(_), rest)) => visitor.visit_seq(ProbeElement(Some(FieldProbe {
+                path: rest,
+                found: self.found,
+            }))),
+            _ => Self::stop(),
+        }
+    }
+
+    fn deserialize_option<V: serde::de::Visitor<'de>>(
+        self,
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        visitor.visit_some(self)
+    }
+
+    fn deserialize_newtype_struct<V: serde::de::Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, Self::Error> {
+        visitor.visit_newtype_struct(self)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        unit unit_struct tuple tuple_struct enum identifier ignored_any
+    }
+}
+
+/// The one entry of a map on the probe's path.
+struct ProbeEntry<'a> {
+    key: Option<&'a str>,
+    probe: Option<FieldProbe<'a>>,
+}
+
+impl<'de> serde::de::MapAccess<'de> for ProbeEntry<'_> {
+    type Error = serde::de::value::Error;
+
+    fn next_key_seed<K: serde::de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Self::Error> {
+        match self.key.take() {
+            Some(key) => seed
+                .deserialize(serde::de::value::StrDeserializer::<Self::Error>::new(key))
+                .map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn next_value_seed<V: serde::de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, Self::Error> {
+        match self.probe.take() {
+            Some(probe) => seed.deserialize(probe),
+            None => FieldProbe::stop(),
+        }
+    }
+}
+
+/// The one element of a list on the probe's path.
+struct ProbeElement<'a>(Option<FieldProbe<'a>>);
+
+impl<'de> serde::de::SeqAccess<'de> for ProbeElement<'_> {
+    type Error = serde::de::value::Error;
+
+    fn next_element_seed<T: serde::de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, Self::Error> {
+        match self.0.take() {
+            Some(probe) => seed.deserialize(probe).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(text: &str) -> Vec<String> {
+        let outcome = load_str(Path::new("t.yaml"), text, &LoadOptions::default());
+        outcome
+            .diagnostics
+            .iter()
+            .map(|d| d.to_string().trim_start_matches("t.yaml:").to_string())
+            .collect()
+    }
+
+    #[test]
+    fn an_unserved_version_of_a_core_kind_is_an_error() {
+        assert_eq!(
+            lines("apiVersion: v2\nkind: Service\nmetadata: {name: a}\n"),
+            vec!["1:1: apiVersion: v2 does not serve Service (served versions: v1)"]
+        );
+        assert_eq!(
+            lines("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: a}\n"),
+            vec!["1:1: warning: apps/v1 Deployment is not supported by meshwork and is ignored"]
+        );
+    }
+
+    #[test]
+    fn a_duplicate_in_the_same_file_names_the_line() {
+        let doc = "apiVersion: v1\nkind: Service\nmetadata: {name: a}\n";
+        assert_eq!(
+            lines(&format!("{doc}---\n{doc}")),
+            vec![
+                "5:1: Service default/a: Service default/a is defined twice; the first is at line 1"
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_kubernetes_fields_suggest_declared_names() {
+        let text = "apiVersion: v1\nkind: Service\nmetadata: {name: a, lables: {}}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: b}\nspec:\n  selctor: {app: b}\n  ports: [{port: 80, protocl: TCP}]\n";
+        assert_eq!(
+            lines(text),
+            vec![
+                "3:21: Service default/a: metadata.lables: unknown field (did you mean \"labels\"?)",
+                "9:3: Service default/b: spec.selctor: unknown field (did you mean \"selector\"?)",
+                "10:22: Service default/b: spec.ports[0].protocl: unknown field (did you mean \"protocol\"?)",
+            ]
+        );
+        use k8s_openapi::api::core::v1::Service;
+        let at = FieldPath::parse("spec.ports[0]");
+        assert!(field_names::<Service>(at.segments()).contains(&"targetPort"));
+        assert!(field_names::<Service>(FieldPath::parse("spec.nothing").segments()).is_empty());
+    }
+
+    #[test]
+    fn unreadable_metadata_is_one_error_under_the_resource_name() {
+        let text = "apiVersion: v1\nkind: Service\nmetadata:\n  name: a\n  labels: [x]\n";
+        assert_eq!(
+            lines(text),
+            vec![
+                "3:1: Service default/a: metadata: invalid metadata: invalid type: sequence, expected a map"
+            ]
+        );
     }
 }

@@ -3,7 +3,7 @@
 //! istiod applies them (top-level fields replace, `defaultConfig` merges field by field,
 //! `extensionProviders` merge by name, `trustDomainAliases` unite).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -458,27 +458,92 @@ fn merge(base: &mut Value, user: &Value) {
 
 /// Reads a standalone mesh config file.
 pub fn parse_mesh_file(file: &Path, text: &str) -> (MeshConfig, Vec<Diagnostic>) {
-    parse_mesh_text(file, text, 0, None)
+    parse_mesh_text(file, text, MeshTextOrigin::FILE, None)
 }
 
-/// Parses mesh YAML that starts `line_offset` lines into `file`.
+/// Where mesh text sits in the file it was read from, so findings point at its lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MeshTextOrigin {
+    /// The text is a literal block (`mesh: |`): its line `n` is the file's line
+    /// `line + n`, shifted right by `indent` columns.
+    Block {
+        /// The file line just before the text (the `mesh: |` line).
+        line: usize,
+        /// The indentation of the block.
+        indent: usize,
+    },
+    /// The text is some other scalar (quoted, plain or folded), whose lines cannot be
+    /// mapped back: findings point at its key.
+    Key {
+        /// The key's line.
+        line: usize,
+        /// The key's column.
+        column: usize,
+    },
+}
+
+impl MeshTextOrigin {
+    /// A whole file of mesh YAML.
+    pub const FILE: Self = Self::Block { line: 0, indent: 0 };
+
+    /// Where the value of the key at `key` (1-based line and column) in `text` starts.
+    pub fn of_value(text: &str, key: source::Position) -> Self {
+        let at_key = Self::Key {
+            line: key.line,
+            column: key.column,
+        };
+        let mut lines = text.lines().skip(key.line.saturating_sub(1));
+        let Some(key_line) = lines.next() else {
+            return at_key;
+        };
+        // What follows `key:` on its line: a literal block starts with `|`.
+        let after_key = key_line
+            .get(key.column.saturating_sub(1)..)
+            .and_then(|rest| rest.split_once(':'))
+            .map(|(_, value)| value.trim_start());
+        if !after_key.is_some_and(|v| v.starts_with('|')) {
+            return at_key;
+        }
+        let indent = lines
+            .find(|l| !l.trim().is_empty())
+            .map_or(0, |l| l.len() - l.trim_start_matches(' ').len());
+        Self::Block {
+            line: key.line,
+            indent,
+        }
+    }
+
+    /// The file position of the text's 1-based `line` and `column`.
+    fn place(self, line: usize, column: usize) -> (usize, usize) {
+        match self {
+            Self::Block { line: base, indent } => (base + line, column + indent),
+            Self::Key { line, column } => (line, column),
+        }
+    }
+}
+
+/// Parses mesh YAML found at `origin` in `file`.
 fn parse_mesh_text(
     file: &Path,
     text: &str,
-    line_offset: usize,
+    origin: MeshTextOrigin,
     resource: Option<&ObjectRef>,
 ) -> (MeshConfig, Vec<Diagnostic>) {
     let mut diags = Vec::new();
+    let location = |line: usize, column: usize| {
+        let (line, column) = origin.place(line, column);
+        Location {
+            file: file.to_path_buf(),
+            line,
+            column,
+        }
+    };
     let docs = match source::parse_documents(text) {
         Ok(d) => d,
         Err(e) => {
             diags.push(Diagnostic {
                 severity: Severity::Error,
-                location: Location {
-                    file: file.to_path_buf(),
-                    line: e.position.line + line_offset,
-                    column: e.position.column,
-                },
+                location: location(e.position.line, e.position.column),
                 resource: resource.cloned(),
                 path: None,
                 message: format!("invalid mesh config YAML: {}", e.message),
@@ -495,11 +560,7 @@ fn parse_mesh_text(
         let pos = doc.position(&f.path);
         diags.push(Diagnostic {
             severity: f.severity,
-            location: Location {
-                file: file.to_path_buf(),
-                line: pos.line + line_offset,
-                column: pos.column,
-            },
+            location: location(pos.line, pos.column),
             resource: resource.cloned(),
             path: Some(f.path),
             message: format!("mesh config: {}", f.message),
@@ -509,7 +570,12 @@ fn parse_mesh_text(
 }
 
 /// The mesh config from the `istio` ConfigMap (key `mesh`) in the root namespace, if any.
-pub fn from_config_maps(objects: &[LoadedObject]) -> (MeshConfig, Vec<Diagnostic>) {
+/// `origins` tells where each ConfigMap's `mesh` text sits in its file; without an entry,
+/// findings point at the ConfigMap.
+pub fn from_config_maps(
+    objects: &[LoadedObject],
+    origins: &HashMap<ObjectRef, MeshTextOrigin>,
+) -> (MeshConfig, Vec<Diagnostic>) {
     let root = MeshConfig::default().root_namespace;
     let found = objects.iter().find_map(|o| match &o.object {
         Object::ConfigMap(cm)
@@ -526,18 +592,15 @@ pub fn from_config_maps(objects: &[LoadedObject]) -> (MeshConfig, Vec<Diagnostic
     let Some(text) = cm.data.as_ref().and_then(|d| d.get("mesh")) else {
         return (MeshConfig::default(), Vec::new());
     };
-    // The block scalar's text starts on the line after `mesh: |`: close enough to point
-    // at the right line for block scalars, which is how the ConfigMap is written.
-    parse_mesh_text(
-        &loaded.origin.file,
-        text,
-        loaded.origin.line + mesh_key_line(loaded),
-        Some(&loaded.object.object_ref()),
-    )
-}
-
-fn mesh_key_line(_loaded: &LoadedObject) -> usize {
-    0
+    let resource = loaded.object.object_ref();
+    let origin = origins
+        .get(&resource)
+        .copied()
+        .unwrap_or(MeshTextOrigin::Key {
+            line: loaded.origin.line,
+            column: loaded.origin.column,
+        });
+    parse_mesh_text(&loaded.origin.file, text, origin, Some(&resource))
 }
 
 #[cfg(test)]
@@ -585,6 +648,32 @@ mod tests {
         assert_eq!(m.default_config.proxy_metadata["A"], "1");
         assert!(m.provider("envoy").is_some() && m.provider("zipkin").is_some());
         assert_eq!(m.trust_domain_aliases, vec!["a", "b"]);
+    }
+
+    #[test]
+    fn findings_in_the_istio_config_map_point_into_its_mesh_block() {
+        let text = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\ndata:\n  mesh: |\n    accessLogFile: /dev/stdout\n    connectTimeout: 0s\n";
+        let outcome = crate::load::load_str(
+            Path::new("m.yaml"),
+            text,
+            &crate::load::LoadOptions::default(),
+        );
+        let lines: Vec<String> = outcome.diagnostics.iter().map(|d| d.to_string()).collect();
+        assert_eq!(
+            lines,
+            vec![
+                "m.yaml:7:5: ConfigMap istio-system/istio: connectTimeout: mesh config: must be a valid duration of at least 1ms"
+            ]
+        );
+        let at = |line, column| source::Position { line, column };
+        assert_eq!(
+            MeshTextOrigin::of_value("data:\n  mesh: |-\n\n      a: 1\n", at(2, 3)),
+            MeshTextOrigin::Block { line: 2, indent: 6 }
+        );
+        assert_eq!(
+            MeshTextOrigin::of_value("data:\n  mesh: \"a: 1\"\n", at(2, 3)),
+            MeshTextOrigin::Key { line: 2, column: 3 }
+        );
     }
 
     #[test]

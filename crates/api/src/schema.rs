@@ -99,12 +99,13 @@ pub fn check(schema: &Value, value: &Value, path: &FieldPath, out: &mut Findings
     check_cel(schema, value, path, out);
 }
 
-fn check_type(schema: &Value, value: &Value, path: &FieldPath, out: &mut Findings) -> bool {
+/// Whether `value` is of the schema's `type` (true when the schema names none).
+fn has_type(schema: &Value, value: &Value) -> bool {
     let int_or_string = schema.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true));
     let Some(ty) = schema.get("type").and_then(Value::as_str) else {
         return true;
     };
-    let ok = match ty {
+    match ty {
         "object" => value.is_object(),
         "array" => value.is_array(),
         "string" => value.is_string() || (int_or_string && is_integer(value)),
@@ -112,7 +113,14 @@ fn check_type(schema: &Value, value: &Value, path: &FieldPath, out: &mut Finding
         "number" => value.is_number(),
         "boolean" => value.is_boolean(),
         _ => true,
+    }
+}
+
+fn check_type(schema: &Value, value: &Value, path: &FieldPath, out: &mut Findings) -> bool {
+    let Some(ty) = schema.get("type").and_then(Value::as_str) else {
+        return true;
     };
+    let ok = has_type(schema, value);
     if !ok {
         let want = match ty {
             "object" => "a mapping",
@@ -337,8 +345,12 @@ fn oneof_fields(alts: &[Value]) -> Vec<&str> {
         .collect()
 }
 
-/// Whether `value` satisfies a combinator branch (`required`, `not`, `anyOf`, `oneOf`).
+/// Whether `value` satisfies a combinator branch (`type`, `required`, `not`, `anyOf`,
+/// `oneOf`): int-or-string fields are `anyOf` an integer and a string.
 fn satisfies(schema: &Value, value: &Value) -> bool {
+    if !has_type(schema, value) {
+        return false;
+    }
     if let Some(req) = schema.get("required").and_then(Value::as_array)
         && !req
             .iter()
@@ -470,5 +482,24 @@ mod tests {
         );
         let e = errors(Kind::ServiceEntry, json!({"metadata": {}}));
         assert_eq!(e, vec![": missing required field \"spec\""]);
+    }
+
+    #[test]
+    fn any_of_alternatives_check_their_types() {
+        for generation in [json!(3), json!("3")] {
+            let e = errors(
+                Kind::Gateway,
+                json!({"spec": {}, "status": {"observedGeneration": generation}}),
+            );
+            assert!(e.is_empty(), "{e:?}");
+        }
+        let e = errors(
+            Kind::Gateway,
+            json!({"spec": {}, "status": {"observedGeneration": true}}),
+        );
+        assert_eq!(
+            e,
+            vec!["status.observedGeneration: must match at least one of the schema's alternatives"]
+        );
     }
 }

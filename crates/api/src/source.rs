@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use saphyr::{LoadableYamlNode, MarkedYaml, Scalar, YamlData};
 use serde_json::{Map, Number, Value};
 
-use crate::path::FieldPath;
+use crate::path::{FieldPath, Segment};
 
 /// Line and column, both 1-based.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -29,7 +29,14 @@ pub struct Document {
 impl Document {
     /// The position of `path`, or of its nearest ancestor that exists in the text.
     pub fn position(&self, path: &FieldPath) -> Position {
-        let mut p = path.clone();
+        // Positions are recorded per mapping key, and a map key (`labels[app]`) is one.
+        let mut p = path
+            .segments()
+            .iter()
+            .fold(FieldPath::root(), |p, s| match s {
+                Segment::Field(name) | Segment::Key(name) => p.field(name),
+                Segment::Index(i) => p.index(*i),
+            });
         loop {
             if let Some(pos) = self.positions.get(&p) {
                 return *pos;
@@ -189,6 +196,17 @@ mod tests {
         assert_eq!(at("spec.port"), Position { line: 8, column: 3 });
         // A field that is not there points at its nearest ancestor.
         assert_eq!(at("spec.missing.deeper"), Position { line: 4, column: 1 });
+    }
+
+    #[test]
+    fn map_keys_point_at_their_key() {
+        let text = "metadata:\n  labels:\n    app: a\n    version: v1\n";
+        let d = &parse_documents(text).unwrap()[0];
+        let path = FieldPath::root()
+            .field("metadata")
+            .field("labels")
+            .key("version");
+        assert_eq!(d.position(&path), Position { line: 4, column: 5 });
     }
 
     #[test]

@@ -360,7 +360,18 @@ pub fn validate_header_value(value: &str) -> Result<(), String> {
         .chars()
         .any(|c| (c as u32) < 0x20 && c != '\t' || c == '\x7f')
     {
-        return Err(format!("header value configuration {value} is invalid"));
+        // Shown with its control characters escaped, so the message stays on one line.
+        let shown: String = value
+            .chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect();
+        return Err(format!("header value configuration {shown} is invalid"));
     }
     let bytes = value.as_bytes();
     let mut i = 0;
@@ -374,12 +385,12 @@ pub fn validate_header_value(value: &str) -> Result<(), String> {
             continue;
         }
         let Some(end) = value[i + 1..].find('%') else {
+            // Istio names the whole value, as Envoy's header parser does.
             return Err(if i + 1 == bytes.len() {
                 "header value configuration: invalid header configuration. Un-escaped %".into()
             } else {
                 format!(
-                    "header value configuration: invalid header configuration. Un-terminated variable expression '{}'",
-                    &value[i + 1..]
+                    "header value configuration: invalid header configuration. Un-terminated variable expression '{value}'"
                 )
             });
         };
@@ -392,7 +403,7 @@ pub fn validate_header_value(value: &str) -> Result<(), String> {
             && (!var.contains('(') || var.ends_with(')'));
         if !well_formed {
             return Err(format!(
-                "header value configuration: invalid header configuration. Un-terminated variable expression '{var}'"
+                "header value configuration: invalid header configuration. Un-terminated variable expression '{value}'"
             ));
         }
         i += end + 2;
@@ -500,11 +511,13 @@ pub fn check_export_to(
     path: &FieldPath,
     out: &mut Findings,
 ) {
+    // As in Istio, only valid entries are remembered: an invalid one is reported once,
+    // not again as a duplicate or as making the list public or private.
     let mut seen = BTreeSet::new();
     for (i, e) in list.iter().enumerate() {
         let p = path.index(i);
         let resolved = if e == "." { namespace } else { e.as_str() };
-        if !seen.insert(resolved.to_string()) {
+        if seen.contains(resolved) {
             if e == "." || e == namespace {
                 out.error(
                     &p,
@@ -515,18 +528,27 @@ pub fn check_export_to(
             }
             continue;
         }
-        match e.as_str() {
-            "." | "*" => {}
-            "~" if is_service_entry => {}
-            "~" => out.error(
-                &p,
-                "exportTo ~ (none) is not allowed for Istio configuration objects",
-            ),
-            other if is_dns1123_label(other) => {}
-            _ => out.error(
-                &p,
-                "only .,*,~, or a valid DNS 1123 label is allowed as exportTo entry",
-            ),
+        let valid = match e.as_str() {
+            "." | "*" => true,
+            "~" if is_service_entry => true,
+            "~" => {
+                out.error(
+                    &p,
+                    "exportTo ~ (none) is not allowed for Istio configuration objects",
+                );
+                false
+            }
+            other if is_dns1123_label(other) => true,
+            _ => {
+                out.error(
+                    &p,
+                    "only .,*,~, or a valid DNS 1123 label is allowed as exportTo entry",
+                );
+                false
+            }
+        };
+        if valid {
+            seen.insert(resolved.to_string());
         }
     }
     if dr_with_selector && !list.is_empty() {
@@ -542,13 +564,13 @@ pub fn check_export_to(
             );
         }
     }
-    if seen.contains("*") && seen.len() > 1 {
+    if seen.contains("*") && list.len() > 1 {
         out.error(
             path,
             "cannot have both public (*) and non-public exportTo values for a resource",
         );
     }
-    if seen.contains("~") && seen.len() > 1 {
+    if seen.contains("~") && list.len() > 1 {
         out.error(
             path,
             "cannot export service entry to no one (~) and someone",
@@ -735,8 +757,43 @@ mod tests {
         assert!(validate_header_value("100%%").is_ok());
         assert!(validate_header_value("100%").is_err());
         assert!(validate_header_value("%REQ(x-a)%").is_ok());
-        assert!(validate_header_value("a\nb").is_err());
+        assert_eq!(
+            validate_header_value("a\nb"),
+            Err("header value configuration a\\nb is invalid".into())
+        );
+        assert_eq!(
+            validate_header_value("x %START_TIME"),
+            Err("header value configuration: invalid header configuration. Un-terminated variable expression 'x %START_TIME'".into())
+        );
         assert!(is_jwt_claim_header("@request.auth.claims.groups"));
+    }
+
+    #[test]
+    fn export_to_remembers_only_valid_entries() {
+        let run = |list: &[&str], se: bool| {
+            let list: Vec<String> = list.iter().map(|s| s.to_string()).collect();
+            let mut out = Findings::default();
+            check_export_to("prod", &list, se, false, &FieldPath::root(), &mut out);
+            out.into_vec()
+                .into_iter()
+                .map(|f| format!("{}: {}", f.path, f.message))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            run(&["~", "prod"], false),
+            vec!["[0]: exportTo ~ (none) is not allowed for Istio configuration objects"]
+        );
+        assert_eq!(
+            run(&["~", "prod"], true),
+            vec![": cannot export service entry to no one (~) and someone"]
+        );
+        assert_eq!(
+            run(&["*", "*"], false),
+            vec![
+                "[1]: duplicate entries in exportTo for entry *",
+                ": cannot have both public (*) and non-public exportTo values for a resource",
+            ]
+        );
     }
 
     #[test]

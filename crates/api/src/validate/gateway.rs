@@ -252,9 +252,10 @@ pub fn check_server_tls_options(tls: &ServerTlsSettings, path: &FieldPath, out: 
                         &path.field(field),
                         format!("ISTIO_MUTUAL TLS cannot have associated {what}"),
                     );
-                    return;
                 }
             }
+            // Istio reports each of them, and nothing more for ISTIO_MUTUAL.
+            return;
         }
         ServerTlsMode::Passthrough | ServerTlsMode::AutoPassthrough => {
             if set(&tls.ca_crl)
@@ -317,5 +318,39 @@ pub fn check_server_tls_options(tls: &ServerTlsSettings, path: &FieldPath, out: 
         } else if mode == ServerTlsMode::Simple {
             out.error(&path.field("caCrl"), "CRL is not supported with SIMPLE TLS");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn tls_findings(tls: serde_json::Value) -> Vec<String> {
+        let tls: ServerTlsSettings = serde_json::from_value(tls).expect("valid TLS settings");
+        let mut out = Findings::default();
+        check_server_tls_options(&tls, &FieldPath::root().field("tls"), &mut out);
+        out.into_vec()
+            .into_iter()
+            .map(|f| format!("{}: {}", f.path, f.message))
+            .collect()
+    }
+
+    #[test]
+    fn istio_mutual_reports_every_certificate_field() {
+        let f = tls_findings(json!({
+            "mode": "ISTIO_MUTUAL", "serverCertificate": "/c.pem", "privateKey": "/k.pem",
+            "caCertificates": "/ca.pem", "credentialName": "cert", "caCrl": "/crl.pem"
+        }));
+        assert_eq!(
+            f,
+            vec![
+                "tls.serverCertificate: ISTIO_MUTUAL TLS cannot have associated server certificate",
+                "tls.privateKey: ISTIO_MUTUAL TLS cannot have associated private key",
+                "tls.caCertificates: ISTIO_MUTUAL TLS cannot have associated CA bundle",
+                "tls.credentialName: ISTIO_MUTUAL TLS cannot have associated credentialName",
+            ]
+        );
+        assert!(tls_findings(json!({"mode": "ISTIO_MUTUAL", "caCrl": "/crl.pem"})).is_empty());
     }
 }

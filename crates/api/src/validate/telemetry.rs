@@ -146,9 +146,13 @@ fn check_access_logging(l: &AccessLogging, path: &FieldPath, out: &mut Findings)
     if let Some(filter) = &l.filter {
         let expression = filter.expression.as_deref().unwrap_or_default();
         if let Err(e) = Program::compile(expression) {
+            // The parser's message goes on to draw the expression and a caret below it;
+            // its first line says what is wrong and where, and keeps the finding one line.
+            let e = e.to_string();
+            let first = e.lines().next().unwrap_or_default();
             out.error(
                 &path.field("filter").field("expression"),
-                format!("must be a valid CEL expression, {e}"),
+                format!("must be a valid CEL expression, {first}"),
             );
         }
     }
@@ -301,6 +305,7 @@ mod tests {
                 "spec.accessLogging[{i}].filter.expression: must be a valid CEL expression, "
             );
             assert!(e.starts_with(&prefix), "{e}");
+            assert!(!e.contains('\n'), "one line: {e}");
         }
     }
 }

@@ -159,8 +159,8 @@ fn check_no_jwt_routing(s: &VirtualServiceSpec, spec: &FieldPath, out: &mut Find
                     out.error(
                         &spec.field("http").index(i).field("match").index(j).field(field).key(k),
                         format!(
-                            "JWT claim based routing (key: {k}) is only supported for gateway, found no gateways: {:?}",
-                            s.gateways
+                            "JWT claim based routing (key: {k}) is only supported for gateway, found no gateways: [{}]",
+                            s.gateways.join(" ")
                         ),
                     );
                 }
@@ -468,11 +468,11 @@ fn check_http_route(r: &HttpRoute, in_delegate: bool, p: &FieldPath, out: &mut F
             let rrp = wp.field("uriRegexRewrite");
             let m = rr.match_.as_deref().unwrap_or("");
             if m.is_empty() || rr.rewrite.as_deref().unwrap_or("").is_empty() {
-                out.error(&rrp, "UriRegexRewrite has errors\nUriRegexRewrite requires both Rewrite and Match fields to be specified");
+                out.error(&rrp, "UriRegexRewrite has errors: UriRegexRewrite requires both Rewrite and Match fields to be specified");
             } else if let Err(e) = validate_regex(m, "HTTPRewrite.UriRegexRewrite.Match") {
                 out.error(
                     &rrp.field("match"),
-                    format!("UriRegexRewrite has errors\n{e}"),
+                    format!("UriRegexRewrite has errors: {e}"),
                 );
             }
         }
@@ -710,13 +710,17 @@ fn check_http_status(code: i64, p: &FieldPath, out: &mut Findings) {
 }
 
 fn check_mirror_percentage(v: f64, what: &str, p: &FieldPath, out: &mut Findings) {
+    // Istio formats the value with Go's %f: six decimals.
     if v > 100.0 {
         out.error(
             p,
-            format!("{what} must have a max value of 100 (it has {v})"),
+            format!("{what} must have a max value of 100 (it has {v:.6})"),
         );
     } else if v < 0.0 {
-        out.error(p, format!("{what} must have a min value of 0 (it has {v})"));
+        out.error(
+            p,
+            format!("{what} must have a min value of 0 (it has {v:.6})"),
+        );
     }
 }
 
@@ -1025,6 +1029,20 @@ mod tests {
                 "spec.hosts[0]: wildcard host * is not allowed for virtual services bound to the mesh gateway"
             ]
         );
+    }
+
+    #[test]
+    fn messages_follow_istio_and_stay_on_one_line() {
+        let f = findings(json!({"hosts": ["a"], "gateways": ["mesh"], "http": [
+            {"match": [{"headers": {"@request.auth.claims.group": {"exact": "x"}}}],
+             "route": [{"destination": {"host": "a"}}]},
+            {"rewrite": {"uriRegexRewrite": {"match": "^/(.*"}}, "route": [{"destination": {"host": "a"}}],
+             "mirrors": [{"destination": {"host": "b"}, "percentage": {"value": 150}}]}
+        ]}));
+        assert!(f.contains(&"spec.http[0].match[0].headers[@request.auth.claims.group]: JWT claim based routing (key: @request.auth.claims.group) is only supported for gateway, found no gateways: [mesh]".to_string()), "{f:#?}");
+        assert!(f.contains(&"spec.http[1].rewrite.uriRegexRewrite: UriRegexRewrite has errors: UriRegexRewrite requires both Rewrite and Match fields to be specified".to_string()), "{f:#?}");
+        assert!(f.contains(&"spec.http[1].mirrors[0].percentage: mirror percentage must have a max value of 100 (it has 150.000000)".to_string()), "{f:#?}");
+        assert!(f.iter().all(|m| !m.contains('\n')), "{f:#?}");
     }
 
     #[test]
