@@ -592,3 +592,324 @@ fn websocket_upgrades_pass_through() {
         assert_eq!(got, msg);
     }
 }
+
+#[test]
+fn two_selectors_make_two_gateways_and_retries_skip_a_dead_endpoint() {
+    let mut mesh = Mesh::new("two-gateways");
+    let (ext, int) = (free_port(), free_port());
+    let live = mesh.echo("live");
+    let dead = free_port(); // nothing listens here
+    mesh.config(
+        "gateways.yaml",
+        &format!(
+            r#"apiVersion: v1
+kind: Service
+metadata: {{name: istio-ingressgateway, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  ports: [{{name: http2, port: 80, targetPort: {ext}}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: istio-ingressgateway-internal, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway-internal}}
+  ports: [{{name: http2, port: 80, targetPort: {int}}}]
+---
+apiVersion: networking.istio.io/v1beta1
+kind: Gateway
+metadata: {{name: external-gateway, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 80, name: http, protocol: HTTP}}
+    hosts: ["example.com"]
+---
+apiVersion: networking.istio.io/v1beta1
+kind: Gateway
+metadata: {{name: internal-gateway, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway-internal}}
+  servers:
+  - port: {{number: 80, name: http, protocol: HTTP}}
+    hosts: ["*.internal"]
+---
+apiVersion: networking.istio.io/v1beta1
+kind: ServiceEntry
+metadata: {{name: app, namespace: apps}}
+spec:
+  hosts: [app.apps.svc.cluster.local]
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints:
+  - {{address: 127.0.0.1, ports: {{http: {dead}}}}}
+  - {{address: 127.0.0.1, ports: {{http: {live}}}}}
+---
+apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: {{name: public, namespace: apps}}
+spec:
+  hosts: [example.com]
+  gateways: [istio-system/external-gateway]
+  http:
+  - match: [{{uri: {{prefix: /a}}}}]
+    route: [{{destination: {{host: app}}}}]
+---
+apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: {{name: public-more, namespace: apps}}
+spec:
+  hosts: [example.com]
+  gateways: [istio-system/external-gateway]
+  http:
+  - match: [{{uri: {{prefix: /b}}}}]
+    directResponse: {{status: 200, body: {{string: "from the second VirtualService"}}}}
+---
+apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: {{name: internal, namespace: apps}}
+spec:
+  hosts: [api.internal]
+  gateways: [istio-system/internal-gateway]
+  http:
+  - route: [{{destination: {{host: app}}}}]
+"#
+        ),
+    );
+    mesh.up(&[]);
+    let dump: serde_json::Value = serde_json::from_slice(
+        &curl(&[&format!("http://127.0.0.1:{}/config_dump", mesh.admin)]).stdout,
+    )
+    .unwrap();
+    let gateways: Vec<&String> = dump["gateways"].as_object().unwrap().keys().collect();
+    assert_eq!(
+        gateways,
+        ["istio=ingressgateway", "istio=ingressgateway-internal"]
+    );
+
+    // Each gateway serves only its own hosts.
+    assert_eq!(
+        status(&[
+            &format!("http://127.0.0.1:{ext}/a"),
+            "-H",
+            "Host: example.com"
+        ]),
+        200
+    );
+    assert_eq!(
+        status(&[
+            &format!("http://127.0.0.1:{ext}/a"),
+            "-H",
+            "Host: api.internal"
+        ]),
+        404
+    );
+    assert_eq!(
+        status(&[
+            &format!("http://127.0.0.1:{int}/x"),
+            "-H",
+            "Host: api.internal"
+        ]),
+        200
+    );
+    assert_eq!(
+        status(&[
+            &format!("http://127.0.0.1:{int}/x"),
+            "-H",
+            "Host: example.com"
+        ]),
+        404
+    );
+    // Two VirtualServices for one host are merged.
+    let b = curl(&[
+        &format!("http://127.0.0.1:{ext}/b"),
+        "-H",
+        "Host: example.com",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&b.stdout),
+        "from the second VirtualService"
+    );
+
+    // Half the picks land on the dead endpoint; Istio's default retry (connect-failure)
+    // moves those to the live one, so no client sees a failure.
+    let out = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}\n",
+        "-H",
+        "Host: example.com",
+        &format!("http://127.0.0.1:{ext}/a?n=[1-50]"),
+    ]);
+    let codes = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(codes.lines().filter(|c| *c == "200").count(), 50, "{codes}");
+}
+
+#[test]
+fn certificate_files_mutual_tls_by_ca_file_and_tls_versions() {
+    let mut mesh = Mesh::new("tls-files");
+    let (http, https) = (free_port(), free_port());
+    let ca = TestCa::new("file root");
+    let client_ca = TestCa::new("client root");
+    let (cert, key) = ca.leaf(&["files.example.test", "v13.example.test"], "files");
+    let dir = mesh.dir.path().to_path_buf();
+    let write = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let (cert_file, key_file) = (write("server.pem", &cert), write("server.key", &key));
+    let client_ca_file = write("client-ca.pem", &client_ca.cert_pem);
+    let ca_file = write("ca.pem", &ca.cert_pem);
+    let (cc, ck) = client_ca.leaf(&["client"], "client");
+    let (cc, ck) = (write("client.pem", &cc), write("client.key", &ck));
+    let servers = format!(
+        r#"  - port: {{number: 443, name: https, protocol: HTTPS}}
+    hosts: ["files.example.test"]
+    tls:
+      mode: MUTUAL
+      serverCertificate: {cert_file}
+      privateKey: {key_file}
+      caCertificates: {client_ca_file}
+      maxProtocolVersion: TLSV1_2
+  - port: {{number: 443, name: https-13, protocol: HTTPS}}
+    hosts: ["v13.example.test"]
+    tls:
+      mode: SIMPLE
+      serverCertificate: {cert_file}
+      privateKey: {key_file}
+      minProtocolVersion: TLSV1_3
+"#
+    );
+    base_config(&mut mesh, http, https, &servers);
+    mesh.config(
+        "routes.yaml",
+        r#"apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: {name: files, namespace: shop}
+spec:
+  hosts: [files.example.test, v13.example.test]
+  gateways: [istio-system/public]
+  http:
+  - route: [{destination: {host: web}}]
+"#,
+    );
+    mesh.up(&[]);
+    let get = |host: &str, extra: &[&str]| {
+        let resolve = format!("{host}:{https}:127.0.0.1");
+        let url = format!("https://{host}:{https}/");
+        let mut args = vec!["--resolve", resolve.as_str(), "--cacert", ca_file.as_str()];
+        args.extend_from_slice(extra);
+        args.push(&url);
+        status(&args)
+    };
+    assert_eq!(
+        get("files.example.test", &["--cert", &cc, "--key", &ck]),
+        200
+    );
+    assert_eq!(
+        get("files.example.test", &[]),
+        0,
+        "MUTUAL needs a client certificate"
+    );
+    assert_eq!(
+        get(
+            "files.example.test",
+            &["--cert", &cc, "--key", &ck, "--tlsv1.3"]
+        ),
+        0,
+        "maxProtocolVersion TLSV1_2"
+    );
+    assert_eq!(get("v13.example.test", &["--tlsv1.3"]), 200);
+    assert_eq!(
+        get("v13.example.test", &["--tls-max", "1.2"]),
+        0,
+        "minProtocolVersion TLSV1_3"
+    );
+}
+
+#[test]
+fn every_match_condition_selects_its_route() {
+    let mut mesh = Mesh::new("matches");
+    let http = free_port();
+    let servers = r#"  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ["shop/*.example.test", "*/exact.example.test"]
+"#;
+    base_config(&mut mesh, http, free_port(), servers);
+    let reply = |name: &str| format!("directResponse: {{status: 200, body: {{string: {name}}}}}");
+    mesh.config(
+        "routes.yaml",
+        &format!(
+            r#"apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: {{name: matches, namespace: shop}}
+spec:
+  hosts: ["*.example.test"]
+  gateways: [istio-system/public]
+  http:
+  - match: [{{uri: {{regex: "/v[0-9]+/items"}}}}]
+    {}
+  - match: [{{uri: {{exact: /CaSe}}, ignoreUriCase: true}}]
+    {}
+  - match: [{{method: {{exact: DELETE}}}}]
+    {}
+  - match: [{{authority: {{prefix: "admin."}}}}]
+    {}
+  - match: [{{queryParams: {{debug: {{exact: "1"}}}}}}]
+    {}
+  - match: [{{headers: {{x-beta: {{}}}}}}]
+    {}
+  - match: [{{headers: {{x-tier: {{regex: "gold|silver"}}}}, withoutHeaders: {{x-blocked: {{exact: "yes"}}}}}}]
+    {}
+  - match: [{{port: 80, scheme: {{exact: http}}, uri: {{prefix: /port}}}}]
+    {}
+  - {}
+"#,
+            reply("regex"),
+            reply("ignore-case"),
+            reply("method"),
+            reply("authority"),
+            reply("query"),
+            reply("presence"),
+            reply("header-regex"),
+            reply("port-scheme"),
+            reply("fallback"),
+        ),
+    );
+    mesh.up(&[]);
+    let base = format!("http://127.0.0.1:{http}");
+    let get = |path: &str, extra: &[&str]| {
+        let url = format!("{base}{path}");
+        let mut args = vec!["-H", "Host: shop.example.test", url.as_str()];
+        args.extend_from_slice(extra);
+        String::from_utf8_lossy(&curl(&args).stdout).into_owned()
+    };
+    assert_eq!(get("/v2/items", &[]), "regex");
+    assert_eq!(
+        get("/v2/items/more", &[]),
+        "fallback",
+        "a regex matches the whole path"
+    );
+    assert_eq!(get("/case", &[]), "ignore-case");
+    assert_eq!(get("/x", &["-X", "DELETE"]), "method");
+    assert_eq!(get("/x?debug=1", &[]), "query");
+    assert_eq!(get("/x?debug=2", &[]), "fallback");
+    assert_eq!(get("/x", &["-H", "x-beta: anything"]), "presence");
+    assert_eq!(get("/x", &["-H", "x-tier: gold"]), "header-regex");
+    assert_eq!(
+        get("/x", &["-H", "x-tier: gold", "-H", "x-blocked: yes"]),
+        "fallback"
+    );
+    assert_eq!(get("/port/1", &[]), "port-scheme");
+    let admin = String::from_utf8_lossy(
+        &curl(&["-H", "Host: admin.example.test", &format!("{base}/x")]).stdout,
+    )
+    .into_owned();
+    assert_eq!(admin, "authority");
+    // `shop/*.example.test` admits this VirtualService (namespace shop) for any subdomain.
+    assert_eq!(
+        status(&["-H", "Host: other.example.test", &format!("{base}/x")]),
+        200
+    );
+}

@@ -85,6 +85,13 @@ pub fn build_clusters(
             .and_then(|t| parse_duration(t).ok())
             .map(|d| d.as_millis() as u64)
             .unwrap_or(default_connect);
+        let idle_timeout_ms = policy
+            .and_then(|p| p.connection_pool.as_ref())
+            .and_then(|c| c.tcp.as_ref())
+            .and_then(|t| t.idle_timeout.as_ref())
+            .and_then(|t| parse_duration(t).ok())
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(3_600_000);
         out.insert(
             name.clone(),
             Cluster {
@@ -95,6 +102,7 @@ pub fn build_clusters(
                 protocol,
                 endpoints,
                 connect_timeout_ms,
+                idle_timeout_ms,
             },
         );
     }

@@ -56,15 +56,37 @@ pub struct ServerChain {
     pub source: String,
     /// The server's hosts without namespace (`*.example.com`), matched against SNI.
     pub hosts: Vec<String>,
-    /// Plain HTTP, HTTPS termination, or an HTTPS redirect.
+    /// What the server speaks.
     pub protocol: ServerProtocol,
     /// TLS settings when the server terminates TLS.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsContext>,
     /// Answer every request with a 301 to https (`tls.httpsRedirect`).
     pub https_redirect: bool,
-    /// The route table of this server.
+    /// The route table of this server (HTTP and HTTPS servers).
     pub route_table: String,
+    /// Routes of TCP, TLS and TLS-passthrough servers, in order.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tcp_routes: Vec<L4Route>,
+    /// The port carries PostgreSQL (`tcp-postgres`, `postgres`, appProtocol `postgresql`):
+    /// a plaintext SSLRequest is answered before the ClientHello is read.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub postgres: bool,
+}
+
+/// A TCP or TLS route: where connections go, by SNI (passthrough) or by port and subnet.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct L4Route {
+    /// `ns/virtualservice#tls[0]`.
+    pub name: String,
+    /// SNI names the route accepts (passthrough); empty means any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sni_hosts: Vec<String>,
+    /// Destination addresses the route accepts; empty means any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub destination_subnets: Vec<String>,
+    /// Weighted destinations.
+    pub destinations: Vec<WeightedCluster>,
 }
 
 /// What a server speaks after any TLS.
@@ -75,6 +97,12 @@ pub enum ServerProtocol {
     Http,
     /// HTTP over TLS (ALPN h2 and http/1.1).
     Https,
+    /// TLS terminated here, then raw TCP to the upstream (`TLS` with SIMPLE or MUTUAL).
+    Tls,
+    /// TLS passed through untouched, routed by the SNI of the ClientHello.
+    TlsPassthrough,
+    /// Raw TCP.
+    Tcp,
 }
 
 /// TLS termination settings.
@@ -387,6 +415,8 @@ pub struct Cluster {
     pub endpoints: Vec<Endpoint>,
     /// Connect timeout in milliseconds (10s by default, as Istio).
     pub connect_timeout_ms: u64,
+    /// TCP idle timeout in milliseconds (`connectionPool.tcp.idleTimeout`, 1h by default).
+    pub idle_timeout_ms: u64,
 }
 
 /// The protocol used towards endpoints.

@@ -12,8 +12,8 @@ use meshwork_api::validate::common::hosts_match;
 
 use crate::clusters::build_clusters;
 use crate::config::{
-    AccessLog, CertificateSource, GatewayConfig, Listener, PemSource, Redacted, RouteTable,
-    ServerChain, ServerProtocol, TlsContext, TlsMode, VirtualHost,
+    AccessLog, CertificateSource, GatewayConfig, L4Route, Listener, PemSource, Redacted,
+    RouteTable, ServerChain, ServerProtocol, TlsContext, TlsMode, VirtualHost, WeightedCluster,
 };
 use crate::registry::{Registry, resolve_host};
 use crate::routes::{RouteContext, compile_route};
@@ -71,8 +71,11 @@ fn meta_name(g: &Gateway) -> &str {
     g.metadata.name.as_deref().unwrap_or_default()
 }
 
-/// Port number -> targetPort of the Kubernetes Service that selects the gateway's pods.
-fn port_map(selector: &BTreeMap<String, String>, objects: &[Object]) -> BTreeMap<u32, u16> {
+/// Port number -> (targetPort, appProtocol) of the Service that selects the gateway's pods.
+fn port_map(
+    selector: &BTreeMap<String, String>,
+    objects: &[Object],
+) -> BTreeMap<u32, (u16, Option<String>)> {
     let mut map = BTreeMap::new();
     for obj in objects {
         let Object::Service(svc) = obj else { continue };
@@ -87,7 +90,7 @@ fn port_map(selector: &BTreeMap<String, String>, objects: &[Object]) -> BTreeMap
                 _ => u16::try_from(p.port).ok(),
             };
             if let (Ok(port), Some(target)) = (u32::try_from(p.port), target) {
-                map.entry(port).or_insert(target);
+                map.entry(port).or_insert((target, p.app_protocol.clone()));
             }
         }
     }
@@ -113,21 +116,36 @@ fn compile_one(
                 continue;
             };
             let number = port.number.unwrap_or(0);
-            let Some(chain) = server_chain(gw, server, &source, number, objects, warnings) else {
+            let Some(mut chain) = server_chain(gw, server, &source, number, objects, warnings)
+            else {
                 continue;
             };
-            let bind_port = ports
-                .get(&number)
-                .copied()
+            let mapped = ports.get(&number);
+            let bind_port = mapped
+                .map(|(target, _)| *target)
                 .or_else(|| u16::try_from(number).ok())
                 .unwrap_or(0);
-            let listener = listeners.entry(bind_port).or_insert_with(|| Listener {
-                name: format!("0.0.0.0_{bind_port}"),
-                address: "0.0.0.0".into(),
-                bind_port,
-                gateway_port: number,
-                servers: Vec::new(),
-            });
+            chain.postgres = is_postgres(&port.name, mapped.and_then(|(_, app)| app.as_deref()));
+            if chain.protocol != ServerProtocol::Http && chain.protocol != ServerProtocol::Https {
+                chain.tcp_routes = l4_routes(
+                    gw,
+                    server,
+                    chain.protocol,
+                    number,
+                    objects,
+                    registry,
+                    &mut cluster_keys,
+                );
+                listeners
+                    .entry(bind_port)
+                    .or_insert_with(|| new_listener(bind_port, number))
+                    .servers
+                    .push(chain);
+                continue;
+            }
+            let listener = listeners
+                .entry(bind_port)
+                .or_insert_with(|| new_listener(bind_port, number));
             let table = route_tables
                 .entry(chain.route_table.clone())
                 .or_insert_with(RouteTable::default);
@@ -160,6 +178,147 @@ fn compile_one(
     }
 }
 
+fn new_listener(bind_port: u16, gateway_port: u32) -> Listener {
+    Listener {
+        name: format!("0.0.0.0_{bind_port}"),
+        address: "0.0.0.0".into(),
+        bind_port,
+        gateway_port,
+        servers: Vec::new(),
+    }
+}
+
+/// A PostgreSQL port, by Istio's naming (`tcp-postgres`, `postgres-*`) or appProtocol.
+fn is_postgres(port_name: &str, app_protocol: Option<&str>) -> bool {
+    let name = port_name.to_ascii_lowercase();
+    let name = name.strip_prefix("tcp-").unwrap_or(&name);
+    name == "postgres"
+        || name.starts_with("postgres-")
+        || name == "postgresql"
+        || app_protocol.is_some_and(|a| a.eq_ignore_ascii_case("postgresql"))
+}
+
+/// TLS routes (passthrough: by SNI) or TCP routes (TCP and terminated TLS) of the
+/// VirtualServices bound to this server.
+fn l4_routes(
+    gw: &Gateway,
+    server: &Server,
+    protocol: ServerProtocol,
+    port: u32,
+    objects: &[Object],
+    registry: &Registry,
+    cluster_keys: &mut Vec<crate::routes::ClusterKey>,
+) -> Vec<L4Route> {
+    let mut out = Vec::new();
+    let mut warnings = Vec::new();
+    for vs in virtual_services(objects) {
+        let names = binds(vs, gw);
+        if names.is_empty() {
+            continue;
+        }
+        let vs_ns = vs.metadata.namespace.as_deref().unwrap_or_default();
+        let vs_name = vs.metadata.name.as_deref().unwrap_or_default();
+        let admitted = vs.spec.hosts.iter().any(|h| {
+            admitted_domain(server, meta_ns(gw), vs_ns, &resolve_host(h, vs_ns)).is_some()
+        });
+        if !admitted {
+            continue;
+        }
+        let applies = |gateways: &[String], match_port: Option<u32>| {
+            (gateways.is_empty() || gateways.iter().any(|g| names.contains(g)))
+                && match_port.is_none_or(|p| p == 0 || p == port)
+        };
+        let mut destinations =
+            |route: &[meshwork_api::generated::networking::RouteDestination]| {
+                let single = route.len() == 1;
+                route
+                    .iter()
+                    .filter_map(|d| {
+                        let key = crate::routes::resolve_destination(
+                            d.destination.as_ref()?,
+                            vs_ns,
+                            registry,
+                            &mut warnings,
+                        );
+                        let cluster = key.name();
+                        cluster_keys.push(key);
+                        Some(WeightedCluster {
+                            cluster,
+                            weight: match d.weight {
+                                Some(w) => u32::try_from(w).unwrap_or(0),
+                                None if single => 100,
+                                None => 0,
+                            },
+                            request_headers: Default::default(),
+                            response_headers: Default::default(),
+                        })
+                    })
+                    .collect::<Vec<_>>()
+            };
+        if protocol == ServerProtocol::TlsPassthrough {
+            for (i, r) in vs.spec.tls.iter().enumerate() {
+                let matches: Vec<_> = r
+                    .match_
+                    .iter()
+                    .filter(|m| applies(&m.gateways, m.port))
+                    .collect();
+                if matches.is_empty() {
+                    continue;
+                }
+                out.push(L4Route {
+                    name: format!("{vs_ns}/{vs_name}#tls[{i}]"),
+                    sni_hosts: matches.iter().flat_map(|m| m.sni_hosts.clone()).collect(),
+                    destination_subnets: matches
+                        .iter()
+                        .flat_map(|m| m.destination_subnets.clone())
+                        .collect(),
+                    destinations: destinations(&r.route),
+                });
+            }
+        } else {
+            for (i, r) in vs.spec.tcp.iter().enumerate() {
+                let matches: Vec<_> = r
+                    .match_
+                    .iter()
+                    .filter(|m| applies(&m.gateways, m.port))
+                    .collect();
+                if !r.match_.is_empty() && matches.is_empty() {
+                    continue;
+                }
+                out.push(L4Route {
+                    name: format!("{vs_ns}/{vs_name}#tcp[{i}]"),
+                    sni_hosts: Vec::new(),
+                    destination_subnets: matches
+                        .iter()
+                        .flat_map(|m| m.destination_subnets.clone())
+                        .collect(),
+                    destinations: destinations(&r.route),
+                });
+            }
+        }
+    }
+    out
+}
+
+fn virtual_services(objects: &[Object]) -> Vec<&VirtualService> {
+    let mut services: Vec<&VirtualService> = objects
+        .iter()
+        .filter_map(|o| match o {
+            Object::VirtualService(v) => Some(v),
+            _ => None,
+        })
+        .collect();
+    // Istio merges VirtualServices for one host oldest first, then by name.
+    services.sort_by_key(|v| {
+        (
+            v.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            v.metadata.namespace.clone(),
+            v.metadata.name.clone(),
+        )
+    });
+    services
+}
+
 fn server_chain(
     gw: &Gateway,
     server: &Server,
@@ -176,38 +335,39 @@ fn server_chain(
         .map(|h| h.split_once('/').map_or(h.as_str(), |(_, d)| d).to_string())
         .collect();
     let https_redirect = server.tls.as_ref().and_then(|t| t.https_redirect) == Some(true);
-    let (protocol, tls) = match proto.as_str() {
-        "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB" => (ServerProtocol::Http, None),
-        "HTTPS" => {
-            let tls = server.tls.as_ref()?;
-            match tls.mode.unwrap_or_default() {
-                ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual => {
-                    match tls_context(gw, server, objects) {
-                        Ok(ctx) => (ServerProtocol::Https, Some(ctx)),
-                        Err(e) => {
-                            warnings.push(format!("Gateway {source}: {e}; the server is left out"));
-                            return None;
-                        }
-                    }
-                }
-                other => {
-                    warnings.push(format!(
-                        "Gateway {source}: TLS mode {} is not served yet; the server is left out",
-                        other.as_str()
-                    ));
-                    return None;
-                }
-            }
+    let mode = server.tls.as_ref().map(|t| t.mode.unwrap_or_default());
+    let mut terminate = |protocol| match tls_context(gw, server, objects) {
+        Ok(ctx) => Some((protocol, Some(ctx))),
+        Err(e) => {
+            warnings.push(format!("Gateway {source}: {e}; the server is left out"));
+            None
         }
-        other => {
+    };
+    let (protocol, tls) = match (proto.as_str(), mode) {
+        ("HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB", _) => (ServerProtocol::Http, None),
+        ("TCP" | "MONGO" | "REDIS" | "MYSQL", _) => (ServerProtocol::Tcp, None),
+        ("HTTPS" | "TLS", Some(ServerTlsMode::Passthrough)) => {
+            (ServerProtocol::TlsPassthrough, None)
+        }
+        (
+            "HTTPS",
+            Some(ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual),
+        ) => terminate(ServerProtocol::Https)?,
+        (
+            "TLS",
+            Some(ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual),
+        ) => terminate(ServerProtocol::Tls)?,
+        (other, mode) => {
             warnings.push(format!(
-                "Gateway {source}: protocol {other} is not served yet; the server is left out"
+                "Gateway {source}: protocol {other} with TLS mode {} is not served; the server is left out",
+                mode.map_or("none", |m| m.as_str())
             ));
             return None;
         }
     };
     let route_table = match protocol {
         ServerProtocol::Http => format!("http.{number}"),
+        ServerProtocol::Tcp | ServerProtocol::Tls | ServerProtocol::TlsPassthrough => String::new(),
         ServerProtocol::Https => format!(
             "https.{number}.{}.{}.{}",
             port.name,
@@ -222,6 +382,8 @@ fn server_chain(
         tls,
         https_redirect,
         route_table,
+        tcp_routes: Vec::new(),
+        postgres: false,
     })
 }
 
@@ -362,21 +524,7 @@ fn add_virtual_hosts(
     cluster_keys: &mut Vec<crate::routes::ClusterKey>,
     warnings: &mut Vec<String>,
 ) {
-    let mut services: Vec<&VirtualService> = objects
-        .iter()
-        .filter_map(|o| match o {
-            Object::VirtualService(v) => Some(v),
-            _ => None,
-        })
-        .collect();
-    // Istio merges VirtualServices for one host oldest first, then by name.
-    services.sort_by_key(|v| {
-        (
-            v.metadata.creation_timestamp.as_ref().map(|t| t.0),
-            v.metadata.namespace.clone(),
-            v.metadata.name.clone(),
-        )
-    });
+    let services = virtual_services(objects);
     let mut seen_domains: BTreeSet<String> = table
         .virtual_hosts
         .iter()

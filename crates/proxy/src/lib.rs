@@ -9,9 +9,11 @@ pub mod admin;
 pub mod body;
 pub mod error;
 pub mod http;
+pub mod inspect;
 pub mod listener;
 pub mod route;
 pub mod state;
+pub mod tcp;
 pub mod tls;
 pub mod upstream;
 

@@ -1,6 +1,8 @@
-//! The accept and TLS phases: listeners on their ports, the SNI read from the ClientHello
-//! choosing the server (and its certificate and client-certificate policy), then HTTP/1.1
-//! or HTTP/2 on the connection.
+//! The accept, inspect and TLS phases: listeners on their ports; on TLS ports the
+//! ClientHello (after PostgreSQL's SSLRequest on PostgreSQL ports) is read without being
+//! consumed, and its SNI chooses the server: passed through untouched to a TLS route, or
+//! terminated with the server's certificate and client-certificate policy; then HTTP/1.1
+//! or HTTP/2, or raw TCP, on the connection.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,14 +11,16 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use meshwork_model::config::ServerProtocol;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio_rustls::LazyConfigAcceptor;
 use tracing::{debug, info, warn};
 
 use crate::Shared;
 use crate::http::{ConnInfo, handle};
+use crate::inspect::{Rewind, accept_postgres_ssl_request, read_client_hello};
+use crate::tcp;
 
 /// How long a client may take to send its ClientHello and finish the handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -60,13 +64,31 @@ pub async fn start(port: u16, shared: Arc<Shared>) -> std::io::Result<ListenerHa
     Ok(ListenerHandle { port: bound, stop })
 }
 
-async fn serve_connection(stream: TcpStream, peer: SocketAddr, port: u16, shared: Arc<Shared>) {
+async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, port: u16, shared: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
     let state = shared.state.load_full();
     let Some(listener) = state.listeners.get(&port) else {
         return;
     };
-    if !listener.is_tls() {
+    let local = stream.local_addr().ok();
+    if !listener.inspects_tls() {
+        if let Some(server) = listener
+            .servers
+            .iter()
+            .find(|s| s.chain.protocol == ServerProtocol::Tcp)
+        {
+            let session = tcp::Session {
+                peer,
+                local,
+                sni: None,
+            };
+            let Some(route) =
+                tcp::pick_route(&server.chain.tcp_routes, None, local.map(|a| a.ip()))
+            else {
+                return info!(%peer, port, "no TCP route; connection closed");
+            };
+            return tcp::forward(stream, route, &state, &shared, session, false, Vec::new()).await;
+        }
         let conn = ConnInfo {
             peer,
             bind_port: port,
@@ -76,24 +98,76 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, port: u16, shared
         };
         return serve_http(TokioIo::new(stream), conn, shared).await;
     }
-    let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream);
-    let start = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor).await {
-        Ok(Ok(start)) => start,
-        Ok(Err(e)) => return debug!(%peer, port, error = %e, "no TLS ClientHello"),
-        Err(_) => return debug!(%peer, port, "timed out waiting for a ClientHello"),
+
+    // Phase: inspect what the client sends first (PostgreSQL's SSLRequest, the ClientHello).
+    let mut replay = Vec::new();
+    let pg_ssl_request = if listener.servers.iter().any(|s| s.chain.postgres) {
+        match accept_postgres_ssl_request(&mut stream, &mut replay).await {
+            Ok(sent) => sent,
+            Err(e) => return info!(%peer, port, error = %e, "connection closed before routing"),
+        }
+    } else {
+        false
     };
-    let sni = start.client_hello().server_name().map(str::to_string);
+    let hello = match read_client_hello(&mut stream, &mut replay).await {
+        Ok(h) => h,
+        Err(e) => return info!(%peer, port, error = %e, "connection closed before routing"),
+    };
+    let sni = hello.sni.clone();
     let Some(index) = listener.server_for(sni.as_deref()) else {
         return info!(%peer, port, sni = sni.as_deref().unwrap_or("-"), "no server for this SNI; connection closed");
     };
-    let Some(config) = listener.servers[index].tls.clone() else {
+    let server = &listener.servers[index];
+    let session = tcp::Session {
+        peer,
+        local,
+        sni: sni.clone(),
+    };
+    if server.chain.protocol == ServerProtocol::TlsPassthrough {
+        let Some(route) = tcp::pick_route(
+            &server.chain.tcp_routes,
+            sni.as_deref(),
+            local.map(|a| a.ip()),
+        ) else {
+            return info!(%peer, port, sni = sni.as_deref().unwrap_or("-"), "no TLS route for this SNI; connection closed");
+        };
+        return tcp::forward(
+            stream,
+            route,
+            &state,
+            &shared,
+            session,
+            pg_ssl_request,
+            replay,
+        )
+        .await;
+    }
+
+    // Phase: TLS termination with the server's certificate and client-certificate policy.
+    let Some(config) = server.tls.clone() else {
         return;
     };
-    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, start.into_stream(config)).await {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let tls = match tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        acceptor.accept(Rewind::new(replay, stream)),
+    )
+    .await
+    {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => return info!(%peer, port, error = %e, "TLS handshake failed"),
         Err(_) => return info!(%peer, port, "TLS handshake timed out"),
     };
+    if server.chain.protocol == ServerProtocol::Tls {
+        let Some(route) = tcp::pick_route(
+            &server.chain.tcp_routes,
+            sni.as_deref(),
+            local.map(|a| a.ip()),
+        ) else {
+            return info!(%peer, port, "no TCP route; connection closed");
+        };
+        return tcp::forward(tls, route, &state, &shared, session, false, Vec::new()).await;
+    }
     let conn = ConnInfo {
         peer,
         bind_port: port,

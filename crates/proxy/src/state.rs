@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use meshwork_model::config::{
-    AccessLog, Cluster, GatewayConfig, Route, RouteMatch, ServerChain, StringMatcher,
+    AccessLog, Cluster, GatewayConfig, Route, RouteMatch, ServerChain, ServerProtocol,
+    StringMatcher,
 };
 use regex::Regex;
 
@@ -131,9 +132,14 @@ pub struct ListenerState {
 }
 
 impl ListenerState {
-    /// True when the port terminates TLS.
-    pub fn is_tls(&self) -> bool {
-        self.servers.iter().any(|s| s.tls.is_some())
+    /// True when connections start with TLS: terminated or passed through.
+    pub fn inspects_tls(&self) -> bool {
+        self.servers.iter().any(|s| {
+            matches!(
+                s.chain.protocol,
+                ServerProtocol::Https | ServerProtocol::Tls | ServerProtocol::TlsPassthrough
+            )
+        })
     }
 
     /// The index of the server whose hosts match `name` (SNI or Host), most specific

@@ -35,6 +35,10 @@ pub struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
     bind: std::net::IpAddr,
+    /// Raw TCP instead of HTTP: send the name and a newline, then echo every byte back;
+    /// when the client closes its side, close ours.
+    #[arg(long)]
+    tcp: bool,
 }
 
 /// Runs the echo server until the process is stopped.
@@ -42,7 +46,12 @@ pub fn run(args: Args) -> std::process::ExitCode {
     let name = args.name.unwrap_or_else(|| format!("echo-{}", args.port));
     let addr = SocketAddr::new(args.bind, args.port);
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
-    match runtime.block_on(serve(addr, name)) {
+    let served = if args.tcp {
+        runtime.block_on(serve_tcp(addr, name))
+    } else {
+        runtime.block_on(serve(addr, name))
+    };
+    match served {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("meshwork echo: cannot listen on {addr}: {e}");
@@ -68,6 +77,28 @@ pub async fn serve(addr: SocketAddr, name: String) -> std::io::Result<()> {
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .await;
+        });
+    }
+}
+
+/// The raw TCP echo.
+pub async fn serve_tcp(addr: SocketAddr, name: String) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let listener = TcpListener::bind(addr).await?;
+    eprintln!(
+        "meshwork echo {name} (tcp) listening on {}",
+        listener.local_addr()?
+    );
+    let greeting: Arc<str> = format!("{name}\n").into();
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let greeting = greeting.clone();
+        tokio::spawn(async move {
+            let (mut r, mut w) = stream.into_split();
+            if w.write_all(greeting.as_bytes()).await.is_ok() {
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            }
         });
     }
 }

@@ -177,6 +177,60 @@ impl Mesh {
         port
     }
 
+    /// Starts a raw TCP echo backend on a free port and returns the port.
+    pub fn tcp_echo(&mut self, name: &str) -> u16 {
+        let port = free_port();
+        let p = Proc::start(
+            self.dir.path(),
+            name,
+            &["echo", "--tcp", "--port", &port.to_string(), "--name", name],
+        );
+        eventually(Duration::from_secs(10), "the tcp echo backend", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        self.backends.push(p);
+        port
+    }
+
+    /// Starts `openssl s_server -www` with this certificate on a free port.
+    pub fn tls_backend(&mut self, name: &str, cert: &str, key: &str) -> u16 {
+        let port = free_port();
+        let dir = self.dir.path();
+        let (c, k) = (
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&c, cert).unwrap();
+        std::fs::write(&k, key).unwrap();
+        let out = std::fs::File::create(dir.join(format!("{name}.stdout"))).unwrap();
+        let child = Command::new("openssl")
+            .args([
+                "s_server",
+                "-quiet",
+                "-www",
+                "-accept",
+                &port.to_string(),
+                "-cert",
+            ])
+            .arg(&c)
+            .arg("-key")
+            .arg(&k)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("openssl s_server starts");
+        eventually(Duration::from_secs(10), "the TLS backend", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        self.backends.push(Proc {
+            child,
+            stdout_path: dir.join(format!("{name}.stdout")),
+            stderr_path: dir.join(format!("{name}.stdout")),
+        });
+        port
+    }
+
     /// Starts `meshwork up` on the config directory (its `config/` subdirectory) and
     /// waits until it is ready.
     pub fn up(&mut self, extra: &[&str]) {

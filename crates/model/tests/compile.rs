@@ -1,0 +1,211 @@
+//! Compilation as a pure function: the seeds' gateway configs in, per-gateway config out,
+//! checked field by field, and the same every time.
+
+use std::path::Path;
+
+use meshwork_api::load::{LoadOptions, load_str};
+use meshwork_api::resource::Object;
+use meshwork_model::compile_gateways;
+use meshwork_model::config::{CertificateSource, RouteAction, ServerProtocol, StringMatcher};
+
+fn compile(yaml: &str) -> meshwork_model::Compiled {
+    let out = load_str(Path::new("t.yaml"), yaml, &LoadOptions::default());
+    assert!(!out.has_errors(), "{:#?}", out.diagnostics);
+    let objects: Vec<Object> = out.config.objects.into_iter().map(|o| o.object).collect();
+    compile_gateways(&objects, &out.config.mesh)
+}
+
+/// Seed 003: the gateway Service maps 80 -> 8080 and 443 -> 8443; HTTPS with a Secret.
+const SEED_003: &str = r#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: istio-ingressgateway
+  namespace: istio-system
+  labels: {istio: ingressgateway}
+spec:
+  type: LoadBalancer
+  selector: {istio: ingressgateway}
+  ports:
+  - {name: http2, port: 80, targetPort: 8080}
+  - {name: https, port: 443, targetPort: 8443}
+---
+apiVersion: networking.istio.io/v1beta1
+kind: Gateway
+metadata: {name: my-gateway, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: https, protocol: HTTPS}
+    tls: {mode: SIMPLE, credentialName: app-tls}
+    hosts: [app.example.com]
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: app-tls, namespace: istio-system}
+type: kubernetes.io/tls
+stringData:
+  tls.crt: CERT
+  tls.key: KEY
+---
+apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: {name: my-service, namespace: default}
+spec:
+  hosts: [app.example.com]
+  gateways: [istio-system/my-gateway]
+  http:
+  - match: [{uri: {prefix: /}}]
+    route:
+    - destination:
+        host: my-service.default.svc.cluster.local
+        port: {number: 80}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: my-service, namespace: default}
+spec:
+  selector: {app: my-service}
+  ports: [{port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: my-service-1, namespace: default, labels: {app: my-service}}
+status: {podIP: 10.1.2.3}
+"#;
+
+#[test]
+fn seed_003_compiles_to_an_https_listener_on_the_target_port() {
+    let c = compile(SEED_003);
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    assert_eq!(c.gateways.len(), 1);
+    let g = &c.gateways[0];
+    assert_eq!(g.name, "istio=ingressgateway");
+    assert_eq!(g.listeners.len(), 1);
+    let l = &g.listeners[0];
+    assert_eq!((l.bind_port, l.gateway_port), (8443, 443));
+    let s = &l.servers[0];
+    assert_eq!(s.protocol, ServerProtocol::Https);
+    assert_eq!(s.hosts, ["app.example.com"]);
+    assert_eq!(s.route_table, "https.443.https.my-gateway.istio-system");
+    let tls = s.tls.as_ref().unwrap();
+    match &tls.certificate {
+        CertificateSource::Secret { name, cert_pem, .. } => {
+            assert_eq!(name, "istio-system/app-tls");
+            assert_eq!(cert_pem, "CERT");
+        }
+        other => panic!("{other:?}"),
+    }
+    let vh = &g.route_tables[&s.route_table].virtual_hosts[0];
+    assert_eq!(vh.domains, ["app.example.com"]);
+    let route = &vh.routes[0];
+    assert_eq!(
+        route.matches[0].uri,
+        Some(StringMatcher::Prefix("/".into()))
+    );
+    let RouteAction::Forward(dests) = &route.action else {
+        panic!()
+    };
+    assert_eq!(
+        dests[0].cluster,
+        "outbound|80||my-service.default.svc.cluster.local"
+    );
+    assert_eq!(dests[0].weight, 100);
+    let cluster = &g.clusters[&dests[0].cluster];
+    assert_eq!(cluster.endpoints.len(), 1);
+    assert_eq!(
+        (
+            cluster.endpoints[0].address.as_str(),
+            cluster.endpoints[0].port
+        ),
+        ("10.1.2.3", 8080)
+    );
+    assert_eq!(
+        cluster.connect_timeout_ms, 10_000,
+        "Istio's default connect timeout"
+    );
+    // The private key never appears in the dump.
+    let dump = serde_json::to_string(g).unwrap();
+    assert!(dump.contains("[redacted 3 bytes]") && !dump.contains("\"KEY\""));
+}
+
+#[test]
+fn compilation_is_deterministic() {
+    let a = serde_json::to_string(&compile(SEED_003).gateways).unwrap();
+    let b = serde_json::to_string(&compile(SEED_003).gateways).unwrap();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn a_missing_secret_leaves_the_server_out_with_a_warning() {
+    let c = compile(&SEED_003.replace("name: app-tls, namespace", "name: other-tls, namespace"));
+    assert_eq!(
+        c.warnings,
+        [
+            "Gateway istio-system/my-gateway#0: credentialName app-tls: Secret istio-system/app-tls not found; the server is left out"
+        ]
+    );
+    assert!(c.gateways[0].listeners.is_empty());
+}
+
+#[test]
+fn without_a_gateway_service_the_port_itself_is_bound_and_subsets_select_endpoints() {
+    let c = compile(
+        r#"
+apiVersion: networking.istio.io/v1beta1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 8081, name: http, protocol: HTTP}
+    hosts: ["*"]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: payments, namespace: default}
+spec:
+  selector: {app: payments}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: p1, namespace: default, labels: {app: payments, version: v1}}
+status: {podIP: 10.0.0.1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: p2, namespace: default, labels: {app: payments, version: v2}}
+status: {podIP: 10.0.0.2}
+---
+apiVersion: networking.istio.io/v1beta1
+kind: DestinationRule
+metadata: {name: payments}
+spec:
+  host: payments
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: {name: payments}
+spec:
+  hosts: [payments.example.com]
+  gateways: [istio-system/gw]
+  http:
+  - route:
+    - destination: {host: payments, subset: v1}
+      weight: 99
+    - destination: {host: payments, subset: v2}
+      weight: 1
+"#,
+    );
+    let g = &c.gateways[0];
+    assert_eq!(g.listeners[0].bind_port, 8081);
+    let v1 = &g.clusters["outbound|80|v1|payments.default.svc.cluster.local"];
+    let v2 = &g.clusters["outbound|80|v2|payments.default.svc.cluster.local"];
+    assert_eq!(v1.endpoints[0].address, "10.0.0.1");
+    assert_eq!(v2.endpoints[0].address, "10.0.0.2");
+    assert_eq!(v1.endpoints.len() + v2.endpoints.len(), 2);
+}

@@ -1,0 +1,288 @@
+//! Reading what a client sends first, without consuming it: the TLS ClientHello (SNI and
+//! ALPN, parsed by rustls), and PostgreSQL's plaintext SSLRequest that libpq sends before
+//! TLS. What was read is replayed to whoever handles the connection next ([`Rewind`]).
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+/// How long a client may take to say what it wants (Envoy's TLS inspector waits 15 s).
+pub const INSPECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The largest ClientHello accepted (several records of 16 KiB).
+const MAX_HELLO: usize = 64 * 1024;
+
+/// PostgreSQL's SSLRequest: length 8, code 80877103.
+pub const PG_SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+
+/// What the ClientHello asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientHello {
+    /// Server name indication.
+    pub sni: Option<String>,
+    /// ALPN protocols offered.
+    pub alpn: Vec<String>,
+}
+
+/// Why a connection was closed before it was routed.
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    /// The client sent nothing in time.
+    #[error("no ClientHello within {0:?}")]
+    Timeout(Duration),
+    /// The client closed before a whole ClientHello arrived.
+    #[error("the client closed before a whole ClientHello arrived")]
+    Closed,
+    /// The bytes are not TLS.
+    #[error("not a TLS ClientHello: {0}")]
+    NotTls(String),
+    /// A PostgreSQL client that did not ask for TLS cannot be routed by SNI.
+    #[error("the PostgreSQL client did not request TLS (use sslmode=require or stronger)")]
+    PostgresWithoutTls,
+    /// Reading failed.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// Reads a whole ClientHello from `stream`, keeping every byte read in `buf`.
+pub async fn read_client_hello<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+) -> Result<ClientHello, InspectError> {
+    tokio::time::timeout(INSPECT_TIMEOUT, async {
+        loop {
+            if let Some(hello) = parse_client_hello(buf)? {
+                return Ok(hello);
+            }
+            if buf.len() >= MAX_HELLO {
+                return Err(InspectError::NotTls("ClientHello too large".into()));
+            }
+            let mut chunk = [0u8; 4096];
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(InspectError::Closed);
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await
+    .map_err(|_| InspectError::Timeout(INSPECT_TIMEOUT))?
+}
+
+/// Parses a ClientHello from the bytes so far: `Ok(None)` when more bytes are needed.
+pub fn parse_client_hello(data: &[u8]) -> Result<Option<ClientHello>, InspectError> {
+    if let Some(first) = data.first()
+        && *first != 0x16
+    {
+        return Err(InspectError::NotTls(format!(
+            "first byte {first:#04x} is not a TLS handshake record"
+        )));
+    }
+    let mut acceptor = rustls::server::Acceptor::default();
+    let mut rest = data;
+    while !rest.is_empty() {
+        match acceptor.read_tls(&mut rest) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => return Err(InspectError::NotTls(e.to_string())),
+        }
+    }
+    match acceptor.accept() {
+        Ok(Some(accepted)) => {
+            let hello = accepted.client_hello();
+            Ok(Some(ClientHello {
+                sni: hello.server_name().map(str::to_string),
+                alpn: hello
+                    .alpn()
+                    .map(|protos| {
+                        protos
+                            .map(|p| String::from_utf8_lossy(p).into_owned())
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            }))
+        }
+        Ok(None) => Ok(None),
+        Err((e, _)) => Err(InspectError::NotTls(e.to_string())),
+    }
+}
+
+/// On a PostgreSQL port: answers libpq's plaintext SSLRequest with `S` so the ClientHello
+/// follows. Returns true when the client sent one (it must then be replayed upstream); a
+/// client that starts with TLS at once (PostgreSQL 17's direct TLS) is left as it is.
+pub async fn accept_postgres_ssl_request<S>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+) -> Result<bool, InspectError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    tokio::time::timeout(INSPECT_TIMEOUT, async {
+        while buf.len() < PG_SSL_REQUEST.len() {
+            if buf.first().is_some_and(|b| *b == 0x16) {
+                return Ok(false);
+            }
+            let mut chunk = [0u8; 8];
+            let want = PG_SSL_REQUEST.len() - buf.len();
+            let n = stream.read(&mut chunk[..want]).await?;
+            if n == 0 {
+                return Err(InspectError::Closed);
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        if buf[..] == PG_SSL_REQUEST {
+            buf.clear();
+            stream.write_all(b"S").await?;
+            Ok(true)
+        } else if buf[0] == 0x16 {
+            Ok(false)
+        } else {
+            Err(InspectError::PostgresWithoutTls)
+        }
+    })
+    .await
+    .map_err(|_| InspectError::Timeout(INSPECT_TIMEOUT))?
+}
+
+/// A stream that first yields bytes already read from it.
+pub struct Rewind<S> {
+    prefix: Bytes,
+    inner: S,
+}
+
+impl<S> Rewind<S> {
+    /// `prefix` is read before `inner`.
+    pub fn new(prefix: Vec<u8>, inner: S) -> Self {
+        Self {
+            prefix: Bytes::from(prefix),
+            inner,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(out.remaining());
+            out.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, out)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    /// A real ClientHello, as rustls' client writes it.
+    fn client_hello(sni: &str, alpn: &[&str]) -> Vec<u8> {
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|a| a.as_bytes().to_vec()).collect();
+        let mut conn =
+            rustls::ClientConnection::new(Arc::new(config), sni.to_string().try_into().unwrap())
+                .unwrap();
+        let mut out = Vec::new();
+        conn.write_tls(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn reads_sni_and_alpn_even_when_split_into_pieces() {
+        let hello = client_hello("db1.example.test", &["postgresql"]);
+        for cut in [1, 5, 6, 40, hello.len() - 1] {
+            assert_eq!(
+                parse_client_hello(&hello[..cut]).unwrap(),
+                None,
+                "cut at {cut}"
+            );
+        }
+        let parsed = parse_client_hello(&hello).unwrap().unwrap();
+        assert_eq!(parsed.sni.as_deref(), Some("db1.example.test"));
+        assert_eq!(parsed.alpn, ["postgresql"]);
+    }
+
+    #[test]
+    fn garbage_is_not_tls() {
+        assert!(matches!(
+            parse_client_hello(b"GET / HTTP/1.1\r\n"),
+            Err(InspectError::NotTls(_))
+        ));
+        assert!(matches!(
+            parse_client_hello(&[0x16, 3, 1, 0, 2, 99, 99]),
+            Ok(None) | Err(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn answers_the_postgres_ssl_request_then_reads_the_hello_across_segments() {
+        let hello = client_hello("db2.example.test", &[]);
+        let (mut client, mut server) = tokio::io::duplex(64);
+        let h2 = hello.clone();
+        let writer = tokio::spawn(async move {
+            client.write_all(&PG_SSL_REQUEST).await.unwrap();
+            let mut s = [0u8; 1];
+            client.read_exact(&mut s).await.unwrap();
+            assert_eq!(&s, b"S");
+            for piece in h2.chunks(7) {
+                client.write_all(piece).await.unwrap();
+            }
+            client
+        });
+        let mut buf = Vec::new();
+        assert!(
+            accept_postgres_ssl_request(&mut server, &mut buf)
+                .await
+                .unwrap()
+        );
+        let parsed = read_client_hello(&mut server, &mut buf).await.unwrap();
+        assert_eq!(parsed.sni.as_deref(), Some("db2.example.test"));
+        assert_eq!(buf, hello, "every byte is kept for replay");
+        writer.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_plaintext_postgres_startup_is_refused() {
+        let (mut client, mut server) = tokio::io::duplex(64);
+        client.write_all(&[0, 0, 0, 40, 0, 3, 0, 0]).await.unwrap();
+        let mut buf = Vec::new();
+        assert!(matches!(
+            accept_postgres_ssl_request(&mut server, &mut buf).await,
+            Err(InspectError::PostgresWithoutTls)
+        ));
+    }
+}

@@ -1,0 +1,326 @@
+//! The TCP proxy: TCP and TLS routes, passthrough included. A route is chosen (by SNI, or by
+//! destination subnet), a weighted destination and an endpoint are picked, and bytes flow
+//! both ways with half-close kept, until both sides close or the idle timeout passes. One
+//! access log line records the bytes each way and why the connection ended.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use meshwork_model::config::L4Route;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tracing::info;
+
+use crate::Shared;
+use crate::access_log::{Entry, rfc3339};
+use crate::inspect::PG_SSL_REQUEST;
+use crate::route::pick_weighted;
+use crate::state::{State, domain_match};
+
+/// Who connected, and what the inspection learnt.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// The client.
+    pub peer: SocketAddr,
+    /// The address the client connected to.
+    pub local: Option<SocketAddr>,
+    /// SNI, when the client spoke TLS.
+    pub sni: Option<String>,
+}
+
+/// The first route that accepts this SNI and destination address.
+pub fn pick_route<'a>(
+    routes: &'a [L4Route],
+    sni: Option<&str>,
+    local: Option<IpAddr>,
+) -> Option<&'a L4Route> {
+    let sni = sni.map(str::to_ascii_lowercase);
+    routes.iter().find(|r| {
+        let sni_ok = r.sni_hosts.is_empty()
+            || sni.as_deref().is_some_and(|s| {
+                r.sni_hosts
+                    .iter()
+                    .any(|h| domain_match(&h.to_ascii_lowercase(), s))
+            });
+        let subnet_ok = r.destination_subnets.is_empty()
+            || local.is_some_and(|ip| {
+                r.destination_subnets
+                    .iter()
+                    .any(|s| match s.parse::<ipnet::IpNet>() {
+                        Ok(net) => net.contains(&ip),
+                        Err(_) => s.parse::<IpAddr>() == Ok(ip),
+                    })
+            });
+        sni_ok && subnet_ok
+    })
+}
+
+/// Counts bytes read through a stream and notes the time of the last activity.
+struct Metered<S> {
+    inner: S,
+    read: Arc<AtomicU64>,
+    activity: Arc<AtomicU64>,
+    epoch: Instant,
+}
+
+impl<S> Metered<S> {
+    fn touch(&self) {
+        self.activity
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            self.read.fetch_add(n as u64, Ordering::Relaxed);
+            self.touch();
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Proxies `client` along `route`. `replay` holds bytes already read from the client (the
+/// ClientHello); `pg_ssl_request` says the client sent PostgreSQL's SSLRequest first, which
+/// is then sent upstream too and must be answered with `S`.
+pub async fn forward<S>(
+    client: S,
+    route: &L4Route,
+    state: &State,
+    shared: &Shared,
+    session: Session,
+    pg_ssl_request: bool,
+    replay: Vec<u8>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let start = Instant::now();
+    let mut entry = Entry {
+        start_time: rfc3339(SystemTime::now()),
+        method: "-".into(),
+        path: "-".into(),
+        protocol: "-".into(),
+        downstream_remote_address: session.peer.to_string(),
+        requested_server_name: session.sni.clone(),
+        route_name: Some(route.name.clone()),
+        request_id: "-".into(),
+        ..Default::default()
+    };
+    let outcome = connect_and_splice(
+        client,
+        route,
+        state,
+        session,
+        pg_ssl_request,
+        replay,
+        &mut entry,
+    )
+    .await;
+    entry.response_flags = outcome.unwrap_or("-").to_string();
+    entry.duration = start.elapsed().as_millis() as u64;
+    if let Some(log) = &state.access_log
+        && let Some(logger) = shared.access_logger(&log.path)
+    {
+        logger.log(entry, log.json);
+    }
+}
+
+/// Returns Envoy's response flag when the connection ended abnormally.
+async fn connect_and_splice<S>(
+    client: S,
+    route: &L4Route,
+    state: &State,
+    session: Session,
+    pg_ssl_request: bool,
+    replay: Vec<u8>,
+    entry: &mut Entry,
+) -> Option<&'static str>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let total = route.destinations.iter().map(|d| d.weight).sum();
+    let pick = pick_weighted(route.destinations.iter().map(|d| d.weight), total).or(
+        if route.destinations.len() == 1 {
+            Some(0)
+        } else {
+            None
+        },
+    )?;
+    let dest = &route.destinations[pick];
+    entry.upstream_cluster = Some(dest.cluster.clone());
+    let Some(cluster) = state.clusters.get(&dest.cluster) else {
+        return Some("NC");
+    };
+    let Some(endpoint) = cluster.pick() else {
+        info!(peer = %session.peer, cluster = %dest.cluster, "no healthy upstream; connection closed");
+        return Some("UH");
+    };
+    let addr = format!("{}:{}", endpoint.address, endpoint.port);
+    entry.upstream_host = Some(addr.clone());
+    let connect = TcpStream::connect(addr.as_str());
+    let mut upstream = match tokio::time::timeout(
+        Duration::from_millis(cluster.cluster.connect_timeout_ms),
+        connect,
+    )
+    .await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            info!(peer = %session.peer, upstream = %addr, error = %e, "upstream connect failed");
+            return Some("UF");
+        }
+        Err(_) => {
+            info!(peer = %session.peer, upstream = %addr, "upstream connect timed out");
+            return Some("UF");
+        }
+    };
+    let _ = upstream.set_nodelay(true);
+    if pg_ssl_request {
+        let mut answer = [0u8; 1];
+        let negotiated = async {
+            upstream.write_all(&PG_SSL_REQUEST).await?;
+            upstream.read_exact(&mut answer).await?;
+            Ok::<_, io::Error>(answer[0])
+        };
+        match tokio::time::timeout(
+            Duration::from_millis(cluster.cluster.connect_timeout_ms),
+            negotiated,
+        )
+        .await
+        {
+            Ok(Ok(b'S')) => {}
+            other => {
+                info!(peer = %session.peer, upstream = %addr, answer = ?other, "the upstream PostgreSQL server did not accept TLS; connection closed");
+                return Some("UF");
+            }
+        }
+    }
+    if upstream.write_all(&replay).await.is_err() {
+        return Some("UC");
+    }
+    let epoch = Instant::now();
+    let activity = Arc::new(AtomicU64::new(0));
+    let (received, sent) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    received.fetch_add(replay.len() as u64, Ordering::Relaxed);
+    let mut down = Metered {
+        inner: client,
+        read: received.clone(),
+        activity: activity.clone(),
+        epoch,
+    };
+    let mut up = Metered {
+        inner: upstream,
+        read: sent.clone(),
+        activity: activity.clone(),
+        epoch,
+    };
+    let idle = Duration::from_millis(cluster.cluster.idle_timeout_ms);
+    let watchdog = async {
+        loop {
+            let last = Duration::from_millis(activity.load(Ordering::Relaxed));
+            let since = epoch.elapsed().saturating_sub(last);
+            if since >= idle {
+                return;
+            }
+            tokio::time::sleep(idle - since).await;
+        }
+    };
+    let flag = tokio::select! {
+        r = tokio::io::copy_bidirectional(&mut down, &mut up) => match r {
+            Ok(_) => None,
+            Err(e) => {
+                tracing::debug!(peer = %session.peer, error = %e, "connection reset");
+                None
+            }
+        },
+        () = watchdog => {
+            info!(peer = %session.peer, upstream = %addr, ?idle, "idle timeout; connection closed");
+            Some("IT")
+        }
+    };
+    entry.bytes_received = received.load(Ordering::Relaxed);
+    entry.bytes_sent = sent.load(Ordering::Relaxed);
+    flag
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meshwork_model::config::WeightedCluster;
+
+    fn route(name: &str, sni: &[&str], subnets: &[&str]) -> L4Route {
+        L4Route {
+            name: name.into(),
+            sni_hosts: sni.iter().map(|s| s.to_string()).collect(),
+            destination_subnets: subnets.iter().map(|s| s.to_string()).collect(),
+            destinations: vec![WeightedCluster {
+                cluster: "c".into(),
+                weight: 100,
+                request_headers: Default::default(),
+                response_headers: Default::default(),
+            }],
+        }
+    }
+
+    #[test]
+    fn routes_by_sni_then_subnet() {
+        let routes = [
+            route("db1", &["db1.example.test"], &[]),
+            route("wild", &["*.example.test"], &[]),
+            route("net", &[], &["10.0.0.0/8"]),
+            route("any", &[], &[]),
+        ];
+        let ip = |s: &str| Some(s.parse().unwrap());
+        assert_eq!(
+            pick_route(&routes, Some("DB1.example.test"), None)
+                .unwrap()
+                .name,
+            "db1"
+        );
+        assert_eq!(
+            pick_route(&routes, Some("db2.example.test"), None)
+                .unwrap()
+                .name,
+            "wild"
+        );
+        assert_eq!(
+            pick_route(&routes, None, ip("10.1.2.3")).unwrap().name,
+            "net"
+        );
+        assert_eq!(
+            pick_route(&routes, None, ip("192.168.0.1")).unwrap().name,
+            "any"
+        );
+        assert!(pick_route(&routes[..2], Some("other.test"), None).is_none());
+    }
+}
