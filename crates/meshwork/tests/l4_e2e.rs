@@ -336,3 +336,70 @@ spec:
         ]
     );
 }
+
+#[test]
+fn idle_tcp_connections_are_closed_after_the_destination_rule_idle_timeout() {
+    let mut mesh = Mesh::new("idle");
+    let (tcp, tls) = (free_port(), free_port());
+    let backend = mesh.tcp_echo("idle");
+    mesh.config(
+        "config.yaml",
+        &(gateway_service(tcp, tls)
+            + &format!(
+                r#"apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: tcp-gw, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 31400, name: tcp, protocol: TCP}}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: idle, namespace: apps}}
+spec:
+  hosts: [idle.apps.internal]
+  ports: [{{number: 7000, name: tcp, protocol: TCP, targetPort: {backend}}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: idle, namespace: apps}}
+spec:
+  host: idle.apps.internal
+  trafficPolicy:
+    connectionPool:
+      tcp: {{idleTimeout: 300ms}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: tcp, namespace: apps}}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/tcp-gw]
+  tcp:
+  - route: [{{destination: {{host: idle.apps.internal, port: {{number: 7000}}}}}}]
+"#
+            )),
+    );
+    let mesh_file = mesh.dir.path().join("mesh.yaml");
+    std::fs::write(
+        &mesh_file,
+        "accessLogFile: /dev/stdout\naccessLogEncoding: JSON\n",
+    )
+    .unwrap();
+    mesh.up(&["--mesh", mesh_file.to_str().unwrap()]);
+    let mut s = TcpStream::connect(("127.0.0.1", tcp)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut all = Vec::new();
+    // Without traffic the gateway closes the connection (the default would be 1 hour).
+    s.read_to_end(&mut all)
+        .expect("closed by the gateway before the read timeout");
+    assert_eq!(all, b"idle\n");
+    let up = mesh.up.as_ref().unwrap();
+    eventually(Duration::from_secs(5), "the access log line", || {
+        up.stdout().contains("\"response_flags\":\"IT\"")
+    });
+}
