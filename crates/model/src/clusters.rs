@@ -8,6 +8,7 @@ use meshwork_api::mesh::MeshConfig;
 use meshwork_api::resource::{DestinationRule, Object};
 
 use crate::config::{Cluster, UpstreamProtocol};
+use crate::policy::{compile, effective};
 use crate::registry::{Protocol, Registry, resolve_host};
 use crate::routes::ClusterKey;
 
@@ -75,18 +76,22 @@ pub fn build_clusters(
             Some(Protocol::Http2 | Protocol::Grpc) => UpstreamProtocol::Http2,
             _ => UpstreamProtocol::Http1,
         };
-        let policy = subset
-            .and_then(|s| s.traffic_policy.as_ref())
-            .or_else(|| dr.and_then(|d| d.spec.traffic_policy.as_ref()));
-        let connect_timeout_ms = policy
-            .and_then(|p| p.connection_pool.as_ref())
+        let merged = effective(
+            dr.and_then(|d| d.spec.traffic_policy.as_ref()),
+            subset.and_then(|s| s.traffic_policy.as_ref()),
+            key.port,
+        );
+        let connect_timeout_ms = merged
+            .connection_pool
+            .as_ref()
             .and_then(|c| c.tcp.as_ref())
             .and_then(|t| t.connect_timeout.as_ref())
             .and_then(|t| parse_duration(t).ok())
             .map(|d| d.as_millis() as u64)
             .unwrap_or(default_connect);
-        let idle_timeout_ms = policy
-            .and_then(|p| p.connection_pool.as_ref())
+        let idle_timeout_ms = merged
+            .connection_pool
+            .as_ref()
             .and_then(|c| c.tcp.as_ref())
             .and_then(|t| t.idle_timeout.as_ref())
             .and_then(|t| parse_duration(t).ok())
@@ -103,6 +108,7 @@ pub fn build_clusters(
                 endpoints,
                 connect_timeout_ms,
                 idle_timeout_ms,
+                policy: compile(&merged),
             },
         );
     }

@@ -417,6 +417,8 @@ pub struct Cluster {
     pub connect_timeout_ms: u64,
     /// TCP idle timeout in milliseconds (`connectionPool.tcp.idleTimeout`, 1h by default).
     pub idle_timeout_ms: u64,
+    /// Load balancing, circuit breakers and outlier detection.
+    pub policy: crate::policy::ClusterPolicy,
 }
 
 /// The protocol used towards endpoints.

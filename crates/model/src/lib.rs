@@ -6,6 +6,7 @@
 pub mod clusters;
 pub mod config;
 pub mod gateway;
+pub mod policy;
 pub mod registry;
 pub mod routes;
 

@@ -25,6 +25,9 @@ pub enum ProxyError {
         "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
     )]
     UpstreamReset,
+    /// A circuit breaker refused the request (`UO`).
+    #[error("upstream connect error or disconnect/reset before headers. reset reason: overflow")]
+    Overflow,
     /// The route's timeout passed (`UT`).
     #[error("upstream request timeout")]
     Timeout,
@@ -41,7 +44,7 @@ impl ProxyError {
             ProxyError::NoHealthyUpstream
             | ProxyError::ConnectFailure
             | ProxyError::UpstreamReset => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::NoCluster => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoCluster | ProxyError::Overflow => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
         }
@@ -56,6 +59,7 @@ impl ProxyError {
             ProxyError::ConnectFailure => "UF",
             ProxyError::UpstreamReset => "UC",
             ProxyError::Timeout => "UT",
+            ProxyError::Overflow => "UO",
             ProxyError::BadRequest(_) => "DPE",
         }
     }

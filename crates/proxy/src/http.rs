@@ -13,10 +13,14 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use meshwork_model::config::{HeaderOps, Redirect, RetryPolicy, RouteAction, StringMatcher};
+use meshwork_model::config::{
+    HeaderOps, Redirect, RetryPolicy, RouteAction, StringMatcher, UpstreamProtocol,
+};
+use meshwork_model::policy::{HashKey, LbPolicy};
 
 use crate::Shared;
 use crate::access_log::{Entry, rfc3339};
+use crate::balancer::{InFlight, Outcome, hash64};
 use crate::body::{Body, Counted, boxed, empty, full};
 use crate::error::ProxyError;
 use crate::route::{RequestFacts, find_route, pick_weighted, virtual_host};
@@ -421,11 +425,33 @@ async fn forward(
         _ => 1,
     };
 
+    // Phase: pick endpoint, within the cluster's circuit breakers.
+    let balancer = &cluster.balancer;
+    let limits = &cluster.cluster.policy.circuit_breakers;
+    let concurrency = match cluster.cluster.protocol {
+        UpstreamProtocol::Http1 => limits.max_requests.min(
+            limits
+                .max_connections
+                .saturating_add(limits.max_pending_requests),
+        ),
+        UpstreamProtocol::Http2 => limits.max_requests,
+    };
+    let _in_flight = InFlight::try_acquire(&balancer.active_requests, concurrency)
+        .ok_or(ProxyError::Overflow)?;
+    let (hash, new_cookie) = hash_key(
+        &cluster.cluster.policy.lb,
+        &parts.headers,
+        parts.uri.query(),
+        conn,
+    );
+
     let attempt_loop = async {
         let mut attempt = 0;
+        let mut _retry_slot = None;
         loop {
             attempt += 1;
-            let endpoint = cluster.pick().ok_or(ProxyError::NoHealthyUpstream)?;
+            let (index, endpoint) = cluster.pick(hash).ok_or(ProxyError::NoHealthyUpstream)?;
+            let _endpoint_active = InFlight::acquire(&balancer.endpoints[index].active);
             let addr = format!("{}:{}", endpoint.address, endpoint.port);
             up.host = Some(addr.clone());
             let uri: Uri = format!("http://{addr}{path_and_query}")
@@ -441,7 +467,7 @@ async fn forward(
                 })
                 .map_err(|e| ProxyError::BadRequest(e.to_string()))?;
             *req.headers_mut() = parts.headers.clone();
-            if cluster.cluster.protocol == meshwork_model::config::UpstreamProtocol::Http2 {
+            if cluster.cluster.protocol == UpstreamProtocol::Http2 {
                 *req.version_mut() = http::Version::HTTP_2;
             }
             let sent_at = Instant::now();
@@ -453,8 +479,20 @@ async fn forward(
                 None => send.await,
             };
             up.service_time = Some(sent_at.elapsed().as_millis() as u64);
+            balancer.report(
+                index,
+                match &result {
+                    Ok(r) => Outcome::Status(r.status().as_u16()),
+                    Err(_) => Outcome::LocalFailure,
+                },
+            );
             let retry = attempt < max_attempts && retries.is_some_and(|r| should_retry(r, &result));
             if !retry {
+                return result;
+            }
+            // Retries in flight are bounded too (`maxRetries`).
+            _retry_slot = InFlight::try_acquire(&balancer.active_retries, limits.max_retries);
+            if _retry_slot.is_none() {
                 return result;
             }
             up.flag = Some("URX");
@@ -484,7 +522,69 @@ async fn forward(
         rparts.headers.remove(*name);
     }
     apply_ops(&mut rparts.headers, &dest.response_headers);
+    if let Some(cookie) = new_cookie
+        && let Ok(v) = HeaderValue::from_str(&cookie)
+    {
+        rparts.headers.append(header::SET_COOKIE, v);
+    }
     Ok(Response::from_parts(rparts, boxed(rbody)))
+}
+
+/// The consistent-hash value of a request, and a `Set-Cookie` to send when the hash cookie
+/// was absent and has been generated (as Envoy does for `httpCookie`).
+fn hash_key(
+    lb: &LbPolicy,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    conn: &ConnInfo,
+) -> (Option<u64>, Option<String>) {
+    let key = match lb {
+        LbPolicy::RingHash { key, .. } | LbPolicy::Maglev { key, .. } => key,
+        _ => return (None, None),
+    };
+    match key {
+        HashKey::Header(name) => (header_str(headers, name).map(hash64), None),
+        HashKey::SourceIp => (Some(hash64(conn.peer.ip())), None),
+        HashKey::QueryParameter(name) => (
+            query.and_then(|q| {
+                q.split('&').find_map(|kv| {
+                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                    (k == name).then(|| hash64(v))
+                })
+            }),
+            None,
+        ),
+        HashKey::Cookie {
+            name,
+            path,
+            ttl_secs,
+        } => {
+            let existing = headers
+                .get_all(header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .find_map(|c| {
+                    let (k, v) = c.trim().split_once('=')?;
+                    (k == name).then(|| v.to_string())
+                });
+            match existing {
+                Some(v) => (Some(hash64(v)), None),
+                None => {
+                    let value = format!("{:016x}", fastrand::u64(..));
+                    let mut cookie = format!("{name}=\"{value}\"");
+                    if let Some(p) = path {
+                        cookie.push_str(&format!("; Path={p}"));
+                    }
+                    if let Some(ttl) = ttl_secs {
+                        cookie.push_str(&format!("; Max-Age={ttl}"));
+                    }
+                    cookie.push_str("; HttpOnly");
+                    (Some(hash64(format!("\"{value}\""))), Some(cookie))
+                }
+            }
+        }
+    }
 }
 
 /// The `Upgrade` protocol of an HTTP/1.1 upgrade request (WebSocket and the like).

@@ -6,6 +6,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod balancer;
 pub mod body;
 pub mod error;
 pub mod http;

@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use meshwork_model::config::{
     AccessLog, Cluster, GatewayConfig, Route, RouteMatch, ServerChain, ServerProtocol,
@@ -12,6 +11,7 @@ use meshwork_model::config::{
 };
 use regex::Regex;
 
+use crate::balancer::Balancer;
 use crate::tls::{TlsError, server_config};
 
 /// A string condition ready to run.
@@ -181,22 +181,19 @@ impl ListenerState {
     }
 }
 
-/// An upstream cluster and its load-balancing cursor.
+/// An upstream cluster with its balancer (load balancing, outlier detection, limits).
 pub struct ClusterState {
     /// The compiled cluster.
     pub cluster: Cluster,
-    next: AtomicUsize,
+    /// Endpoint choice and health.
+    pub balancer: Balancer,
 }
 
 impl ClusterState {
-    /// The next endpoint, round robin; `None` when there is no endpoint.
-    pub fn pick(&self) -> Option<&meshwork_model::config::Endpoint> {
-        let n = self.cluster.endpoints.len();
-        if n == 0 {
-            return None;
-        }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % n;
-        self.cluster.endpoints.get(i)
+    /// Chooses an endpoint (see [`Balancer::pick`]); `None` when there is none.
+    pub fn pick(&self, hash: Option<u64>) -> Option<(usize, &meshwork_model::config::Endpoint)> {
+        let i = self.balancer.pick(hash)?;
+        Some((i, &self.balancer.endpoints[i].endpoint))
     }
 }
 
@@ -336,8 +333,8 @@ impl State {
                 (
                     name.clone(),
                     ClusterState {
+                        balancer: Balancer::new(&c.endpoints, &c.policy),
                         cluster: c.clone(),
-                        next: AtomicUsize::new(0),
                     },
                 )
             })

@@ -16,8 +16,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tracing::info;
 
+use meshwork_model::policy::{HashKey, LbPolicy};
+
 use crate::Shared;
 use crate::access_log::{Entry, rfc3339};
+use crate::balancer::{InFlight, Outcome, hash64};
 use crate::inspect::PG_SSL_REQUEST;
 use crate::route::pick_weighted;
 use crate::state::{State, domain_match};
@@ -181,9 +184,26 @@ where
     let Some(cluster) = state.clusters.get(&dest.cluster) else {
         return Some("NC");
     };
-    let Some(endpoint) = cluster.pick() else {
+    let hash = match &cluster.cluster.policy.lb {
+        LbPolicy::RingHash {
+            key: HashKey::SourceIp,
+            ..
+        }
+        | LbPolicy::Maglev {
+            key: HashKey::SourceIp,
+            ..
+        } => Some(hash64(session.peer.ip())),
+        _ => None,
+    };
+    let Some((index, endpoint)) = cluster.pick(hash) else {
         info!(peer = %session.peer, cluster = %dest.cluster, "no healthy upstream; connection closed");
         return Some("UH");
+    };
+    let balancer = &cluster.balancer;
+    let limit = cluster.cluster.policy.circuit_breakers.max_connections;
+    let Some(_open) = InFlight::try_acquire(&balancer.active_connections, limit) else {
+        info!(peer = %session.peer, cluster = %dest.cluster, limit, "maxConnections reached; connection refused");
+        return Some("UO");
     };
     let addr = format!("{}:{}", endpoint.address, endpoint.port);
     entry.upstream_host = Some(addr.clone());
@@ -197,10 +217,12 @@ where
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             info!(peer = %session.peer, upstream = %addr, error = %e, "upstream connect failed");
+            balancer.report(index, Outcome::LocalFailure);
             return Some("UF");
         }
         Err(_) => {
             info!(peer = %session.peer, upstream = %addr, "upstream connect timed out");
+            balancer.report(index, Outcome::LocalFailure);
             return Some("UF");
         }
     };

@@ -1,7 +1,8 @@
 //! `meshwork echo`: a test backend for examples, tests and benchmarks, as Istio's echo app
 //! and fortio serve Istio. It answers HTTP/1.1 and HTTP/2 (cleartext, prior knowledge) with
 //! its name and the request it saw, as JSON, and echoes gRPC messages back (streaming, with
-//! trailers). Misbehaviour on request: `?delay=200ms`, `?status=503`, `?size=1024`.
+//! trailers). Misbehaviour on request: `?delay=200ms`, `?status=503`, `?size=1024`, and
+//! `?fail_every=3` (every third such request answers 503).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -68,12 +69,14 @@ pub async fn serve(addr: SocketAddr, name: String) -> std::io::Result<()> {
         listener.local_addr()?
     );
     let name: Arc<str> = name.into();
+    let counter = Arc::new(std::sync::atomic::AtomicU64::new(0));
     loop {
         let (stream, peer) = listener.accept().await?;
         let _ = stream.set_nodelay(true);
         let name = name.clone();
+        let counter = counter.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| respond(req, name.clone(), peer));
+            let service = service_fn(move |req| respond(req, name.clone(), peer, counter.clone()));
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .await;
@@ -124,6 +127,7 @@ async fn respond(
     req: Request<Incoming>,
     name: Arc<str>,
     peer: SocketAddr,
+    counter: Arc<std::sync::atomic::AtomicU64>,
 ) -> Result<Response<EchoBody>, Infallible> {
     if let Some(delay) = query_param(&req, "delay").and_then(parse_delay) {
         tokio::time::sleep(delay).await;
@@ -139,10 +143,16 @@ async fn respond(
     if is_grpc {
         return Ok(grpc_echo(req, &name));
     }
-    let status = query_param(&req, "status")
+    let mut status = query_param(&req, "status")
         .and_then(|s| s.parse::<u16>().ok())
         .and_then(|s| StatusCode::from_u16(s).ok())
         .unwrap_or(StatusCode::OK);
+    if let Some(every) = query_param(&req, "fail_every").and_then(|s| s.parse::<u64>().ok())
+        && every > 0
+        && (counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1).is_multiple_of(every)
+    {
+        status = StatusCode::SERVICE_UNAVAILABLE;
+    }
     let size = query_param(&req, "size").and_then(|s| s.parse::<usize>().ok());
     let (parts, body) = req.into_parts();
     let received = body

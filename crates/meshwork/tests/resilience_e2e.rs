@@ -1,0 +1,326 @@
+//! Resilience end to end, with misbehaving backends: retries hide a backend failing one
+//! request in three; outlier detection ejects a dead endpoint and lets it back after the
+//! ejection time; a tight connection pool answers 503 UO at once; consistent hashing keeps
+//! each key on one endpoint and moves about 1/N of keys when an endpoint is added; a hash
+//! cookie is generated when absent.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use support::*;
+
+/// A gateway on `http` with host `app.example.test`, a Service `app` whose endpoints are
+/// the given ports, a DestinationRule with `policy` (YAML under `trafficPolicy:`) and a
+/// VirtualService with extra `route_extra` lines.
+fn config(mesh: &Mesh, http: u16, ports: &[u16], policy: &str, route_extra: &str) {
+    let mut entries = String::new();
+    for (i, p) in ports.iter().enumerate() {
+        entries += &format!(
+            "---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: app-{i}, namespace: apps}}\nspec: {{address: 127.0.0.1, labels: {{app: app}}, ports: {{http: {p}}}}}\n"
+        );
+    }
+    mesh.config("endpoints.yaml", &entries);
+    mesh.config(
+        "config.yaml",
+        &format!(
+            r#"apiVersion: v1
+kind: Service
+metadata: {{name: istio-ingressgateway, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  ports: [{{name: http2, port: 80, targetPort: {http}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 80, name: http, protocol: HTTP}}
+    hosts: ["app.example.test"]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: app, namespace: apps}}
+spec:
+  selector: {{app: app}}
+  ports: [{{name: http, port: 80}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: app, namespace: apps}}
+spec:
+  host: app
+  trafficPolicy:
+{policy}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: app, namespace: apps}}
+spec:
+  hosts: [app.example.test]
+  gateways: [istio-system/gw]
+  http:
+  - match: [{{uri: {{prefix: /no-retry}}}}]
+    retries: {{attempts: 0}}
+    route: [{{destination: {{host: app}}}}]
+  - route: [{{destination: {{host: app}}}}]
+{route_extra}
+"#
+        ),
+    );
+}
+
+const HOST: &str = "Host: app.example.test";
+
+fn codes(url: &str) -> BTreeMap<String, usize> {
+    let out = curl(&["-o", "/dev/null", "-w", "%{http_code}\n", "-H", HOST, url]);
+    let mut m = BTreeMap::new();
+    for c in String::from_utf8_lossy(&out.stdout).lines() {
+        *m.entry(c.to_string()).or_insert(0) += 1;
+    }
+    m
+}
+
+#[test]
+fn retries_hide_a_backend_failing_one_request_in_three() {
+    let mut mesh = Mesh::new("retries");
+    let http = free_port();
+    let backend = mesh.echo("flaky");
+    config(
+        &mesh,
+        http,
+        &[backend],
+        "    loadBalancer: {simple: ROUND_ROBIN}",
+        "    retries: {attempts: 2, retryOn: 5xx}",
+    );
+    mesh.up(&[]);
+    let without = codes(&format!(
+        "http://127.0.0.1:{http}/no-retry?fail_every=3&n=[1-30]"
+    ));
+    assert_eq!(
+        without.get("503"),
+        Some(&10),
+        "the backend fails every third request: {without:?}"
+    );
+    let with = codes(&format!(
+        "http://127.0.0.1:{http}/x?fail_every=3&n=[1-1000]"
+    ));
+    assert_eq!(
+        with,
+        BTreeMap::from([("200".to_string(), 1000)]),
+        "0 client errors over 1000 requests"
+    );
+}
+
+#[test]
+fn a_dead_endpoint_is_ejected_and_comes_back_after_the_ejection_time() {
+    let mut mesh = Mesh::new("outlier");
+    let http = free_port();
+    let live = mesh.echo("live");
+    let dead = free_port();
+    config(
+        &mesh,
+        http,
+        &[dead, live],
+        "    outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 2s, maxEjectionPercent: 100}",
+        "",
+    );
+    mesh.up(&[]);
+    let url = format!("http://127.0.0.1:{http}/no-retry/x?n=[1-40]");
+    let first = codes(&url);
+    assert!(
+        first.get("503").copied().unwrap_or(0) <= 1,
+        "at most one request reaches the dead endpoint: {first:?}"
+    );
+    assert!(first.get("200").copied().unwrap_or(0) >= 39);
+    assert!(mesh.log().contains("endpoint ejected by outlier detection"));
+    // After baseEjectionTime the endpoint is tried again (and fails, and is ejected again).
+    eventually(
+        Duration::from_secs(10),
+        "the dead endpoint to be tried again",
+        || codes(&format!("http://127.0.0.1:{http}/no-retry/y")).contains_key("503"),
+    );
+}
+
+#[test]
+fn a_tight_connection_pool_overflows_with_503_uo() {
+    let mut mesh = Mesh::new("overflow");
+    let http = free_port();
+    let backend = mesh.echo("slow");
+    config(
+        &mesh,
+        http,
+        &[backend],
+        "    connectionPool: {tcp: {maxConnections: 1}, http: {http1MaxPendingRequests: 1}}",
+        "",
+    );
+    let mesh_file = mesh.dir.path().join("mesh.yaml");
+    std::fs::write(
+        &mesh_file,
+        "accessLogFile: /dev/stdout\naccessLogEncoding: JSON\n",
+    )
+    .unwrap();
+    mesh.up(&["--mesh", mesh_file.to_str().unwrap()]);
+    let out = curl(&[
+        "--parallel",
+        "--parallel-immediate",
+        "--parallel-max",
+        "10",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}\n",
+        "-H",
+        HOST,
+        &format!("http://127.0.0.1:{http}/no-retry?delay=500ms&n=[1-10]"),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let ok = text.lines().filter(|c| *c == "200").count();
+    let overflow = text.lines().filter(|c| *c == "503").count();
+    assert_eq!(ok + overflow, 10, "{text}");
+    assert!(
+        (1..=2).contains(&ok),
+        "one connection and one pending request are allowed: {text}"
+    );
+    let up = mesh.up.as_ref().unwrap();
+    eventually(Duration::from_secs(5), "the access log", || {
+        up.stdout().lines().count() >= 10
+    });
+    assert_eq!(
+        up.stdout().matches("\"response_flags\":\"UO\"").count(),
+        overflow
+    );
+}
+
+/// `key -> echo name` for each request of a query-parameter hash run.
+fn hash_run(http: u16, keys: usize, repeats: usize) -> BTreeMap<String, BTreeSet<String>> {
+    let url = format!("http://127.0.0.1:{http}/x?user=[1-{keys}]&r=[1-{repeats}]");
+    let out = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{url} %header{x-echo-name}\n",
+        "-H",
+        HOST,
+        &url,
+    ]);
+    let mut m: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let (url, name) = line.split_once(' ').unwrap();
+        let user = url
+            .split("user=")
+            .nth(1)
+            .unwrap()
+            .split('&')
+            .next()
+            .unwrap()
+            .to_string();
+        m.entry(user).or_default().insert(name.to_string());
+    }
+    m
+}
+
+#[test]
+fn consistent_hashing_keeps_keys_and_moves_a_quarter_when_an_endpoint_is_added() {
+    let mut mesh = Mesh::new("hash");
+    let http = free_port();
+    let ports: Vec<u16> = (0..3).map(|i| mesh.echo(&format!("e{i}"))).collect();
+    let policy = "    loadBalancer: {consistentHash: {httpQueryParameterName: user}}";
+    config(&mesh, http, &ports, policy, "");
+    mesh.up(&[]);
+    let before = hash_run(http, 50, 20);
+    assert_eq!(before.len(), 50);
+    assert!(
+        before.values().all(|names| names.len() == 1),
+        "each key stays on one endpoint: {before:?}"
+    );
+    let used: BTreeSet<&String> = before.values().flatten().collect();
+    assert_eq!(used.len(), 3, "keys spread over every endpoint");
+
+    let mut more = ports.clone();
+    more.push(mesh.echo("e3"));
+    config(&mesh, http, &more, policy, "");
+    eventually(Duration::from_secs(10), "the fourth endpoint", || {
+        hash_run(http, 50, 1).values().flatten().any(|n| n == "e3")
+    });
+    let after = hash_run(http, 50, 4);
+    assert!(after.values().all(|names| names.len() == 1));
+    let moved = before.iter().filter(|(k, v)| after[*k] != **v).count();
+    assert!(
+        (4..=25).contains(&moved),
+        "about 1/4 of 50 keys move: {moved}"
+    );
+    let to_new = before
+        .keys()
+        .filter(|k| after[*k] != before[*k] && after[*k].contains("e3"))
+        .count();
+    assert!(
+        to_new * 2 >= moved,
+        "most moved keys go to the new endpoint: {to_new} of {moved}"
+    );
+}
+
+#[test]
+fn a_hash_cookie_is_generated_when_absent_and_then_sticks() {
+    let mut mesh = Mesh::new("cookie");
+    let http = free_port();
+    let ports: Vec<u16> = (0..3).map(|i| mesh.echo(&format!("c{i}"))).collect();
+    config(
+        &mesh,
+        http,
+        &ports,
+        "    loadBalancer: {consistentHash: {httpCookie: {name: session, path: /, ttl: 3600s}}}",
+        "",
+    );
+    mesh.up(&[]);
+    let jar = mesh.dir.path().join("jar.txt");
+    let first = curl(&[
+        "-c",
+        jar.to_str().unwrap(),
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        "-H",
+        HOST,
+        &format!("http://127.0.0.1:{http}/x"),
+    ]);
+    let head = String::from_utf8_lossy(&first.stdout).to_ascii_lowercase();
+    assert!(head.contains("set-cookie: session=\""), "{head}");
+    assert!(
+        head.contains("path=/") && head.contains("max-age=3600"),
+        "{head}"
+    );
+    let name = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("x-echo-name: "))
+            .map(|s| s.trim().to_string())
+    };
+    let first_name = name(&head).unwrap();
+    let cookie_url = format!("http://127.0.0.1:{http}/x?n=[1-30]");
+    let again = curl(&[
+        "-b",
+        jar.to_str().unwrap(),
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        "-H",
+        HOST,
+        &cookie_url,
+    ]);
+    let text = String::from_utf8_lossy(&again.stdout).to_ascii_lowercase();
+    let names: BTreeSet<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("x-echo-name: "))
+        .map(|s| s.trim().to_string())
+        .collect();
+    assert_eq!(
+        names,
+        BTreeSet::from([first_name]),
+        "the cookie keeps every request on one endpoint"
+    );
+}

@@ -1,0 +1,346 @@
+//! DestinationRule traffic policy for one cluster: the top-level policy, overridden field
+//! by field by the port's `portLevelSettings`, then by the subset's policy and its own
+//! port-level settings, as Istio merges them; then turned into load balancing, circuit
+//! breakers and outlier detection with Istio's defaults.
+
+use meshwork_api::duration::parse_duration;
+use meshwork_api::generated::networking::{
+    ConnectionPoolSettings, LoadBalancerSettings, OutlierDetection, SimpleLb, TrafficPolicy,
+};
+use serde::Serialize;
+
+/// The parts of a traffic policy that apply per port.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EffectivePolicy {
+    /// Connection limits and timeouts.
+    pub connection_pool: Option<ConnectionPoolSettings>,
+    /// Load balancing.
+    pub load_balancer: Option<LoadBalancerSettings>,
+    /// Ejection of failing endpoints.
+    pub outlier_detection: Option<OutlierDetection>,
+}
+
+impl EffectivePolicy {
+    /// `over` wins field by field.
+    fn overlay(mut self, over: EffectivePolicy) -> EffectivePolicy {
+        if over.connection_pool.is_some() {
+            self.connection_pool = over.connection_pool;
+        }
+        if over.load_balancer.is_some() {
+            self.load_balancer = over.load_balancer;
+        }
+        if over.outlier_detection.is_some() {
+            self.outlier_detection = over.outlier_detection;
+        }
+        self
+    }
+
+    fn of(tp: &TrafficPolicy, port: u32) -> EffectivePolicy {
+        let top = EffectivePolicy {
+            connection_pool: tp.connection_pool.clone(),
+            load_balancer: tp.load_balancer.clone(),
+            outlier_detection: tp.outlier_detection.clone(),
+        };
+        match tp
+            .port_level_settings
+            .iter()
+            .find(|p| p.port.as_ref().and_then(|s| s.number) == Some(port))
+        {
+            Some(pl) => top.overlay(EffectivePolicy {
+                connection_pool: pl.connection_pool.clone(),
+                load_balancer: pl.load_balancer.clone(),
+                outlier_detection: pl.outlier_detection.clone(),
+            }),
+            None => top,
+        }
+    }
+}
+
+/// The policy for `port` and, when given, a subset's own policy on top.
+pub fn effective(
+    top: Option<&TrafficPolicy>,
+    subset: Option<&TrafficPolicy>,
+    port: u32,
+) -> EffectivePolicy {
+    let base = top
+        .map(|t| EffectivePolicy::of(t, port))
+        .unwrap_or_default();
+    match subset {
+        Some(s) => base.overlay(EffectivePolicy::of(s, port)),
+        None => base,
+    }
+}
+
+/// How a cluster chooses among its endpoints.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LbPolicy {
+    /// In turn (Istio's default).
+    RoundRobin,
+    /// The less loaded of two random endpoints (Envoy's power of two choices).
+    LeastRequest,
+    /// At random.
+    Random,
+    /// Consistent hashing on a ring of at least `min_ring_size` points.
+    RingHash {
+        /// What is hashed.
+        key: HashKey,
+        /// Ring size (1024 by default).
+        min_ring_size: u64,
+    },
+    /// Consistent hashing with a Maglev table of `table_size` (a prime; 65537 by default).
+    Maglev {
+        /// What is hashed.
+        key: HashKey,
+        /// Table size.
+        table_size: u64,
+    },
+}
+
+/// The request property a consistent hash uses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HashKey {
+    /// A header's value.
+    Header(String),
+    /// A cookie's value; generated (and set on the response) when absent.
+    Cookie {
+        /// Cookie name.
+        name: String,
+        /// Cookie path.
+        path: Option<String>,
+        /// Cookie lifetime in seconds (a session cookie when unset).
+        ttl_secs: Option<u64>,
+    },
+    /// The client's IP address.
+    SourceIp,
+    /// A query parameter's value.
+    QueryParameter(String),
+}
+
+/// Envoy's circuit breakers: limits beyond which requests are refused at once (503 `UO`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CircuitBreakers {
+    /// Connections to the cluster (`tcp.maxConnections`).
+    pub max_connections: u32,
+    /// Requests waiting for a connection (`http.http1MaxPendingRequests`).
+    pub max_pending_requests: u32,
+    /// Requests in flight (`http.http2MaxRequests`).
+    pub max_requests: u32,
+    /// Retries in flight (`http.maxRetries`).
+    pub max_retries: u32,
+}
+
+impl Default for CircuitBreakers {
+    /// Istio sets every limit to the maximum unless a DestinationRule lowers it.
+    fn default() -> Self {
+        Self {
+            max_connections: u32::MAX,
+            max_pending_requests: u32::MAX,
+            max_requests: u32::MAX,
+            max_retries: u32::MAX,
+        }
+    }
+}
+
+/// Outlier detection with Istio's defaults filled in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OutlierPolicy {
+    /// Consecutive 5xx (and, unless split, local-origin failures) before ejection (5).
+    pub consecutive_5xx: Option<u32>,
+    /// Consecutive 502/503/504 and connection failures before ejection (off).
+    pub consecutive_gateway: Option<u32>,
+    /// Consecutive local-origin failures before ejection, when split (5).
+    pub consecutive_local_origin: Option<u32>,
+    /// Count connection failures apart from HTTP errors.
+    pub split_local_origin: bool,
+    /// How often ejections are reviewed, in milliseconds (10s).
+    pub interval_ms: u64,
+    /// Ejection time in milliseconds, multiplied by the number of ejections (30s).
+    pub base_ejection_ms: u64,
+    /// At most this percentage of endpoints is ejected (10).
+    pub max_ejection_percent: u32,
+    /// Below this percentage of healthy endpoints, all are used (panic mode; 0).
+    pub min_health_percent: u32,
+}
+
+/// The compiled policy of one cluster.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClusterPolicy {
+    /// Load balancing.
+    pub lb: LbPolicy,
+    /// Limits.
+    pub circuit_breakers: CircuitBreakers,
+    /// Ejection of failing endpoints.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outlier: Option<OutlierPolicy>,
+}
+
+fn millis(text: Option<&String>) -> Option<u64> {
+    text.and_then(|t| parse_duration(t).ok())
+        .map(|d| d.as_millis() as u64)
+}
+
+fn limit(v: Option<i32>) -> Option<u32> {
+    v.filter(|n| *n > 0).map(|n| n as u32)
+}
+
+/// Compiles the effective policy.
+pub fn compile(p: &EffectivePolicy) -> ClusterPolicy {
+    let lb = match &p.load_balancer {
+        None => LbPolicy::RoundRobin,
+        Some(lb) => match (&lb.consistent_hash, lb.simple) {
+            (Some(ch), _) => {
+                let key = if let Some(h) = &ch.http_header_name {
+                    HashKey::Header(h.to_ascii_lowercase())
+                } else if let Some(c) = &ch.http_cookie {
+                    HashKey::Cookie {
+                        name: c.name.clone(),
+                        path: c.path.clone(),
+                        ttl_secs: millis(c.ttl.as_ref()).map(|ms| ms / 1000),
+                    }
+                } else if let Some(q) = &ch.http_query_parameter_name {
+                    HashKey::QueryParameter(q.clone())
+                } else {
+                    HashKey::SourceIp
+                };
+                match &ch.maglev {
+                    Some(m) => LbPolicy::Maglev {
+                        key,
+                        table_size: m.table_size.filter(|t| *t > 0).unwrap_or(65537),
+                    },
+                    None => LbPolicy::RingHash {
+                        key,
+                        min_ring_size: ch
+                            .ring_hash
+                            .as_ref()
+                            .and_then(|r| r.minimum_ring_size)
+                            .or(ch.minimum_ring_size)
+                            .filter(|n| *n > 0)
+                            .unwrap_or(1024),
+                    },
+                }
+            }
+            (None, Some(SimpleLb::LeastRequest | SimpleLb::LeastConn)) => LbPolicy::LeastRequest,
+            (None, Some(SimpleLb::Random)) => LbPolicy::Random,
+            (None, _) => LbPolicy::RoundRobin,
+        },
+    };
+    let mut cb = CircuitBreakers::default();
+    if let Some(cp) = &p.connection_pool {
+        if let Some(n) = cp.tcp.as_ref().and_then(|t| limit(t.max_connections)) {
+            cb.max_connections = n;
+        }
+        if let Some(h) = &cp.http {
+            if let Some(n) = limit(h.http1_max_pending_requests) {
+                cb.max_pending_requests = n;
+            }
+            if let Some(n) = limit(h.http2_max_requests) {
+                cb.max_requests = n;
+            }
+            if let Some(n) = limit(h.max_retries) {
+                cb.max_retries = n;
+            }
+        }
+    }
+    let outlier = p.outlier_detection.as_ref().map(|od| {
+        let split = od.split_external_local_origin_errors == Some(true);
+        OutlierPolicy {
+            consecutive_5xx: match od.consecutive5xx_errors {
+                Some(0) => None,
+                Some(n) => Some(n),
+                None => Some(5),
+            },
+            consecutive_gateway: od.consecutive_gateway_errors.filter(|n| *n > 0),
+            consecutive_local_origin: split
+                .then(|| od.consecutive_local_origin_failures.unwrap_or(5)),
+            split_local_origin: split,
+            interval_ms: millis(od.interval.as_ref()).unwrap_or(10_000),
+            base_ejection_ms: millis(od.base_ejection_time.as_ref()).unwrap_or(30_000),
+            max_ejection_percent: od
+                .max_ejection_percent
+                .map_or(10, |n| n.clamp(0, 100) as u32),
+            min_health_percent: od.min_health_percent.map_or(0, |n| n.clamp(0, 100) as u32),
+        }
+    });
+    ClusterPolicy {
+        lb,
+        circuit_breakers: cb,
+        outlier,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn tp(v: serde_json::Value) -> TrafficPolicy {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn port_level_and_subset_policies_override_field_by_field() {
+        let top = tp(json!({
+            "loadBalancer": {"simple": "RANDOM"},
+            "connectionPool": {"tcp": {"maxConnections": 100}},
+            "outlierDetection": {"consecutive5xxErrors": 7},
+            "portLevelSettings": [{"port": {"number": 9080}, "loadBalancer": {"simple": "LEAST_REQUEST"}}]
+        }));
+        let subset = tp(json!({"connectionPool": {"tcp": {"maxConnections": 1}}}));
+        let p = compile(&effective(Some(&top), None, 80));
+        assert_eq!(p.lb, LbPolicy::Random);
+        assert_eq!(p.circuit_breakers.max_connections, 100);
+        assert_eq!(p.outlier.as_ref().unwrap().consecutive_5xx, Some(7));
+        let p = compile(&effective(Some(&top), None, 9080));
+        assert_eq!(p.lb, LbPolicy::LeastRequest, "the port's setting wins");
+        assert_eq!(p.circuit_breakers.max_connections, 100, "other fields stay");
+        let p = compile(&effective(Some(&top), Some(&subset), 9080));
+        assert_eq!(
+            p.circuit_breakers.max_connections, 1,
+            "the subset's pool wins"
+        );
+        assert_eq!(p.lb, LbPolicy::LeastRequest);
+    }
+
+    #[test]
+    fn istio_defaults() {
+        let p = compile(&effective(None, None, 80));
+        assert_eq!(p.lb, LbPolicy::RoundRobin);
+        assert_eq!(p.circuit_breakers, CircuitBreakers::default());
+        assert!(p.outlier.is_none());
+        let p = compile(&effective(
+            Some(&tp(json!({"outlierDetection": {}}))),
+            None,
+            80,
+        ));
+        let o = p.outlier.unwrap();
+        assert_eq!(
+            (
+                o.consecutive_5xx,
+                o.interval_ms,
+                o.base_ejection_ms,
+                o.max_ejection_percent
+            ),
+            (Some(5), 10_000, 30_000, 10)
+        );
+        let p = compile(&effective(
+            Some(&tp(
+                json!({"loadBalancer": {"consistentHash": {"httpCookie": {"name": "user", "ttl": "60s", "path": "/"}}}}),
+            )),
+            None,
+            80,
+        ));
+        assert_eq!(
+            p.lb,
+            LbPolicy::RingHash {
+                key: HashKey::Cookie {
+                    name: "user".into(),
+                    path: Some("/".into()),
+                    ttl_secs: Some(60)
+                },
+                min_ring_size: 1024
+            }
+        );
+    }
+}

@@ -1,0 +1,419 @@
+//! The "pick endpoint" phase: load balancing (round robin, least request, random, ring hash,
+//! Maglev), outlier detection (consecutive errors eject an endpoint for a growing time, up
+//! to a share of the cluster, with Envoy's panic mode below a healthy threshold), and the
+//! circuit breakers' counters.
+
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use meshwork_model::config::Endpoint;
+use meshwork_model::policy::{ClusterPolicy, LbPolicy, OutlierPolicy};
+
+/// A stable 64-bit hash (SipHash with fixed keys), the same in every process.
+pub fn hash64(data: impl Hash) -> u64 {
+    #[allow(deprecated)]
+    let mut h = std::hash::SipHasher::new();
+    data.hash(&mut h);
+    h.finish()
+}
+
+/// One unit of a counter in use (a request, retry or connection in flight), given back
+/// when dropped.
+pub struct InFlight<'a>(&'a AtomicU32);
+
+impl<'a> InFlight<'a> {
+    /// Takes a unit if fewer than `limit` are in use.
+    pub fn try_acquire(counter: &'a AtomicU32, limit: u32) -> Option<InFlight<'a>> {
+        if counter.fetch_add(1, Ordering::Relaxed) >= limit {
+            counter.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(InFlight(counter))
+    }
+
+    /// Takes a unit regardless of any limit.
+    pub fn acquire(counter: &'a AtomicU32) -> InFlight<'a> {
+        counter.fetch_add(1, Ordering::Relaxed);
+        InFlight(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What became of a request to an endpoint, for outlier detection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The endpoint answered with this status.
+    Status(u16),
+    /// Connecting failed, or the connection broke or timed out (a local-origin failure).
+    LocalFailure,
+}
+
+/// Per-endpoint state.
+#[derive(Debug)]
+pub struct EndpointState {
+    /// The address.
+    pub endpoint: Endpoint,
+    /// Requests in flight.
+    pub active: AtomicU32,
+    consecutive_5xx: AtomicU32,
+    consecutive_gateway: AtomicU32,
+    consecutive_local: AtomicU32,
+    ejected_until_ms: AtomicU64,
+    ejections: AtomicU32,
+}
+
+/// A cluster's endpoints with their balancing and health state.
+#[derive(Debug)]
+pub struct Balancer {
+    /// Endpoints in config order.
+    pub endpoints: Vec<EndpointState>,
+    policy: ClusterPolicy,
+    cursor: AtomicUsize,
+    ring: Vec<(u64, usize)>,
+    maglev: Vec<usize>,
+    epoch: Instant,
+    /// Requests in flight to the cluster.
+    pub active_requests: AtomicU32,
+    /// Retries in flight to the cluster.
+    pub active_retries: AtomicU32,
+    /// TCP connections open to the cluster.
+    pub active_connections: AtomicU32,
+}
+
+impl Balancer {
+    /// Builds the balancer, with its hash ring or Maglev table when the policy hashes.
+    pub fn new(endpoints: &[Endpoint], policy: &ClusterPolicy) -> Balancer {
+        let names: Vec<String> = endpoints
+            .iter()
+            .map(|e| format!("{}:{}", e.address, e.port))
+            .collect();
+        let ring = match &policy.lb {
+            LbPolicy::RingHash { min_ring_size, .. } if !names.is_empty() => {
+                build_ring(&names, *min_ring_size)
+            }
+            _ => Vec::new(),
+        };
+        let maglev = match &policy.lb {
+            LbPolicy::Maglev { table_size, .. } if !names.is_empty() => {
+                build_maglev(&names, *table_size)
+            }
+            _ => Vec::new(),
+        };
+        Balancer {
+            endpoints: endpoints
+                .iter()
+                .map(|e| EndpointState {
+                    endpoint: e.clone(),
+                    active: AtomicU32::new(0),
+                    consecutive_5xx: AtomicU32::new(0),
+                    consecutive_gateway: AtomicU32::new(0),
+                    consecutive_local: AtomicU32::new(0),
+                    ejected_until_ms: AtomicU64::new(0),
+                    ejections: AtomicU32::new(0),
+                })
+                .collect(),
+            policy: policy.clone(),
+            cursor: AtomicUsize::new(0),
+            ring,
+            maglev,
+            epoch: Instant::now(),
+            active_requests: AtomicU32::new(0),
+            active_retries: AtomicU32::new(0),
+            active_connections: AtomicU32::new(0),
+        }
+    }
+
+    /// The cluster's policy.
+    pub fn policy(&self) -> &ClusterPolicy {
+        &self.policy
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn is_ejected(&self, i: usize, now: u64) -> bool {
+        self.endpoints[i].ejected_until_ms.load(Ordering::Relaxed) > now
+    }
+
+    /// Chooses an endpoint. `hash` is the request's consistent-hash value, when the policy
+    /// hashes. Ejected endpoints are skipped unless too few are healthy (panic mode).
+    pub fn pick(&self, hash: Option<u64>) -> Option<usize> {
+        let n = self.endpoints.len();
+        if n == 0 {
+            return None;
+        }
+        let now = self.now_ms();
+        let healthy: Vec<usize> = (0..n).filter(|i| !self.is_ejected(*i, now)).collect();
+        let min_health = self
+            .policy
+            .outlier
+            .as_ref()
+            .map_or(0, |o| o.min_health_percent as usize);
+        let panic = healthy.is_empty() || healthy.len() * 100 < min_health * n;
+        let candidates: Vec<usize> = if panic { (0..n).collect() } else { healthy };
+        let usable = |i: usize| panic || !self.is_ejected(i, now);
+        let next_usable = |start: usize| (0..n).map(|k| (start + k) % n).find(|i| usable(*i));
+        match (&self.policy.lb, hash) {
+            (LbPolicy::RingHash { .. }, Some(h)) if !self.ring.is_empty() => {
+                let at = self.ring.partition_point(|(p, _)| *p < h) % self.ring.len();
+                next_usable(self.ring[at].1)
+            }
+            (LbPolicy::Maglev { .. }, Some(h)) if !self.maglev.is_empty() => {
+                next_usable(self.maglev[(h % self.maglev.len() as u64) as usize])
+            }
+            (LbPolicy::Random, _) => Some(candidates[fastrand::usize(..candidates.len())]),
+            (LbPolicy::LeastRequest, _) => {
+                let a = candidates[fastrand::usize(..candidates.len())];
+                let b = candidates[fastrand::usize(..candidates.len())];
+                let load = |i: usize| self.endpoints[i].active.load(Ordering::Relaxed);
+                Some(if load(b) < load(a) { b } else { a })
+            }
+            _ => {
+                let k = self.cursor.fetch_add(1, Ordering::Relaxed);
+                Some(candidates[k % candidates.len()])
+            }
+        }
+    }
+
+    /// Records the outcome of a request to endpoint `i`; may eject it.
+    pub fn report(&self, i: usize, outcome: Outcome) {
+        let Some(od) = &self.policy.outlier else {
+            return;
+        };
+        let e = &self.endpoints[i];
+        let bump = |c: &AtomicU32| c.fetch_add(1, Ordering::Relaxed) + 1;
+        let reached = match outcome {
+            Outcome::Status(s) if s >= 500 => {
+                let five = bump(&e.consecutive_5xx);
+                let gw = if (502..=504).contains(&s) {
+                    bump(&e.consecutive_gateway)
+                } else {
+                    e.consecutive_gateway.store(0, Ordering::Relaxed);
+                    0
+                };
+                od.consecutive_5xx.is_some_and(|n| five >= n)
+                    || od.consecutive_gateway.is_some_and(|n| gw >= n)
+            }
+            Outcome::Status(_) => {
+                for c in [
+                    &e.consecutive_5xx,
+                    &e.consecutive_gateway,
+                    &e.consecutive_local,
+                ] {
+                    c.store(0, Ordering::Relaxed);
+                }
+                false
+            }
+            Outcome::LocalFailure if od.split_local_origin => {
+                let local = bump(&e.consecutive_local);
+                od.consecutive_local_origin.is_some_and(|n| local >= n)
+            }
+            // Not split: a local failure counts as a 503 from the endpoint.
+            Outcome::LocalFailure => {
+                let five = bump(&e.consecutive_5xx);
+                let gw = bump(&e.consecutive_gateway);
+                od.consecutive_5xx.is_some_and(|n| five >= n)
+                    || od.consecutive_gateway.is_some_and(|n| gw >= n)
+            }
+        };
+        if reached {
+            self.eject(i, od);
+        }
+    }
+
+    fn eject(&self, i: usize, od: &OutlierPolicy) {
+        let now = self.now_ms();
+        let n = self.endpoints.len();
+        let ejected = (0..n).filter(|j| self.is_ejected(*j, now)).count();
+        // Envoy always allows one ejection, whatever the percentage.
+        let allowed = (n * od.max_ejection_percent as usize / 100).max(1);
+        if ejected >= allowed || self.is_ejected(i, now) {
+            return;
+        }
+        let e = &self.endpoints[i];
+        let times = e.ejections.fetch_add(1, Ordering::Relaxed) + 1;
+        e.ejected_until_ms.store(
+            now + od.base_ejection_ms * u64::from(times),
+            Ordering::Relaxed,
+        );
+        for c in [
+            &e.consecutive_5xx,
+            &e.consecutive_gateway,
+            &e.consecutive_local,
+        ] {
+            c.store(0, Ordering::Relaxed);
+        }
+        tracing::info!(endpoint = %format!("{}:{}", e.endpoint.address, e.endpoint.port), ejections = times, "endpoint ejected by outlier detection");
+    }
+
+    /// Whether endpoint `i` is ejected now.
+    pub fn ejected(&self, i: usize) -> bool {
+        self.is_ejected(i, self.now_ms())
+    }
+}
+
+fn build_ring(names: &[String], min_size: u64) -> Vec<(u64, usize)> {
+    let size = min_size.max(names.len() as u64);
+    let per = size.div_ceil(names.len() as u64);
+    let mut ring: Vec<(u64, usize)> = names
+        .iter()
+        .enumerate()
+        .flat_map(|(i, name)| (0..per).map(move |k| (hash64(format!("{name}_{k}")), i)))
+        .collect();
+    ring.sort_unstable();
+    ring
+}
+
+/// Maglev's lookup table: each endpoint fills slots in its own permutation order.
+fn build_maglev(names: &[String], table_size: u64) -> Vec<usize> {
+    let m = table_size as usize;
+    let perms: Vec<(usize, usize)> = names
+        .iter()
+        .map(|n| {
+            let offset = (hash64((n, 0u8)) % table_size) as usize;
+            let skip = (hash64((n, 1u8)) % (table_size - 1)) as usize + 1;
+            (offset, skip)
+        })
+        .collect();
+    let mut table = vec![usize::MAX; m];
+    let mut next = vec![0usize; names.len()];
+    let mut filled = 0;
+    while filled < m {
+        for (i, (offset, skip)) in perms.iter().enumerate() {
+            let mut c = (offset + next[i] * skip) % m;
+            while table[c] != usize::MAX {
+                next[i] += 1;
+                c = (offset + next[i] * skip) % m;
+            }
+            table[c] = i;
+            next[i] += 1;
+            filled += 1;
+            if filled == m {
+                break;
+            }
+        }
+    }
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meshwork_model::policy::{CircuitBreakers, HashKey};
+
+    fn eps(n: usize) -> Vec<Endpoint> {
+        (0..n)
+            .map(|i| Endpoint {
+                address: format!("10.0.0.{i}"),
+                port: 80,
+            })
+            .collect()
+    }
+
+    fn policy(lb: LbPolicy, outlier: Option<OutlierPolicy>) -> ClusterPolicy {
+        ClusterPolicy {
+            lb,
+            circuit_breakers: CircuitBreakers::default(),
+            outlier,
+        }
+    }
+
+    fn od(n: u32, max_pct: u32) -> OutlierPolicy {
+        OutlierPolicy {
+            consecutive_5xx: Some(n),
+            consecutive_gateway: None,
+            consecutive_local_origin: None,
+            split_local_origin: false,
+            interval_ms: 1000,
+            base_ejection_ms: 60_000,
+            max_ejection_percent: max_pct,
+            min_health_percent: 0,
+        }
+    }
+
+    #[test]
+    fn consistent_hash_keeps_keys_and_moves_about_one_in_n() {
+        for lb in [
+            LbPolicy::RingHash {
+                key: HashKey::SourceIp,
+                min_ring_size: 1024,
+            },
+            LbPolicy::Maglev {
+                key: HashKey::SourceIp,
+                table_size: 65537,
+            },
+        ] {
+            let four = Balancer::new(&eps(4), &policy(lb.clone(), None));
+            let five = Balancer::new(&eps(5), &policy(lb.clone(), None));
+            let keys: Vec<u64> = (0..2000).map(|k| hash64(format!("user-{k}"))).collect();
+            let mut moved = 0;
+            for h in &keys {
+                let a = four.pick(Some(*h)).unwrap();
+                assert_eq!(four.pick(Some(*h)), Some(a), "a key stays on its endpoint");
+                let b = five.pick(Some(*h)).unwrap();
+                if four.endpoints[a].endpoint != five.endpoints[b].endpoint {
+                    moved += 1;
+                }
+            }
+            // Adding a fifth endpoint should move about 1/5 of the keys.
+            assert!(
+                (250..=600).contains(&moved),
+                "{lb:?}: {moved} of 2000 moved"
+            );
+        }
+    }
+
+    #[test]
+    fn consecutive_errors_eject_and_ejected_endpoints_get_no_traffic() {
+        let b = Balancer::new(&eps(3), &policy(LbPolicy::RoundRobin, Some(od(3, 100))));
+        for _ in 0..2 {
+            b.report(1, Outcome::Status(503));
+        }
+        assert!(!b.ejected(1));
+        b.report(1, Outcome::Status(200));
+        b.report(1, Outcome::Status(503));
+        b.report(1, Outcome::LocalFailure);
+        assert!(!b.ejected(1), "a success resets the count");
+        b.report(1, Outcome::Status(500));
+        assert!(b.ejected(1));
+        assert!((0..100).all(|_| b.pick(None) != Some(1)));
+    }
+
+    #[test]
+    fn ejection_is_capped_and_panic_mode_uses_everyone() {
+        let b = Balancer::new(&eps(10), &policy(LbPolicy::RoundRobin, Some(od(1, 20))));
+        for i in 0..5 {
+            b.report(i, Outcome::Status(503));
+        }
+        let ejected = (0..10).filter(|i| b.ejected(*i)).count();
+        assert_eq!(ejected, 2, "maxEjectionPercent 20 of 10 endpoints");
+        let mut o = od(1, 100);
+        o.min_health_percent = 60;
+        let b = Balancer::new(&eps(2), &policy(LbPolicy::RoundRobin, Some(o)));
+        b.report(0, Outcome::Status(503));
+        assert!(b.ejected(0));
+        let picks: Vec<_> = (0..10).filter_map(|_| b.pick(None)).collect();
+        assert!(
+            picks.contains(&0),
+            "below minHealthPercent every endpoint is used"
+        );
+    }
+
+    #[test]
+    fn least_request_prefers_the_idle_endpoint() {
+        let b = Balancer::new(&eps(2), &policy(LbPolicy::LeastRequest, None));
+        b.endpoints[0].active.store(10, Ordering::Relaxed);
+        let zero = (0..200).filter(|_| b.pick(None) == Some(0)).count();
+        assert!(
+            zero < 100,
+            "the busy endpoint is picked only when both draws land on it: {zero}"
+        );
+    }
+}
