@@ -324,3 +324,229 @@ fn a_hash_cookie_is_generated_when_absent_and_then_sticks() {
         "the cookie keeps every request on one endpoint"
     );
 }
+
+#[test]
+fn fault_percentages_hold_and_mirrors_get_copies_with_a_shadow_host() {
+    let mut mesh = Mesh::new("faults");
+    let http = free_port();
+    let backend = mesh.echo("primary");
+    let mirror_port = free_port();
+    let mirror = Proc::start(
+        mesh.dir.path(),
+        "mirror",
+        &[
+            "echo",
+            "--port",
+            &mirror_port.to_string(),
+            "--name",
+            "mirror",
+            "--log",
+        ],
+    );
+    eventually(Duration::from_secs(10), "the mirror backend", || {
+        std::net::TcpStream::connect(("127.0.0.1", mirror_port)).is_ok()
+    });
+    config(
+        &mesh,
+        http,
+        &[backend],
+        "    loadBalancer: {simple: ROUND_ROBIN}",
+        "",
+    );
+    mesh.config(
+        "extra.yaml",
+        &format!(
+            r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: shadow, namespace: apps}}
+spec:
+  hosts: [shadow.apps.internal]
+  ports: [{{number: 80, name: http, protocol: HTTP, targetPort: {mirror_port}}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: faults, namespace: apps}}
+spec:
+  hosts: [faults.example.test]
+  gateways: [istio-system/gw]
+  http:
+  - match: [{{uri: {{prefix: /abort}}}}]
+    fault: {{abort: {{httpStatus: 418, percentage: {{value: 30}}}}}}
+    route: [{{destination: {{host: app}}}}]
+  - match: [{{uri: {{prefix: /delay}}}}]
+    fault: {{delay: {{fixedDelay: 50ms, percentage: {{value: 20}}}}}}
+    route: [{{destination: {{host: app}}}}]
+  - match: [{{uri: {{prefix: /mirror}}}}]
+    route: [{{destination: {{host: app}}}}]
+    mirror: {{host: shadow.apps.internal}}
+    mirrorPercentage: {{value: 100}}
+"#
+        ),
+    );
+    // The gateway must admit the second host too.
+    let gw = std::fs::read_to_string(mesh.dir.path().join("config/config.yaml")).unwrap();
+    mesh.config(
+        "config.yaml",
+        &gw.replace(
+            r#"hosts: ["app.example.test"]"#,
+            r#"hosts: ["app.example.test", "faults.example.test"]"#,
+        ),
+    );
+    mesh.up(&[]);
+    let host = "Host: faults.example.test";
+
+    let out = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}\n",
+        "-H",
+        host,
+        &format!("http://127.0.0.1:{http}/abort?n=[1-1000]"),
+    ]);
+    let aborted = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|c| *c == "418")
+        .count();
+    assert!(
+        (270..=330).contains(&aborted),
+        "30% aborted within 3 points: {aborted} of 1000"
+    );
+
+    let out = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{time_total}\n",
+        "-H",
+        host,
+        &format!("http://127.0.0.1:{http}/delay?n=[1-1000]"),
+    ]);
+    let delayed = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|t| t.parse::<f64>().unwrap_or(0.0) >= 0.05)
+        .count();
+    assert!(
+        (170..=230).contains(&delayed),
+        "20% delayed within 3 points: {delayed} of 1000"
+    );
+
+    let out = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %header{x-echo-name}\n",
+        "-H",
+        host,
+        &format!("http://127.0.0.1:{http}/mirror/x?n=[1-50]"),
+    ]);
+    let answers = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        answers.lines().all(|l| l == "200 primary"),
+        "the primary answers every request: {answers}"
+    );
+    eventually(Duration::from_secs(10), "50 mirrored copies", || {
+        mirror.stdout().lines().count() >= 50
+    });
+    let copy: serde_json::Value =
+        serde_json::from_str(mirror.stdout().lines().next().unwrap()).unwrap();
+    assert_eq!(copy["host"], "faults.example.test-shadow");
+    assert!(copy["path"].as_str().unwrap().starts_with("/mirror/x?n="));
+}
+
+#[test]
+fn cors_preflights_are_answered_by_the_gateway() {
+    let mut mesh = Mesh::new("cors");
+    let http = free_port();
+    let backend = mesh.echo("api");
+    config(
+        &mesh,
+        http,
+        &[backend],
+        "    loadBalancer: {simple: ROUND_ROBIN}",
+        "",
+    );
+    let vs = std::fs::read_to_string(mesh.dir.path().join("config/config.yaml")).unwrap();
+    mesh.config(
+        "config.yaml",
+        &vs.replace(
+            "  - route: [{destination: {host: app}}]",
+            r#"  - route: [{destination: {host: app}}]
+    corsPolicy:
+      allowOrigins: [{exact: "https://shop.example.test"}, {regex: "https://.*[.]partner[.]test"}]
+      allowMethods: [GET, POST]
+      allowHeaders: [x-user]
+      exposeHeaders: [x-echo-name]
+      maxAge: 24h
+      allowCredentials: true"#,
+        ),
+    );
+    mesh.up(&[]);
+    let url = format!("http://127.0.0.1:{http}/items");
+    let preflight = |origin: &str| {
+        let out = curl(&[
+            "-X",
+            "OPTIONS",
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            "-H",
+            HOST,
+            "-H",
+            &format!("Origin: {origin}"),
+            "-H",
+            "Access-Control-Request-Method: POST",
+            &url,
+        ]);
+        String::from_utf8_lossy(&out.stdout).to_ascii_lowercase()
+    };
+    let ok = preflight("https://shop.example.test");
+    assert!(ok.starts_with("http/1.1 200"), "{ok}");
+    for h in [
+        "access-control-allow-origin: https://shop.example.test",
+        "access-control-allow-methods: get,post",
+        "access-control-allow-headers: x-user",
+        "access-control-max-age: 86400",
+        "access-control-allow-credentials: true",
+    ] {
+        assert!(ok.contains(h), "missing {h}: {ok}");
+    }
+    assert!(
+        !ok.contains("x-echo-name"),
+        "the gateway answered, not the backend"
+    );
+    assert!(
+        preflight("https://a.partner.test")
+            .contains("access-control-allow-origin: https://a.partner.test")
+    );
+    // An unmatched preflight goes upstream (FORWARD), without CORS headers.
+    let other = preflight("https://evil.test");
+    assert!(
+        other.contains("x-echo-name: api") && !other.contains("access-control-allow-origin"),
+        "{other}"
+    );
+    // Actual requests from an allowed origin get the response headers.
+    let out = curl(&[
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        "-H",
+        HOST,
+        "-H",
+        "Origin: https://shop.example.test",
+        &url,
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    assert!(
+        text.contains("access-control-allow-origin: https://shop.example.test"),
+        "{text}"
+    );
+    assert!(
+        text.contains("access-control-expose-headers: x-echo-name"),
+        "{text}"
+    );
+}

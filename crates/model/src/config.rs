@@ -232,6 +232,72 @@ pub struct Route {
     /// Retry policy.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retries: Option<RetryPolicy>,
+    /// Injected delays and aborts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fault: Option<Fault>,
+    /// Copies of requests sent elsewhere, fire and forget.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<Mirror>,
+    /// CORS policy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cors: Option<CorsPolicy>,
+}
+
+/// Fault injection (`fault`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Fault {
+    /// Delay before forwarding: milliseconds and the percentage of requests.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delay: Option<(u64, f64)>,
+    /// Abort instead of forwarding.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub abort: Option<FaultAbort>,
+}
+
+/// An injected error.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FaultAbort {
+    /// HTTP status to answer with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+    /// gRPC status code to answer with (HTTP 200, `grpc-status` set).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_status: Option<u32>,
+    /// Percentage of requests.
+    pub percent: f64,
+}
+
+/// A mirror destination.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Mirror {
+    /// Cluster name.
+    pub cluster: String,
+    /// Percentage of requests copied.
+    pub percent: f64,
+}
+
+/// CORS (`corsPolicy`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct CorsPolicy {
+    /// Allowed origins.
+    pub allow_origins: Vec<StringMatcher>,
+    /// `Access-Control-Allow-Methods`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allow_methods: Vec<String>,
+    /// `Access-Control-Allow-Headers`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allow_headers: Vec<String>,
+    /// `Access-Control-Expose-Headers`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub expose_headers: Vec<String>,
+    /// `Access-Control-Max-Age` in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_age_secs: Option<u64>,
+    /// `Access-Control-Allow-Credentials: true`.
+    pub allow_credentials: bool,
+    /// Preflights from origins that do not match go upstream (FORWARD, the default) or are
+    /// answered without CORS headers (IGNORE).
+    pub forward_unmatched_preflights: bool,
 }
 
 /// Conditions that must all hold.

@@ -5,12 +5,12 @@
 use meshwork_api::duration::parse_duration;
 use meshwork_api::generated::networking::{
     Destination, HeaderOperations, Headers, HttpMatchRequest, HttpRoute, RedirectPortSelection,
-    StringMatch,
+    StringMatch, UnmatchedPreflights,
 };
 
 use crate::config::{
-    HeaderMatcher, HeaderOps, QueryMatcher, Redirect, RetryPolicy, Rewrite, Route, RouteAction,
-    RouteMatch, StringMatcher, WeightedCluster,
+    CorsPolicy, Fault, FaultAbort, HeaderMatcher, HeaderOps, Mirror, QueryMatcher, Redirect,
+    RetryPolicy, Rewrite, Route, RouteAction, RouteMatch, StringMatcher, WeightedCluster,
 };
 use crate::registry::{Registry, resolve_host};
 
@@ -136,6 +136,34 @@ fn request_ops(h: Option<&Headers>) -> HeaderOps {
 
 fn response_ops(h: Option<&Headers>) -> HeaderOps {
     header_ops(h.and_then(|h| h.response.as_ref()))
+}
+
+/// gRPC status names to codes.
+fn grpc_code(name: &str) -> Option<u32> {
+    const CODES: [&str; 17] = [
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    ];
+    CODES
+        .iter()
+        .position(|c| *c == name)
+        .map(|i| i as u32)
+        .or_else(|| name.parse().ok())
 }
 
 fn millis(text: Option<&String>) -> Option<u64> {
@@ -270,6 +298,66 @@ pub fn compile_route(
             },
         }),
     };
+    let percent = |p: Option<&meshwork_api::generated::networking::Percent>,
+                   legacy: Option<i32>| {
+        p.and_then(|p| p.value)
+            .or(legacy.map(f64::from))
+            .unwrap_or(100.0)
+    };
+    let fault = r.fault.as_ref().map(|f| Fault {
+        delay: f.delay.as_ref().and_then(|d| {
+            Some((
+                millis(d.fixed_delay.as_ref())?,
+                percent(d.percentage.as_ref(), d.percent),
+            ))
+        }),
+        abort: f.abort.as_ref().map(|a| FaultAbort {
+            http_status: a.http_status.and_then(|s| u16::try_from(s).ok()),
+            grpc_status: a.grpc_status.as_deref().and_then(grpc_code),
+            percent: percent(a.percentage.as_ref(), None),
+        }),
+    });
+    let mut mirrors = Vec::new();
+    if let Some(m) = &r.mirror {
+        let key = resolve_destination(m, namespace, registry, warnings);
+        mirrors.push(Mirror {
+            cluster: key.name(),
+            percent: r
+                .mirror_percentage
+                .as_ref()
+                .and_then(|p| p.value)
+                .or(r.mirror_percent.map(f64::from))
+                .unwrap_or(100.0),
+        });
+        clusters.push(key);
+    }
+    for m in &r.mirrors {
+        let Some(d) = &m.destination else { continue };
+        let key = resolve_destination(d, namespace, registry, warnings);
+        mirrors.push(Mirror {
+            cluster: key.name(),
+            percent: m.percentage.as_ref().and_then(|p| p.value).unwrap_or(100.0),
+        });
+        clusters.push(key);
+    }
+    let cors = r.cors_policy.as_ref().map(|c| CorsPolicy {
+        allow_origins: c
+            .allow_origins
+            .iter()
+            .filter_map(matcher)
+            .chain(
+                c.allow_origin
+                    .iter()
+                    .map(|o| StringMatcher::Exact(o.clone())),
+            )
+            .collect(),
+        allow_methods: c.allow_methods.clone(),
+        allow_headers: c.allow_headers.clone(),
+        expose_headers: c.expose_headers.clone(),
+        max_age_secs: millis(c.max_age.as_ref()).map(|ms| ms / 1000),
+        allow_credentials: c.allow_credentials == Some(true),
+        forward_unmatched_preflights: c.unmatched_preflights != Some(UnmatchedPreflights::Ignore),
+    });
     Some(Route {
         name,
         matches: applicable.into_iter().map(route_match).collect(),
@@ -279,5 +367,8 @@ pub fn compile_route(
         rewrite,
         timeout_ms: millis(r.timeout.as_ref()),
         retries,
+        fault,
+        mirrors,
+        cors,
     })
 }

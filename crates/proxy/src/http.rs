@@ -234,6 +234,43 @@ async fn serve(
     let (route, matched) = find_route(vh, &facts).ok_or(ProxyError::NoRoute)?;
     up.route = Some(route.route.name.clone());
 
+    // Phase: policy (CORS preflights, injected faults).
+    let origin = header_str(&parts.headers, "origin");
+    let cors = route
+        .route
+        .cors
+        .as_ref()
+        .zip(origin.as_deref())
+        .map(|(policy, origin)| {
+            let allowed = route.cors_origins.iter().any(|m| m.matches(origin, false));
+            (policy, origin, allowed)
+        });
+    if let Some((policy, origin, allowed)) = cors
+        && parts.method == http::Method::OPTIONS
+        && parts.headers.contains_key("access-control-request-method")
+        && (allowed || !policy.forward_unmatched_preflights)
+    {
+        let mut r = Response::new(empty());
+        if allowed {
+            cors_preflight_headers(r.headers_mut(), policy, origin);
+        }
+        return Ok(r);
+    }
+    if let Some(fault) = &route.route.fault {
+        if let Some((ms, percent)) = fault.delay
+            && roll(percent)
+        {
+            up.flag = Some("DI");
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        if let Some(abort) = &fault.abort
+            && roll(abort.percent)
+        {
+            up.flag = Some("FI");
+            return Ok(abort_response(abort));
+        }
+    }
+
     // Phase: act.
     let mut response = match &route.route.action {
         RouteAction::Redirect(r) => redirect(r, &parts, conn, &host),
@@ -251,7 +288,91 @@ async fn serve(
         }
     };
     apply_ops(response.headers_mut(), &route.route.response_headers);
+    if let Some((policy, origin, true)) = cors {
+        cors_response_headers(response.headers_mut(), policy, origin);
+    }
     Ok(response)
+}
+
+/// True for `percent`% of calls.
+fn roll(percent: f64) -> bool {
+    percent >= 100.0 || fastrand::f64() * 100.0 < percent
+}
+
+fn abort_response(abort: &meshwork_model::config::FaultAbort) -> Response<Body> {
+    let mut r = Response::new(full("fault filter abort"));
+    if let Some(code) = abort.grpc_status {
+        // A trailers-only gRPC answer: HTTP 200 with the status in the headers.
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        r.headers_mut()
+            .insert("grpc-status", HeaderValue::from(code));
+        r.headers_mut().insert(
+            "grpc-message",
+            HeaderValue::from_static("fault filter abort"),
+        );
+        *r.body_mut() = empty();
+    } else {
+        *r.status_mut() = abort
+            .http_status
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    }
+    r
+}
+
+fn set(headers: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        headers.insert(name, v);
+    }
+}
+
+fn cors_preflight_headers(
+    h: &mut HeaderMap,
+    policy: &meshwork_model::config::CorsPolicy,
+    origin: &str,
+) {
+    set(h, "access-control-allow-origin", origin);
+    if !policy.allow_methods.is_empty() {
+        set(
+            h,
+            "access-control-allow-methods",
+            &policy.allow_methods.join(","),
+        );
+    }
+    if !policy.allow_headers.is_empty() {
+        set(
+            h,
+            "access-control-allow-headers",
+            &policy.allow_headers.join(","),
+        );
+    }
+    if let Some(age) = policy.max_age_secs {
+        set(h, "access-control-max-age", &age.to_string());
+    }
+    if policy.allow_credentials {
+        set(h, "access-control-allow-credentials", "true");
+    }
+}
+
+fn cors_response_headers(
+    h: &mut HeaderMap,
+    policy: &meshwork_model::config::CorsPolicy,
+    origin: &str,
+) {
+    set(h, "access-control-allow-origin", origin);
+    if policy.allow_credentials {
+        set(h, "access-control-allow-credentials", "true");
+    }
+    if !policy.expose_headers.is_empty() {
+        set(
+            h,
+            "access-control-expose-headers",
+            &policy.expose_headers.join(","),
+        );
+    }
 }
 
 fn redirect_response(status: StatusCode, location: &str) -> Response<Body> {
@@ -409,21 +530,48 @@ async fn forward(
         .and_then(|v| v.parse::<u64>().ok());
     let replayable = body_is_replayable(&parts, length);
     let mut body = Some(body);
-    let buffered: Option<Bytes> = if retries.is_some() && replayable {
-        let b = body.take().expect("body present");
-        Some(
-            b.collect()
-                .await
-                .map_err(|e| ProxyError::BadRequest(e.to_string()))?
-                .to_bytes(),
-        )
-    } else {
-        None
-    };
+    let buffered: Option<Bytes> =
+        if (retries.is_some() || !route.route.mirrors.is_empty()) && replayable {
+            let b = body.take().expect("body present");
+            Some(
+                b.collect()
+                    .await
+                    .map_err(|e| ProxyError::BadRequest(e.to_string()))?
+                    .to_bytes(),
+            )
+        } else {
+            None
+        };
     let max_attempts = match (retries, &buffered) {
         (Some(r), Some(_)) => r.attempts + 1,
         _ => 1,
     };
+
+    // Mirrors get a copy (when the body could be held), fire and forget.
+    if buffered.is_some() || body.is_none() {
+        for m in &route.route.mirrors {
+            if roll(m.percent)
+                && let Some(target) = state.clusters.get(&m.cluster)
+                && let Some((_, ep)) = target.pick(None)
+            {
+                let shadow =
+                    shadow_request(&parts, &authority, &path_and_query, ep, buffered.clone());
+                let (upstreams, protocol) = (shared.upstreams.clone(), target.cluster.protocol);
+                if let Ok(req) = shadow {
+                    tokio::spawn(async move {
+                        let sent = tokio::time::timeout(
+                            Duration::from_secs(10),
+                            upstreams.send(protocol, req),
+                        );
+                        if let Ok(Ok(resp)) = sent.await {
+                            // Drain the answer so the connection can be reused.
+                            let _ = resp.into_body().collect().await;
+                        }
+                    });
+                }
+            }
+        }
+    }
 
     // Phase: pick endpoint, within the cluster's circuit breakers.
     let balancer = &cluster.balancer;
@@ -528,6 +676,31 @@ async fn forward(
         rparts.headers.append(header::SET_COOKIE, v);
     }
     Ok(Response::from_parts(rparts, boxed(rbody)))
+}
+
+/// A copy of the request for a mirror: Host gets Istio's `-shadow` suffix.
+fn shadow_request(
+    parts: &http::request::Parts,
+    authority: &str,
+    path_and_query: &str,
+    ep: &meshwork_model::config::Endpoint,
+    body: Option<Bytes>,
+) -> Result<Request<Body>, http::Error> {
+    let shadow_host = match authority.rsplit_once(':') {
+        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => {
+            format!("{host}-shadow:{port}")
+        }
+        _ => format!("{authority}-shadow"),
+    };
+    let mut req = Request::builder()
+        .method(parts.method.clone())
+        .uri(format!("http://{}:{}{path_and_query}", ep.address, ep.port))
+        .body(body.map(full).unwrap_or_else(empty))?;
+    *req.headers_mut() = parts.headers.clone();
+    if let Ok(v) = HeaderValue::from_str(&shadow_host) {
+        req.headers_mut().insert(header::HOST, v);
+    }
+    Ok(req)
 }
 
 /// The consistent-hash value of a request, and a `Set-Cookie` to send when the hash cookie

@@ -104,6 +104,8 @@ pub struct CompiledRoute {
     pub rewrite_regex: Option<(Regex, String)>,
     /// Sum of the weights of a forward action.
     pub total_weight: u32,
+    /// The CORS policy's allowed origins, compiled.
+    pub cors_origins: Vec<Matcher>,
 }
 
 /// A virtual host, compiled.
@@ -312,11 +314,19 @@ impl State {
                         }
                         _ => 0,
                     };
+                    let cors_origins = r
+                        .cors
+                        .iter()
+                        .flat_map(|c| &c.allow_origins)
+                        .map(Matcher::build)
+                        .collect::<Result<_, _>>()
+                        .map_err(regex_err)?;
                     routes.push(CompiledRoute {
                         route: r.clone(),
                         matches,
                         rewrite_regex,
                         total_weight,
+                        cors_origins,
                     });
                 }
                 vhosts.push(CompiledVirtualHost {

@@ -36,6 +36,9 @@ pub struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
     bind: std::net::IpAddr,
+    /// Print one JSON line per request (method, path, host) on stdout.
+    #[arg(long)]
+    log: bool,
     /// Raw TCP instead of HTTP: send the name and a newline, then echo every byte back;
     /// when the client closes its side, close ours.
     #[arg(long)]
@@ -50,7 +53,7 @@ pub fn run(args: Args) -> std::process::ExitCode {
     let served = if args.tcp {
         runtime.block_on(serve_tcp(addr, name))
     } else {
-        runtime.block_on(serve(addr, name))
+        runtime.block_on(serve(addr, name, args.log))
     };
     match served {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -62,7 +65,7 @@ pub fn run(args: Args) -> std::process::ExitCode {
 }
 
 /// Serves on `addr` forever.
-pub async fn serve(addr: SocketAddr, name: String) -> std::io::Result<()> {
+pub async fn serve(addr: SocketAddr, name: String, log: bool) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr).await?;
     eprintln!(
         "meshwork echo {name} listening on {}",
@@ -76,7 +79,20 @@ pub async fn serve(addr: SocketAddr, name: String) -> std::io::Result<()> {
         let name = name.clone();
         let counter = counter.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |req| respond(req, name.clone(), peer, counter.clone()));
+            let service = service_fn(move |req: Request<Incoming>| {
+                if log {
+                    let host = req
+                        .headers()
+                        .get(http::header::HOST)
+                        .and_then(|h| h.to_str().ok())
+                        .unwrap_or("");
+                    println!(
+                        "{}",
+                        serde_json::json!({"method": req.method().as_str(), "path": req.uri().to_string(), "host": host})
+                    );
+                }
+                respond(req, name.clone(), peer, counter.clone())
+            });
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .await;
