@@ -184,7 +184,9 @@ pub async fn run(opts: UpOptions) -> Result<(), UpError> {
         info!("configuration changed; reloading");
         match Gateways::load(&opts) {
             Ok(Some((objects, mesh))) => {
-                if gateways.apply(&objects, &mesh).await {
+                let ok = gateways.apply(&objects, &mesh).await;
+                admin.set_ready(ok);
+                if ok {
                     info!("configuration applied");
                 }
             }

@@ -19,10 +19,21 @@ impl DirWatcher {
     /// Starts watching `paths` (directories recursively).
     pub fn start(paths: &[PathBuf]) -> notify::Result<(DirWatcher, mpsc::Receiver<()>)> {
         let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<()>();
+        // Only config files and the files named here count: a log written into the
+        // directory must not cause reloads.
+        let files: Vec<PathBuf> = paths.iter().filter(|p| !p.is_dir()).cloned().collect();
+        let relevant = move |p: &Path| {
+            files.iter().any(|f| f == p)
+                || matches!(
+                    p.extension().and_then(|e| e.to_str()),
+                    Some("yaml" | "yml" | "json")
+                )
+        };
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
                 if let Ok(e) = event
                     && !matches!(e.kind, notify::EventKind::Access(_))
+                    && e.paths.iter().any(|p| relevant(p))
                 {
                     let _ = raw_tx.send(());
                 }

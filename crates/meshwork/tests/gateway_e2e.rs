@@ -913,3 +913,144 @@ spec:
         200
     );
 }
+
+#[test]
+fn https_keep_alive_connections_follow_a_reload_that_moves_servers() {
+    use std::io::{BufRead, BufReader, Write};
+    let mut mesh = Mesh::new("reload-tls");
+    let (http, https) = (free_port(), free_port());
+    let servers = r#"  - port: {number: 443, name: https-b, protocol: HTTPS}
+    hosts: ["b.example.test"]
+    tls: {mode: SIMPLE, credentialName: wild-tls}
+"#;
+    base_config(&mut mesh, http, https, servers);
+    mesh.config(
+        "routes.yaml",
+        r#"apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: {name: b, namespace: shop}
+spec:
+  hosts: [b.example.test, a.example.test]
+  gateways: [istio-system/public]
+  http:
+  - route: [{destination: {host: web}}]
+"#,
+    );
+    let ca = TestCa::new("reload root");
+    let (cert, key) = ca.leaf(&["a.example.test", "b.example.test"], "wild");
+    mesh.config(
+        "secret.yaml",
+        &tls_secret("istio-system", "wild-tls", &cert, &key, None),
+    );
+    let ca_file = mesh.dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.cert_pem).unwrap();
+    mesh.up(&[]);
+
+    let mut client = std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-quiet",
+            "-connect",
+            &format!("127.0.0.1:{https}"),
+            "-servername",
+            "b.example.test",
+            "-CAfile",
+        ])
+        .arg(&ca_file)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = client.stdin.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = client.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let exchange = |stdin: &mut std::process::ChildStdin| {
+        stdin
+            .write_all(b"GET /x HTTP/1.1\r\nHost: b.example.test\r\n\r\n")
+            .unwrap();
+        let status = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("a status line");
+        while let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) {
+            if line.starts_with('{') {
+                break;
+            }
+        }
+        status
+    };
+    assert!(exchange(&mut stdin).contains("200"));
+    // A server inserted before b's moves b's index; the open connection must keep routing.
+    let cfg = std::fs::read_to_string(mesh.dir.path().join("config/gateway.yaml")).unwrap();
+    mesh.config(
+        "gateway.yaml",
+        &cfg.replace(
+            "  servers:\n",
+            "  servers:\n  - port: {number: 443, name: https-a, protocol: HTTPS}\n    hosts: [\"a.example.test\"]\n    tls: {mode: SIMPLE, credentialName: wild-tls}\n",
+        ),
+    );
+    let admin = format!("http://127.0.0.1:{}/config_dump", mesh.admin);
+    eventually(Duration::from_secs(10), "the new server", || {
+        String::from_utf8_lossy(&curl(&[&admin]).stdout).contains("https-a")
+    });
+    assert!(
+        exchange(&mut stdin).contains("200"),
+        "the kept-alive connection still reaches b's routes"
+    );
+    drop(stdin);
+    let _ = client.kill();
+    let _ = client.wait();
+}
+
+#[test]
+fn the_most_specific_wildcard_server_wins_the_sni() {
+    let mut mesh = Mesh::new("wildcards");
+    let (http, https) = (free_port(), free_port());
+    let servers = r#"  - port: {number: 443, name: https-wide, protocol: HTTPS}
+    hosts: ["*.example.test"]
+    tls: {mode: SIMPLE, credentialName: wide-tls}
+  - port: {number: 443, name: https-api, protocol: HTTPS}
+    hosts: ["*.api.example.test"]
+    tls: {mode: SIMPLE, credentialName: api-tls}
+"#;
+    base_config(&mut mesh, http, https, servers);
+    mesh.config("routes.yaml", ROUTES);
+    let ca = TestCa::new("wild root");
+    let (wc, wk) = ca.leaf(&["*.example.test"], "wide");
+    let (ac, ak) = ca.leaf(&["*.api.example.test"], "narrow");
+    mesh.config(
+        "secret-wide.yaml",
+        &tls_secret("istio-system", "wide-tls", &wc, &wk, None),
+    );
+    mesh.config(
+        "secret-api.yaml",
+        &tls_secret("istio-system", "api-tls", &ac, &ak, None),
+    );
+    let ca_file = mesh.dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.cert_pem).unwrap();
+    mesh.up(&[]);
+    let cn = |host: &str| {
+        let resolve = format!("{host}:{https}:127.0.0.1");
+        let out = curl(&[
+            "--resolve",
+            &resolve,
+            "--cacert",
+            ca_file.to_str().unwrap(),
+            "-v",
+            "-o",
+            "/dev/null",
+            &format!("https://{host}:{https}/"),
+        ]);
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let narrow = cn("x.api.example.test");
+    assert!(narrow.contains("CN=narrow"), "{narrow}\n{}", mesh.log());
+    assert!(cn("www.example.test").contains("CN=wide"));
+}

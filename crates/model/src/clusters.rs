@@ -7,10 +7,17 @@ use meshwork_api::duration::parse_duration;
 use meshwork_api::mesh::MeshConfig;
 use meshwork_api::resource::{DestinationRule, Object};
 
-use crate::config::{Cluster, UpstreamProtocol};
+use meshwork_api::generated::networking::H2UpgradePolicy;
+
+use crate::config::{Cluster, ConnectionSettings, UpstreamProtocol};
 use crate::policy::{compile, effective};
 use crate::registry::{Protocol, Registry, resolve_host};
 use crate::routes::ClusterKey;
+
+fn millis(text: Option<&String>) -> Option<u64> {
+    text.and_then(|t| parse_duration(t).ok())
+        .map(|d| d.as_millis() as u64)
+}
 
 /// The DestinationRule for a host: the one in the service's namespace first, then any.
 fn destination_rule<'a>(
@@ -72,15 +79,41 @@ pub fn build_clusters(
                 eps
             })
             .unwrap_or_default();
-        let protocol = match service.and_then(|s| s.port(key.port)).map(|p| p.protocol) {
-            Some(Protocol::Http2 | Protocol::Grpc) => UpstreamProtocol::Http2,
-            _ => UpstreamProtocol::Http1,
-        };
         let merged = effective(
             dr.and_then(|d| d.spec.traffic_policy.as_ref()),
             subset.and_then(|s| s.traffic_policy.as_ref()),
             key.port,
         );
+        let http_pool = merged
+            .connection_pool
+            .as_ref()
+            .and_then(|c| c.http.as_ref());
+        let upgrade = match http_pool.and_then(|h| h.h2_upgrade_policy) {
+            Some(H2UpgradePolicy::Upgrade) => true,
+            Some(H2UpgradePolicy::DoNotUpgrade) => false,
+            _ => mesh.h2_upgrade_policy == "UPGRADE",
+        };
+        let protocol = match service.and_then(|s| s.port(key.port)).map(|p| p.protocol) {
+            Some(Protocol::Http2 | Protocol::Grpc) => UpstreamProtocol::Http2,
+            Some(Protocol::Http | Protocol::Unknown) | None if upgrade => UpstreamProtocol::Http2,
+            _ => UpstreamProtocol::Http1,
+        };
+        let keepalive = merged
+            .connection_pool
+            .as_ref()
+            .and_then(|c| c.tcp.as_ref())
+            .and_then(|t| t.tcp_keepalive.as_ref())
+            .or(mesh.tcp_keepalive.as_ref())
+            .map(|k| {
+                let secs = |t: Option<&String>| millis(t).map(|ms| ms / 1000);
+                (secs(k.time.as_ref()), secs(k.interval.as_ref()), k.probes)
+            });
+        let connections = ConnectionSettings {
+            tcp_keepalive: keepalive,
+            http_idle_timeout_ms: millis(http_pool.and_then(|h| h.idle_timeout.as_ref()))
+                .unwrap_or(3_600_000),
+            use_client_protocol: http_pool.and_then(|h| h.use_client_protocol) == Some(true),
+        };
         let connect_timeout_ms = merged
             .connection_pool
             .as_ref()
@@ -109,6 +142,7 @@ pub fn build_clusters(
                 connect_timeout_ms,
                 idle_timeout_ms,
                 policy: compile(&merged),
+                connections,
             },
         );
     }

@@ -485,6 +485,21 @@ pub struct Cluster {
     pub idle_timeout_ms: u64,
     /// Load balancing, circuit breakers and outlier detection.
     pub policy: crate::policy::ClusterPolicy,
+    /// How connections to endpoints are made and kept.
+    pub connections: ConnectionSettings,
+}
+
+/// Connection settings of a cluster (`connectionPool` and `h2UpgradePolicy`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct ConnectionSettings {
+    /// TCP keepalive: idle time before probes, probe interval (seconds) and probe count.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tcp_keepalive: Option<(Option<u64>, Option<u64>, Option<u32>)>,
+    /// Idle HTTP connections are closed after this long (`http.idleTimeout`, 1h by default).
+    pub http_idle_timeout_ms: u64,
+    /// Speak the client's HTTP version upstream (`http.useClientProtocol`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub use_client_protocol: bool,
 }
 
 /// The protocol used towards endpoints.

@@ -356,7 +356,14 @@ fn server_chain(
         (
             "TLS",
             Some(ServerTlsMode::Simple | ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual),
-        ) => terminate(ServerProtocol::Tls)?,
+        ) => {
+            // Raw TCP after termination: no HTTP protocol to offer by ALPN.
+            let (protocol, mut tls) = terminate(ServerProtocol::Tls)?;
+            if let Some(t) = tls.as_mut() {
+                t.alpn.clear();
+            }
+            (protocol, tls)
+        }
         (other, mode) => {
             warnings.push(format!(
                 "Gateway {source}: protocol {other} with TLS mode {} is not served; the server is left out",
@@ -566,7 +573,16 @@ fn add_virtual_hosts(
                 .iter_mut()
                 .find(|v| v.domains.contains(&domain))
             {
-                Some(existing) => existing.routes.extend(routes),
+                // Istio combines VirtualServices for one host with catch-all routes last.
+                Some(existing) => {
+                    let (catch_all, specific): (Vec<_>, Vec<_>) = existing
+                        .routes
+                        .drain(..)
+                        .partition(|r| r.matches.is_empty());
+                    existing.routes.extend(specific);
+                    existing.routes.extend(routes);
+                    existing.routes.extend(catch_all);
+                }
                 None => {
                     if seen_domains.insert(domain.clone()) {
                         table.virtual_hosts.push(VirtualHost {

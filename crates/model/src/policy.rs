@@ -5,7 +5,8 @@
 
 use meshwork_api::duration::parse_duration;
 use meshwork_api::generated::networking::{
-    ConnectionPoolSettings, LoadBalancerSettings, OutlierDetection, SimpleLb, TrafficPolicy,
+    ConnectionPoolSettings, LoadBalancerSettings, OutlierDetection, RetryBudget, SimpleLb,
+    TrafficPolicy,
 };
 use serde::Serialize;
 
@@ -18,6 +19,8 @@ pub struct EffectivePolicy {
     pub load_balancer: Option<LoadBalancerSettings>,
     /// Ejection of failing endpoints.
     pub outlier_detection: Option<OutlierDetection>,
+    /// Bound on retries relative to traffic.
+    pub retry_budget: Option<RetryBudget>,
 }
 
 impl EffectivePolicy {
@@ -32,6 +35,9 @@ impl EffectivePolicy {
         if over.outlier_detection.is_some() {
             self.outlier_detection = over.outlier_detection;
         }
+        if over.retry_budget.is_some() {
+            self.retry_budget = over.retry_budget;
+        }
         self
     }
 
@@ -40,6 +46,7 @@ impl EffectivePolicy {
             connection_pool: tp.connection_pool.clone(),
             load_balancer: tp.load_balancer.clone(),
             outlier_detection: tp.outlier_detection.clone(),
+            retry_budget: tp.retry_budget.clone(),
         };
         match tp
             .port_level_settings
@@ -50,6 +57,7 @@ impl EffectivePolicy {
                 connection_pool: pl.connection_pool.clone(),
                 load_balancer: pl.load_balancer.clone(),
                 outlier_detection: pl.outlier_detection.clone(),
+                retry_budget: None,
             }),
             None => top,
         }
@@ -174,6 +182,10 @@ pub struct ClusterPolicy {
     /// Ejection of failing endpoints.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outlier: Option<OutlierPolicy>,
+    /// Retries in flight may be at most this percentage of requests in flight, but never
+    /// fewer than the minimum (`retryBudget`: 20% and 3 by default).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_budget: Option<(f64, u32)>,
 }
 
 fn millis(text: Option<&String>) -> Option<u64> {
@@ -263,10 +275,17 @@ pub fn compile(p: &EffectivePolicy) -> ClusterPolicy {
             min_health_percent: od.min_health_percent.map_or(0, |n| n.clamp(0, 100) as u32),
         }
     });
+    let retry_budget = p.retry_budget.as_ref().map(|b| {
+        (
+            b.percent.unwrap_or(20.0),
+            b.min_retry_concurrency.unwrap_or(3),
+        )
+    });
     ClusterPolicy {
         lb,
         circuit_breakers: cb,
         outlier,
+        retry_budget,
     }
 }
 

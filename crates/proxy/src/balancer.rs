@@ -322,6 +322,7 @@ mod tests {
             lb,
             circuit_breakers: CircuitBreakers::default(),
             outlier,
+            retry_budget: None,
         }
     }
 

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use meshwork_model::config::{
     HeaderOps, Redirect, RetryPolicy, RouteAction, StringMatcher, UpstreamProtocol,
 };
@@ -37,8 +37,6 @@ pub struct ConnInfo {
     pub scheme: &'static str,
     /// SNI, when TLS.
     pub sni: Option<String>,
-    /// The server chosen at the handshake (TLS), by index in the listener.
-    pub server: Option<usize>,
 }
 
 /// Requests whose bodies are at most this large are buffered so they can be retried.
@@ -84,9 +82,18 @@ pub async fn handle(
             .path_and_query()
             .map(|p| p.to_string())
             .unwrap_or_else(|| "/".into()),
-        protocol: format!("{:?}", parts.version),
+        protocol: match parts.version {
+            http::Version::HTTP_2 => "HTTP/2".into(),
+            http::Version::HTTP_10 => "HTTP/1.0".into(),
+            http::Version::HTTP_3 => "HTTP/3".into(),
+            _ => "HTTP/1.1".into(),
+        },
         authority: authority(&parts).to_string(),
-        x_forwarded_for: header_str(&parts.headers, "x-forwarded-for"),
+        // As forwarded: what the client sent, with the client's address appended.
+        x_forwarded_for: Some(match header_str(&parts.headers, "x-forwarded-for") {
+            Some(prev) => format!("{prev}, {}", conn.peer.ip()),
+            None => conn.peer.ip().to_string(),
+        }),
         user_agent: header_str(&parts.headers, "user-agent"),
         request_id,
         downstream_remote_address: conn.peer.to_string(),
@@ -95,7 +102,7 @@ pub async fn handle(
     };
     let body = boxed(Counted::new(boxed(body), received.clone(), None));
     let mut up = Upstream::default();
-    let response = match serve(parts, body, &conn, &state, &shared, &mut up).await {
+    let response = match serve(parts, body, &conn, &state, &mut up).await {
         Ok(r) => r,
         Err(e) => {
             up.flag = Some(e.flag());
@@ -194,19 +201,31 @@ async fn serve(
     body: Body,
     conn: &ConnInfo,
     state: &State,
-    shared: &Shared,
     up: &mut Upstream,
 ) -> Result<Response<Body>, ProxyError> {
     let listener = state
         .listeners
         .get(&conn.bind_port)
         .ok_or(ProxyError::NoRoute)?;
+    let mut parts = parts;
+    normalize_request_path(&mut parts);
     let authority = authority(&parts).to_string();
     let host = host_of(&authority);
-    let index = conn
-        .server
-        .or_else(|| listener.server_for(Some(&host)))
-        .unwrap_or(0);
+    // The server is chosen again on the config in force: a reload may have moved it. TLS
+    // connections keep the name they were accepted for (SNI), plain ones use the Host.
+    let name = if conn.scheme == "https" {
+        conn.sni.as_deref()
+    } else {
+        Some(host.as_str())
+    };
+    let index = listener
+        .server_for(name)
+        .or(if conn.scheme == "https" {
+            None
+        } else {
+            Some(0)
+        })
+        .ok_or(ProxyError::NoRoute)?;
     let server = listener.servers.get(index).ok_or(ProxyError::NoRoute)?;
 
     // Phase: server policy (HTTPS redirect).
@@ -283,15 +302,60 @@ async fn serve(
             }
             r
         }
-        RouteAction::Forward(_) => {
-            forward(parts, body, conn, route, matched, state, shared, up).await?
-        }
+        RouteAction::Forward(_) => forward(parts, body, conn, route, matched, state, up).await?,
     };
     apply_ops(response.headers_mut(), &route.route.response_headers);
     if let Some((policy, origin, true)) = cors {
         cors_response_headers(response.headers_mut(), policy, origin);
     }
     Ok(response)
+}
+
+/// Istio's default path normalization (BASE, RFC 3986): `.` and `..` segments are resolved
+/// before routing, and the normalized path is what goes upstream.
+fn normalize_request_path(parts: &mut http::request::Parts) {
+    let path = parts.uri.path();
+    if !path.split('/').any(|seg| seg == "." || seg == "..") {
+        return;
+    }
+    let normalized = remove_dot_segments(path);
+    let pq = match parts.uri.query() {
+        Some(q) => format!("{normalized}?{q}"),
+        None => normalized,
+    };
+    let mut uri = http::uri::Parts::from(parts.uri.clone());
+    if let Ok(p) = pq.parse() {
+        uri.path_and_query = Some(p);
+        if let Ok(u) = Uri::from_parts(uri) {
+            parts.uri = u;
+        }
+    }
+}
+
+/// RFC 3986 section 5.2.4, for absolute paths.
+fn remove_dot_segments(path: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    let last = segments.len().saturating_sub(1);
+    let mut trailing_slash = false;
+    for (i, seg) in segments.iter().enumerate() {
+        match *seg {
+            "." => trailing_slash = i == last,
+            ".." => {
+                out.pop();
+                trailing_slash = i == last;
+            }
+            s => {
+                out.push(s);
+                trailing_slash = false;
+            }
+        }
+    }
+    let mut result = format!("/{}", out.join("/"));
+    if trailing_slash && !result.ends_with('/') {
+        result.push('/');
+    }
+    result
 }
 
 /// True for `percent`% of calls.
@@ -393,9 +457,11 @@ fn redirect(
     let scheme = r.scheme.as_deref().unwrap_or(conn.scheme);
     let authority = r.authority.clone().unwrap_or_else(|| host.to_string());
     let port = r.port.map(|p| format!(":{p}")).unwrap_or_default();
-    let path = match &r.uri {
-        Some(u) => u.clone(),
-        None => parts
+    let path = match (&r.uri, parts.uri.query()) {
+        // A new path keeps the request's query unless it brings its own, as Envoy does.
+        (Some(u), Some(q)) if !u.contains('?') => format!("{u}?{q}"),
+        (Some(u), _) => u.clone(),
+        (None, _) => parts
             .uri
             .path_and_query()
             .map_or("/".into(), |p| p.to_string()),
@@ -453,7 +519,6 @@ async fn forward(
     route: &CompiledRoute,
     matched: Option<usize>,
     state: &State,
-    shared: &Shared,
     up: &mut Upstream,
 ) -> Result<Response<Body>, ProxyError> {
     let RouteAction::Forward(dests) = &route.route.action else {
@@ -528,7 +593,7 @@ async fn forward(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let replayable = body_is_replayable(&parts, length);
+    let replayable = length.map_or(body.is_end_stream(), |n| n <= RETRY_BUFFER_LIMIT);
     let mut body = Some(body);
     let buffered: Option<Bytes> =
         if (retries.is_some() || !route.route.mirrors.is_empty()) && replayable {
@@ -554,14 +619,22 @@ async fn forward(
                 && let Some(target) = state.clusters.get(&m.cluster)
                 && let Some((_, ep)) = target.pick(None)
             {
-                let shadow =
-                    shadow_request(&parts, &authority, &path_and_query, ep, buffered.clone());
-                let (upstreams, protocol) = (shared.upstreams.clone(), target.cluster.protocol);
+                let protocol = target.cluster.protocol;
+                let shadow = shadow_request(
+                    &parts,
+                    &authority,
+                    &path_and_query,
+                    ep,
+                    protocol,
+                    buffered.clone(),
+                );
+                let clients = target.clients.clone();
+                let addr = format!("{}:{}", ep.address, ep.port);
                 if let Ok(req) = shadow {
                     tokio::spawn(async move {
                         let sent = tokio::time::timeout(
                             Duration::from_secs(10),
-                            upstreams.send(protocol, req),
+                            clients.send(protocol, &addr, req),
                         );
                         if let Ok(Ok(resp)) = sent.await {
                             // Drain the answer so the connection can be reused.
@@ -573,10 +646,21 @@ async fn forward(
         }
     }
 
+    // `useClientProtocol` speaks the client's HTTP version upstream.
+    let protocol = if cluster.cluster.connections.use_client_protocol {
+        if parts.version == http::Version::HTTP_2 {
+            UpstreamProtocol::Http2
+        } else {
+            UpstreamProtocol::Http1
+        }
+    } else {
+        cluster.cluster.protocol
+    };
+
     // Phase: pick endpoint, within the cluster's circuit breakers.
     let balancer = &cluster.balancer;
     let limits = &cluster.cluster.policy.circuit_breakers;
-    let concurrency = match cluster.cluster.protocol {
+    let concurrency = match protocol {
         UpstreamProtocol::Http1 => limits.max_requests.min(
             limits
                 .max_connections
@@ -602,7 +686,13 @@ async fn forward(
             let _endpoint_active = InFlight::acquire(&balancer.endpoints[index].active);
             let addr = format!("{}:{}", endpoint.address, endpoint.port);
             up.host = Some(addr.clone());
-            let uri: Uri = format!("http://{addr}{path_and_query}")
+            // HTTP/1.1 names the endpoint in the URI (Host carries the authority); HTTP/2
+            // carries the authority in the URI, sent as `:authority`.
+            let target = match protocol {
+                UpstreamProtocol::Http1 => &addr,
+                UpstreamProtocol::Http2 => &authority,
+            };
+            let uri: Uri = format!("http://{target}{path_and_query}")
                 .parse()
                 .map_err(|e: http::uri::InvalidUri| ProxyError::BadRequest(e.to_string()))?;
             let mut req = Request::builder()
@@ -615,11 +705,11 @@ async fn forward(
                 })
                 .map_err(|e| ProxyError::BadRequest(e.to_string()))?;
             *req.headers_mut() = parts.headers.clone();
-            if cluster.cluster.protocol == UpstreamProtocol::Http2 {
+            if protocol == UpstreamProtocol::Http2 {
                 *req.version_mut() = http::Version::HTTP_2;
             }
             let sent_at = Instant::now();
-            let send = shared.upstreams.send(cluster.cluster.protocol, req);
+            let send = cluster.clients.send(protocol, &addr, req);
             let result = match retries.and_then(|r| r.per_try_timeout_ms) {
                 Some(ms) => tokio::time::timeout(Duration::from_millis(ms), send)
                     .await
@@ -634,16 +724,27 @@ async fn forward(
                     Err(_) => Outcome::LocalFailure,
                 },
             );
-            let retry = attempt < max_attempts && retries.is_some_and(|r| should_retry(r, &result));
-            if !retry {
+            let retriable = retries.is_some_and(|r| should_retry(r, &result));
+            if attempt >= max_attempts || !retriable {
+                // Retries ran out on an outcome that would have been retried: URX.
+                if attempt > 1 && retriable {
+                    up.flag = Some("URX");
+                }
                 return result;
             }
-            // Retries in flight are bounded too (`maxRetries`).
-            _retry_slot = InFlight::try_acquire(&balancer.active_retries, limits.max_retries);
+            // Retries in flight are bounded too (`maxRetries`, and the retry budget).
+            let mut retry_limit = limits.max_retries;
+            if let Some((percent, min)) = cluster.cluster.policy.retry_budget {
+                let active = balancer
+                    .active_requests
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                retry_limit =
+                    retry_limit.min(((f64::from(active) * percent / 100.0) as u32).max(min));
+            }
+            _retry_slot = InFlight::try_acquire(&balancer.active_retries, retry_limit);
             if _retry_slot.is_none() {
                 return result;
             }
-            up.flag = Some("URX");
             tokio::time::sleep(backoff(attempt)).await;
         }
     };
@@ -653,9 +754,6 @@ async fn forward(
             .unwrap_or(Err(ProxyError::Timeout)),
         None => attempt_loop.await,
     };
-    if result.is_ok() && up.flag == Some("URX") {
-        up.flag = None;
-    }
     let mut response = result?;
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(downstream) = downstream_upgrade {
@@ -684,6 +782,7 @@ fn shadow_request(
     authority: &str,
     path_and_query: &str,
     ep: &meshwork_model::config::Endpoint,
+    protocol: UpstreamProtocol,
     body: Option<Bytes>,
 ) -> Result<Request<Body>, http::Error> {
     let shadow_host = match authority.rsplit_once(':') {
@@ -692,9 +791,17 @@ fn shadow_request(
         }
         _ => format!("{authority}-shadow"),
     };
+    let uri = match protocol {
+        UpstreamProtocol::Http1 => format!("http://{}:{}{path_and_query}", ep.address, ep.port),
+        UpstreamProtocol::Http2 => format!("http://{shadow_host}{path_and_query}"),
+    };
     let mut req = Request::builder()
         .method(parts.method.clone())
-        .uri(format!("http://{}:{}{path_and_query}", ep.address, ep.port))
+        .uri(uri)
+        .version(match protocol {
+            UpstreamProtocol::Http1 => http::Version::HTTP_11,
+            UpstreamProtocol::Http2 => http::Version::HTTP_2,
+        })
         .body(body.map(full).unwrap_or_else(empty))?;
     *req.headers_mut() = parts.headers.clone();
     if let Ok(v) = HeaderValue::from_str(&shadow_host) {
@@ -790,17 +897,6 @@ async fn splice_upgraded(
     }
 }
 
-fn body_is_replayable(parts: &http::request::Parts, length: Option<u64>) -> bool {
-    match length {
-        Some(n) => n <= RETRY_BUFFER_LIMIT,
-        // No length: only requests that carry no body (GET, HEAD, ...) over HTTP/1.1.
-        None => {
-            parts.version != http::Version::HTTP_2
-                && !parts.headers.contains_key(header::TRANSFER_ENCODING)
-        }
-    }
-}
-
 /// Envoy's jittered exponential backoff: 25 ms base, capped at 250 ms.
 fn backoff(attempt: u32) -> Duration {
     let ceiling = (25u64 << attempt.min(4)).min(250);
@@ -815,8 +911,8 @@ fn should_retry(policy: &RetryPolicy, result: &Result<Response<Incoming>, ProxyE
             (on("5xx") && s >= 500)
                 || (on("gateway-error") && (502..=504).contains(&s))
                 || (on("retriable-4xx") && s == 409)
-                || (on("retriable-status-codes")
-                    && policy.retry_on.iter().any(|r| r.parse() == Ok(s)))
+                // Status codes in retryOn imply retriable-status-codes, as Istio parses them.
+                || policy.retry_on.iter().any(|r| r.parse() == Ok(s))
         }
         Err(ProxyError::ConnectFailure) => {
             on("connect-failure") || on("5xx") || on("gateway-error")
@@ -836,6 +932,15 @@ mod tests {
         assert_eq!(host_of("Example.com:8080"), "example.com");
         assert_eq!(host_of("example.com"), "example.com");
         assert_eq!(host_of("[::1]:80"), "[::1]");
+    }
+
+    #[test]
+    fn dot_segments_are_removed() {
+        assert_eq!(remove_dot_segments("/web/../api/x"), "/api/x");
+        assert_eq!(remove_dot_segments("/a/./b/../../c"), "/c");
+        assert_eq!(remove_dot_segments("/../../x"), "/x");
+        assert_eq!(remove_dot_segments("/a/b/.."), "/a/");
+        assert_eq!(remove_dot_segments("/a/b/."), "/a/b/");
     }
 
     #[test]

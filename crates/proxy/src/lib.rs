@@ -84,11 +84,12 @@ pub struct GatewayProxy {
 impl GatewayProxy {
     /// Builds the config and binds every listener.
     pub async fn start(config: GatewayConfig) -> Result<GatewayProxy, ApplyError> {
-        let state = State::build(config)?;
+        let upstreams = Upstreams::default();
+        let state = State::build(config, &upstreams)?;
         let proxy = GatewayProxy {
             shared: Arc::new(Shared {
                 state: ArcSwap::from_pointee(state),
-                upstreams: Upstreams::default(),
+                upstreams,
                 loggers: Mutex::new(HashMap::new()),
             }),
             listeners: tokio::sync::Mutex::new(HashMap::new()),
@@ -125,7 +126,7 @@ impl GatewayProxy {
     /// Applies a new config: builds it, binds new ports, swaps it in, then closes ports no
     /// longer used. On error nothing changes.
     pub async fn update(&self, config: GatewayConfig) -> Result<(), ApplyError> {
-        let state = State::build(config)?;
+        let state = State::build(config, &self.shared.upstreams)?;
         let ports: Vec<u16> = state.listeners.keys().copied().collect();
         self.bind(&ports).await?;
         self.shared.state.store(Arc::new(state));

@@ -94,7 +94,6 @@ async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, port: u16, sh
             bind_port: port,
             scheme: "http",
             sni: None,
-            server: None,
         };
         return serve_http(TokioIo::new(stream), conn, shared).await;
     }
@@ -173,7 +172,6 @@ async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, port: u16, sh
         bind_port: port,
         scheme: "https",
         sni,
-        server: Some(index),
     };
     serve_http(TokioIo::new(tls), conn, shared).await;
 }

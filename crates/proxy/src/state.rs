@@ -13,6 +13,7 @@ use regex::Regex;
 
 use crate::balancer::Balancer;
 use crate::tls::{TlsError, server_config};
+use crate::upstream::{ClientPair, Upstreams};
 
 /// A string condition ready to run.
 #[derive(Debug)]
@@ -163,15 +164,8 @@ impl ListenerState {
                 .hosts
                 .iter()
                 .filter(|h| domain_match(h, &name))
-                .map(|h| {
-                    if *h == name {
-                        3
-                    } else if h == "*" {
-                        1
-                    } else {
-                        2
-                    }
-                })
+                // Exact names first, then the longest wildcard suffix, then `*`.
+                .map(|h| if *h == name { usize::MAX } else { h.len() })
                 .max()
         };
         self.servers
@@ -189,6 +183,8 @@ pub struct ClusterState {
     pub cluster: Cluster,
     /// Endpoint choice and health.
     pub balancer: Balancer,
+    /// Pooled connections to the endpoints.
+    pub clients: ClientPair,
 }
 
 impl ClusterState {
@@ -257,8 +253,8 @@ pub enum BuildError {
 }
 
 impl State {
-    /// Builds the runtime state.
-    pub fn build(config: GatewayConfig) -> Result<State, BuildError> {
+    /// Builds the runtime state; clusters get their clients from `upstreams`.
+    pub fn build(config: GatewayConfig, upstreams: &Upstreams) -> Result<State, BuildError> {
         let mut listeners = HashMap::new();
         for l in &config.listeners {
             let mut servers = Vec::new();
@@ -344,6 +340,7 @@ impl State {
                     name.clone(),
                     ClusterState {
                         balancer: Balancer::new(&c.endpoints, &c.policy),
+                        clients: upstreams.for_cluster(c),
                         cluster: c.clone(),
                     },
                 )

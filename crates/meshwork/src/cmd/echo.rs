@@ -195,6 +195,7 @@ async fn respond(
                 "method": parts.method.as_str(),
                 "path": parts.uri.path_and_query().map_or("/", |p| p.as_str()),
                 "host": host,
+                "authority": parts.uri.authority().map(|a| a.as_str()),
                 "protocol": format!("{:?}", parts.version),
                 "remote": peer.to_string(),
                 "body_bytes": received,
