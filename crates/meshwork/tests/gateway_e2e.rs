@@ -1054,3 +1054,121 @@ fn the_most_specific_wildcard_server_wins_the_sni() {
     assert!(narrow.contains("CN=narrow"), "{narrow}\n{}", mesh.log());
     assert!(cn("www.example.test").contains("CN=wide"));
 }
+
+#[test]
+fn readiness_is_503_until_every_listener_is_bound_then_recovers() {
+    let mut mesh = Mesh::new("ready");
+    let http = free_port();
+    base_config(&mut mesh, http, free_port(), HTTP_SERVER);
+    mesh.config("routes.yaml", ROUTES);
+    // Something else holds the gateway's port.
+    let squatter = std::net::TcpListener::bind(("0.0.0.0", http)).unwrap();
+    let config = mesh.dir.path().join("config");
+    let (admin, health) = (
+        format!("127.0.0.1:{}", mesh.admin),
+        format!("127.0.0.1:{}", mesh.health),
+    );
+    let up = Proc::start(
+        mesh.dir.path(),
+        "up",
+        &[
+            "up",
+            config.to_str().unwrap(),
+            "--admin",
+            &admin,
+            "--health",
+            &health,
+        ],
+    );
+    let ready = format!("http://{health}/healthz/ready");
+    eventually(Duration::from_secs(10), "the bind failure", || {
+        up.stderr().contains("cannot bind port")
+    });
+    assert_eq!(status(&[&ready]), 503);
+    // The port is freed and the config touched: the reload binds it and readiness follows.
+    drop(squatter);
+    mesh.config("routes.yaml", &format!("{ROUTES}\n# touched\n"));
+    eventually(Duration::from_secs(10), "readiness", || {
+        status(&[&ready]) == 200
+    });
+    assert_eq!(
+        status(&[
+            &format!("http://127.0.0.1:{http}/web/x"),
+            "-H",
+            "Host: shop.example.test"
+        ]),
+        200
+    );
+}
+
+#[test]
+fn regex_and_authority_rewrites_header_removal_and_echo_controls() {
+    let mut mesh = Mesh::new("rewrites");
+    let http = free_port();
+    base_config(&mut mesh, http, free_port(), HTTP_SERVER);
+    mesh.config(
+        "routes.yaml",
+        r#"apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: {name: shop, namespace: shop}
+spec:
+  hosts: [shop.example.test]
+  gateways: [istio-system/public]
+  http:
+  - match: [{uri: {regex: "/v1/.*"}}]
+    rewrite:
+      uriRegexRewrite: {match: "^/v1/(.*)$", rewrite: "/web/v2/\\1"}
+      authority: internal.web
+    headers:
+      request: {remove: [x-secret]}
+      response: {remove: [x-echo-name]}
+    route: [{destination: {host: web}}]
+  - route:
+    - destination: {host: web}
+      headers:
+        request: {set: {x-destination: web}}
+        response: {set: {x-from: web-destination}}
+"#,
+    );
+    mesh.up(&[]);
+    let base = format!("http://127.0.0.1:{http}");
+    let host = "Host: shop.example.test";
+    let out = curl(&[
+        "-D",
+        "/dev/stderr",
+        "-H",
+        host,
+        "-H",
+        "x-secret: s3cr3t",
+        &format!("{base}/v1/items?q=1"),
+    ]);
+    let body: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(body["path"], "/web/v2/items?q=1");
+    assert_eq!(body["host"], "internal.web");
+    assert!(
+        body["headers"].get("x-secret").is_none(),
+        "removed request header"
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stderr)
+            .to_ascii_lowercase()
+            .contains("x-echo-name"),
+        "removed response header"
+    );
+
+    let out = curl(&["-D", "/dev/stderr", "-H", host, &format!("{base}/other")]);
+    let body: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(body["headers"]["x-destination"], "web");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("x-from: web-destination"));
+
+    // The echo backend's controls, through the gateway.
+    assert_eq!(status(&["-H", host, &format!("{base}/x?status=503")]), 503);
+    let sized = curl(&[
+        "-H",
+        host,
+        "-w",
+        " %{size_download}",
+        &format!("{base}/x?size=1024"),
+    ]);
+    assert!(String::from_utf8_lossy(&sized.stdout).ends_with(" 1024"));
+}

@@ -161,6 +161,18 @@ spec:
   - port: {{number: 443, name: tls, protocol: TLS}}
     hosts: [a.example.test, b.example.test]
     tls: {{mode: PASSTHROUGH}}
+  - port: {{number: 443, name: https, protocol: HTTPS}}
+    hosts: [web.example.test]
+    tls: {{mode: SIMPLE, credentialName: web-tls}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: terminated, namespace: apps}}
+spec:
+  hosts: [web.example.test]
+  gateways: [istio-system/tls-gw]
+  http:
+  - directResponse: {{status: 200, body: {{string: "terminated at the gateway"}}}}
 ---
 apiVersion: networking.istio.io/v1
 kind: ServiceEntry

@@ -574,6 +574,41 @@ spec:
   hosts: [api.example.com]
   ports: [{number: 443, name: https, protocol: HTTPS}]
   resolution: DNS
+---
+apiVersion: v1
+kind: Service
+metadata: {name: sliced, namespace: shop}
+spec:
+  ports: [{name: http, port: 80}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: sliced-abc, namespace: shop, labels: {kubernetes.io/service-name: sliced}}
+addressType: IPv4
+ports: [{name: http, port: 7070}]
+endpoints:
+- addresses: [10.2.0.1]
+  conditions: {ready: true}
+- addresses: [10.2.0.2]
+  conditions: {ready: false}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: vm, namespace: shop}
+spec:
+  hosts: [vm.example.com]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: STATIC
+  workloadSelector: {labels: {app: api, version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: passthrough, namespace: shop}
+spec:
+  hosts: [passthrough.example.com]
+  addresses: [10.9.0.0/16]
+  ports: [{number: 443, name: tls, protocol: TLS}]
+  resolution: NONE
 "#,
         );
         let api = r.get("api.shop.svc.cluster.local").unwrap();
@@ -600,6 +635,31 @@ spec:
             }
         );
         let ext = r.get("api.example.com").unwrap();
+        let sliced = r.get("sliced.shop.svc.cluster.local").unwrap();
+        assert_eq!(
+            sliced
+                .instances
+                .iter()
+                .map(|i| (i.endpoint.address.as_str(), i.endpoint.port))
+                .collect::<Vec<_>>(),
+            [("10.2.0.1", 7070)],
+            "ready EndpointSlice endpoints only"
+        );
+        let selected = r.get("vm.example.com").unwrap();
+        assert_eq!(
+            selected.instances[0].endpoint,
+            Endpoint {
+                address: "127.0.0.1".into(),
+                port: 18080
+            }
+        );
+        assert!(
+            r.get("passthrough.example.com")
+                .unwrap()
+                .instances
+                .is_empty(),
+            "resolution NONE has no endpoints"
+        );
         assert_eq!(
             ext.instances[0].endpoint,
             Endpoint {

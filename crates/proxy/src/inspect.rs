@@ -275,6 +275,16 @@ mod tests {
         writer.await.unwrap();
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_client_is_given_up_on_after_the_bounded_wait() {
+        let (_client, mut server) = tokio::io::duplex(64);
+        let mut buf = Vec::new();
+        let started = tokio::time::Instant::now();
+        let r = read_client_hello(&mut server, &mut buf).await;
+        assert!(matches!(r, Err(InspectError::Timeout(_))), "{r:?}");
+        assert_eq!(started.elapsed(), INSPECT_TIMEOUT);
+    }
+
     #[tokio::test]
     async fn a_plaintext_postgres_startup_is_refused() {
         let (mut client, mut server) = tokio::io::duplex(64);
