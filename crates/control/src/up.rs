@@ -175,11 +175,15 @@ pub async fn run(opts: UpOptions) -> Result<(), UpError> {
     for (name, p) in &gateways.proxies {
         info!(gateway = %name, ports = ?p.bound_ports().await, "gateway ready");
     }
-    let mut watched = vec![opts.dir.clone()];
-    watched.extend(opts.mesh.clone());
-    let configs: Vec<_> = gateways.proxies.values().map(|p| p.config()).collect();
-    watched.extend(referenced_files(&configs));
-    let (_watcher, mut changes) = DirWatcher::start(&watched)?;
+    let watch_list = |gateways: &Gateways| {
+        let mut watched = vec![opts.dir.clone()];
+        watched.extend(opts.mesh.clone());
+        let configs: Vec<_> = gateways.proxies.values().map(|p| p.config()).collect();
+        watched.extend(referenced_files(&configs));
+        watched
+    };
+    let mut watched = watch_list(&gateways);
+    let (mut watcher, mut changes) = DirWatcher::start(&watched)?;
     while changes.recv().await.is_some() {
         info!("configuration changed; reloading");
         match Gateways::load(&opts) {
@@ -189,6 +193,16 @@ pub async fn run(opts: UpOptions) -> Result<(), UpError> {
                 if ok {
                     info!("configuration applied");
                 }
+                // Certificate files named by the new config are watched from now on.
+                let now = watch_list(&gateways);
+                if now != watched {
+                    match DirWatcher::start(&now) {
+                        Ok((w, c)) => {
+                            (watcher, changes, watched) = (w, c, now);
+                        }
+                        Err(e) => warn!("cannot watch the files the configuration names: {e}"),
+                    }
+                }
             }
             Ok(None) => error!("configuration rejected; the last good configuration keeps serving"),
             Err(e) => error!(
@@ -196,5 +210,6 @@ pub async fn run(opts: UpOptions) -> Result<(), UpError> {
             ),
         }
     }
+    drop(watcher);
     Ok(())
 }

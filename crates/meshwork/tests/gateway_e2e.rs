@@ -1172,3 +1172,51 @@ spec:
     ]);
     assert!(String::from_utf8_lossy(&sized.stdout).ends_with(" 1024"));
 }
+
+#[test]
+fn certificate_files_rotate_without_a_restart() {
+    let mut mesh = Mesh::new("file-rotation");
+    let (http, https) = (free_port(), free_port());
+    let ca = TestCa::new("rotation root");
+    let certs = mesh.dir.path().join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    let (cert, key) = ca.leaf(&["shop.example.test"], "files v1");
+    std::fs::write(certs.join("tls.crt"), &cert).unwrap();
+    std::fs::write(certs.join("tls.key"), &key).unwrap();
+    let servers = format!(
+        "  - port: {{number: 443, name: https, protocol: HTTPS}}\n    hosts: [\"shop.example.test\"]\n    tls: {{mode: SIMPLE, serverCertificate: {0}/tls.crt, privateKey: {0}/tls.key}}\n",
+        certs.display()
+    );
+    base_config(&mut mesh, http, https, &servers);
+    mesh.config("routes.yaml", ROUTES);
+    let ca_file = mesh.dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.cert_pem).unwrap();
+    mesh.up(&[]);
+    let resolve = format!("shop.example.test:{https}:127.0.0.1");
+    let url = format!("https://shop.example.test:{https}/web/x");
+    let subject = || {
+        let out = curl(&[
+            "--resolve",
+            &resolve,
+            "--cacert",
+            ca_file.to_str().unwrap(),
+            "-v",
+            "-o",
+            "/dev/null",
+            &url,
+        ]);
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert!(subject().contains("CN=files v1"));
+    // As cert-manager's csi driver or a mounted Secret does: new files, written then renamed.
+    let (cert2, key2) = ca.leaf(&["shop.example.test"], "files v2");
+    std::fs::write(certs.join(".tls.key.new"), &key2).unwrap();
+    std::fs::write(certs.join(".tls.crt.new"), &cert2).unwrap();
+    std::fs::rename(certs.join(".tls.key.new"), certs.join("tls.key")).unwrap();
+    std::fs::rename(certs.join(".tls.crt.new"), certs.join("tls.crt")).unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the rotated certificate file",
+        || subject().contains("CN=files v2"),
+    );
+}
