@@ -69,13 +69,13 @@ pub async fn handle(
     shared: Arc<Shared>,
 ) -> Result<Response<Body>, Infallible> {
     let start = Instant::now();
-    let start_time = SystemTime::now();
     let state = shared.state.load_full();
-    let received = Arc::new(AtomicU64::new(0));
     let (mut parts, body) = req.into_parts();
     let request_id = ensure_request_id(&mut parts.headers);
-    let mut entry = Entry {
-        start_time: rfc3339(start_time),
+    // The access log entry (and the byte counting it needs) only when the log is on.
+    let received = Arc::new(AtomicU64::new(0));
+    let entry = state.access_log.as_ref().map(|_| Entry {
+        start_time: rfc3339(SystemTime::now()),
         method: parts.method.to_string(),
         path: parts
             .uri
@@ -99,8 +99,12 @@ pub async fn handle(
         downstream_remote_address: conn.peer.to_string(),
         requested_server_name: conn.sni.clone(),
         ..Default::default()
+    });
+    let body = if entry.is_some() {
+        boxed(Counted::new(boxed(body), received.clone(), None))
+    } else {
+        boxed(body)
     };
-    let body = boxed(Counted::new(boxed(body), received.clone(), None));
     let mut up = Upstream::default();
     let response = match serve(parts, body, &conn, &state, &mut up).await {
         Ok(r) => r,
@@ -116,19 +120,19 @@ pub async fn handle(
             r
         }
     };
-    entry.response_code = response.status().as_u16();
+    let (mut rparts, rbody) = response.into_parts();
+    rparts
+        .headers
+        .insert(header::SERVER, HeaderValue::from_static("meshwork"));
+    let (Some(mut entry), Some(access_log)) = (entry, state.access_log.as_ref()) else {
+        return Ok(Response::from_parts(rparts, rbody));
+    };
+    entry.response_code = rparts.status.as_u16();
     entry.response_flags = up.flag.unwrap_or("-").to_string();
     entry.upstream_cluster = up.cluster;
     entry.upstream_host = up.host;
     entry.upstream_service_time = up.service_time;
     entry.route_name = up.route;
-    let (mut rparts, rbody) = response.into_parts();
-    rparts
-        .headers
-        .insert(header::SERVER, HeaderValue::from_static("meshwork"));
-    let Some(access_log) = state.access_log.as_ref() else {
-        return Ok(Response::from_parts(rparts, rbody));
-    };
     let json = access_log.json;
     let logger = shared.access_logger(&access_log.path);
     let sent = Arc::new(AtomicU64::new(0));
@@ -189,11 +193,17 @@ fn ensure_request_id(headers: &mut HeaderMap) -> String {
     if let Some(id) = header_str(headers, "x-request-id").filter(|s| !s.is_empty()) {
         return id;
     }
-    let id = uuid::Uuid::new_v4().to_string();
-    if let Ok(v) = HeaderValue::from_str(&id) {
+    // A version 4 UUID from a fast generator: no system call per request.
+    let mut random = [0u8; 16];
+    random[..8].copy_from_slice(&fastrand::u64(..).to_le_bytes());
+    random[8..].copy_from_slice(&fastrand::u64(..).to_le_bytes());
+    let uuid = uuid::Builder::from_random_bytes(random).into_uuid();
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let id = uuid.hyphenated().encode_lower(&mut buf);
+    if let Ok(v) = HeaderValue::from_str(id) {
         headers.insert("x-request-id", v);
     }
-    id
+    id.to_string()
 }
 
 async fn serve(
