@@ -377,7 +377,7 @@ spec:
     fault: {{abort: {{httpStatus: 418, percentage: {{value: 30}}}}}}
     route: [{{destination: {{host: app}}}}]
   - match: [{{uri: {{prefix: /delay}}}}]
-    fault: {{delay: {{fixedDelay: 50ms, percentage: {{value: 20}}}}}}
+    fault: {{delay: {{fixedDelay: 1ms, percentage: {{value: 20}}}}}}
     route: [{{destination: {{host: app}}}}]
   - match: [{{uri: {{prefix: /mirror}}}}]
     route: [{{destination: {{host: app}}}}]
@@ -395,9 +395,15 @@ spec:
             r#"hosts: ["app.example.test", "faults.example.test"]"#,
         ),
     );
-    mesh.up(&[]);
+    let mesh_file = mesh.dir.path().join("mesh.yaml");
+    std::fs::write(
+        &mesh_file,
+        "accessLogFile: /dev/stdout\naccessLogEncoding: JSON\n",
+    )
+    .unwrap();
+    mesh.up(&["--mesh", mesh_file.to_str().unwrap()]);
     let host = "Host: faults.example.test";
-
+    // 4000 requests: ±3 points is then more than 4 standard deviations of a fair roll.
     let out = curl(&[
         "-o",
         "/dev/null",
@@ -405,33 +411,45 @@ spec:
         "%{http_code}\n",
         "-H",
         host,
-        &format!("http://127.0.0.1:{http}/abort?n=[1-1000]"),
+        &format!("http://127.0.0.1:{http}/abort?n=[1-4000]"),
     ]);
     let aborted = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|c| *c == "418")
         .count();
     assert!(
-        (270..=330).contains(&aborted),
-        "30% aborted within 3 points: {aborted} of 1000"
+        (1080..=1320).contains(&aborted),
+        "30% aborted within 3 points: {aborted} of 4000"
     );
-
+    // Delays are counted by their response flag (DI) in the access log.
     let out = curl(&[
         "-o",
         "/dev/null",
         "-w",
-        "%{time_total}\n",
+        "%{http_code}\n",
         "-H",
         host,
-        &format!("http://127.0.0.1:{http}/delay?n=[1-1000]"),
+        &format!("http://127.0.0.1:{http}/delay?n=[1-4000]"),
     ]);
-    let delayed = String::from_utf8_lossy(&out.stdout)
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|c| *c == "200")
+            .count(),
+        4000
+    );
+    let up = mesh.up.as_ref().unwrap();
+    eventually(Duration::from_secs(10), "the access log", || {
+        up.stdout().matches("\"path\":\"/delay").count() >= 4000
+    });
+    let delayed = up
+        .stdout()
         .lines()
-        .filter(|t| t.parse::<f64>().unwrap_or(0.0) >= 0.05)
+        .filter(|l| l.contains("\"path\":\"/delay") && l.contains("\"response_flags\":\"DI\""))
         .count();
     assert!(
-        (170..=230).contains(&delayed),
-        "20% delayed within 3 points: {delayed} of 1000"
+        (680..=920).contains(&delayed),
+        "20% delayed within 3 points: {delayed} of 4000"
     );
 
     let out = curl(&[
