@@ -613,3 +613,43 @@ fn http2_upstreams_get_the_original_authority_and_http2_gets_are_retried() {
         ":authority is the original host, not the endpoint"
     );
 }
+
+#[test]
+fn an_endpoint_that_joins_warms_up() {
+    let mut mesh = Mesh::new("warmup");
+    let http = free_port();
+    let old = mesh.echo("old");
+    let policy = "    loadBalancer: {simple: ROUND_ROBIN, warmupDurationSecs: 120s}";
+    config(&mesh, http, &[old], policy, "");
+    mesh.up(&[]);
+    let new = mesh.echo("new");
+    config(&mesh, http, &[old, new], policy, "");
+    eventually(Duration::from_secs(10), "the new endpoint", || {
+        let out = curl(&[
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            "-H",
+            HOST,
+            &format!("http://127.0.0.1:{http}/x?n=[1-50]"),
+        ]);
+        String::from_utf8_lossy(&out.stdout).contains("x-echo-name: new")
+    });
+    let out = curl(&[
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        "-H",
+        HOST,
+        &format!("http://127.0.0.1:{http}/x?n=[1-400]"),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let to_new = text.matches("x-echo-name: new").count();
+    // Round robin alone would send it half; slow start begins near the 10% minimum.
+    assert!(
+        to_new < 120,
+        "the joining endpoint gets a small share: {to_new} of 400"
+    );
+}

@@ -182,6 +182,9 @@ pub struct ClusterPolicy {
     /// Ejection of failing endpoints.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outlier: Option<OutlierPolicy>,
+    /// Slow start for endpoints that join: (window in ms, minimum percent, aggression).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warmup: Option<(u64, f64, f64)>,
     /// Retries in flight may be at most this percentage of requests in flight, but never
     /// fewer than the minimum (`retryBudget`: 20% and 3 by default).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -281,10 +284,19 @@ pub fn compile(p: &EffectivePolicy) -> ClusterPolicy {
             b.min_retry_concurrency.unwrap_or(3),
         )
     });
+    let warmup = p.load_balancer.as_ref().and_then(|lb| match &lb.warmup {
+        Some(w) => Some((
+            millis(Some(&w.duration))?,
+            w.minimum_percent.unwrap_or(10.0),
+            w.aggression.unwrap_or(1.0),
+        )),
+        None => Some((millis(lb.warmup_duration_secs.as_ref())?, 10.0, 1.0)),
+    });
     ClusterPolicy {
         lb,
         circuit_breakers: cb,
         outlier,
+        warmup,
         retry_budget,
     }
 }

@@ -84,11 +84,23 @@ pub struct Balancer {
     pub active_retries: AtomicU32,
     /// TCP connections open to the cluster.
     pub active_connections: AtomicU32,
+    /// When each endpoint joined (for slow start); `None` for endpoints there from the start.
+    joined: Vec<Option<Instant>>,
 }
 
 impl Balancer {
     /// Builds the balancer, with its hash ring or Maglev table when the policy hashes.
     pub fn new(endpoints: &[Endpoint], policy: &ClusterPolicy) -> Balancer {
+        Self::with_join_times(endpoints, policy, &vec![None; endpoints.len()])
+    }
+
+    /// Builds the balancer; `joined[i]` is when endpoint `i` joined the cluster, for slow
+    /// start (`warmup`), or `None` when it was there from the start.
+    pub fn with_join_times(
+        endpoints: &[Endpoint],
+        policy: &ClusterPolicy,
+        joined: &[Option<Instant>],
+    ) -> Balancer {
         let names: Vec<String> = endpoints
             .iter()
             .map(|e| format!("{}:{}", e.address, e.port))
@@ -126,7 +138,25 @@ impl Balancer {
             active_requests: AtomicU32::new(0),
             active_retries: AtomicU32::new(0),
             active_connections: AtomicU32::new(0),
+            joined: joined.to_vec(),
         }
+    }
+
+    /// Envoy's slow-start weight of endpoint `i`, in (0, 1]: `max(minimum, (t / window) ^
+    /// (1 / aggression))` while it is in its warm-up window.
+    pub fn warmup_weight(&self, i: usize) -> f64 {
+        let (Some((window_ms, min_percent, aggression)), Some(Some(joined))) =
+            (self.policy.warmup, self.joined.get(i))
+        else {
+            return 1.0;
+        };
+        let t = joined.elapsed().as_millis() as f64 / window_ms.max(1) as f64;
+        if t >= 1.0 {
+            return 1.0;
+        }
+        t.powf(1.0 / aggression.max(0.01))
+            .max(min_percent / 100.0)
+            .min(1.0)
     }
 
     /// The cluster's policy.
@@ -168,18 +198,35 @@ impl Balancer {
             (LbPolicy::Maglev { .. }, Some(h)) if !self.maglev.is_empty() => {
                 next_usable(self.maglev[(h % self.maglev.len() as u64) as usize])
             }
-            (LbPolicy::Random, _) => Some(candidates[fastrand::usize(..candidates.len())]),
+            (LbPolicy::Random, _) => Some(self.warmed(&candidates, || {
+                candidates[fastrand::usize(..candidates.len())]
+            })),
             (LbPolicy::LeastRequest, _) => {
                 let a = candidates[fastrand::usize(..candidates.len())];
                 let b = candidates[fastrand::usize(..candidates.len())];
                 let load = |i: usize| self.endpoints[i].active.load(Ordering::Relaxed);
                 Some(if load(b) < load(a) { b } else { a })
             }
-            _ => {
+            _ => Some(self.warmed(&candidates, || {
                 let k = self.cursor.fetch_add(1, Ordering::Relaxed);
-                Some(candidates[k % candidates.len()])
-            }
+                candidates[k % candidates.len()]
+            })),
         }
+    }
+
+    /// Draws with `draw` until an endpoint passes its slow-start weight (a few tries at most).
+    fn warmed(&self, candidates: &[usize], mut draw: impl FnMut() -> usize) -> usize {
+        let mut pick = draw();
+        if self.policy.warmup.is_none() {
+            return pick;
+        }
+        for _ in 0..candidates.len() * 4 {
+            if fastrand::f64() < self.warmup_weight(pick) {
+                break;
+            }
+            pick = draw();
+        }
+        pick
     }
 
     /// Records the outcome of a request to endpoint `i`; may eject it.
@@ -322,6 +369,7 @@ mod tests {
             lb,
             circuit_breakers: CircuitBreakers::default(),
             outlier,
+            warmup: None,
             retry_budget: None,
         }
     }
@@ -404,6 +452,30 @@ mod tests {
         assert!(
             picks.contains(&0),
             "below minHealthPercent every endpoint is used"
+        );
+    }
+
+    #[test]
+    fn endpoints_that_join_warm_up() {
+        let mut p = policy(LbPolicy::RoundRobin, None);
+        p.warmup = Some((60_000, 10.0, 1.0));
+        let joined = [None, Some(Instant::now())];
+        let b = Balancer::with_join_times(&eps(2), &p, &joined);
+        assert_eq!(b.warmup_weight(0), 1.0);
+        assert!(
+            (b.warmup_weight(1) - 0.1).abs() < 0.01,
+            "the minimum percent at first"
+        );
+        let new = (0..2000).filter(|_| b.pick(None) == Some(1)).count();
+        assert!(
+            new < 400,
+            "the new endpoint gets a small share while warming: {new} of 2000"
+        );
+        let old = Some(Instant::now() - std::time::Duration::from_secs(30));
+        let b = Balancer::with_join_times(&eps(2), &p, &[None, old]);
+        assert!(
+            (b.warmup_weight(1) - 0.5).abs() < 0.05,
+            "half way: half the weight"
         );
     }
 

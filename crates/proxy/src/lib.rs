@@ -86,6 +86,7 @@ impl GatewayProxy {
     pub async fn start(config: GatewayConfig) -> Result<GatewayProxy, ApplyError> {
         let upstreams = Upstreams::default();
         let state = State::build(config, &upstreams)?;
+        upstreams.mark_started();
         let proxy = GatewayProxy {
             shared: Arc::new(Shared {
                 state: ArcSwap::from_pointee(state),

@@ -339,7 +339,11 @@ impl State {
                 (
                     name.clone(),
                     ClusterState {
-                        balancer: Balancer::new(&c.endpoints, &c.policy),
+                        balancer: Balancer::with_join_times(
+                            &c.endpoints,
+                            &c.policy,
+                            &upstreams.join_times(c),
+                        ),
                         clients: upstreams.for_cluster(c),
                         cluster: c.clone(),
                     },

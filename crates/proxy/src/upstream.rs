@@ -138,13 +138,45 @@ impl ClientPair {
     }
 }
 
-/// The cache of client pairs, shared by every config a proxy runs.
+/// The cache of client pairs, shared by every config a proxy runs, and when each
+/// endpoint of each cluster was first seen (for slow start across reloads).
 #[derive(Clone, Default)]
 pub struct Upstreams {
     pairs: Arc<Mutex<HashMap<(u64, ConnectionSettings), ClientPair>>>,
+    seen: Arc<Mutex<HashMap<(String, String), std::time::Instant>>>,
+    started: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Upstreams {
+    /// When each endpoint of `cluster` joined: `None` for endpoints known from the first
+    /// config (they start warm), the first time seen for endpoints that joined later.
+    pub fn join_times(&self, cluster: &Cluster) -> Vec<Option<std::time::Instant>> {
+        let mut map = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let first_config = !self.started.load(std::sync::atomic::Ordering::Relaxed);
+        let now = std::time::Instant::now();
+        cluster
+            .endpoints
+            .iter()
+            .map(|e| {
+                let key = (cluster.name.clone(), format!("{}:{}", e.address, e.port));
+                if first_config {
+                    map.entry(key)
+                        .or_insert(now - Duration::from_secs(86_400 * 365));
+                    None
+                } else {
+                    let joined = *map.entry(key).or_insert(now);
+                    Some(joined)
+                }
+            })
+            .collect()
+    }
+
+    /// Marks the first config as applied: endpoints seen from now on warm up.
+    pub fn mark_started(&self) {
+        self.started
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// The clients for a cluster's connection settings.
     pub fn for_cluster(&self, cluster: &Cluster) -> ClientPair {
         let key = (cluster.connect_timeout_ms, cluster.connections.clone());
