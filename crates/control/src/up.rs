@@ -32,6 +32,8 @@ pub struct UpOptions {
     pub admin: SocketAddr,
     /// Health address (`127.0.0.1:15021`).
     pub health: SocketAddr,
+    /// The gateways' `region/zone/subzone`, for locality load balancing.
+    pub locality: Option<String>,
 }
 
 /// `meshwork up` could not start.
@@ -61,6 +63,7 @@ pub enum UpError {
 pub struct Gateways {
     proxies: BTreeMap<String, GatewayProxy>,
     admin: Arc<AdminState>,
+    locality: Option<String>,
 }
 
 impl Gateways {
@@ -99,7 +102,8 @@ impl Gateways {
         }
         let mut ok = true;
         let mut seen = Vec::new();
-        for config in compiled.gateways {
+        for mut config in compiled.gateways {
+            config.locality = self.locality.clone();
             let name = config.name.clone();
             seen.push(name.clone());
             let result = match self.proxies.get(&name) {
@@ -169,6 +173,7 @@ pub async fn run(opts: UpOptions) -> Result<(), UpError> {
     let mut gateways = Gateways {
         proxies: BTreeMap::new(),
         admin: admin.clone(),
+        locality: opts.locality.clone(),
     };
     let ready = gateways.apply(&objects, &mesh).await;
     admin.set_ready(ready);

@@ -653,3 +653,47 @@ fn an_endpoint_that_joins_warms_up() {
         "the joining endpoint gets a small share: {to_new} of 400"
     );
 }
+
+#[test]
+fn locality_prefers_the_gateways_zone_and_fails_over_when_it_fails() {
+    let mut mesh = Mesh::new("locality");
+    let http = free_port();
+    let near = mesh.echo("near");
+    let far = mesh.echo("far");
+    config(
+        &mesh,
+        http,
+        &[],
+        "    outlierDetection: {consecutive5xxErrors: 1, baseEjectionTime: 30s, maxEjectionPercent: 100}",
+        "",
+    );
+    let entries = |near_port: u16| {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: near, namespace: apps}}\nspec: {{address: 127.0.0.1, locality: us-east/zone1, labels: {{app: app}}, ports: {{http: {near_port}}}}}\n---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: far, namespace: apps}}\nspec: {{address: 127.0.0.1, locality: eu-west/zone1, labels: {{app: app}}, ports: {{http: {far}}}}}\n"
+        )
+    };
+    mesh.config("endpoints.yaml", &entries(near));
+    mesh.up(&["--locality", "us-east/zone1"]);
+    let url = format!("http://127.0.0.1:{http}/no-retry/x?n=[1-40]");
+    let names = |url: &str| {
+        let out = curl(&["-D", "-", "-o", "/dev/null", "-H", HOST, url]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.strip_prefix("x-echo-name: "))
+            .map(|s| s.trim().to_string())
+            .collect::<BTreeSet<_>>()
+    };
+    assert_eq!(
+        names(&url),
+        BTreeSet::from(["near".to_string()]),
+        "the gateway's zone takes all traffic"
+    );
+    // The near endpoint fails: after its ejection, traffic fails over to the far region.
+    mesh.config("endpoints.yaml", &entries(free_port()));
+    eventually(
+        Duration::from_secs(10),
+        "failover to the far region",
+        || names(&format!("http://127.0.0.1:{http}/no-retry/y?n=[1-5]")).contains("far"),
+    );
+    assert_eq!(names(&url), BTreeSet::from(["far".to_string()]));
+}

@@ -141,7 +141,7 @@ pub fn build_clusters(
                 endpoints,
                 connect_timeout_ms,
                 idle_timeout_ms,
-                policy: compile(&merged),
+                policy: compile(&merged, Some(&mesh.locality_lb_setting)),
                 connections,
             },
         );

@@ -23,6 +23,9 @@ pub struct GatewayConfig {
     /// Where and how to write the access log, when it is on.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub access_log: Option<AccessLog>,
+    /// The gateway's own `region/zone/subzone`, for locality load balancing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locality: Option<String>,
 }
 
 /// Access log settings (from the mesh config's `accessLogFile` and `accessLogEncoding`).
@@ -513,10 +516,13 @@ pub enum UpstreamProtocol {
 }
 
 /// One upstream address.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct Endpoint {
     /// IP address or DNS name.
     pub address: String,
     /// Port.
     pub port: u16,
+    /// `region/zone/subzone`, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locality: Option<String>,
 }

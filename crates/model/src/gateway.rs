@@ -175,6 +175,7 @@ fn compile_one(
             path: mesh.access_log_file.clone(),
             json: mesh.access_log_encoding == AccessLogEncoding::Json,
         }),
+        locality: None,
     }
 }
 

@@ -5,8 +5,8 @@
 
 use meshwork_api::duration::parse_duration;
 use meshwork_api::generated::networking::{
-    ConnectionPoolSettings, LoadBalancerSettings, OutlierDetection, RetryBudget, SimpleLb,
-    TrafficPolicy,
+    ConnectionPoolSettings, LoadBalancerSettings, LocalityLbSetting, OutlierDetection, RetryBudget,
+    SimpleLb, TrafficPolicy,
 };
 use serde::Serialize;
 
@@ -172,6 +172,17 @@ pub struct OutlierPolicy {
     pub min_health_percent: u32,
 }
 
+/// Locality load balancing (`localityLbSetting`), for endpoints with a locality.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LocalityPolicy {
+    /// `from` locality (may end in `*`) -> target localities with their weights.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub distribute: Vec<(String, Vec<(String, u32)>)>,
+    /// Region to fail over to, by region: `from` -> `to`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failover: Vec<(String, String)>,
+}
+
 /// The compiled policy of one cluster.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ClusterPolicy {
@@ -182,6 +193,10 @@ pub struct ClusterPolicy {
     /// Ejection of failing endpoints.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub outlier: Option<OutlierPolicy>,
+    /// Locality-aware balancing: distribute by weight, or prefer the nearest endpoints and
+    /// fail over outward (only with outlier detection, as in Istio).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locality: Option<LocalityPolicy>,
     /// Slow start for endpoints that join: (window in ms, minimum percent, aggression).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub warmup: Option<(u64, f64, f64)>,
@@ -200,8 +215,8 @@ fn limit(v: Option<i32>) -> Option<u32> {
     v.filter(|n| *n > 0).map(|n| n as u32)
 }
 
-/// Compiles the effective policy.
-pub fn compile(p: &EffectivePolicy) -> ClusterPolicy {
+/// Compiles the effective policy; `mesh_locality` is the mesh config's `localityLbSetting`.
+pub fn compile(p: &EffectivePolicy, mesh_locality: Option<&LocalityLbSetting>) -> ClusterPolicy {
     let lb = match &p.load_balancer {
         None => LbPolicy::RoundRobin,
         Some(lb) => match (&lb.consistent_hash, lb.simple) {
@@ -292,13 +307,45 @@ pub fn compile(p: &EffectivePolicy) -> ClusterPolicy {
         )),
         None => Some((millis(lb.warmup_duration_secs.as_ref())?, 10.0, 1.0)),
     });
+    let setting = p
+        .load_balancer
+        .as_ref()
+        .and_then(|lb| lb.locality_lb_setting.as_ref())
+        .or(mesh_locality);
+    let locality = setting.filter(|l| l.enabled != Some(false)).and_then(|l| {
+        let policy = LocalityPolicy {
+            distribute: l
+                .distribute
+                .iter()
+                .map(|d| {
+                    (
+                        d.from.clone().unwrap_or_default(),
+                        d.to.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+                    )
+                })
+                .collect(),
+            failover: l
+                .failover
+                .iter()
+                .filter_map(|f| Some((f.from.clone()?, f.to.clone()?)))
+                .collect(),
+        };
+        // Istio fails over by locality only when outlier detection can notice failures.
+        (!policy.distribute.is_empty() || outlier.is_some()).then_some(policy)
+    });
     ClusterPolicy {
         lb,
         circuit_breakers: cb,
         outlier,
+        locality,
         warmup,
         retry_budget,
     }
+}
+
+#[cfg(test)]
+fn compile_default(p: &EffectivePolicy) -> ClusterPolicy {
+    compile(p, None)
 }
 
 #[cfg(test)]
@@ -319,14 +366,14 @@ mod tests {
             "portLevelSettings": [{"port": {"number": 9080}, "loadBalancer": {"simple": "LEAST_REQUEST"}}]
         }));
         let subset = tp(json!({"connectionPool": {"tcp": {"maxConnections": 1}}}));
-        let p = compile(&effective(Some(&top), None, 80));
+        let p = compile_default(&effective(Some(&top), None, 80));
         assert_eq!(p.lb, LbPolicy::Random);
         assert_eq!(p.circuit_breakers.max_connections, 100);
         assert_eq!(p.outlier.as_ref().unwrap().consecutive_5xx, Some(7));
-        let p = compile(&effective(Some(&top), None, 9080));
+        let p = compile_default(&effective(Some(&top), None, 9080));
         assert_eq!(p.lb, LbPolicy::LeastRequest, "the port's setting wins");
         assert_eq!(p.circuit_breakers.max_connections, 100, "other fields stay");
-        let p = compile(&effective(Some(&top), Some(&subset), 9080));
+        let p = compile_default(&effective(Some(&top), Some(&subset), 9080));
         assert_eq!(
             p.circuit_breakers.max_connections, 1,
             "the subset's pool wins"
@@ -336,11 +383,11 @@ mod tests {
 
     #[test]
     fn istio_defaults() {
-        let p = compile(&effective(None, None, 80));
+        let p = compile_default(&effective(None, None, 80));
         assert_eq!(p.lb, LbPolicy::RoundRobin);
         assert_eq!(p.circuit_breakers, CircuitBreakers::default());
         assert!(p.outlier.is_none());
-        let p = compile(&effective(
+        let p = compile_default(&effective(
             Some(&tp(json!({"outlierDetection": {}}))),
             None,
             80,
@@ -355,7 +402,7 @@ mod tests {
             ),
             (Some(5), 10_000, 30_000, 10)
         );
-        let p = compile(&effective(
+        let p = compile_default(&effective(
             Some(&tp(
                 json!({"loadBalancer": {"consistentHash": {"httpCookie": {"name": "user", "ttl": "60s", "path": "/"}}}}),
             )),

@@ -107,6 +107,21 @@ pub struct Workload {
     pub named_ports: BTreeMap<String, u16>,
     /// `pod/ns/name` or `workloadentry/ns/name`.
     pub source: String,
+    /// `region/zone/subzone`: WorkloadEntry `locality`, or the topology labels.
+    pub locality: Option<String>,
+}
+
+/// Locality from Kubernetes' and Istio's topology labels.
+fn locality_of(labels: &BTreeMap<String, String>) -> Option<String> {
+    let region = labels.get("topology.kubernetes.io/region")?;
+    let mut out = region.clone();
+    if let Some(zone) = labels.get("topology.kubernetes.io/zone") {
+        out = format!("{out}/{zone}");
+        if let Some(sub) = labels.get("topology.istio.io/subzone") {
+            out = format!("{out}/{sub}");
+        }
+    }
+    Some(out)
 }
 
 /// An endpoint of a service with the labels subsets select on.
@@ -204,6 +219,7 @@ fn collect_workloads(objects: &[Object]) -> Vec<Workload> {
                     namespace: pod.metadata.namespace.clone().unwrap_or_default(),
                     address: ip,
                     labels: pod.metadata.labels.clone().unwrap_or_default(),
+                    locality: locality_of(pod.metadata.labels.as_ref().unwrap_or(&BTreeMap::new())),
                     named_ports,
                     source: format!(
                         "pod/{}/{}",
@@ -235,6 +251,11 @@ fn workload_from_entry(we: &WorkloadEntrySpec, ns: &str, source: String) -> Opti
             .or_insert(sa.clone());
     }
     Some(Workload {
+        locality: we
+            .locality
+            .clone()
+            .filter(|l| !l.is_empty())
+            .or_else(|| locality_of(&we.labels)),
         namespace: ns.to_string(),
         address: we.address.clone().filter(|a| !a.is_empty())?,
         labels,
@@ -292,6 +313,7 @@ fn from_service(
                     endpoint: Endpoint {
                         address: w.address.clone(),
                         port,
+                        locality: w.locality.clone(),
                     },
                     service_port: p.number,
                     labels: w.labels.clone(),
@@ -354,6 +376,7 @@ fn endpoint_objects(
                                 endpoint: Endpoint {
                                     address: a.ip.clone(),
                                     port,
+                                    locality: None,
                                 },
                                 service_port,
                                 labels: labels_of(pod),
@@ -390,6 +413,7 @@ fn endpoint_objects(
                                 endpoint: Endpoint {
                                     address: a.clone(),
                                     port,
+                                    locality: None,
                                 },
                                 service_port,
                                 labels: labels_of(pod),
@@ -452,6 +476,7 @@ fn from_service_entry(
                         endpoint: Endpoint {
                             address: w.address.clone(),
                             port,
+                            locality: w.locality.clone(),
                         },
                         service_port: p.number,
                         labels: w.labels.clone(),
@@ -466,6 +491,7 @@ fn from_service_entry(
                         endpoint: Endpoint {
                             address: host.clone(),
                             port: default_port,
+                            locality: None,
                         },
                         service_port: p.number,
                         labels: BTreeMap::new(),
@@ -631,7 +657,8 @@ spec:
             legacy.instances[0].endpoint,
             Endpoint {
                 address: "10.1.0.1".into(),
-                port: 9000
+                port: 9000,
+                locality: None
             }
         );
         let ext = r.get("api.example.com").unwrap();
@@ -650,7 +677,8 @@ spec:
             selected.instances[0].endpoint,
             Endpoint {
                 address: "127.0.0.1".into(),
-                port: 18080
+                port: 18080,
+                locality: None
             }
         );
         assert!(
@@ -664,7 +692,8 @@ spec:
             ext.instances[0].endpoint,
             Endpoint {
                 address: "api.example.com".into(),
-                port: 443
+                port: 443,
+                locality: None
             }
         );
     }

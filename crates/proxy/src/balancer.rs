@@ -86,6 +86,8 @@ pub struct Balancer {
     pub active_connections: AtomicU32,
     /// When each endpoint joined (for slow start); `None` for endpoints there from the start.
     joined: Vec<Option<Instant>>,
+    /// The proxy's own locality, for locality load balancing.
+    local: Option<String>,
 }
 
 impl Balancer {
@@ -139,7 +141,64 @@ impl Balancer {
             active_retries: AtomicU32::new(0),
             active_connections: AtomicU32::new(0),
             joined: joined.to_vec(),
+            local: None,
         }
+    }
+
+    /// Sets the proxy's locality (`region/zone/subzone`).
+    pub fn with_locality(mut self, local: Option<String>) -> Balancer {
+        self.local = local;
+        self
+    }
+
+    /// Narrows the candidates by locality: the weighted `distribute` choice, or the nearest
+    /// endpoints (same zone, then region, then the `failover` region, then any).
+    fn by_locality(&self, candidates: Vec<usize>) -> Vec<usize> {
+        let (Some(lp), Some(local)) = (&self.policy.locality, &self.local) else {
+            return candidates;
+        };
+        let loc = |i: usize| self.endpoints[i].endpoint.locality.as_deref();
+        if !lp.distribute.is_empty() {
+            let Some((_, targets)) = lp
+                .distribute
+                .iter()
+                .find(|(from, _)| locality_matches(from, local))
+            else {
+                return candidates;
+            };
+            let options: Vec<(u32, Vec<usize>)> = targets
+                .iter()
+                .map(|(to, w)| {
+                    let eps: Vec<usize> = candidates
+                        .iter()
+                        .copied()
+                        .filter(|i| loc(*i).is_some_and(|l| locality_matches(to, l)))
+                        .collect();
+                    (*w, eps)
+                })
+                .filter(|(w, eps)| *w > 0 && !eps.is_empty())
+                .collect();
+            let total: u32 = options.iter().map(|(w, _)| w).sum();
+            if total == 0 {
+                return candidates;
+            }
+            let mut roll = fastrand::u32(0..total);
+            for (w, eps) in options {
+                if roll < w {
+                    return eps;
+                }
+                roll -= w;
+            }
+            return candidates;
+        }
+        let rank = |i: usize| closeness(local, loc(i), &lp.failover);
+        let Some(best) = candidates.iter().map(|i| rank(*i)).min() else {
+            return candidates;
+        };
+        candidates
+            .into_iter()
+            .filter(|i| rank(*i) == best)
+            .collect()
     }
 
     /// Envoy's slow-start weight of endpoint `i`, in (0, 1]: `max(minimum, (t / window) ^
@@ -188,6 +247,7 @@ impl Balancer {
             .map_or(0, |o| o.min_health_percent as usize);
         let panic = healthy.is_empty() || healthy.len() * 100 < min_health * n;
         let candidates: Vec<usize> = if panic { (0..n).collect() } else { healthy };
+        let candidates = self.by_locality(candidates);
         let usable = |i: usize| panic || !self.is_ejected(i, now);
         let next_usable = |start: usize| (0..n).map(|k| (start + k) % n).find(|i| usable(*i));
         match (&self.policy.lb, hash) {
@@ -306,6 +366,43 @@ impl Balancer {
     }
 }
 
+/// `us-east/zone1/*` against `us-east/zone1/sub2`: each segment equal, `*` matching the rest.
+pub fn locality_matches(pattern: &str, locality: &str) -> bool {
+    let mut have = locality.split('/');
+    for want in pattern.split('/') {
+        if want == "*" {
+            return true;
+        }
+        if have.next() != Some(want) {
+            return false;
+        }
+    }
+    true
+}
+
+/// How far an endpoint is from the proxy: 0 same subzone, 1 same zone, 2 same region,
+/// 3 the region the proxy's region fails over to, 4 anywhere else.
+fn closeness(local: &str, endpoint: Option<&str>, failover: &[(String, String)]) -> u8 {
+    let Some(ep) = endpoint else { return 4 };
+    let l: Vec<&str> = local.split('/').collect();
+    let e: Vec<&str> = ep.split('/').collect();
+    let same = |k: usize| (0..k).all(|j| l.get(j).is_some() && l.get(j) == e.get(j));
+    if same(3) {
+        0
+    } else if same(2) {
+        1
+    } else if same(1) {
+        2
+    } else if failover
+        .iter()
+        .any(|(from, to)| Some(&from.as_str()) == l.first() && Some(&to.as_str()) == e.first())
+    {
+        3
+    } else {
+        4
+    }
+}
+
 fn build_ring(names: &[String], min_size: u64) -> Vec<(u64, usize)> {
     let size = min_size.max(names.len() as u64);
     let per = size.div_ceil(names.len() as u64);
@@ -360,6 +457,7 @@ mod tests {
             .map(|i| Endpoint {
                 address: format!("10.0.0.{i}"),
                 port: 80,
+                locality: None,
             })
             .collect()
     }
@@ -369,6 +467,7 @@ mod tests {
             lb,
             circuit_breakers: CircuitBreakers::default(),
             outlier,
+            locality: None,
             warmup: None,
             retry_budget: None,
         }
@@ -477,6 +576,57 @@ mod tests {
             (b.warmup_weight(1) - 0.5).abs() < 0.05,
             "half way: half the weight"
         );
+    }
+
+    #[test]
+    fn localities_prefer_the_nearest_and_distribute_by_weight() {
+        use meshwork_model::policy::LocalityPolicy;
+        let at = |loc: &str, i: u8| Endpoint {
+            address: format!("10.0.0.{i}"),
+            port: 80,
+            locality: Some(loc.into()),
+        };
+        let endpoints = [
+            at("us-west/z1", 0),
+            at("us-east/z2", 1),
+            at("us-east/z1", 2),
+            at("eu/z1", 3),
+        ];
+        let mut p = policy(LbPolicy::RoundRobin, Some(od(1, 100)));
+        p.locality = Some(LocalityPolicy {
+            distribute: vec![],
+            failover: vec![("us-east".into(), "eu".into())],
+        });
+        let b = Balancer::new(&endpoints, &p).with_locality(Some("us-east/z1".into()));
+        assert!(
+            (0..20).all(|_| b.pick(None) == Some(2)),
+            "the same zone first"
+        );
+        b.report(2, Outcome::Status(503));
+        assert!(
+            (0..20).all(|_| b.pick(None) == Some(1)),
+            "then the same region"
+        );
+        b.report(1, Outcome::Status(503));
+        assert!(
+            (0..20).all(|_| b.pick(None) == Some(3)),
+            "then the failover region"
+        );
+        p.locality = Some(LocalityPolicy {
+            distribute: vec![(
+                "us-east/*".into(),
+                vec![("us-east/*".into(), 80), ("us-west/*".into(), 20)],
+            )],
+            failover: vec![],
+        });
+        let b = Balancer::new(&endpoints, &p).with_locality(Some("us-east/z1".into()));
+        let west = (0..2000).filter(|_| b.pick(None) == Some(0)).count();
+        assert!(
+            (300..=500).contains(&west),
+            "20% to us-west: {west} of 2000"
+        );
+        assert!(locality_matches("us-east/*", "us-east/z9/s"));
+        assert!(!locality_matches("us-east/z1", "us-east/z2"));
     }
 
     #[test]

@@ -343,7 +343,8 @@ impl State {
                             &c.endpoints,
                             &c.policy,
                             &upstreams.join_times(c),
-                        ),
+                        )
+                        .with_locality(config.locality.clone()),
                         clients: upstreams.for_cluster(c),
                         cluster: c.clone(),
                     },

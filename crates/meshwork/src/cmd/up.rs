@@ -21,6 +21,10 @@ pub struct Args {
     /// Health address: `/healthz/ready`.
     #[arg(long, default_value = "127.0.0.1:15021")]
     health: std::net::SocketAddr,
+    /// The gateways' locality, `region/zone/subzone`, for locality load balancing (what a
+    /// gateway pod learns from its node's topology labels in a cluster).
+    #[arg(long, value_name = "REGION/ZONE/SUBZONE")]
+    locality: Option<String>,
 }
 
 /// Runs until stopped.
@@ -31,6 +35,7 @@ pub fn run(args: Args) -> ExitCode {
         mesh: args.mesh,
         admin: args.admin,
         health: args.health,
+        locality: args.locality,
     };
     match runtime.block_on(run_up(opts)) {
         Ok(()) => ExitCode::SUCCESS,
