@@ -697,3 +697,31 @@ fn locality_prefers_the_gateways_zone_and_fails_over_when_it_fails() {
     );
     assert_eq!(names(&url), BTreeSet::from(["far".to_string()]));
 }
+
+#[test]
+fn one_request_per_upstream_connection() {
+    let mut mesh = Mesh::new("per-connection");
+    let http = free_port();
+    let backend = mesh.echo("single");
+    config(
+        &mesh,
+        http,
+        &[backend],
+        "    connectionPool: {http: {maxRequestsPerConnection: 1}}",
+        "",
+    );
+    mesh.up(&[]);
+    let remotes: BTreeSet<String> = (0..3)
+        .map(|_| {
+            let out = curl(&["-H", HOST, &format!("http://127.0.0.1:{http}/x")]);
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(v["headers"]["connection"], "close");
+            v["remote"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(
+        remotes.len(),
+        3,
+        "each request came on a new upstream connection: {remotes:?}"
+    );
+}

@@ -503,6 +503,9 @@ pub struct ConnectionSettings {
     /// Speak the client's HTTP version upstream (`http.useClientProtocol`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub use_client_protocol: bool,
+    /// One request per upstream connection (`http.maxRequestsPerConnection: 1`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub one_request_per_connection: bool,
 }
 
 /// The protocol used towards endpoints.

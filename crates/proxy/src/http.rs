@@ -584,6 +584,12 @@ async fn forward(
     if let Ok(v) = HeaderValue::from_str(&authority) {
         h.insert(header::HOST, v);
     }
+    if cluster.cluster.connections.one_request_per_connection
+        && cluster.cluster.protocol == UpstreamProtocol::Http1
+    {
+        // maxRequestsPerConnection: 1 -- the upstream connection closes after this request.
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     let path = parts.uri.path().to_string();
     let path_and_query = match rewritten_path(route, matched, &path) {
         Some(p) => match parts.uri.query() {
