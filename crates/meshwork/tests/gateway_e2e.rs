@@ -1220,3 +1220,104 @@ fn certificate_files_rotate_without_a_restart() {
         || subject().contains("CN=files v2"),
     );
 }
+
+#[test]
+fn cipher_suites_and_per_try_timeouts() {
+    let mut mesh = Mesh::new("ciphers");
+    let (http, https) = (free_port(), free_port());
+    let servers = r#"  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: ["shop.example.test"]
+    tls:
+      mode: SIMPLE
+      credentialName: shop-tls
+      maxProtocolVersion: TLSV1_2
+      cipherSuites: [ECDHE-ECDSA-AES128-GCM-SHA256]
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ["shop.example.test"]
+"#;
+    base_config(&mut mesh, http, https, servers);
+    mesh.config(
+        "routes.yaml",
+        r#"apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: {name: shop, namespace: shop}
+spec:
+  hosts: [shop.example.test]
+  gateways: [istio-system/public]
+  http:
+  - match: [{uri: {prefix: /slow}}]
+    retries: {attempts: 2, perTryTimeout: 100ms, retryOn: "5xx"}
+    route: [{destination: {host: web}}]
+  - route: [{destination: {host: web}}]
+"#,
+    );
+    let ca = TestCa::new("cipher root");
+    let (cert, key) = ca.leaf(&["shop.example.test"], "shop");
+    mesh.config(
+        "secret.yaml",
+        &tls_secret("istio-system", "shop-tls", &cert, &key, None),
+    );
+    let ca_file = mesh.dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.cert_pem).unwrap();
+    let mesh_file = mesh.dir.path().join("mesh.yaml");
+    std::fs::write(
+        &mesh_file,
+        "accessLogFile: /dev/stdout\naccessLogEncoding: JSON\n",
+    )
+    .unwrap();
+    mesh.up(&["--mesh", mesh_file.to_str().unwrap()]);
+    let resolve = format!("shop.example.test:{https}:127.0.0.1");
+    let url = format!("https://shop.example.test:{https}/web/x");
+    let with = |cipher: &str| {
+        status(&[
+            "--resolve",
+            &resolve,
+            "--cacert",
+            ca_file.to_str().unwrap(),
+            "--tls-max",
+            "1.2",
+            "--ciphers",
+            cipher,
+            &url,
+        ])
+    };
+    assert_eq!(
+        with("ECDHE-ECDSA-AES128-GCM-SHA256"),
+        200,
+        "the configured suite"
+    );
+    assert_eq!(
+        with("ECDHE-ECDSA-AES256-GCM-SHA384"),
+        0,
+        "a suite the server does not allow"
+    );
+
+    // Every try of a slow backend times out after 100ms; after two retries: 504, URX.
+    let started = std::time::Instant::now();
+    let out = curl(&[
+        "-H",
+        "Host: shop.example.test",
+        "-w",
+        " %{http_code}",
+        &format!("http://127.0.0.1:{http}/slow?delay=2s"),
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "upstream request timeout 504"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the tries were cut short"
+    );
+    let up = mesh.up.as_ref().unwrap();
+    eventually(Duration::from_secs(5), "the access log", || {
+        up.stdout().contains("/slow")
+    });
+    let line = up
+        .stdout()
+        .lines()
+        .find(|l| l.contains("/slow"))
+        .unwrap()
+        .to_string();
+    assert!(line.contains("\"response_flags\":\"UT,URX\""), "{line}");
+}

@@ -59,7 +59,10 @@ struct Upstream {
     host: Option<String>,
     service_time: Option<u64>,
     route: Option<String>,
+    /// DI, FI or URX: what happened on the way.
     flag: Option<&'static str>,
+    /// The flag of the error that ended the request (UH, UT, UF, ...).
+    error_flag: Option<&'static str>,
 }
 
 /// Serves one request.
@@ -109,7 +112,7 @@ pub async fn handle(
     let response = match serve(parts, body, &conn, &state, &mut up).await {
         Ok(r) => r,
         Err(e) => {
-            up.flag = Some(e.flag());
+            up.error_flag = Some(e.flag());
             let text = e.body();
             let mut r = Response::new(full(text.clone()));
             *r.status_mut() = e.status();
@@ -128,7 +131,12 @@ pub async fn handle(
         return Ok(Response::from_parts(rparts, rbody));
     };
     entry.response_code = rparts.status.as_u16();
-    entry.response_flags = up.flag.unwrap_or("-").to_string();
+    // Envoy lists the ending error's flag before DI, FI and URX: `UT,URX`.
+    entry.response_flags = match (up.error_flag, up.flag) {
+        (Some(e), Some(f)) => format!("{e},{f}"),
+        (Some(one), None) | (None, Some(one)) => one.to_string(),
+        (None, None) => "-".to_string(),
+    };
     entry.upstream_cluster = up.cluster;
     entry.upstream_host = up.host;
     entry.upstream_service_time = up.service_time;
