@@ -439,7 +439,7 @@ spec:
         4000
     );
     let up = mesh.up.as_ref().unwrap();
-    eventually(Duration::from_secs(10), "the access log", || {
+    eventually(Duration::from_secs(30), "the access log", || {
         up.stdout().matches("\"path\":\"/delay").count() >= 4000
     });
     let delayed = up
@@ -466,7 +466,7 @@ spec:
         answers.lines().all(|l| l == "200 primary"),
         "the primary answers every request: {answers}"
     );
-    eventually(Duration::from_secs(10), "50 mirrored copies", || {
+    eventually(Duration::from_secs(30), "50 mirrored copies", || {
         mirror.stdout().lines().count() >= 50
     });
     let copy: serde_json::Value =

@@ -66,6 +66,16 @@ pub fn build_clusters(
             .as_ref()
             .and_then(|s| dr.and_then(|d| d.spec.subsets.iter().find(|x| &x.name == s)));
         let labels = subset.map(|s| s.labels.clone()).unwrap_or_default();
+        let priority_keys: Vec<String> = effective(
+            dr.and_then(|d| d.spec.traffic_policy.as_ref()),
+            subset.and_then(|s| s.traffic_policy.as_ref()),
+            key.port,
+        )
+        .load_balancer
+        .and_then(|lb| lb.locality_lb_setting)
+        .or_else(|| Some(mesh.locality_lb_setting.clone()))
+        .map(|l| l.failover_priority)
+        .unwrap_or_default();
         let endpoints = service
             .map(|s| {
                 let mut eps: Vec<_> = s
@@ -73,7 +83,14 @@ pub fn build_clusters(
                     .iter()
                     .filter(|i| i.service_port == key.port)
                     .filter(|i| labels.iter().all(|(k, v)| i.labels.get(k) == Some(v)))
-                    .map(|i| i.endpoint.clone())
+                    .map(|i| {
+                        let mut e = i.endpoint.clone();
+                        e.labels = priority_keys
+                            .iter()
+                            .filter_map(|k| Some((k.clone(), i.labels.get(k)?.clone())))
+                            .collect();
+                        e
+                    })
                     .collect();
                 eps.sort();
                 eps

@@ -528,4 +528,7 @@ pub struct Endpoint {
     /// `region/zone/subzone`, when known.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub locality: Option<String>,
+    /// The endpoint's values of the labels named by `failoverPriority`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }

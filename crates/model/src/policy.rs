@@ -181,6 +181,9 @@ pub struct LocalityPolicy {
     /// Region to fail over to, by region: `from` -> `to`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub failover: Vec<(String, String)>,
+    /// Labels ranking endpoints: those matching the gateway on more leading labels first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub failover_priority: Vec<String>,
 }
 
 /// The compiled policy of one cluster.
@@ -329,6 +332,7 @@ pub fn compile(p: &EffectivePolicy, mesh_locality: Option<&LocalityLbSetting>) -
                 .iter()
                 .filter_map(|f| Some((f.from.clone()?, f.to.clone()?)))
                 .collect(),
+            failover_priority: l.failover_priority.clone(),
         };
         // Istio fails over by locality only when outlier detection can notice failures.
         (!policy.distribute.is_empty() || outlier.is_some()).then_some(policy)

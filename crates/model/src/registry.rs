@@ -314,6 +314,7 @@ fn from_service(
                         address: w.address.clone(),
                         port,
                         locality: w.locality.clone(),
+                        labels: BTreeMap::new(),
                     },
                     service_port: p.number,
                     labels: w.labels.clone(),
@@ -377,6 +378,7 @@ fn endpoint_objects(
                                     address: a.ip.clone(),
                                     port,
                                     locality: None,
+                                    labels: BTreeMap::new(),
                                 },
                                 service_port,
                                 labels: labels_of(pod),
@@ -414,6 +416,7 @@ fn endpoint_objects(
                                     address: a.clone(),
                                     port,
                                     locality: None,
+                                    labels: BTreeMap::new(),
                                 },
                                 service_port,
                                 labels: labels_of(pod),
@@ -477,6 +480,7 @@ fn from_service_entry(
                             address: w.address.clone(),
                             port,
                             locality: w.locality.clone(),
+                            labels: BTreeMap::new(),
                         },
                         service_port: p.number,
                         labels: w.labels.clone(),
@@ -492,6 +496,7 @@ fn from_service_entry(
                             address: host.clone(),
                             port: default_port,
                             locality: None,
+                            labels: BTreeMap::new(),
                         },
                         service_port: p.number,
                         labels: BTreeMap::new(),
@@ -658,7 +663,7 @@ spec:
             Endpoint {
                 address: "10.1.0.1".into(),
                 port: 9000,
-                locality: None
+                ..Default::default()
             }
         );
         let ext = r.get("api.example.com").unwrap();
@@ -678,7 +683,7 @@ spec:
             Endpoint {
                 address: "127.0.0.1".into(),
                 port: 18080,
-                locality: None
+                ..Default::default()
             }
         );
         assert!(
@@ -693,7 +698,7 @@ spec:
             Endpoint {
                 address: "api.example.com".into(),
                 port: 443,
-                locality: None
+                ..Default::default()
             }
         );
     }

@@ -209,3 +209,59 @@ spec:
     assert_eq!(v2.endpoints[0].address, "10.0.0.2");
     assert_eq!(v1.endpoints.len() + v2.endpoints.len(), 2);
 }
+
+#[test]
+fn failover_priority_labels_travel_with_the_endpoints() {
+    let c = compile(
+        r#"
+apiVersion: networking.istio.io/v1beta1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 8081, name: http, protocol: HTTP}
+    hosts: ["*"]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: default}
+spec:
+  selector: {app: db}
+  ports: [{name: http, port: 80}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: d1, namespace: default, labels: {app: db, network: n1, other: x}}
+status: {podIP: 10.0.0.1}
+---
+apiVersion: networking.istio.io/v1beta1
+kind: DestinationRule
+metadata: {name: db}
+spec:
+  host: db
+  trafficPolicy:
+    outlierDetection: {consecutive5xxErrors: 1}
+    loadBalancer:
+      localityLbSetting: {enabled: true, failoverPriority: [network]}
+---
+apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: {name: db}
+spec:
+  hosts: [db.example.com]
+  gateways: [istio-system/gw]
+  http:
+  - route: [{destination: {host: db}}]
+"#,
+    );
+    let cluster = &c.gateways[0].clusters["outbound|80||db.default.svc.cluster.local"];
+    let ep = &cluster.endpoints[0];
+    assert_eq!(ep.labels.get("network").map(String::as_str), Some("n1"));
+    assert!(
+        !ep.labels.contains_key("other"),
+        "only the failoverPriority labels"
+    );
+    let lp = cluster.policy.locality.as_ref().unwrap();
+    assert_eq!(lp.failover_priority, ["network"]);
+}

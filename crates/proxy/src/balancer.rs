@@ -88,6 +88,8 @@ pub struct Balancer {
     joined: Vec<Option<Instant>>,
     /// The proxy's own locality, for locality load balancing.
     local: Option<String>,
+    /// The proxy's labels, for `failoverPriority`.
+    proxy_labels: std::collections::BTreeMap<String, String>,
 }
 
 impl Balancer {
@@ -142,7 +144,14 @@ impl Balancer {
             active_connections: AtomicU32::new(0),
             joined: joined.to_vec(),
             local: None,
+            proxy_labels: Default::default(),
         }
+    }
+
+    /// Sets the proxy's labels (the gateway's), for `failoverPriority`.
+    pub fn with_labels(mut self, labels: std::collections::BTreeMap<String, String>) -> Balancer {
+        self.proxy_labels = labels;
+        self
     }
 
     /// Sets the proxy's locality (`region/zone/subzone`).
@@ -154,7 +163,27 @@ impl Balancer {
     /// Narrows the candidates by locality: the weighted `distribute` choice, or the nearest
     /// endpoints (same zone, then region, then the `failover` region, then any).
     fn by_locality(&self, candidates: Vec<usize>) -> Vec<usize> {
-        let (Some(lp), Some(local)) = (&self.policy.locality, &self.local) else {
+        let Some(lp) = &self.policy.locality else {
+            return candidates;
+        };
+        if !lp.failover_priority.is_empty() {
+            let rank = |i: usize| {
+                priority_rank(
+                    &lp.failover_priority,
+                    &self.proxy_labels,
+                    self.local.as_deref(),
+                    &self.endpoints[i].endpoint,
+                )
+            };
+            let Some(best) = candidates.iter().map(|i| rank(*i)).min() else {
+                return candidates;
+            };
+            return candidates
+                .into_iter()
+                .filter(|i| rank(*i) == best)
+                .collect();
+        }
+        let Some(local) = &self.local else {
             return candidates;
         };
         let loc = |i: usize| self.endpoints[i].endpoint.locality.as_deref();
@@ -380,6 +409,43 @@ pub fn locality_matches(pattern: &str, locality: &str) -> bool {
     true
 }
 
+/// The value of label `key` for the proxy or an endpoint: its labels, or for the topology
+/// labels, its locality.
+fn label_value<'a>(
+    key: &str,
+    labels: &'a std::collections::BTreeMap<String, String>,
+    locality: Option<&'a str>,
+) -> Option<&'a str> {
+    if let Some(v) = labels.get(key) {
+        return Some(v);
+    }
+    let segment = match key {
+        "topology.kubernetes.io/region" => 0,
+        "topology.kubernetes.io/zone" => 1,
+        "topology.istio.io/subzone" => 2,
+        _ => return None,
+    };
+    locality?.split('/').nth(segment)
+}
+
+/// `failoverPriority`: the fewer leading labels an endpoint shares with the proxy, the later
+/// it is used (0 = shares them all).
+fn priority_rank(
+    keys: &[String],
+    proxy: &std::collections::BTreeMap<String, String>,
+    local: Option<&str>,
+    ep: &Endpoint,
+) -> usize {
+    let shared = keys
+        .iter()
+        .take_while(|k| {
+            let mine = label_value(k, proxy, local);
+            mine.is_some() && mine == label_value(k, &ep.labels, ep.locality.as_deref())
+        })
+        .count();
+    keys.len() - shared
+}
+
 /// How far an endpoint is from the proxy: 0 same subzone, 1 same zone, 2 same region,
 /// 3 the region the proxy's region fails over to, 4 anywhere else.
 fn closeness(local: &str, endpoint: Option<&str>, failover: &[(String, String)]) -> u8 {
@@ -457,7 +523,7 @@ mod tests {
             .map(|i| Endpoint {
                 address: format!("10.0.0.{i}"),
                 port: 80,
-                locality: None,
+                ..Default::default()
             })
             .collect()
     }
@@ -585,6 +651,7 @@ mod tests {
             address: format!("10.0.0.{i}"),
             port: 80,
             locality: Some(loc.into()),
+            ..Default::default()
         };
         let endpoints = [
             at("us-west/z1", 0),
@@ -596,6 +663,7 @@ mod tests {
         p.locality = Some(LocalityPolicy {
             distribute: vec![],
             failover: vec![("us-east".into(), "eu".into())],
+            failover_priority: vec![],
         });
         let b = Balancer::new(&endpoints, &p).with_locality(Some("us-east/z1".into()));
         assert!(
@@ -618,12 +686,36 @@ mod tests {
                 vec![("us-east/*".into(), 80), ("us-west/*".into(), 20)],
             )],
             failover: vec![],
+            failover_priority: vec![],
         });
         let b = Balancer::new(&endpoints, &p).with_locality(Some("us-east/z1".into()));
         let west = (0..2000).filter(|_| b.pick(None) == Some(0)).count();
         assert!(
             (300..=500).contains(&west),
             "20% to us-west: {west} of 2000"
+        );
+        // failoverPriority: a custom label first, then the region.
+        let mut labelled: Vec<Endpoint> = endpoints.to_vec();
+        labelled[3].labels.insert("network".into(), "n1".into());
+        labelled[0].labels.insert("network".into(), "n1".into());
+        p.locality = Some(LocalityPolicy {
+            distribute: vec![],
+            failover: vec![],
+            failover_priority: vec!["network".into(), "topology.kubernetes.io/region".into()],
+        });
+        let proxy_labels =
+            std::collections::BTreeMap::from([("network".to_string(), "n1".to_string())]);
+        let b = Balancer::new(&labelled, &p)
+            .with_locality(Some("eu/z9".into()))
+            .with_labels(proxy_labels);
+        assert!(
+            (0..20).all(|_| b.pick(None) == Some(3)),
+            "same network and region first"
+        );
+        b.report(3, Outcome::Status(503));
+        assert!(
+            (0..20).all(|_| b.pick(None) == Some(0)),
+            "then the same network"
         );
         assert!(locality_matches("us-east/*", "us-east/z9/s"));
         assert!(!locality_matches("us-east/z1", "us-east/z2"));

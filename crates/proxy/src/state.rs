@@ -344,7 +344,8 @@ impl State {
                             &c.policy,
                             &upstreams.join_times(c),
                         )
-                        .with_locality(config.locality.clone()),
+                        .with_locality(config.locality.clone())
+                        .with_labels(config.selector.clone()),
                         clients: upstreams.for_cluster(c),
                         cluster: c.clone(),
                     },
