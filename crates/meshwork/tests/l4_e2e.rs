@@ -415,3 +415,82 @@ spec:
         up.stdout().contains("\"response_flags\":\"IT\"")
     });
 }
+
+#[test]
+fn upstream_tcp_connections_get_the_destination_rule_keepalive() {
+    let mut mesh = Mesh::new("keepalive");
+    let (tcp, tls) = (free_port(), free_port());
+    let backend = mesh.tcp_echo("kept");
+    mesh.config(
+        "config.yaml",
+        &(gateway_service(tcp, tls)
+            + &format!(
+                r#"apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: tcp-gw, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 31400, name: tcp, protocol: TCP}}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: kept, namespace: apps}}
+spec:
+  hosts: [kept.apps.internal]
+  ports: [{{number: 7000, name: tcp, protocol: TCP, targetPort: {backend}}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: kept, namespace: apps}}
+spec:
+  host: kept.apps.internal
+  trafficPolicy:
+    connectionPool:
+      tcp: {{tcpKeepalive: {{time: 77s, interval: 5s, probes: 3}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: tcp, namespace: apps}}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/tcp-gw]
+  tcp:
+  - route: [{{destination: {{host: kept.apps.internal, port: {{number: 7000}}}}}}]
+"#
+            )),
+    );
+    mesh.up(&[]);
+    let mut s = TcpStream::connect(("127.0.0.1", tcp)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut greeting = [0u8; 5];
+    s.read_exact(&mut greeting).unwrap();
+    // The gateway's socket to the backend carries a keepalive timer of about 77 s.
+    let out = std::process::Command::new("ss")
+        .args([
+            "-tnoH",
+            "state",
+            "established",
+            "dport",
+            "=",
+            &format!(":{backend}"),
+        ])
+        .output()
+        .expect("ss (iproute2) runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // ss prints the remaining time as `1min16sec` or `59sec`.
+    let timer = text
+        .split("timer:(keepalive,")
+        .nth(1)
+        .and_then(|t| t.split(',').next())
+        .map(|t| {
+            let (min, sec) = t.split_once("min").unwrap_or(("0", t));
+            let secs = sec.trim_end_matches("sec").split('.').next().unwrap_or("0");
+            min.parse::<u64>().unwrap_or(0) * 60 + secs.parse::<u64>().unwrap_or(0)
+        })
+        .unwrap_or_else(|| panic!("no keepalive timer on the upstream socket: {text}"));
+    assert!((60..=77).contains(&timer), "{text}");
+}

@@ -130,8 +130,10 @@ pub fn build_clusters(
             http_idle_timeout_ms: millis(http_pool.and_then(|h| h.idle_timeout.as_ref()))
                 .unwrap_or(3_600_000),
             use_client_protocol: http_pool.and_then(|h| h.use_client_protocol) == Some(true),
-            one_request_per_connection: http_pool.and_then(|h| h.max_requests_per_connection)
-                == Some(1),
+            max_requests_per_connection: http_pool
+                .and_then(|h| h.max_requests_per_connection)
+                .filter(|n| *n > 0)
+                .map_or(0, |n| n as u32),
         };
         let connect_timeout_ms = merged
             .connection_pool

@@ -503,9 +503,14 @@ pub struct ConnectionSettings {
     /// Speak the client's HTTP version upstream (`http.useClientProtocol`).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub use_client_protocol: bool,
-    /// One request per upstream connection (`http.maxRequestsPerConnection: 1`).
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub one_request_per_connection: bool,
+    /// Requests per upstream HTTP/1.1 connection (`http.maxRequestsPerConnection`; 0 is
+    /// unlimited).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub max_requests_per_connection: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// The protocol used towards endpoints.

@@ -84,6 +84,8 @@ pub struct Balancer {
     pub active_retries: AtomicU32,
     /// TCP connections open to the cluster.
     pub active_connections: AtomicU32,
+    /// Requests sent to the cluster, for `maxRequestsPerConnection`.
+    pub requests_sent: AtomicU64,
     /// When each endpoint joined (for slow start); `None` for endpoints there from the start.
     joined: Vec<Option<Instant>>,
     /// The proxy's own locality, for locality load balancing.
@@ -142,6 +144,7 @@ impl Balancer {
             active_requests: AtomicU32::new(0),
             active_retries: AtomicU32::new(0),
             active_connections: AtomicU32::new(0),
+            requests_sent: AtomicU64::new(0),
             joined: joined.to_vec(),
             local: None,
             proxy_labels: Default::default(),

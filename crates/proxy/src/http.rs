@@ -592,10 +592,18 @@ async fn forward(
     if let Ok(v) = HeaderValue::from_str(&authority) {
         h.insert(header::HOST, v);
     }
-    if cluster.cluster.connections.one_request_per_connection
+    let per_connection = cluster.cluster.connections.max_requests_per_connection;
+    if per_connection > 0
         && cluster.cluster.protocol == UpstreamProtocol::Http1
+        && cluster
+            .balancer
+            .requests_sent
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            % u64::from(per_connection)
+            == u64::from(per_connection) - 1
     {
-        // maxRequestsPerConnection: 1 -- the upstream connection closes after this request.
+        // maxRequestsPerConnection: every Nth request to the cluster closes its connection,
+        // so connections carry N requests on average (every request when N is 1).
         h.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     let path = parts.uri.path().to_string();

@@ -227,6 +227,18 @@ where
         }
     };
     let _ = upstream.set_nodelay(true);
+    if let Some((time, interval, probes)) = cluster.cluster.connections.tcp_keepalive {
+        // connectionPool.tcp.tcpKeepalive on the upstream socket.
+        let mut keepalive =
+            socket2::TcpKeepalive::new().with_time(Duration::from_secs(time.unwrap_or(7200)));
+        if let Some(i) = interval {
+            keepalive = keepalive.with_interval(Duration::from_secs(i));
+        }
+        if let Some(p) = probes {
+            keepalive = keepalive.with_retries(p);
+        }
+        let _ = socket2::SockRef::from(&upstream).set_tcp_keepalive(&keepalive);
+    }
     if pg_ssl_request {
         let mut answer = [0u8; 1];
         let negotiated = async {
