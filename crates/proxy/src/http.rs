@@ -630,12 +630,17 @@ async fn forward(
     let buffered: Option<Bytes> =
         if (retries.is_some() || !route.route.mirrors.is_empty()) && replayable {
             let b = body.take().expect("body present");
-            Some(
-                b.collect()
-                    .await
-                    .map_err(|e| ProxyError::BadRequest(e.to_string()))?
-                    .to_bytes(),
-            )
+            if b.is_end_stream() {
+                // No body (most GETs): nothing to read or hold.
+                Some(Bytes::new())
+            } else {
+                Some(
+                    b.collect()
+                        .await
+                        .map_err(|e| ProxyError::BadRequest(e.to_string()))?
+                        .to_bytes(),
+                )
+            }
         } else {
             None
         };
