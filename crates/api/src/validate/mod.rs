@@ -11,6 +11,8 @@ pub mod security;
 pub mod service_entry;
 pub mod sidecar;
 pub mod telemetry;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod virtual_service;
 pub mod workload;
 

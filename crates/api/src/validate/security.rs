@@ -681,45 +681,14 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-
-    type Validator<T> = fn(&T, &FieldPath, &mut Findings);
-
-    fn run<T: serde::de::DeserializeOwned>(
-        kind: &str,
-        spec: Value,
-        f: Validator<T>,
-    ) -> (Vec<String>, Vec<String>) {
-        let obj: T = serde_json::from_value(json!({
-            "apiVersion": "security.istio.io/v1",
-            "kind": kind,
-            "metadata": {"name": "p", "namespace": "ns"},
-            "spec": spec,
-        }))
-        .expect("valid resource");
-        let mut out = Findings::default();
-        f(&obj, &FieldPath::root().field("spec"), &mut out);
-        let (errors, warnings): (Vec<_>, Vec<_>) = out
-            .into_vec()
-            .into_iter()
-            .partition(|f| f.severity == Severity::Error);
-        let fmt = |v: Vec<crate::diagnostic::Finding>| {
-            v.iter()
-                .map(|f| format!("{}: {}", f.path, f.message))
-                .collect::<Vec<_>>()
-        };
-        (fmt(errors), fmt(warnings))
-    }
+    use crate::validate::testing;
 
     fn check<T: serde::de::DeserializeOwned>(
         kind: &str,
-        f: Validator<T>,
+        f: testing::Validator<T>,
         cases: &[(Value, &[&str], &[&str])],
     ) {
-        for (spec, errors, warnings) in cases {
-            let (e, w) = run(kind, spec.clone(), f);
-            assert_eq!(e, *errors, "errors for {spec}");
-            assert_eq!(w, *warnings, "warnings for {spec}");
-        }
+        testing::check(("security.istio.io/v1", kind, "p", "ns"), f, cases)
     }
 
     fn authz(cases: &[(Value, &[&str], &[&str])]) {

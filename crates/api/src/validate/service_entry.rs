@@ -282,36 +282,13 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::diagnostic::Severity;
+    use crate::validate::testing;
 
-    fn run(spec: Value) -> (Vec<String>, Vec<String>) {
-        let se: ServiceEntry = serde_json::from_value(json!({
-            "apiVersion": "networking.istio.io/v1",
-            "kind": "ServiceEntry",
-            "metadata": {"name": "se", "namespace": "default"},
-            "spec": spec,
-        }))
-        .expect("valid ServiceEntry");
-        let mut out = Findings::default();
-        validate(&se, &FieldPath::root().field("spec"), &mut out);
-        let (errors, warnings): (Vec<_>, Vec<_>) = out
-            .into_vec()
-            .into_iter()
-            .partition(|f| f.severity == Severity::Error);
-        let fmt = |v: Vec<crate::diagnostic::Finding>| {
-            v.iter()
-                .map(|f| format!("{}: {}", f.path, f.message))
-                .collect::<Vec<_>>()
-        };
-        (fmt(errors), fmt(warnings))
-    }
+    const RESOURCE: testing::Resource<'static> =
+        ("networking.istio.io/v1", "ServiceEntry", "se", "default");
 
     fn check(cases: &[(Value, &[&str], &[&str])]) {
-        for (spec, errors, warnings) in cases {
-            let (e, w) = run(spec.clone());
-            assert_eq!(e, *errors, "errors for {spec}");
-            assert_eq!(w, *warnings, "warnings for {spec}");
-        }
+        testing::check::<ServiceEntry>(RESOURCE, validate, cases)
     }
 
     const HTTP: &str = "http";

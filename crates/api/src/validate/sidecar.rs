@@ -424,36 +424,13 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::diagnostic::Severity;
+    use crate::validate::testing;
 
-    fn run(spec: Value) -> (Vec<String>, Vec<String>) {
-        let sc: Sidecar = serde_json::from_value(json!({
-            "apiVersion": "networking.istio.io/v1",
-            "kind": "Sidecar",
-            "metadata": {"name": "sc", "namespace": "prod"},
-            "spec": spec,
-        }))
-        .expect("valid Sidecar");
-        let mut out = Findings::default();
-        validate(&sc, &FieldPath::root().field("spec"), &mut out);
-        let (errors, warnings): (Vec<_>, Vec<_>) = out
-            .into_vec()
-            .into_iter()
-            .partition(|f| f.severity == Severity::Error);
-        let fmt = |v: Vec<crate::diagnostic::Finding>| {
-            v.iter()
-                .map(|f| format!("{}: {}", f.path, f.message))
-                .collect::<Vec<_>>()
-        };
-        (fmt(errors), fmt(warnings))
-    }
+    const RESOURCE: testing::Resource<'static> =
+        ("networking.istio.io/v1", "Sidecar", "sc", "prod");
 
     fn check(cases: &[(Value, &[&str], &[&str])]) {
-        for (spec, errors, warnings) in cases {
-            let (e, w) = run(spec.clone());
-            assert_eq!(e, *errors, "errors for {spec}");
-            assert_eq!(w, *warnings, "warnings for {spec}");
-        }
+        testing::check::<Sidecar>(RESOURCE, validate, cases)
     }
 
     #[test]

@@ -164,36 +164,16 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::diagnostic::Severity;
+    use crate::validate::testing;
+
+    const RESOURCE: testing::Resource<'static> = ("telemetry.istio.io/v1", "Telemetry", "t", "ns");
 
     fn run(spec: Value) -> (Vec<String>, Vec<String>) {
-        let t: Telemetry = serde_json::from_value(json!({
-            "apiVersion": "telemetry.istio.io/v1",
-            "kind": "Telemetry",
-            "metadata": {"name": "t", "namespace": "ns"},
-            "spec": spec,
-        }))
-        .expect("valid Telemetry");
-        let mut out = Findings::default();
-        validate(&t, &FieldPath::root().field("spec"), &mut out);
-        let (errors, warnings): (Vec<_>, Vec<_>) = out
-            .into_vec()
-            .into_iter()
-            .partition(|f| f.severity == Severity::Error);
-        let fmt = |v: Vec<crate::diagnostic::Finding>| {
-            v.iter()
-                .map(|f| format!("{}: {}", f.path, f.message))
-                .collect::<Vec<_>>()
-        };
-        (fmt(errors), fmt(warnings))
+        testing::run::<Telemetry>(RESOURCE, spec, validate)
     }
 
     fn check(cases: &[(Value, &[&str], &[&str])]) {
-        for (spec, errors, warnings) in cases {
-            let (e, w) = run(spec.clone());
-            assert_eq!(e, *errors, "errors for {spec}");
-            assert_eq!(w, *warnings, "warnings for {spec}");
-        }
+        testing::check::<Telemetry>(RESOURCE, validate, cases)
     }
 
     #[test]

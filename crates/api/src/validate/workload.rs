@@ -180,19 +180,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-
-    fn split(findings: Findings) -> (Vec<String>, Vec<String>) {
-        let (errors, warnings): (Vec<_>, Vec<_>) = findings
-            .into_vec()
-            .into_iter()
-            .partition(|f| f.severity == Severity::Error);
-        let fmt = |v: Vec<crate::diagnostic::Finding>| {
-            v.iter()
-                .map(|f| format!("{}: {}", f.path, f.message))
-                .collect::<Vec<_>>()
-        };
-        (fmt(errors), fmt(warnings))
-    }
+    use crate::validate::testing::split;
 
     fn entry(spec: Value) -> (Vec<String>, Vec<String>) {
         let we: WorkloadEntrySpec = serde_json::from_value(spec).expect("valid WorkloadEntry spec");
