@@ -122,14 +122,12 @@ impl Gateways {
             }
         }
         self.proxies.retain(|name, _| seen.contains(name));
-        let dump: BTreeMap<&String, serde_json::Value> = self
+        let dump = self
             .proxies
             .iter()
-            .map(|(name, p)| (name, serde_json::to_value(&*p.config()).unwrap_or_default()))
+            .map(|(name, p)| (name.clone(), p.config()))
             .collect();
-        self.admin
-            .config_dump
-            .store(Arc::new(serde_json::json!({ "gateways": dump })));
+        self.admin.config_dump.store(Arc::new(dump));
         ok
     }
 }

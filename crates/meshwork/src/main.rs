@@ -3,6 +3,11 @@
 
 mod cmd;
 
+/// mimalloc: the request path allocates per request, and glibc's allocator showed up as a
+/// quarter of the gateway's instructions in the profile (BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};

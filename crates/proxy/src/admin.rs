@@ -13,6 +13,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
+use meshwork_model::config::GatewayConfig;
+
 use crate::body::{Body, full};
 
 /// What the admin endpoints report.
@@ -20,8 +22,8 @@ use crate::body::{Body, full};
 pub struct AdminState {
     /// Config loaded and every listener bound.
     pub ready: AtomicBool,
-    /// The compiled config of every proxy, as JSON.
-    pub config_dump: ArcSwap<serde_json::Value>,
+    /// The compiled config of every proxy, by gateway name; serialized when asked for.
+    pub config_dump: ArcSwap<Vec<(String, Arc<GatewayConfig>)>>,
 }
 
 impl AdminState {
@@ -44,11 +46,14 @@ fn respond(admin: &AdminState, req: &Request<Incoming>) -> Response<Body> {
                 )
             }
         }
-        "/config_dump" => (
-            StatusCode::OK,
-            "application/json",
-            serde_json::to_string_pretty(&**admin.config_dump.load()).unwrap_or_default() + "\n",
-        ),
+        "/config_dump" => (StatusCode::OK, "application/json", {
+            let gateways = admin.config_dump.load();
+            let dump: std::collections::BTreeMap<&str, &GatewayConfig> =
+                gateways.iter().map(|(n, c)| (n.as_str(), &**c)).collect();
+            serde_json::to_string_pretty(&serde_json::json!({ "gateways": dump }))
+                .unwrap_or_default()
+                + "\n"
+        }),
         _ => (
             StatusCode::NOT_FOUND,
             "text/plain",

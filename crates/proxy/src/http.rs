@@ -42,14 +42,15 @@ pub struct ConnInfo {
 /// Requests whose bodies are at most this large are buffered so they can be retried.
 const RETRY_BUFFER_LIMIT: u64 = 64 * 1024;
 
-/// Headers that describe one hop and are never forwarded.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "proxy-connection",
-    "keep-alive",
-    "transfer-encoding",
-    "upgrade",
-    "http2-settings",
+/// Headers that describe one hop and are never forwarded (as `HeaderName`s, so removing
+/// them parses nothing).
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("keep-alive"),
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    HeaderName::from_static("http2-settings"),
 ];
 
 /// Outcome details of the forward phase, for the access log.
@@ -567,8 +568,8 @@ async fn forward(
         .as_ref()
         .and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
     let h = &mut parts.headers;
-    for name in HOP_BY_HOP {
-        h.remove(*name);
+    for name in &HOP_BY_HOP {
+        h.remove(name);
     }
     if let Some(proto) = &upgrade {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -714,6 +715,8 @@ async fn forward(
         conn,
     );
 
+    // With a single attempt the headers move into the upstream request; retries copy them.
+    let mut headers_once = (max_attempts == 1).then(|| std::mem::take(&mut parts.headers));
     let attempt_loop = async {
         let mut attempt = 0;
         let mut _retry_slot = None;
@@ -741,7 +744,7 @@ async fn forward(
                     None => body.take().unwrap_or_else(empty),
                 })
                 .map_err(|e| ProxyError::BadRequest(e.to_string()))?;
-            *req.headers_mut() = parts.headers.clone();
+            *req.headers_mut() = headers_once.take().unwrap_or_else(|| parts.headers.clone());
             if protocol == UpstreamProtocol::Http2 {
                 *req.version_mut() = http::Version::HTTP_2;
             }
@@ -801,8 +804,8 @@ async fn forward(
         return Ok(Response::from_parts(parts, empty()));
     }
     let (mut rparts, rbody) = response.into_parts();
-    for name in HOP_BY_HOP {
-        rparts.headers.remove(*name);
+    for name in &HOP_BY_HOP {
+        rparts.headers.remove(name);
     }
     apply_ops(&mut rparts.headers, &dest.response_headers);
     if let Some(cookie) = new_cookie

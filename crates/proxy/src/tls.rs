@@ -142,6 +142,10 @@ pub fn server_config(ctx: &TlsContext) -> Result<Arc<ServerConfig>, TlsError> {
     };
     let mut config = builder.with_single_cert(certs(&cert_pem)?, key(&key_pem)?)?;
     config.alpn_protocols = ctx.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    // Stateless session tickets (TLS 1.2 and 1.3) so resumption works across connections
+    // and tickets, plus a session cache for clients that resume by id.
+    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
+    config.session_storage = rustls::server::ServerSessionMemoryCache::new(4096);
     Ok(Arc::new(config))
 }
 
