@@ -25,6 +25,50 @@ spec:
     )
 }
 
+/// A TCP gateway on `tcp` routing everything to one TCP backend (`name.apps.internal`),
+/// whose DestinationRule has this `connectionPool.tcp`.
+fn single_tcp_route(tcp: u16, tls: u16, name: &str, backend: u16, tcp_pool: &str) -> String {
+    gateway_service(tcp, tls)
+        + &format!(
+            r#"apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: tcp-gw, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 31400, name: tcp, protocol: TCP}}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: {name}, namespace: apps}}
+spec:
+  hosts: [{name}.apps.internal]
+  ports: [{{number: 7000, name: tcp, protocol: TCP, targetPort: {backend}}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: {name}, namespace: apps}}
+spec:
+  host: {name}.apps.internal
+  trafficPolicy:
+    connectionPool:
+      tcp: {tcp_pool}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: tcp, namespace: apps}}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/tcp-gw]
+  tcp:
+  - route: [{{destination: {{host: {name}.apps.internal, port: {{number: 7000}}}}}}]
+"#
+        )
+}
+
 /// Reads the backend's greeting line, sends `msg`, closes our sending side, and reads the
 /// echo until the backend closes: half-close both ways.
 fn tcp_exchange(port: u16, msg: &[u8]) -> (String, Vec<u8>) {
@@ -356,45 +400,7 @@ fn idle_tcp_connections_are_closed_after_the_destination_rule_idle_timeout() {
     let backend = mesh.tcp_echo("idle");
     mesh.config(
         "config.yaml",
-        &(gateway_service(tcp, tls)
-            + &format!(
-                r#"apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {{name: tcp-gw, namespace: istio-system}}
-spec:
-  selector: {{istio: ingressgateway}}
-  servers:
-  - port: {{number: 31400, name: tcp, protocol: TCP}}
-    hosts: ["*"]
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: idle, namespace: apps}}
-spec:
-  hosts: [idle.apps.internal]
-  ports: [{{number: 7000, name: tcp, protocol: TCP, targetPort: {backend}}}]
-  resolution: STATIC
-  endpoints: [{{address: 127.0.0.1}}]
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: idle, namespace: apps}}
-spec:
-  host: idle.apps.internal
-  trafficPolicy:
-    connectionPool:
-      tcp: {{idleTimeout: 300ms}}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: tcp, namespace: apps}}
-spec:
-  hosts: ["*"]
-  gateways: [istio-system/tcp-gw]
-  tcp:
-  - route: [{{destination: {{host: idle.apps.internal, port: {{number: 7000}}}}}}]
-"#
-            )),
+        &single_tcp_route(tcp, tls, "idle", backend, "{idleTimeout: 300ms}"),
     );
     let mesh_file = mesh.dir.path().join("mesh.yaml");
     std::fs::write(
@@ -423,45 +429,13 @@ fn upstream_tcp_connections_get_the_destination_rule_keepalive() {
     let backend = mesh.tcp_echo("kept");
     mesh.config(
         "config.yaml",
-        &(gateway_service(tcp, tls)
-            + &format!(
-                r#"apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {{name: tcp-gw, namespace: istio-system}}
-spec:
-  selector: {{istio: ingressgateway}}
-  servers:
-  - port: {{number: 31400, name: tcp, protocol: TCP}}
-    hosts: ["*"]
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: kept, namespace: apps}}
-spec:
-  hosts: [kept.apps.internal]
-  ports: [{{number: 7000, name: tcp, protocol: TCP, targetPort: {backend}}}]
-  resolution: STATIC
-  endpoints: [{{address: 127.0.0.1}}]
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: kept, namespace: apps}}
-spec:
-  host: kept.apps.internal
-  trafficPolicy:
-    connectionPool:
-      tcp: {{tcpKeepalive: {{time: 77s, interval: 5s, probes: 3}}}}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: tcp, namespace: apps}}
-spec:
-  hosts: ["*"]
-  gateways: [istio-system/tcp-gw]
-  tcp:
-  - route: [{{destination: {{host: kept.apps.internal, port: {{number: 7000}}}}}}]
-"#
-            )),
+        &single_tcp_route(
+            tcp,
+            tls,
+            "kept",
+            backend,
+            "{tcpKeepalive: {time: 77s, interval: 5s, probes: 3}}",
+        ),
     );
     mesh.up(&[]);
     let mut s = TcpStream::connect(("127.0.0.1", tcp)).unwrap();
