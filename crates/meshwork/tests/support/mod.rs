@@ -13,13 +13,27 @@ pub fn meshwork_bin() -> &'static str {
     env!("CARGO_BIN_EXE_meshwork")
 }
 
-/// A port that was free a moment ago.
+/// A port that was free a moment ago, for a server to bind. It is drawn from 20000-32767,
+/// below Linux's ephemeral range (32768-60999), so no client connection of a parallel test
+/// can take it as its source port before the server binds it.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let seed = u64::from(std::process::id()).wrapping_mul(7919)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos() as u64;
+    for _ in 0..1000 {
+        let n = seed.wrapping_add(NEXT.fetch_add(7, Ordering::Relaxed).wrapping_mul(104_729));
+        let port = 20000 + (n % 12768) as u16;
+        let free = TcpListener::bind(("0.0.0.0", port)).is_ok()
+            && TcpListener::bind(("127.0.0.1", port)).is_ok();
+        if free {
+            return port;
+        }
+    }
+    panic!("no free port in 20000-32767");
 }
 
 /// Polls `check` until it holds or `limit` passes.
