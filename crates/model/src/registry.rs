@@ -109,6 +109,25 @@ pub struct Workload {
     pub source: String,
     /// `region/zone/subzone`: WorkloadEntry `locality`, or the topology labels.
     pub locality: Option<String>,
+    /// The named ports map service port names to ports (WorkloadEntry), rather than name
+    /// container ports (Pod).
+    pub ports_by_service_port: bool,
+}
+
+impl Workload {
+    /// This workload serving `service_port` on `port`.
+    fn instance(&self, port: u16, service_port: u32) -> Instance {
+        Instance {
+            endpoint: Endpoint {
+                address: self.address.clone(),
+                port,
+                locality: self.locality.clone(),
+                labels: BTreeMap::new(),
+            },
+            service_port,
+            labels: self.labels.clone(),
+        }
+    }
 }
 
 /// Locality from Kubernetes' and Istio's topology labels.
@@ -221,6 +240,7 @@ fn collect_workloads(objects: &[Object]) -> Vec<Workload> {
                     labels: pod.metadata.labels.clone().unwrap_or_default(),
                     locality: locality_of(pod.metadata.labels.as_ref().unwrap_or(&BTreeMap::new())),
                     named_ports,
+                    ports_by_service_port: false,
                     source: format!(
                         "pod/{}/{}",
                         pod.metadata.namespace.as_deref().unwrap_or_default(),
@@ -257,6 +277,7 @@ fn workload_from_entry(we: &WorkloadEntrySpec, ns: &str, source: String) -> Opti
             .filter(|l| !l.is_empty())
             .or_else(|| locality_of(&we.labels)),
         namespace: ns.to_string(),
+        ports_by_service_port: true,
         address: we.address.clone().filter(|a| !a.is_empty())?,
         labels,
         named_ports: we
@@ -303,22 +324,20 @@ fn from_service(
         .filter(|w| w.namespace == ns && selects(&selector, &w.labels))
     {
         for p in &ports {
-            let port = w.named_ports.get(&p.name).copied().or(match &p.target {
+            // A WorkloadEntry's `ports` name the service port it serves; a Pod's named
+            // container ports only resolve a named targetPort, as in Kubernetes.
+            let by_service_port = if w.ports_by_service_port {
+                w.named_ports.get(&p.name).copied()
+            } else {
+                None
+            };
+            let port = by_service_port.or(match &p.target {
                 TargetPort::Same => u16::try_from(p.number).ok(),
                 TargetPort::Number(n) => Some(*n),
                 TargetPort::Named(n) => w.named_ports.get(n).copied(),
             });
             if let Some(port) = port {
-                instances.push(Instance {
-                    endpoint: Endpoint {
-                        address: w.address.clone(),
-                        port,
-                        locality: w.locality.clone(),
-                        labels: BTreeMap::new(),
-                    },
-                    service_port: p.number,
-                    labels: w.labels.clone(),
-                });
+                instances.push(w.instance(port, p.number));
             }
         }
     }
@@ -475,16 +494,7 @@ fn from_service_entry(
                 };
                 for w in &members {
                     let port = w.named_ports.get(&p.name).copied().unwrap_or(default_port);
-                    instances.push(Instance {
-                        endpoint: Endpoint {
-                            address: w.address.clone(),
-                            port,
-                            locality: w.locality.clone(),
-                            labels: BTreeMap::new(),
-                        },
-                        service_port: p.number,
-                        labels: w.labels.clone(),
-                    });
+                    instances.push(w.instance(port, p.number));
                 }
                 let dns = matches!(
                     resolution,
@@ -574,7 +584,7 @@ metadata: {name: api-1, namespace: shop, labels: {app: api, version: v1}}
 spec:
   containers:
   - name: app
-    ports: [{name: grpc-port, containerPort: 19090}]
+    ports: [{name: grpc-port, containerPort: 19090}, {name: http, containerPort: 7777}]
 status: {podIP: 10.0.0.1}
 ---
 apiVersion: networking.istio.io/v1
