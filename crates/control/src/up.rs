@@ -13,8 +13,8 @@ use meshwork_api::diagnostic::Severity;
 use meshwork_api::load::{LoadOptions, ReadError, load_paths};
 use meshwork_api::resource::Object;
 use meshwork_model::compile_gateways;
-use meshwork_model::config::{CertificateSource, GatewayConfig, PemSource};
-use meshwork_proxy::GatewayProxy;
+use meshwork_model::resources::ProxyConfig;
+use meshwork_proxy::Proxy;
 use meshwork_proxy::admin::{self, AdminState};
 use tokio::net::TcpListener;
 use tracing::{error, info, warn};
@@ -61,7 +61,7 @@ pub enum UpError {
 
 /// The running gateways of `meshwork up`.
 pub struct Gateways {
-    proxies: BTreeMap<String, GatewayProxy>,
+    proxies: BTreeMap<String, Proxy>,
     admin: Arc<AdminState>,
     locality: Option<String>,
 }
@@ -94,7 +94,8 @@ impl Gateways {
         Ok(Some((objects, outcome.config.mesh)))
     }
 
-    /// Compiles and applies a loaded config. Returns false when something was rejected.
+    /// Compiles and applies a loaded config, resource by resource. Returns false when a
+    /// port could not be bound (the gateway is then not ready).
     async fn apply(&mut self, objects: &[Object], mesh: &meshwork_api::mesh::MeshConfig) -> bool {
         let compiled = compile_gateways(objects, mesh);
         for w in &compiled.warnings {
@@ -103,21 +104,16 @@ impl Gateways {
         let mut ok = true;
         let mut seen = Vec::new();
         for mut config in compiled.gateways {
-            config.locality = self.locality.clone();
-            let name = config.name.clone();
+            config.node.locality = self.locality.clone();
+            let name = config.node.id.clone();
             seen.push(name.clone());
-            let result = match self.proxies.get(&name) {
-                Some(proxy) => proxy.update(config).await,
-                None => match GatewayProxy::start(config).await {
-                    Ok(p) => {
-                        self.proxies.insert(name.clone(), p);
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
-                },
-            };
-            if let Err(e) = result {
-                error!(gateway = %name, "{e}; keeping the previous config");
+            let proxy = self.proxies.entry(name.clone()).or_default();
+            let report = proxy.apply(config).await;
+            for r in &report.rejected {
+                error!(gateway = %name, "{r}; it keeps its previous version");
+            }
+            for e in &report.bind_errors {
+                error!(gateway = %name, "{e}");
                 ok = false;
             }
         }
@@ -128,31 +124,26 @@ impl Gateways {
             .map(|(name, p)| (name.clone(), p.config()))
             .collect();
         self.admin.config_dump.store(Arc::new(dump));
+        let stats = self
+            .proxies
+            .iter()
+            .map(|(name, p)| (name.clone(), p.shared()))
+            .collect();
+        self.admin.stats.store(Arc::new(stats));
         ok
     }
 }
 
 /// Files outside the directory that config reads (certificates), to watch as well.
-fn referenced_files(configs: &[Arc<GatewayConfig>]) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for c in configs {
-        for l in &c.listeners {
-            for s in &l.servers {
-                let Some(tls) = &s.tls else { continue };
-                if let CertificateSource::Files {
-                    cert_path,
-                    key_path,
-                } = &tls.certificate
-                {
-                    out.push(PathBuf::from(cert_path));
-                    out.push(PathBuf::from(key_path));
-                }
-                if let Some(PemSource::File(p)) = &tls.client_ca {
-                    out.push(PathBuf::from(p));
-                }
-            }
-        }
-    }
+fn referenced_files(configs: &[Arc<ProxyConfig>]) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = configs
+        .iter()
+        .flat_map(|c| c.secrets.values())
+        .flat_map(|s| s.files())
+        .map(PathBuf::from)
+        .collect();
+    out.sort();
+    out.dedup();
     out
 }
 

@@ -1,5 +1,6 @@
-//! Clusters: one per service host, port and subset that a route names, with endpoints
-//! from the registry filtered by the DestinationRule subset's labels.
+//! Clusters: one per service host, port and subset that a route names, with their endpoint
+//! sets (from the registry, filtered by the DestinationRule subset's labels) and the
+//! secrets their TLS origination uses.
 
 use std::collections::BTreeMap;
 
@@ -7,12 +8,14 @@ use meshwork_api::duration::parse_duration;
 use meshwork_api::mesh::MeshConfig;
 use meshwork_api::resource::{DestinationRule, Object};
 
-use meshwork_api::generated::networking::H2UpgradePolicy;
-
-use crate::config::{Cluster, ConnectionSettings, UpstreamProtocol};
 use crate::policy::{compile, effective};
 use crate::registry::{Protocol, Registry, resolve_host};
 use crate::routes::ClusterKey;
+use meshwork_api::generated::networking::{ClientTlsMode, ClientTlsSettings, H2UpgradePolicy};
+use meshwork_resources::cluster::{
+    Cluster, ConnectionSettings, UpstreamProtocol, UpstreamTls, UpstreamTlsMode,
+};
+use meshwork_resources::{EndpointSet, Secret};
 
 fn millis(text: Option<&String>) -> Option<u64> {
     text.and_then(|t| parse_duration(t).ok())
@@ -42,20 +45,49 @@ fn destination_rule<'a>(
     rules.into_iter().next()
 }
 
+/// The clusters of a proxy, their endpoint sets and the secrets their TLS needs.
+#[derive(Debug, Default)]
+pub struct Clusters {
+    /// Clusters by name.
+    pub clusters: BTreeMap<String, Cluster>,
+    /// Endpoint sets by cluster name.
+    pub endpoints: BTreeMap<String, EndpointSet>,
+    /// Secrets by name.
+    pub secrets: BTreeMap<String, Secret>,
+}
+
+/// Where the clusters are compiled for: the proxy's namespace, where `credentialName`
+/// Secrets are looked up.
+pub struct ClusterContext<'a> {
+    /// The config.
+    pub objects: &'a [Object],
+    /// The services.
+    pub registry: &'a Registry,
+    /// The mesh config.
+    pub mesh: &'a MeshConfig,
+    /// The proxy's namespace.
+    pub proxy_namespace: &'a str,
+}
+
 /// Builds the clusters for these keys.
 pub fn build_clusters(
     keys: &[ClusterKey],
-    objects: &[Object],
-    registry: &Registry,
-    mesh: &MeshConfig,
-) -> BTreeMap<String, Cluster> {
+    ctx: &ClusterContext<'_>,
+    warnings: &mut Vec<String>,
+) -> Clusters {
+    let ClusterContext {
+        objects,
+        registry,
+        mesh,
+        ..
+    } = *ctx;
     let default_connect = parse_duration(&mesh.connect_timeout)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(10_000);
-    let mut out = BTreeMap::new();
+    let mut out = Clusters::default();
     for key in keys {
         let name = key.name();
-        if out.contains_key(&name) {
+        if out.clusters.contains_key(&name) {
             continue;
         }
         let service = registry.get(&key.host);
@@ -151,7 +183,18 @@ pub fn build_clusters(
             .and_then(|t| parse_duration(t).ok())
             .map(|d| d.as_millis() as u64)
             .unwrap_or(3_600_000);
-        out.insert(
+        let tls = merged
+            .tls
+            .as_ref()
+            .and_then(|t| upstream_tls(t, protocol, ctx, dr, &name, &mut out.secrets, warnings));
+        out.endpoints.insert(
+            name.clone(),
+            EndpointSet {
+                cluster: name.clone(),
+                endpoints,
+            },
+        );
+        out.clusters.insert(
             name.clone(),
             Cluster {
                 name,
@@ -159,13 +202,104 @@ pub fn build_clusters(
                 port: key.port,
                 subset: key.subset.clone(),
                 protocol,
-                endpoints,
                 connect_timeout_ms,
                 idle_timeout_ms,
                 policy: compile(&merged, Some(&mesh.locality_lb_setting)),
                 connections,
+                tls,
             },
         );
     }
     out
+}
+
+/// DestinationRule `tls` as the cluster's TLS origination (SIMPLE and MUTUAL; DISABLE is
+/// plaintext). Its secrets are added to `secrets`. A credential that cannot be found leaves
+/// the cluster without TLS, with a warning, as istiod does.
+fn upstream_tls(
+    t: &ClientTlsSettings,
+    protocol: UpstreamProtocol,
+    ctx: &ClusterContext<'_>,
+    dr: Option<&DestinationRule>,
+    cluster: &str,
+    secrets: &mut BTreeMap<String, Secret>,
+    warnings: &mut Vec<String>,
+) -> Option<UpstreamTls> {
+    let mode = match t.mode.unwrap_or_default() {
+        ClientTlsMode::Disable => return None,
+        ClientTlsMode::IstioMutual => {
+            warnings.push(format!(
+                "cluster {cluster}: tls mode ISTIO_MUTUAL needs the mesh CA, which is not running; plaintext is used"
+            ));
+            return None;
+        }
+        ClientTlsMode::Simple => UpstreamTlsMode::Simple,
+        ClientTlsMode::Mutual => UpstreamTlsMode::Mutual,
+    };
+    let mut client_certificate = None;
+    let mut trusted_ca = None;
+    if let Some(name) = t.credential_name.as_deref().filter(|n| !n.is_empty()) {
+        let dr_ns = dr.and_then(|d| d.metadata.namespace.as_deref());
+        let found =
+            crate::secrets::credential(ctx.objects, ctx.proxy_namespace, name).or_else(|e| {
+                match dr_ns {
+                    Some(ns) if ns != ctx.proxy_namespace => {
+                        crate::secrets::credential(ctx.objects, ns, name)
+                    }
+                    _ => Err(e),
+                }
+            });
+        match found {
+            Ok((cert, ca)) => {
+                if mode == UpstreamTlsMode::Mutual {
+                    client_certificate = Some(cert.name.clone());
+                    secrets.insert(cert.name.clone(), cert);
+                }
+                if let Some(ca) = ca {
+                    trusted_ca = Some(ca.name.clone());
+                    secrets.insert(ca.name.clone(), ca);
+                }
+            }
+            Err(e) => {
+                warnings.push(format!(
+                    "cluster {cluster}: {e}; TLS origination is left out"
+                ));
+                return None;
+            }
+        }
+    } else if mode == UpstreamTlsMode::Mutual {
+        match (t.client_certificate.as_deref(), t.private_key.as_deref()) {
+            (Some(cert), Some(key)) => {
+                let s = crate::secrets::file_certificate(cert, key);
+                client_certificate = Some(s.name.clone());
+                secrets.insert(s.name.clone(), s);
+            }
+            _ => {
+                warnings.push(format!(
+                    "cluster {cluster}: MUTUAL TLS needs clientCertificate and privateKey, or credentialName; TLS origination is left out"
+                ));
+                return None;
+            }
+        }
+    }
+    if trusted_ca.is_none()
+        && let Some(ca) = t.ca_certificates.as_deref().filter(|c| !c.is_empty())
+    {
+        let s = crate::secrets::file_ca(ca);
+        trusted_ca = Some(s.name.clone());
+        secrets.insert(s.name.clone(), s);
+    }
+    Some(UpstreamTls {
+        mode,
+        client_certificate,
+        trusted_ca,
+        sni: t.sni.clone().filter(|s| !s.is_empty()),
+        subject_alt_names: t.subject_alt_names.clone(),
+        insecure_skip_verify: t.insecure_skip_verify == Some(true),
+        min_version: None,
+        alpn: vec![match protocol {
+            UpstreamProtocol::Http2 => "h2".into(),
+            UpstreamProtocol::Http1 => "http/1.1".into(),
+        }],
+    })
 }

@@ -10,11 +10,13 @@ use meshwork_api::mesh::{AccessLogEncoding, MeshConfig};
 use meshwork_api::resource::{Gateway, Object, VirtualService};
 use meshwork_api::validate::common::hosts_match;
 
-use crate::clusters::build_clusters;
-use crate::config::{
-    AccessLog, CertificateSource, GatewayConfig, L4Route, Listener, PemSource, Redacted,
-    RouteTable, ServerChain, ServerProtocol, TlsContext, TlsMode, VirtualHost, WeightedCluster,
+use meshwork_resources::listener::{
+    CipherSuite, L4Route, Listener, ServerChain, ServerProtocol, TlsContext, TlsMode, TlsVersion,
 };
+use meshwork_resources::route::{RouteTable, VirtualHost, WeightedCluster};
+use meshwork_resources::{AccessLog, Node, ProxyConfig, Role, Secret};
+
+use crate::clusters::{ClusterContext, build_clusters};
 use crate::registry::{Registry, resolve_host};
 use crate::routes::{RouteContext, compile_route};
 
@@ -22,7 +24,7 @@ use crate::routes::{RouteContext, compile_route};
 #[derive(Debug, Clone, Default)]
 pub struct Compiled {
     /// One config per gateway proxy.
-    pub gateways: Vec<GatewayConfig>,
+    pub gateways: Vec<ProxyConfig>,
     /// Problems that leave part of the config out (a missing Secret, an unknown host).
     pub warnings: Vec<String>,
 }
@@ -104,10 +106,11 @@ fn compile_one(
     registry: &Registry,
     mesh: &MeshConfig,
     warnings: &mut Vec<String>,
-) -> GatewayConfig {
+) -> ProxyConfig {
     let ports = port_map(selector, objects);
     let mut listeners: BTreeMap<u16, Listener> = BTreeMap::new();
     let mut route_tables = BTreeMap::new();
+    let mut secrets: BTreeMap<String, Secret> = BTreeMap::new();
     let mut cluster_keys = Vec::new();
     for gw in gateways {
         for (i, server) in gw.spec.servers.iter().enumerate() {
@@ -116,7 +119,8 @@ fn compile_one(
                 continue;
             };
             let number = port.number.unwrap_or(0);
-            let Some(mut chain) = server_chain(gw, server, &source, number, objects, warnings)
+            let Some(mut chain) =
+                server_chain(gw, server, &source, number, objects, &mut secrets, warnings)
             else {
                 continue;
             };
@@ -165,17 +169,38 @@ fn compile_one(
     for table in route_tables.values_mut() {
         sort_virtual_hosts(table);
     }
-    GatewayConfig {
-        name: selector_name(selector),
-        selector: selector.clone(),
-        listeners: listeners.into_values().collect(),
+    let namespace = gateways
+        .first()
+        .map(|g| meta_ns(g).to_string())
+        .unwrap_or_default();
+    let ctx = ClusterContext {
+        objects,
+        registry,
+        mesh,
+        proxy_namespace: &namespace,
+    };
+    let clusters = build_clusters(&cluster_keys, &ctx, warnings);
+    secrets.extend(clusters.secrets);
+    ProxyConfig {
+        node: Node {
+            id: selector_name(selector),
+            role: Role::Gateway,
+            namespace,
+            labels: selector.clone(),
+            ..Node::default()
+        },
+        listeners: listeners
+            .into_values()
+            .map(|l| (l.name.clone(), l))
+            .collect(),
         route_tables,
-        clusters: build_clusters(&cluster_keys, objects, registry, mesh),
+        clusters: clusters.clusters,
+        endpoints: clusters.endpoints,
+        secrets,
         access_log: (!mesh.access_log_file.is_empty()).then(|| AccessLog {
             path: mesh.access_log_file.clone(),
             json: mesh.access_log_encoding == AccessLogEncoding::Json,
         }),
-        locality: None,
     }
 }
 
@@ -326,6 +351,7 @@ fn server_chain(
     source: &str,
     number: u32,
     objects: &[Object],
+    secrets: &mut BTreeMap<String, Secret>,
     warnings: &mut Vec<String>,
 ) -> Option<ServerChain> {
     let port = server.port.as_ref()?;
@@ -337,8 +363,11 @@ fn server_chain(
         .collect();
     let https_redirect = server.tls.as_ref().and_then(|t| t.https_redirect) == Some(true);
     let mode = server.tls.as_ref().map(|t| t.mode.unwrap_or_default());
-    let mut terminate = |protocol| match tls_context(gw, server, objects) {
-        Ok(ctx) => Some((protocol, Some(ctx))),
+    let mut terminate = |protocol| match tls_context(gw, server, objects, warnings) {
+        Ok((ctx, used)) => {
+            secrets.extend(used.into_iter().map(|s| (s.name.clone(), s)));
+            Some((protocol, Some(ctx)))
+        }
         Err(e) => {
             warnings.push(format!("Gateway {source}: {e}; the server is left out"));
             None
@@ -395,92 +424,76 @@ fn server_chain(
     })
 }
 
-fn tls_context(gw: &Gateway, server: &Server, objects: &[Object]) -> Result<TlsContext, String> {
+fn tls_context(
+    gw: &Gateway,
+    server: &Server,
+    objects: &[Object],
+    warnings: &mut Vec<String>,
+) -> Result<(TlsContext, Vec<Secret>), String> {
     let tls = server.tls.as_ref().ok_or("no TLS settings")?;
     let mode = match tls.mode.unwrap_or_default() {
         ServerTlsMode::Mutual => TlsMode::Mutual,
         ServerTlsMode::OptionalMutual => TlsMode::OptionalMutual,
         _ => TlsMode::Simple,
     };
+    let mut used = Vec::new();
     let mut client_ca = tls
         .ca_certificates
-        .clone()
+        .as_deref()
         .filter(|s| !s.is_empty())
-        .map(PemSource::File);
+        .map(crate::secrets::file_ca);
     let certificate = if let Some(name) = tls.credential_name.as_deref().filter(|s| !s.is_empty()) {
-        let secret = find_secret(objects, meta_ns(gw), name).ok_or_else(|| {
-            format!(
-                "credentialName {name}: Secret {}/{name} not found",
-                meta_ns(gw)
-            )
-        })?;
-        let cert = secret
-            .get("tls.crt")
-            .ok_or_else(|| format!("Secret {name} has no tls.crt"))?;
-        let key = secret
-            .get("tls.key")
-            .ok_or_else(|| format!("Secret {name} has no tls.key"))?;
-        if let Some(ca) = secret.get("ca.crt") {
-            client_ca = Some(PemSource::Inline(ca.clone()));
-        } else if let Some(ca) = find_secret(objects, meta_ns(gw), &format!("{name}-cacert"))
-            .and_then(|s| s.get("ca.crt").or_else(|| s.get("cacert")).cloned())
-        {
-            client_ca = Some(PemSource::Inline(ca));
+        let (cert, ca) = crate::secrets::credential(objects, meta_ns(gw), name)?;
+        if ca.is_some() {
+            client_ca = ca;
         }
-        CertificateSource::Secret {
-            name: format!("{}/{name}", meta_ns(gw)),
-            cert_pem: cert.clone(),
-            key_pem: Redacted(key.clone()),
-        }
+        cert
     } else {
-        CertificateSource::Files {
-            cert_path: tls
-                .server_certificate
-                .clone()
+        crate::secrets::file_certificate(
+            tls.server_certificate
+                .as_deref()
                 .ok_or("no serverCertificate")?,
-            key_path: tls.private_key.clone().ok_or("no privateKey")?,
-        }
+            tls.private_key.as_deref().ok_or("no privateKey")?,
+        )
     };
     if mode != TlsMode::Simple && client_ca.is_none() {
         return Err("MUTUAL TLS needs a CA: ca.crt in the credential or caCertificates".into());
     }
-    let version = |v: Option<TlsProtocol>| {
-        v.filter(|v| *v != TlsProtocol::TlsAuto)
-            .map(|v| v.as_str().to_string())
+    let version = |v: Option<TlsProtocol>| match v? {
+        TlsProtocol::TlsAuto => None,
+        TlsProtocol::Tlsv10 => Some(TlsVersion::Tls10),
+        TlsProtocol::Tlsv11 => Some(TlsVersion::Tls11),
+        TlsProtocol::Tlsv12 => Some(TlsVersion::Tls12),
+        TlsProtocol::Tlsv13 => Some(TlsVersion::Tls13),
     };
-    Ok(TlsContext {
+    let mut cipher_suites = Vec::new();
+    for name in &tls.cipher_suites {
+        match CipherSuite::from_openssl_name(name) {
+            Some(c) => cipher_suites.push(c),
+            None => warnings.push(format!(
+                "Gateway {}/{}: cipher suite {name} is not supported; it is ignored",
+                meta_ns(gw),
+                meta_name(gw)
+            )),
+        }
+    }
+    let ctx = TlsContext {
         mode,
-        certificate,
-        client_ca: if mode == TlsMode::Simple {
-            None
-        } else {
-            client_ca
+        certificate: certificate.name.clone(),
+        client_ca: match (&client_ca, mode) {
+            (_, TlsMode::Simple) | (None, _) => None,
+            (Some(ca), _) => Some(ca.name.clone()),
         },
         min_version: version(tls.min_protocol_version),
         max_version: version(tls.max_protocol_version),
-        cipher_suites: tls.cipher_suites.clone(),
+        cipher_suites,
         alpn: vec!["h2".into(), "http/1.1".into()],
-    })
-}
-
-/// The string data of a Secret (base64 `data` decoded by the loader, or `stringData`).
-fn find_secret(objects: &[Object], ns: &str, name: &str) -> Option<BTreeMap<String, String>> {
-    objects.iter().find_map(|o| match o {
-        Object::Secret(s)
-            if s.metadata.name.as_deref() == Some(name)
-                && s.metadata.namespace.as_deref() == Some(ns) =>
-        {
-            let mut out = BTreeMap::new();
-            for (k, v) in s.data.iter().flatten() {
-                out.insert(k.clone(), String::from_utf8_lossy(&v.0).into_owned());
-            }
-            for (k, v) in s.string_data.iter().flatten() {
-                out.insert(k.clone(), v.clone());
-            }
-            Some(out)
-        }
-        _ => None,
-    })
+    };
+    used.push(certificate);
+    if mode != TlsMode::Simple {
+        used.extend(client_ca);
+    }
+    Ok((ctx, used))
 }
 
 /// Whether a VirtualService's `gateways` names this Gateway.

@@ -4,10 +4,11 @@
 #![forbid(unsafe_code)]
 
 pub mod clusters;
-pub mod config;
 pub mod gateway;
 pub mod policy;
 pub mod registry;
 pub mod routes;
+pub mod secrets;
 
 pub use gateway::{Compiled, compile_gateways};
+pub use meshwork_resources as resources;

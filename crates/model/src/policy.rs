@@ -5,10 +5,12 @@
 
 use meshwork_api::duration::parse_duration;
 use meshwork_api::generated::networking::{
-    ConnectionPoolSettings, LoadBalancerSettings, LocalityLbSetting, OutlierDetection, RetryBudget,
-    SimpleLb, TrafficPolicy,
+    ClientTlsSettings, ConnectionPoolSettings, LoadBalancerSettings, LocalityLbSetting,
+    OutlierDetection, RetryBudget, SimpleLb, TrafficPolicy,
 };
-use serde::Serialize;
+use meshwork_resources::cluster::{
+    CircuitBreakers, ClusterPolicy, HashKey, LbPolicy, LocalityPolicy, OutlierPolicy,
+};
 
 /// The parts of a traffic policy that apply per port.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -21,6 +23,8 @@ pub struct EffectivePolicy {
     pub outlier_detection: Option<OutlierDetection>,
     /// Bound on retries relative to traffic.
     pub retry_budget: Option<RetryBudget>,
+    /// TLS origination to the endpoints.
+    pub tls: Option<ClientTlsSettings>,
 }
 
 impl EffectivePolicy {
@@ -38,6 +42,9 @@ impl EffectivePolicy {
         if over.retry_budget.is_some() {
             self.retry_budget = over.retry_budget;
         }
+        if over.tls.is_some() {
+            self.tls = over.tls;
+        }
         self
     }
 
@@ -47,6 +54,7 @@ impl EffectivePolicy {
             load_balancer: tp.load_balancer.clone(),
             outlier_detection: tp.outlier_detection.clone(),
             retry_budget: tp.retry_budget.clone(),
+            tls: tp.tls.clone(),
         };
         match tp
             .port_level_settings
@@ -58,6 +66,7 @@ impl EffectivePolicy {
                 load_balancer: pl.load_balancer.clone(),
                 outlier_detection: pl.outlier_detection.clone(),
                 retry_budget: None,
+                tls: pl.tls.clone(),
             }),
             None => top,
         }
@@ -77,136 +86,6 @@ pub fn effective(
         Some(s) => base.overlay(EffectivePolicy::of(s, port)),
         None => base,
     }
-}
-
-/// How a cluster chooses among its endpoints.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LbPolicy {
-    /// In turn (Istio's default).
-    RoundRobin,
-    /// The less loaded of two random endpoints (Envoy's power of two choices).
-    LeastRequest,
-    /// At random.
-    Random,
-    /// Consistent hashing on a ring of at least `min_ring_size` points.
-    RingHash {
-        /// What is hashed.
-        key: HashKey,
-        /// Ring size (1024 by default).
-        min_ring_size: u64,
-    },
-    /// Consistent hashing with a Maglev table of `table_size` (a prime; 65537 by default).
-    Maglev {
-        /// What is hashed.
-        key: HashKey,
-        /// Table size.
-        table_size: u64,
-    },
-}
-
-/// The request property a consistent hash uses.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum HashKey {
-    /// A header's value.
-    Header(String),
-    /// A cookie's value; generated (and set on the response) when absent.
-    Cookie {
-        /// Cookie name.
-        name: String,
-        /// Cookie path.
-        path: Option<String>,
-        /// Cookie lifetime in seconds (a session cookie when unset).
-        ttl_secs: Option<u64>,
-    },
-    /// The client's IP address.
-    SourceIp,
-    /// A query parameter's value.
-    QueryParameter(String),
-}
-
-/// Envoy's circuit breakers: limits beyond which requests are refused at once (503 `UO`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct CircuitBreakers {
-    /// Connections to the cluster (`tcp.maxConnections`).
-    pub max_connections: u32,
-    /// Requests waiting for a connection (`http.http1MaxPendingRequests`).
-    pub max_pending_requests: u32,
-    /// Requests in flight (`http.http2MaxRequests`).
-    pub max_requests: u32,
-    /// Retries in flight (`http.maxRetries`).
-    pub max_retries: u32,
-}
-
-impl Default for CircuitBreakers {
-    /// Istio sets every limit to the maximum unless a DestinationRule lowers it.
-    fn default() -> Self {
-        Self {
-            max_connections: u32::MAX,
-            max_pending_requests: u32::MAX,
-            max_requests: u32::MAX,
-            max_retries: u32::MAX,
-        }
-    }
-}
-
-/// Outlier detection with Istio's defaults filled in.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct OutlierPolicy {
-    /// Consecutive 5xx (and, unless split, local-origin failures) before ejection (5).
-    pub consecutive_5xx: Option<u32>,
-    /// Consecutive 502/503/504 and connection failures before ejection (off).
-    pub consecutive_gateway: Option<u32>,
-    /// Consecutive local-origin failures before ejection, when split (5).
-    pub consecutive_local_origin: Option<u32>,
-    /// Count connection failures apart from HTTP errors.
-    pub split_local_origin: bool,
-    /// How often ejections are reviewed, in milliseconds (10s).
-    pub interval_ms: u64,
-    /// Ejection time in milliseconds, multiplied by the number of ejections (30s).
-    pub base_ejection_ms: u64,
-    /// At most this percentage of endpoints is ejected (10).
-    pub max_ejection_percent: u32,
-    /// Below this percentage of healthy endpoints, all are used (panic mode; 0).
-    pub min_health_percent: u32,
-}
-
-/// Locality load balancing (`localityLbSetting`), for endpoints with a locality.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct LocalityPolicy {
-    /// `from` locality (may end in `*`) -> target localities with their weights.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub distribute: Vec<(String, Vec<(String, u32)>)>,
-    /// Region to fail over to, by region: `from` -> `to`.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub failover: Vec<(String, String)>,
-    /// Labels ranking endpoints: those matching the gateway on more leading labels first.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub failover_priority: Vec<String>,
-}
-
-/// The compiled policy of one cluster.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ClusterPolicy {
-    /// Load balancing.
-    pub lb: LbPolicy,
-    /// Limits.
-    pub circuit_breakers: CircuitBreakers,
-    /// Ejection of failing endpoints.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub outlier: Option<OutlierPolicy>,
-    /// Locality-aware balancing: distribute by weight, or prefer the nearest endpoints and
-    /// fail over outward (only with outlier detection, as in Istio).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub locality: Option<LocalityPolicy>,
-    /// Slow start for endpoints that join: (window in ms, minimum percent, aggression).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub warmup: Option<(u64, f64, f64)>,
-    /// Retries in flight may be at most this percentage of requests in flight, but never
-    /// fewer than the minimum (`retryBudget`: 20% and 3 by default).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub retry_budget: Option<(f64, u32)>,
 }
 
 fn millis(text: Option<&String>) -> Option<u64> {

@@ -11,7 +11,7 @@ use meshwork_api::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use meshwork_api::resource::Object;
 use serde::Serialize;
 
-use crate::config::Endpoint;
+use meshwork_resources::Endpoint;
 
 /// The cluster domain suffix.
 pub const DOMAIN_SUFFIX: &str = "cluster.local";

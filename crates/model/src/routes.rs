@@ -8,11 +8,11 @@ use meshwork_api::generated::networking::{
     StringMatch, UnmatchedPreflights,
 };
 
-use crate::config::{
-    CorsPolicy, Fault, FaultAbort, HeaderMatcher, HeaderOps, Mirror, QueryMatcher, Redirect,
-    RetryPolicy, Rewrite, Route, RouteAction, RouteMatch, StringMatcher, WeightedCluster,
-};
 use crate::registry::{Registry, resolve_host};
+use meshwork_resources::route::{
+    CorsPolicy, Fault, FaultAbort, HeaderMatcher, HeaderOps, Mirror, QueryMatcher, Redirect,
+    RetryOn, RetryPolicy, Rewrite, Route, RouteAction, RouteMatch, StringMatcher, WeightedCluster,
+};
 
 /// Istio's cluster name for a destination: `outbound|port|subset|host`.
 pub fn cluster_name(host: &str, port: u32, subset: Option<&str>) -> String {
@@ -171,21 +171,16 @@ fn millis(text: Option<&String>) -> Option<u64> {
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Istio's retry policy when a route sets none: 2 attempts on connection failures and 503.
+/// Istio's retry policy when a route sets none: 2 attempts on connection failures,
+/// refused streams and 503.
 pub fn default_retries() -> RetryPolicy {
     RetryPolicy {
         attempts: 2,
         per_try_timeout_ms: None,
-        retry_on: [
-            "connect-failure",
-            "refused-stream",
-            "unavailable",
-            "cancelled",
-            "retriable-status-codes",
-            "503",
-        ]
-        .map(String::from)
-        .to_vec(),
+        retry_on: RetryOn::parse(
+            "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes,503",
+        )
+        .0,
     }
 }
 
@@ -293,7 +288,15 @@ pub fn compile_route(
             attempts: u32::try_from(rt.attempts.unwrap_or(0)).unwrap_or(0),
             per_try_timeout_ms: millis(rt.per_try_timeout.as_ref()),
             retry_on: match &rt.retry_on {
-                Some(on) => on.split(',').map(|s| s.trim().to_string()).collect(),
+                Some(on) => {
+                    let (on, unknown) = RetryOn::parse(on);
+                    for word in unknown {
+                        warnings.push(format!(
+                            "route {name}: retryOn condition {word:?} is not known; it is ignored"
+                        ));
+                    }
+                    on
+                }
                 None => default_retries().retry_on,
             },
         }),

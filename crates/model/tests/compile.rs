@@ -6,13 +6,22 @@ use std::path::Path;
 use meshwork_api::load::{LoadOptions, load_str};
 use meshwork_api::resource::Object;
 use meshwork_model::compile_gateways;
-use meshwork_model::config::{CertificateSource, RouteAction, ServerProtocol, StringMatcher};
+use meshwork_resources::listener::ServerProtocol;
+use meshwork_resources::route::{RouteAction, StringMatcher};
+use meshwork_resources::secret::Pem;
 
 fn compile(yaml: &str) -> meshwork_model::Compiled {
     let out = load_str(Path::new("t.yaml"), yaml, &LoadOptions::default());
     assert!(!out.has_errors(), "{:#?}", out.diagnostics);
     let objects: Vec<Object> = out.config.objects.into_iter().map(|o| o.object).collect();
-    compile_gateways(&objects, &out.config.mesh)
+    let compiled = compile_gateways(&objects, &out.config.mesh);
+    // What the control plane streams decodes to what it compiled.
+    for g in &compiled.gateways {
+        let wire = serde_json::to_vec(g).unwrap();
+        let back: meshwork_resources::ProxyConfig = serde_json::from_slice(&wire).unwrap();
+        assert_eq!(&back, g);
+    }
+    compiled
 }
 
 /// Seed 003: the gateway Service maps 80 -> 8080 and 443 -> 8443; HTTPS with a Secret.
@@ -80,22 +89,19 @@ fn seed_003_compiles_to_an_https_listener_on_the_target_port() {
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     assert_eq!(c.gateways.len(), 1);
     let g = &c.gateways[0];
-    assert_eq!(g.name, "istio=ingressgateway");
+    assert_eq!(g.node.id, "istio=ingressgateway");
     assert_eq!(g.listeners.len(), 1);
-    let l = &g.listeners[0];
+    let l = &g.listeners["0.0.0.0_8443"];
     assert_eq!((l.bind_port, l.gateway_port), (8443, 443));
     let s = &l.servers[0];
     assert_eq!(s.protocol, ServerProtocol::Https);
     assert_eq!(s.hosts, ["app.example.com"]);
     assert_eq!(s.route_table, "https.443.https.my-gateway.istio-system");
     let tls = s.tls.as_ref().unwrap();
-    match &tls.certificate {
-        CertificateSource::Secret { name, cert_pem, .. } => {
-            assert_eq!(name, "istio-system/app-tls");
-            assert_eq!(cert_pem, "CERT");
-        }
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(tls.certificate, "kubernetes://istio-system/app-tls");
+    let secret = &g.secrets[&tls.certificate];
+    assert_eq!(secret.certificate_chain, Some(Pem::Inline("CERT".into())));
+    assert!(secret.private_key.is_some());
     let vh = &g.route_tables[&s.route_table].virtual_hosts[0];
     assert_eq!(vh.domains, ["app.example.com"]);
     let route = &vh.routes[0];
@@ -112,12 +118,10 @@ fn seed_003_compiles_to_an_https_listener_on_the_target_port() {
     );
     assert_eq!(dests[0].weight, 100);
     let cluster = &g.clusters[&dests[0].cluster];
-    assert_eq!(cluster.endpoints.len(), 1);
+    let endpoints = &g.endpoints[&dests[0].cluster].endpoints;
+    assert_eq!(endpoints.len(), 1);
     assert_eq!(
-        (
-            cluster.endpoints[0].address.as_str(),
-            cluster.endpoints[0].port
-        ),
+        (endpoints[0].address.as_str(), endpoints[0].port),
         ("10.1.2.3", 8080)
     );
     assert_eq!(
@@ -125,7 +129,13 @@ fn seed_003_compiles_to_an_https_listener_on_the_target_port() {
         "Istio's default connect timeout"
     );
     // The private key never appears in the dump.
-    let dump = serde_json::to_string(g).unwrap();
+    let wire = serde_json::to_string(g).unwrap();
+    assert_eq!(
+        wire.matches("\"KEY\"").count(),
+        1,
+        "the key lives in its secret only"
+    );
+    let dump = serde_json::to_string(&g.redacted()).unwrap();
     assert!(dump.contains("[redacted 3 bytes]") && !dump.contains("\"KEY\""));
 }
 
@@ -202,12 +212,12 @@ spec:
 "#,
     );
     let g = &c.gateways[0];
-    assert_eq!(g.listeners[0].bind_port, 8081);
-    let v1 = &g.clusters["outbound|80|v1|payments.default.svc.cluster.local"];
-    let v2 = &g.clusters["outbound|80|v2|payments.default.svc.cluster.local"];
-    assert_eq!(v1.endpoints[0].address, "10.0.0.1");
-    assert_eq!(v2.endpoints[0].address, "10.0.0.2");
-    assert_eq!(v1.endpoints.len() + v2.endpoints.len(), 2);
+    assert_eq!(g.listeners["0.0.0.0_8081"].bind_port, 8081);
+    let v1 = &g.endpoints["outbound|80|v1|payments.default.svc.cluster.local"].endpoints;
+    let v2 = &g.endpoints["outbound|80|v2|payments.default.svc.cluster.local"].endpoints;
+    assert_eq!(v1[0].address, "10.0.0.1");
+    assert_eq!(v2[0].address, "10.0.0.2");
+    assert_eq!(v1.len() + v2.len(), 2);
 }
 
 #[test]
@@ -255,8 +265,9 @@ spec:
   - route: [{destination: {host: db}}]
 "#,
     );
-    let cluster = &c.gateways[0].clusters["outbound|80||db.default.svc.cluster.local"];
-    let ep = &cluster.endpoints[0];
+    let name = "outbound|80||db.default.svc.cluster.local";
+    let cluster = &c.gateways[0].clusters[name];
+    let ep = &c.gateways[0].endpoints[name].endpoints[0];
     assert_eq!(ep.labels.get("network").map(String::as_str), Some("n1"));
     assert!(
         !ep.labels.contains_key("other"),

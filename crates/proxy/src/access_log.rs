@@ -22,6 +22,8 @@ pub struct Entry {
     pub response_code: u16,
     /// Envoy response flags (`-` for none).
     pub response_flags: String,
+    /// Envoy's `response_code_details` (`via_upstream`, `route_not_found`, ...).
+    pub response_code_details: String,
     /// Total time in milliseconds.
     pub duration: u64,
     /// Request body bytes.
@@ -48,6 +50,9 @@ pub struct Entry {
     pub requested_server_name: Option<String>,
     /// Time to upstream response headers in milliseconds.
     pub upstream_service_time: Option<u64>,
+    /// Why a connection was closed before it was routed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection_termination_details: Option<String>,
 }
 
 impl Entry {

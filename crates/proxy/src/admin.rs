@@ -13,7 +13,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
-use meshwork_model::config::GatewayConfig;
+use meshwork_resources::ProxyConfig;
 
 use crate::body::{Body, full};
 
@@ -22,8 +22,10 @@ use crate::body::{Body, full};
 pub struct AdminState {
     /// Config loaded and every listener bound.
     pub ready: AtomicBool,
-    /// The compiled config of every proxy, by gateway name; serialized when asked for.
-    pub config_dump: ArcSwap<Vec<(String, Arc<GatewayConfig>)>>,
+    /// The resources every proxy runs, by proxy id; serialized (keys redacted) when asked for.
+    pub config_dump: ArcSwap<Vec<(String, Arc<ProxyConfig>)>>,
+    /// The recorders' counters, by proxy id, for `/stats`.
+    pub stats: ArcSwap<Vec<(String, Arc<crate::Shared>)>>,
 }
 
 impl AdminState {
@@ -48,11 +50,22 @@ fn respond(admin: &AdminState, req: &Request<Incoming>) -> Response<Body> {
         }
         "/config_dump" => (StatusCode::OK, "application/json", {
             let gateways = admin.config_dump.load();
-            let dump: std::collections::BTreeMap<&str, &GatewayConfig> =
-                gateways.iter().map(|(n, c)| (n.as_str(), &**c)).collect();
+            let dump: std::collections::BTreeMap<&str, ProxyConfig> = gateways
+                .iter()
+                .map(|(n, c)| (n.as_str(), c.redacted()))
+                .collect();
             serde_json::to_string_pretty(&serde_json::json!({ "gateways": dump }))
                 .unwrap_or_default()
                 + "\n"
+        }),
+        "/stats" => (StatusCode::OK, "text/plain", {
+            let mut out = String::new();
+            for (id, shared) in admin.stats.load().iter() {
+                for line in shared.recorder.stats().lines() {
+                    out.push_str(&format!("proxy.{id}.{line}\n"));
+                }
+            }
+            out
         }),
         _ => (
             StatusCode::NOT_FOUND,

@@ -4,11 +4,18 @@
 //! circuit breakers' counters.
 
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
-use meshwork_model::config::Endpoint;
-use meshwork_model::policy::{ClusterPolicy, LbPolicy, OutlierPolicy};
+use meshwork_resources::Endpoint;
+use meshwork_resources::cluster::{ClusterPolicy, LbPolicy, OutlierPolicy};
+
+/// One clock for every balancer, so that ejection times survive a rebuild.
+fn now_ms() -> u64 {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
 
 /// A stable 64-bit hash (SipHash with fixed keys), the same in every process.
 pub fn hash64(data: impl Hash) -> u64 {
@@ -54,7 +61,8 @@ pub enum Outcome {
     LocalFailure,
 }
 
-/// Per-endpoint state.
+/// Per-endpoint state: load, health and ejections. Kept across config updates for as long
+/// as the endpoint stays in its cluster.
 #[derive(Debug)]
 pub struct EndpointState {
     /// The address.
@@ -66,18 +74,34 @@ pub struct EndpointState {
     consecutive_local: AtomicU32,
     ejected_until_ms: AtomicU64,
     ejections: AtomicU32,
+    /// When the endpoint joined (for slow start); `None` when it was there from the start.
+    joined: Option<Instant>,
 }
 
-/// A cluster's endpoints with their balancing and health state.
-#[derive(Debug)]
-pub struct Balancer {
-    /// Endpoints in config order.
-    pub endpoints: Vec<EndpointState>,
-    policy: ClusterPolicy,
-    cursor: AtomicUsize,
-    ring: Vec<(u64, usize)>,
-    maglev: Vec<usize>,
-    epoch: Instant,
+impl EndpointState {
+    fn new(endpoint: Endpoint, joined: Option<Instant>) -> EndpointState {
+        EndpointState {
+            endpoint,
+            active: AtomicU32::new(0),
+            consecutive_5xx: AtomicU32::new(0),
+            consecutive_gateway: AtomicU32::new(0),
+            consecutive_local: AtomicU32::new(0),
+            ejected_until_ms: AtomicU64::new(0),
+            ejections: AtomicU32::new(0),
+            joined,
+        }
+    }
+
+    /// How many times outlier detection has ejected the endpoint.
+    pub fn ejections(&self) -> u32 {
+        self.ejections.load(Ordering::Relaxed)
+    }
+}
+
+/// A cluster's circuit-breaker counters, kept across config updates for as long as the
+/// cluster exists, so that limits hold while old and new config serve side by side.
+#[derive(Debug, Default)]
+pub struct ClusterCounters {
     /// Requests in flight to the cluster.
     pub active_requests: AtomicU32,
     /// Retries in flight to the cluster.
@@ -86,8 +110,19 @@ pub struct Balancer {
     pub active_connections: AtomicU32,
     /// Requests sent to the cluster, for `maxRequestsPerConnection`.
     pub requests_sent: AtomicU64,
-    /// When each endpoint joined (for slow start); `None` for endpoints there from the start.
-    joined: Vec<Option<Instant>>,
+}
+
+/// A cluster's endpoints with their balancing and health state.
+#[derive(Debug)]
+pub struct Balancer {
+    /// Endpoints in config order.
+    pub endpoints: Vec<Arc<EndpointState>>,
+    policy: ClusterPolicy,
+    cursor: Arc<AtomicUsize>,
+    ring: Vec<(u64, usize)>,
+    maglev: Vec<usize>,
+    /// Circuit-breaker counters.
+    pub counters: Arc<ClusterCounters>,
     /// The proxy's own locality, for locality load balancing.
     local: Option<String>,
     /// The proxy's labels, for `failoverPriority`.
@@ -95,7 +130,7 @@ pub struct Balancer {
 }
 
 impl Balancer {
-    /// Builds the balancer, with its hash ring or Maglev table when the policy hashes.
+    /// Builds a balancer whose endpoints were all there from the start.
     pub fn new(endpoints: &[Endpoint], policy: &ClusterPolicy) -> Balancer {
         Self::with_join_times(endpoints, policy, &vec![None; endpoints.len()])
     }
@@ -107,10 +142,50 @@ impl Balancer {
         policy: &ClusterPolicy,
         joined: &[Option<Instant>],
     ) -> Balancer {
-        let names: Vec<String> = endpoints
+        let states = endpoints
             .iter()
-            .map(|e| format!("{}:{}", e.address, e.port))
+            .zip(joined)
+            .map(|(e, j)| Arc::new(EndpointState::new(e.clone(), *j)))
             .collect();
+        Self::from_states(states, policy, Arc::default(), Arc::default())
+    }
+
+    /// Builds the balancer for a new version of a cluster. Endpoints still present keep
+    /// their state (load, health, ejections) and the counters carry over from `previous`;
+    /// endpoints that are new join now, unless `first` says this is the proxy's first
+    /// config (then they start warm).
+    pub fn update(
+        endpoints: &[Endpoint],
+        policy: &ClusterPolicy,
+        previous: Option<&Balancer>,
+        first: bool,
+    ) -> Balancer {
+        let now = Instant::now();
+        let states = endpoints
+            .iter()
+            .map(|e| {
+                previous
+                    .and_then(|p| p.endpoints.iter().find(|s| s.endpoint == *e))
+                    .cloned()
+                    .unwrap_or_else(|| {
+                        Arc::new(EndpointState::new(e.clone(), (!first).then_some(now)))
+                    })
+            })
+            .collect();
+        let (counters, cursor) = match previous {
+            Some(p) => (p.counters.clone(), p.cursor.clone()),
+            None => (Arc::default(), Arc::default()),
+        };
+        Self::from_states(states, policy, counters, cursor)
+    }
+
+    fn from_states(
+        endpoints: Vec<Arc<EndpointState>>,
+        policy: &ClusterPolicy,
+        counters: Arc<ClusterCounters>,
+        cursor: Arc<AtomicUsize>,
+    ) -> Balancer {
+        let names: Vec<String> = endpoints.iter().map(|e| e.endpoint.authority()).collect();
         let ring = match &policy.lb {
             LbPolicy::RingHash { min_ring_size, .. } if !names.is_empty() => {
                 build_ring(&names, *min_ring_size)
@@ -124,28 +199,12 @@ impl Balancer {
             _ => Vec::new(),
         };
         Balancer {
-            endpoints: endpoints
-                .iter()
-                .map(|e| EndpointState {
-                    endpoint: e.clone(),
-                    active: AtomicU32::new(0),
-                    consecutive_5xx: AtomicU32::new(0),
-                    consecutive_gateway: AtomicU32::new(0),
-                    consecutive_local: AtomicU32::new(0),
-                    ejected_until_ms: AtomicU64::new(0),
-                    ejections: AtomicU32::new(0),
-                })
-                .collect(),
+            endpoints,
             policy: policy.clone(),
-            cursor: AtomicUsize::new(0),
+            cursor,
             ring,
             maglev,
-            epoch: Instant::now(),
-            active_requests: AtomicU32::new(0),
-            active_retries: AtomicU32::new(0),
-            active_connections: AtomicU32::new(0),
-            requests_sent: AtomicU64::new(0),
-            joined: joined.to_vec(),
+            counters,
             local: None,
             proxy_labels: Default::default(),
         }
@@ -236,8 +295,8 @@ impl Balancer {
     /// Envoy's slow-start weight of endpoint `i`, in (0, 1]: `max(minimum, (t / window) ^
     /// (1 / aggression))` while it is in its warm-up window.
     pub fn warmup_weight(&self, i: usize) -> f64 {
-        let (Some((window_ms, min_percent, aggression)), Some(Some(joined))) =
-            (self.policy.warmup, self.joined.get(i))
+        let (Some((window_ms, min_percent, aggression)), Some(joined)) =
+            (self.policy.warmup, self.endpoints[i].joined)
         else {
             return 1.0;
         };
@@ -255,10 +314,6 @@ impl Balancer {
         &self.policy
     }
 
-    fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
-    }
-
     fn is_ejected(&self, i: usize, now: u64) -> bool {
         self.endpoints[i].ejected_until_ms.load(Ordering::Relaxed) > now
     }
@@ -270,7 +325,7 @@ impl Balancer {
         if n == 0 {
             return None;
         }
-        let now = self.now_ms();
+        let now = now_ms();
         let healthy: Vec<usize> = (0..n).filter(|i| !self.is_ejected(*i, now)).collect();
         let min_health = self
             .policy
@@ -368,7 +423,7 @@ impl Balancer {
     }
 
     fn eject(&self, i: usize, od: &OutlierPolicy) {
-        let now = self.now_ms();
+        let now = now_ms();
         let n = self.endpoints.len();
         let ejected = (0..n).filter(|j| self.is_ejected(*j, now)).count();
         // Envoy always allows one ejection, whatever the percentage.
@@ -389,12 +444,12 @@ impl Balancer {
         ] {
             c.store(0, Ordering::Relaxed);
         }
-        tracing::info!(endpoint = %format!("{}:{}", e.endpoint.address, e.endpoint.port), ejections = times, "endpoint ejected by outlier detection");
+        tracing::info!(endpoint = %e.endpoint.authority(), ejections = times, "endpoint ejected by outlier detection");
     }
 
     /// Whether endpoint `i` is ejected now.
     pub fn ejected(&self, i: usize) -> bool {
-        self.is_ejected(i, self.now_ms())
+        self.is_ejected(i, now_ms())
     }
 }
 
@@ -519,7 +574,7 @@ fn build_maglev(names: &[String], table_size: u64) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use meshwork_model::policy::{CircuitBreakers, HashKey};
+    use meshwork_resources::cluster::{CircuitBreakers, HashKey};
 
     fn eps(n: usize) -> Vec<Endpoint> {
         (0..n)
@@ -649,7 +704,7 @@ mod tests {
 
     #[test]
     fn localities_prefer_the_nearest_and_distribute_by_weight() {
-        use meshwork_model::policy::LocalityPolicy;
+        use meshwork_resources::cluster::LocalityPolicy;
         let at = |loc: &str, i: u8| Endpoint {
             address: format!("10.0.0.{i}"),
             port: 80,

@@ -1,7 +1,10 @@
-//! Request-path errors: each carries the status code sent to the client and Envoy's
-//! response flag for the access log, so one function turns any of them into a response.
+//! Request-path errors: each carries the status code sent to the client, Envoy's response
+//! flag and its `response_code_details` for the access log, so one function turns any of
+//! them into a response.
 
 use http::StatusCode;
+
+use crate::flags::ResponseFlags;
 
 /// Why a request did not get an upstream response.
 #[derive(Debug, thiserror::Error)]
@@ -51,16 +54,34 @@ impl ProxyError {
     }
 
     /// Envoy's response flag.
-    pub fn flag(&self) -> &'static str {
+    pub fn flags(&self) -> ResponseFlags {
         match self {
-            ProxyError::NoRoute => "NR",
-            ProxyError::NoHealthyUpstream => "UH",
-            ProxyError::NoCluster => "NC",
-            ProxyError::ConnectFailure => "UF",
-            ProxyError::UpstreamReset => "UC",
-            ProxyError::Timeout => "UT",
-            ProxyError::Overflow => "UO",
-            ProxyError::BadRequest(_) => "DPE",
+            ProxyError::NoRoute => ResponseFlags::NO_ROUTE_FOUND,
+            ProxyError::NoHealthyUpstream => ResponseFlags::NO_HEALTHY_UPSTREAM,
+            ProxyError::NoCluster => ResponseFlags::NO_CLUSTER_FOUND,
+            ProxyError::ConnectFailure => ResponseFlags::UPSTREAM_CONNECTION_FAILURE,
+            ProxyError::UpstreamReset => ResponseFlags::UPSTREAM_CONNECTION_TERMINATION,
+            ProxyError::Timeout => ResponseFlags::UPSTREAM_REQUEST_TIMEOUT,
+            ProxyError::Overflow => ResponseFlags::UPSTREAM_OVERFLOW,
+            ProxyError::BadRequest(_) => ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
+        }
+    }
+
+    /// Envoy's `response_code_details`.
+    pub fn details(&self) -> &'static str {
+        match self {
+            ProxyError::NoRoute => "route_not_found",
+            ProxyError::NoHealthyUpstream => "no_healthy_upstream",
+            ProxyError::NoCluster => "cluster_not_found",
+            ProxyError::ConnectFailure => {
+                "upstream_reset_before_response_started{connection_failure}"
+            }
+            ProxyError::UpstreamReset => {
+                "upstream_reset_before_response_started{connection_termination}"
+            }
+            ProxyError::Overflow => "upstream_reset_before_response_started{overflow}",
+            ProxyError::Timeout => "upstream_response_timeout",
+            ProxyError::BadRequest(_) => "downstream_protocol_error",
         }
     }
 

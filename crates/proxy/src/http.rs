@@ -13,18 +13,21 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Incoming};
-use meshwork_model::config::{
-    HeaderOps, Redirect, RetryPolicy, RouteAction, StringMatcher, UpstreamProtocol,
+use meshwork_resources::cluster::{HashKey, LbPolicy, UpstreamProtocol};
+use meshwork_resources::route::{
+    CorsPolicy, FaultAbort, HeaderOps, Redirect, RetryOn, RetryPolicy, RouteAction, StringMatcher,
 };
-use meshwork_model::policy::{HashKey, LbPolicy};
 
 use crate::Shared;
 use crate::access_log::{Entry, rfc3339};
 use crate::balancer::{InFlight, Outcome, hash64};
 use crate::body::{Body, Counted, boxed, empty, full};
 use crate::error::ProxyError;
+use crate::flags::ResponseFlags;
+use crate::recorder::{Kind, Outcome as Recorded};
 use crate::route::{RequestFacts, find_route, pick_weighted, virtual_host};
-use crate::state::{CompiledRoute, State};
+use crate::route_table::CompiledRoute;
+use crate::runtime::Runtime as State;
 
 /// What the connection phase learnt, for every request on the connection.
 #[derive(Debug, Clone)]
@@ -60,10 +63,10 @@ struct Upstream {
     host: Option<String>,
     service_time: Option<u64>,
     route: Option<String>,
-    /// DI, FI or URX: what happened on the way.
-    flag: Option<&'static str>,
-    /// The flag of the error that ended the request (UH, UT, UF, ...).
-    error_flag: Option<&'static str>,
+    /// What happened on the way (DI, FI, URX) and the error that ended the request.
+    flags: ResponseFlags,
+    /// Envoy's `response_code_details`.
+    details: &'static str,
 }
 
 /// Serves one request.
@@ -78,7 +81,7 @@ pub async fn handle(
     let request_id = ensure_request_id(&mut parts.headers);
     // The access log entry (and the byte counting it needs) only when the log is on.
     let received = Arc::new(AtomicU64::new(0));
-    let entry = state.access_log.as_ref().map(|_| Entry {
+    let entry = state.config.access_log.as_ref().map(|_| Entry {
         start_time: rfc3339(SystemTime::now()),
         method: parts.method.to_string(),
         path: parts
@@ -109,11 +112,15 @@ pub async fn handle(
     } else {
         boxed(body)
     };
-    let mut up = Upstream::default();
+    let mut up = Upstream {
+        details: "via_upstream",
+        ..Upstream::default()
+    };
     let response = match serve(parts, body, &conn, &state, &mut up).await {
         Ok(r) => r,
         Err(e) => {
-            up.error_flag = Some(e.flag());
+            up.flags.insert(e.flags());
+            up.details = e.details();
             let text = e.body();
             let mut r = Response::new(full(text.clone()));
             *r.status_mut() = e.status();
@@ -128,16 +135,17 @@ pub async fn handle(
     rparts
         .headers
         .insert(header::SERVER, HeaderValue::from_static("meshwork"));
-    let (Some(mut entry), Some(access_log)) = (entry, state.access_log.as_ref()) else {
+    let outcome = Recorded {
+        kind: Kind::Http,
+        status: rparts.status.as_u16(),
+        flags: up.flags,
+        details: up.details,
+    };
+    let (Some(mut entry), Some(access_log)) = (entry, state.config.access_log.as_ref()) else {
+        shared.recorder.record(outcome, None);
         return Ok(Response::from_parts(rparts, rbody));
     };
     entry.response_code = rparts.status.as_u16();
-    // Envoy lists the ending error's flag before DI, FI and URX: `UT,URX`.
-    entry.response_flags = match (up.error_flag, up.flag) {
-        (Some(e), Some(f)) => format!("{e},{f}"),
-        (Some(one), None) | (None, Some(one)) => one.to_string(),
-        (None, None) => "-".to_string(),
-    };
     entry.upstream_cluster = up.cluster;
     entry.upstream_host = up.host;
     entry.upstream_service_time = up.service_time;
@@ -146,13 +154,13 @@ pub async fn handle(
     let logger = shared.access_logger(&access_log.path);
     let sent = Arc::new(AtomicU64::new(0));
     let sent_end = sent.clone();
+    let recorder_shared = shared.clone();
     let on_end = Box::new(move || {
         entry.duration = start.elapsed().as_millis() as u64;
         entry.bytes_received = received.load(Ordering::Relaxed);
         entry.bytes_sent = sent_end.load(Ordering::Relaxed);
-        if let Some(l) = logger {
-            l.log(entry, json);
-        }
+        let log = logger.as_ref().map(|l| (entry, l, json));
+        recorder_shared.recorder.record(outcome, log);
     });
     Ok(Response::from_parts(
         rparts,
@@ -250,6 +258,7 @@ async fn serve(
     // Phase: server policy (HTTPS redirect).
     if server.chain.https_redirect && conn.scheme == "http" {
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        up.details = "direct_response";
         return Ok(redirect_response(
             StatusCode::MOVED_PERMANENTLY,
             &format!("https://{host}{path}"),
@@ -257,16 +266,17 @@ async fn serve(
     }
 
     // Phase: match route.
-    let vhosts = state
+    let vhosts = &state
         .route_tables
         .get(&server.chain.route_table)
-        .ok_or(ProxyError::NoRoute)?;
+        .ok_or(ProxyError::NoRoute)?
+        .virtual_hosts;
     let facts = RequestFacts {
         parts: &parts,
         host: &host,
         authority: &authority,
         scheme: conn.scheme,
-        gateway_port: listener.gateway_port,
+        gateway_port: listener.gateway_port(),
     };
     let vh = virtual_host(vhosts, &host).ok_or(ProxyError::NoRoute)?;
     let (route, matched) = find_route(vh, &facts).ok_or(ProxyError::NoRoute)?;
@@ -288,6 +298,7 @@ async fn serve(
         && parts.headers.contains_key("access-control-request-method")
         && (allowed || !policy.forward_unmatched_preflights)
     {
+        up.details = "cors_response";
         let mut r = Response::new(empty());
         if allowed {
             cors_preflight_headers(r.headers_mut(), policy, origin);
@@ -298,21 +309,26 @@ async fn serve(
         if let Some((ms, percent)) = fault.delay
             && roll(percent)
         {
-            up.flag = Some("DI");
+            up.flags.insert(ResponseFlags::DELAY_INJECTED);
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
         if let Some(abort) = &fault.abort
             && roll(abort.percent)
         {
-            up.flag = Some("FI");
+            up.flags.insert(ResponseFlags::FAULT_INJECTED);
+            up.details = "fault_filter_abort";
             return Ok(abort_response(abort));
         }
     }
 
     // Phase: act.
     let mut response = match &route.route.action {
-        RouteAction::Redirect(r) => redirect(r, &parts, conn, &host),
+        RouteAction::Redirect(r) => {
+            up.details = "direct_response";
+            redirect(r, &parts, conn, &host)
+        }
         RouteAction::DirectResponse { status, body } => {
+            up.details = "direct_response";
             let mut r = Response::new(full(body.clone()));
             *r.status_mut() = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
             if !body.is_empty() {
@@ -382,7 +398,7 @@ fn roll(percent: f64) -> bool {
     percent >= 100.0 || fastrand::f64() * 100.0 < percent
 }
 
-fn abort_response(abort: &meshwork_model::config::FaultAbort) -> Response<Body> {
+fn abort_response(abort: &FaultAbort) -> Response<Body> {
     let mut r = Response::new(full("fault filter abort"));
     if let Some(code) = abort.grpc_status {
         // A trailers-only gRPC answer: HTTP 200 with the status in the headers.
@@ -412,11 +428,7 @@ fn set(headers: &mut HeaderMap, name: &'static str, value: &str) {
     }
 }
 
-fn cors_preflight_headers(
-    h: &mut HeaderMap,
-    policy: &meshwork_model::config::CorsPolicy,
-    origin: &str,
-) {
+fn cors_preflight_headers(h: &mut HeaderMap, policy: &CorsPolicy, origin: &str) {
     set(h, "access-control-allow-origin", origin);
     if !policy.allow_methods.is_empty() {
         set(
@@ -440,11 +452,7 @@ fn cors_preflight_headers(
     }
 }
 
-fn cors_response_headers(
-    h: &mut HeaderMap,
-    policy: &meshwork_model::config::CorsPolicy,
-    origin: &str,
-) {
+fn cors_response_headers(h: &mut HeaderMap, policy: &CorsPolicy, origin: &str) {
     set(h, "access-control-allow-origin", origin);
     if policy.allow_credentials {
         set(h, "access-control-allow-credentials", "true");
@@ -552,7 +560,7 @@ async fn forward(
         .clusters
         .get(&dest.cluster)
         .ok_or(ProxyError::NoCluster)?;
-    if cluster.cluster.endpoints.is_empty() {
+    if cluster.balancer.endpoints.is_empty() {
         return Err(ProxyError::NoHealthyUpstream);
     }
 
@@ -598,6 +606,7 @@ async fn forward(
         && cluster.cluster.protocol == UpstreamProtocol::Http1
         && cluster
             .balancer
+            .counters
             .requests_sent
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             % u64::from(per_connection)
@@ -667,7 +676,7 @@ async fn forward(
                     buffered.clone(),
                 );
                 let clients = target.clients.clone();
-                let addr = format!("{}:{}", ep.address, ep.port);
+                let addr = ep.authority();
                 if let Ok(req) = shadow {
                     tokio::spawn(async move {
                         let sent = tokio::time::timeout(
@@ -706,7 +715,7 @@ async fn forward(
         ),
         UpstreamProtocol::Http2 => limits.max_requests,
     };
-    let _in_flight = InFlight::try_acquire(&balancer.active_requests, concurrency)
+    let _in_flight = InFlight::try_acquire(&balancer.counters.active_requests, concurrency)
         .ok_or(ProxyError::Overflow)?;
     let (hash, new_cookie) = hash_key(
         &cluster.cluster.policy.lb,
@@ -724,7 +733,7 @@ async fn forward(
             attempt += 1;
             let (index, endpoint) = cluster.pick(hash).ok_or(ProxyError::NoHealthyUpstream)?;
             let _endpoint_active = InFlight::acquire(&balancer.endpoints[index].active);
-            let addr = format!("{}:{}", endpoint.address, endpoint.port);
+            let addr = endpoint.authority();
             up.host = Some(addr.clone());
             // HTTP/1.1 names the endpoint in the URI (Host carries the authority); HTTP/2
             // carries the authority in the URI, sent as `:authority`.
@@ -768,7 +777,8 @@ async fn forward(
             if attempt >= max_attempts || !retriable {
                 // Retries ran out on an outcome that would have been retried: URX.
                 if attempt > 1 && retriable {
-                    up.flag = Some("URX");
+                    up.flags
+                        .insert(ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED);
                 }
                 return result;
             }
@@ -776,12 +786,13 @@ async fn forward(
             let mut retry_limit = limits.max_retries;
             if let Some((percent, min)) = cluster.cluster.policy.retry_budget {
                 let active = balancer
+                    .counters
                     .active_requests
                     .load(std::sync::atomic::Ordering::Relaxed);
                 retry_limit =
                     retry_limit.min(((f64::from(active) * percent / 100.0) as u32).max(min));
             }
-            _retry_slot = InFlight::try_acquire(&balancer.active_retries, retry_limit);
+            _retry_slot = InFlight::try_acquire(&balancer.counters.active_retries, retry_limit);
             if _retry_slot.is_none() {
                 return result;
             }
@@ -821,7 +832,7 @@ fn shadow_request(
     parts: &http::request::Parts,
     authority: &str,
     path_and_query: &str,
-    ep: &meshwork_model::config::Endpoint,
+    ep: &meshwork_resources::Endpoint,
     protocol: UpstreamProtocol,
     body: Option<Bytes>,
 ) -> Result<Request<Body>, http::Error> {
@@ -944,21 +955,20 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 fn should_retry(policy: &RetryPolicy, result: &Result<Response<Incoming>, ProxyError>) -> bool {
-    let on = |c: &str| policy.retry_on.iter().any(|r| r == c);
+    let on = &policy.retry_on;
     match result {
-        Ok(resp) => {
-            let s = resp.status().as_u16();
-            (on("5xx") && s >= 500)
-                || (on("gateway-error") && (502..=504).contains(&s))
-                || (on("retriable-4xx") && s == 409)
-                // Status codes in retryOn imply retriable-status-codes, as Istio parses them.
-                || policy.retry_on.iter().any(|r| r.parse() == Ok(s))
-        }
+        Ok(resp) => on.retries_status(resp.status().as_u16()),
         Err(ProxyError::ConnectFailure) => {
-            on("connect-failure") || on("5xx") || on("gateway-error")
+            on.has(RetryOn::CONNECT_FAILURE)
+                || on.has(RetryOn::SERVER_ERROR)
+                || on.has(RetryOn::GATEWAY_ERROR)
         }
-        Err(ProxyError::UpstreamReset) => on("reset") || on("5xx") || on("refused-stream"),
-        Err(ProxyError::Timeout) => on("5xx") || on("gateway-error"),
+        Err(ProxyError::UpstreamReset) => {
+            on.has(RetryOn::RESET)
+                || on.has(RetryOn::SERVER_ERROR)
+                || on.has(RetryOn::REFUSED_STREAM)
+        }
+        Err(ProxyError::Timeout) => on.has(RetryOn::SERVER_ERROR) || on.has(RetryOn::GATEWAY_ERROR),
         Err(_) => false,
     }
 }

@@ -1,19 +1,25 @@
-//! The data plane: a gateway proxy runs compiled configuration ([`meshwork_model::config`])
-//! through the request phases: accept, TLS, match route, act (redirect, direct response,
-//! forward with timeouts and retries), record telemetry. New configuration is built off
-//! the request path and swapped in atomically; requests in flight finish on the old one.
+//! The data plane: a proxy runs the compiled per-proxy resources
+//! ([`meshwork_resources::ProxyConfig`]) through the request phases: accept, TLS or
+//! inspection, select server, match route, policy, pick endpoint, forward, respond.
+//! Updates are applied resource by resource ([`runtime::apply`]) off the request path and
+//! swapped in atomically; requests in flight finish on the runtime they started with.
 #![forbid(unsafe_code)]
 
 pub mod access_log;
 pub mod admin;
 pub mod balancer;
 pub mod body;
+pub mod client_cert;
 pub mod error;
+pub mod flags;
 pub mod http;
 pub mod inspect;
 pub mod listener;
+pub mod recorder;
 pub mod route;
-pub mod state;
+pub mod route_table;
+pub mod runtime;
+pub mod secrets;
 pub mod tcp;
 pub mod tls;
 pub mod upstream;
@@ -22,19 +28,21 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use meshwork_model::config::GatewayConfig;
+use meshwork_resources::ProxyConfig;
 
 use crate::access_log::AccessLogger;
 use crate::listener::ListenerHandle;
-use crate::state::{BuildError, State};
+use crate::runtime::{Rejection, Runtime};
 use crate::upstream::Upstreams;
 
 /// What every connection and request of one proxy shares.
 pub struct Shared {
-    /// The config in force.
-    pub state: ArcSwap<State>,
+    /// The resources in force.
+    pub state: ArcSwap<Runtime>,
     /// Upstream connection pools.
     pub upstreams: Upstreams,
+    /// Where every request and connection is recorded.
+    pub recorder: recorder::Recorder,
     loggers: Mutex<HashMap<String, AccessLogger>>,
 }
 
@@ -58,89 +66,101 @@ impl Shared {
     }
 }
 
-/// A config could not be applied; the previous one keeps serving.
+/// A port could not be bound; the rest of the config applies.
 #[derive(Debug, thiserror::Error)]
-pub enum ApplyError {
-    /// The config cannot be built.
-    #[error(transparent)]
-    Build(#[from] BuildError),
-    /// A port could not be bound.
-    #[error("cannot bind port {port}: {source}")]
-    Bind {
-        /// The port.
-        port: u16,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
+#[error("cannot bind port {port}: {source}")]
+pub struct BindError {
+    /// The port.
+    pub port: u16,
+    /// Why.
+    #[source]
+    pub source: std::io::Error,
 }
 
-/// One gateway proxy: its listeners and the config they serve.
-pub struct GatewayProxy {
+/// What an update did not apply.
+#[derive(Debug, Default)]
+pub struct ApplyReport {
+    /// Resources rejected, each with its reason; they keep their previous version.
+    pub rejected: Vec<Rejection>,
+    /// Ports that could not be bound.
+    pub bind_errors: Vec<BindError>,
+}
+
+impl ApplyReport {
+    /// True when everything applied.
+    pub fn is_clean(&self) -> bool {
+        self.rejected.is_empty() && self.bind_errors.is_empty()
+    }
+}
+
+/// One proxy: its listeners and the resources they serve.
+pub struct Proxy {
     shared: Arc<Shared>,
     listeners: tokio::sync::Mutex<HashMap<u16, ListenerHandle>>,
 }
 
-impl GatewayProxy {
-    /// Builds the config and binds every listener.
-    pub async fn start(config: GatewayConfig) -> Result<GatewayProxy, ApplyError> {
-        let upstreams = Upstreams::default();
-        let state = State::build(config, &upstreams)?;
-        upstreams.mark_started();
-        let proxy = GatewayProxy {
+impl Proxy {
+    /// A proxy with nothing applied yet.
+    pub fn new() -> Proxy {
+        Proxy {
             shared: Arc::new(Shared {
-                state: ArcSwap::from_pointee(state),
-                upstreams,
+                state: ArcSwap::from_pointee(Runtime::default()),
+                upstreams: Upstreams::default(),
+                recorder: recorder::Recorder::default(),
                 loggers: Mutex::new(HashMap::new()),
             }),
             listeners: tokio::sync::Mutex::new(HashMap::new()),
-        };
-        let ports: Vec<u16> = proxy
-            .shared
-            .state
-            .load()
-            .listeners
-            .keys()
-            .copied()
-            .collect();
-        proxy.bind(&ports).await?;
-        Ok(proxy)
-    }
-
-    async fn bind(&self, ports: &[u16]) -> Result<(), ApplyError> {
-        let mut listeners = self.listeners.lock().await;
-        for port in ports {
-            if listeners.contains_key(port) {
-                continue;
-            }
-            let handle = listener::start(*port, self.shared.clone())
-                .await
-                .map_err(|source| ApplyError::Bind {
-                    port: *port,
-                    source,
-                })?;
-            listeners.insert(*port, handle);
         }
-        Ok(())
     }
 
-    /// Applies a new config: builds it, binds new ports, swaps it in, then closes ports no
-    /// longer used. On error nothing changes.
-    pub async fn update(&self, config: GatewayConfig) -> Result<(), ApplyError> {
-        let state = State::build(config, &self.shared.upstreams)?;
-        let ports: Vec<u16> = state.listeners.keys().copied().collect();
-        self.bind(&ports).await?;
-        self.shared.state.store(Arc::new(state));
+    /// Applies a config, resource by resource (see [`runtime::apply`]): binds new ports,
+    /// swaps the runtime in, then closes ports no longer used.
+    pub async fn apply(&self, config: ProxyConfig) -> ApplyReport {
+        let previous = self.shared.state.load_full();
+        let (runtime, rejected) = runtime::apply(config, &previous, &self.shared.upstreams);
+        let ports: Vec<u16> = runtime.listeners.keys().copied().collect();
+        let mut report = ApplyReport {
+            rejected,
+            bind_errors: Vec::new(),
+        };
+        {
+            let mut listeners = self.listeners.lock().await;
+            for port in &ports {
+                if listeners.contains_key(port) {
+                    continue;
+                }
+                match listener::start(*port, self.shared.clone()).await {
+                    Ok(handle) => {
+                        listeners.insert(*port, handle);
+                    }
+                    Err(source) => report.bind_errors.push(BindError {
+                        port: *port,
+                        source,
+                    }),
+                }
+            }
+        }
+        self.shared.state.store(Arc::new(runtime));
         self.listeners
             .lock()
             .await
             .retain(|port, _| ports.contains(port));
-        Ok(())
+        report
     }
 
-    /// The config in force.
-    pub fn config(&self) -> Arc<GatewayConfig> {
+    /// The resources in force.
+    pub fn config(&self) -> Arc<ProxyConfig> {
         self.shared.state.load().config.clone()
+    }
+
+    /// What every connection of this proxy shares (the recorder among it).
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    /// The runtime in force.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.shared.state.load_full()
     }
 
     /// The ports bound now.
@@ -154,5 +174,11 @@ impl GatewayProxy {
             .collect();
         ports.sort_unstable();
         ports
+    }
+}
+
+impl Default for Proxy {
+    fn default() -> Self {
+        Self::new()
     }
 }

@@ -11,15 +11,19 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use meshwork_model::config::ServerProtocol;
+use meshwork_resources::listener::ServerProtocol;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use crate::Shared;
+use crate::access_log::{Entry, rfc3339};
+use crate::flags::ResponseFlags;
 use crate::http::{ConnInfo, handle};
 use crate::inspect::{Rewind, accept_postgres_ssl_request, read_client_hello};
+use crate::recorder::{Kind, Outcome};
+use crate::runtime::Runtime;
 use crate::tcp;
 
 /// How long a client may take to send its ClientHello and finish the handshake.
@@ -64,11 +68,89 @@ pub async fn start(port: u16, shared: Arc<Shared>) -> std::io::Result<ListenerHa
     Ok(ListenerHandle { port: bound, stop })
 }
 
-async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, port: u16, shared: Arc<Shared>) {
+/// Why a connection was closed before it was routed, for the recorder.
+struct Refusal {
+    flags: ResponseFlags,
+    details: &'static str,
+    why: String,
+}
+
+impl Refusal {
+    fn new(flags: ResponseFlags, details: &'static str, why: impl ToString) -> Refusal {
+        Refusal {
+            flags,
+            details,
+            why: why.to_string(),
+        }
+    }
+}
+
+/// Records a connection refused before routing (and logs it, when the log is on).
+fn record_refusal(
+    shared: &Shared,
+    state: &Runtime,
+    peer: SocketAddr,
+    port: u16,
+    sni: Option<String>,
+    refusal: Refusal,
+) {
+    info!(%peer, port, sni = sni.as_deref().unwrap_or("-"), reason = %refusal.why, "connection closed before routing");
+    let outcome = Outcome {
+        kind: Kind::Refused,
+        status: 0,
+        flags: refusal.flags,
+        details: refusal.details,
+    };
+    let logger = state
+        .config
+        .access_log
+        .as_ref()
+        .and_then(|log| Some((shared.access_logger(&log.path)?, log.json)));
+    let entry = logger.as_ref().map(|(l, json)| {
+        let entry = Entry {
+            start_time: rfc3339(std::time::SystemTime::now()),
+            method: "-".into(),
+            path: "-".into(),
+            protocol: "-".into(),
+            request_id: "-".into(),
+            downstream_remote_address: peer.to_string(),
+            requested_server_name: sni,
+            connection_termination_details: Some(refusal.why),
+            ..Default::default()
+        };
+        (entry, l, *json)
+    });
+    shared.recorder.record(outcome, entry);
+}
+
+async fn serve_connection(stream: TcpStream, peer: SocketAddr, port: u16, shared: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
     let state = shared.state.load_full();
+    let mut sni = None;
+    if let Err(refusal) = route_connection(stream, peer, port, &shared, &state, &mut sni).await {
+        record_refusal(&shared, &state, peer, port, sni, refusal);
+    }
+}
+
+/// The accept, inspect and TLS phases, then the HTTP or TCP path. `sni` is filled in as
+/// soon as it is known.
+async fn route_connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    port: u16,
+    shared: &Arc<Shared>,
+    state: &Arc<Runtime>,
+    sni_seen: &mut Option<String>,
+) -> Result<(), Refusal> {
+    let no_chain = |why: &str| {
+        Refusal::new(
+            ResponseFlags::NO_FILTER_CHAIN_FOUND,
+            "filter_chain_not_found",
+            why,
+        )
+    };
     let Some(listener) = state.listeners.get(&port) else {
-        return;
+        return Err(no_chain("the listener is gone"));
     };
     let local = stream.local_addr().ok();
     if !listener.inspects_tls() {
@@ -82,12 +164,10 @@ async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, port: u16, sh
                 local,
                 sni: None,
             };
-            let Some(route) =
-                tcp::pick_route(&server.chain.tcp_routes, None, local.map(|a| a.ip()))
-            else {
-                return info!(%peer, port, "no TCP route; connection closed");
-            };
-            return tcp::forward(stream, route, &state, &shared, session, false, Vec::new()).await;
+            let route = tcp::pick_route(&server.chain.tcp_routes, None, local.map(|a| a.ip()))
+                .ok_or_else(|| no_chain("no TCP route"))?;
+            tcp::forward(stream, route, state, shared, session, false, Vec::new()).await;
+            return Ok(());
         }
         let conn = ConnInfo {
             peer,
@@ -95,27 +175,34 @@ async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, port: u16, sh
             scheme: "http",
             sni: None,
         };
-        return serve_http(TokioIo::new(stream), conn, shared).await;
+        serve_http(TokioIo::new(stream), conn, shared.clone()).await;
+        return Ok(());
     }
 
     // Phase: inspect what the client sends first (PostgreSQL's SSLRequest, the ClientHello).
+    let inspect_failed = |e: crate::inspect::InspectError| {
+        Refusal::new(
+            ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
+            "tls_inspector_failed",
+            e,
+        )
+    };
     let mut replay = Vec::new();
     let pg_ssl_request = if listener.servers.iter().any(|s| s.chain.postgres) {
-        match accept_postgres_ssl_request(&mut stream, &mut replay).await {
-            Ok(sent) => sent,
-            Err(e) => return info!(%peer, port, error = %e, "connection closed before routing"),
-        }
+        accept_postgres_ssl_request(&mut stream, &mut replay)
+            .await
+            .map_err(inspect_failed)?
     } else {
         false
     };
-    let hello = match read_client_hello(&mut stream, &mut replay).await {
-        Ok(h) => h,
-        Err(e) => return info!(%peer, port, error = %e, "connection closed before routing"),
-    };
+    let hello = read_client_hello(&mut stream, &mut replay)
+        .await
+        .map_err(inspect_failed)?;
     let sni = hello.sni.clone();
-    let Some(index) = listener.server_for(sni.as_deref()) else {
-        return info!(%peer, port, sni = sni.as_deref().unwrap_or("-"), "no server for this SNI; connection closed");
-    };
+    sni_seen.clone_from(&sni);
+    let index = listener
+        .server_for(sni.as_deref())
+        .ok_or_else(|| no_chain("no server for this SNI"))?;
     let server = &listener.servers[index];
     let session = tcp::Session {
         peer,
@@ -123,49 +210,54 @@ async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, port: u16, sh
         sni: sni.clone(),
     };
     if server.chain.protocol == ServerProtocol::TlsPassthrough {
-        let Some(route) = tcp::pick_route(
+        let route = tcp::pick_route(
             &server.chain.tcp_routes,
             sni.as_deref(),
             local.map(|a| a.ip()),
-        ) else {
-            return info!(%peer, port, sni = sni.as_deref().unwrap_or("-"), "no TLS route for this SNI; connection closed");
-        };
-        return tcp::forward(
+        )
+        .ok_or_else(|| no_chain("no TLS route for this SNI"))?;
+        tcp::forward(
             stream,
             route,
-            &state,
-            &shared,
+            state,
+            shared,
             session,
             pg_ssl_request,
             replay,
         )
         .await;
+        return Ok(());
     }
 
     // Phase: TLS termination with the server's certificate and client-certificate policy.
-    let Some(config) = server.tls.clone() else {
-        return;
-    };
+    let config = server
+        .tls
+        .clone()
+        .ok_or_else(|| no_chain("the server does not terminate TLS"))?;
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let tls = match tokio::time::timeout(
+    let handshake_failed = |why: String| {
+        Refusal::new(
+            ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
+            "tls_handshake_failed",
+            why,
+        )
+    };
+    let tls = tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
         acceptor.accept(Rewind::new(replay, stream)),
     )
     .await
-    {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => return info!(%peer, port, error = %e, "TLS handshake failed"),
-        Err(_) => return info!(%peer, port, "TLS handshake timed out"),
-    };
+    .map_err(|_| handshake_failed("TLS handshake timed out".into()))?
+    .map_err(|e| handshake_failed(format!("TLS handshake failed: {e}")))?;
     if server.chain.protocol == ServerProtocol::Tls {
-        let Some(route) = tcp::pick_route(
+        let route = tcp::pick_route(
             &server.chain.tcp_routes,
             sni.as_deref(),
             local.map(|a| a.ip()),
-        ) else {
-            return info!(%peer, port, "no TCP route; connection closed");
-        };
-        return tcp::forward(tls, route, &state, &shared, session, false, Vec::new()).await;
+        )
+        .ok_or_else(|| no_chain("no TCP route"))?;
+        tcp::forward(tls, route, state, shared, session, false, Vec::new()).await;
+        return Ok(());
     }
     let conn = ConnInfo {
         peer,
@@ -173,7 +265,8 @@ async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, port: u16, sh
         scheme: "https",
         sni,
     };
-    serve_http(TokioIo::new(tls), conn, shared).await;
+    serve_http(TokioIo::new(tls), conn, shared.clone()).await;
+    Ok(())
 }
 
 async fn serve_http<I>(io: TokioIo<I>, conn: ConnInfo, shared: Arc<Shared>)

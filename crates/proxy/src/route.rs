@@ -3,7 +3,7 @@
 
 use http::request::Parts;
 
-use crate::state::{CompiledMatch, CompiledRoute, CompiledVirtualHost, domain_match};
+use crate::route_table::{CompiledMatch, CompiledRoute, CompiledVirtualHost, domain_match};
 
 /// What a request is matched on.
 pub struct RequestFacts<'a> {

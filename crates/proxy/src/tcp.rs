@@ -11,19 +11,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
-use meshwork_model::config::L4Route;
+use meshwork_resources::listener::L4Route;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tracing::info;
 
-use meshwork_model::policy::{HashKey, LbPolicy};
+use meshwork_resources::cluster::{HashKey, LbPolicy};
 
 use crate::Shared;
 use crate::access_log::{Entry, rfc3339};
 use crate::balancer::{InFlight, Outcome, hash64};
+use crate::flags::ResponseFlags;
 use crate::inspect::PG_SSL_REQUEST;
+use crate::recorder::{Kind, Outcome as Recorded};
 use crate::route::pick_weighted;
-use crate::state::{State, domain_match};
+use crate::route_table::domain_match;
+use crate::runtime::Runtime as State;
 
 /// Who connected, and what the inspection learnt.
 #[derive(Debug, Clone)]
@@ -149,16 +152,33 @@ pub async fn forward<S>(
         &mut entry,
     )
     .await;
-    entry.response_flags = outcome.unwrap_or("-").to_string();
     entry.duration = start.elapsed().as_millis() as u64;
-    if let Some(log) = &state.access_log
-        && let Some(logger) = shared.access_logger(&log.path)
-    {
-        logger.log(entry, log.json);
-    }
+    let (flags, details) = outcome.unwrap_or((ResponseFlags::NONE, "via_upstream"));
+    let recorded = Recorded {
+        kind: Kind::Tcp,
+        status: 0,
+        flags,
+        details,
+    };
+    let logger = state
+        .config
+        .access_log
+        .as_ref()
+        .and_then(|log| Some((shared.access_logger(&log.path)?, log.json)));
+    shared
+        .recorder
+        .record(recorded, logger.as_ref().map(|(l, json)| (entry, l, *json)));
 }
 
-/// Returns Envoy's response flag when the connection ended abnormally.
+/// A TCP-level failure: its flag and Envoy's details.
+type Failure = (ResponseFlags, &'static str);
+
+const CONNECT_FAILED: Failure = (
+    ResponseFlags::UPSTREAM_CONNECTION_FAILURE,
+    "upstream_reset_before_response_started{connection_failure}",
+);
+
+/// Returns Envoy's response flag and details when the connection ended abnormally.
 async fn connect_and_splice<S>(
     client: S,
     route: &L4Route,
@@ -167,7 +187,7 @@ async fn connect_and_splice<S>(
     pg_ssl_request: bool,
     replay: Vec<u8>,
     entry: &mut Entry,
-) -> Option<&'static str>
+) -> Option<Failure>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -182,7 +202,7 @@ where
     let dest = &route.destinations[pick];
     entry.upstream_cluster = Some(dest.cluster.clone());
     let Some(cluster) = state.clusters.get(&dest.cluster) else {
-        return Some("NC");
+        return Some((ResponseFlags::NO_CLUSTER_FOUND, "cluster_not_found"));
     };
     let hash = match &cluster.cluster.policy.lb {
         LbPolicy::RingHash {
@@ -197,15 +217,18 @@ where
     };
     let Some((index, endpoint)) = cluster.pick(hash) else {
         info!(peer = %session.peer, cluster = %dest.cluster, "no healthy upstream; connection closed");
-        return Some("UH");
+        return Some((ResponseFlags::NO_HEALTHY_UPSTREAM, "no_healthy_upstream"));
     };
     let balancer = &cluster.balancer;
     let limit = cluster.cluster.policy.circuit_breakers.max_connections;
-    let Some(_open) = InFlight::try_acquire(&balancer.active_connections, limit) else {
+    let Some(_open) = InFlight::try_acquire(&balancer.counters.active_connections, limit) else {
         info!(peer = %session.peer, cluster = %dest.cluster, limit, "maxConnections reached; connection refused");
-        return Some("UO");
+        return Some((
+            ResponseFlags::UPSTREAM_OVERFLOW,
+            "upstream_reset_before_response_started{overflow}",
+        ));
     };
-    let addr = format!("{}:{}", endpoint.address, endpoint.port);
+    let addr = endpoint.authority();
     entry.upstream_host = Some(addr.clone());
     let connect = TcpStream::connect(addr.as_str());
     let mut upstream = match tokio::time::timeout(
@@ -218,12 +241,12 @@ where
         Ok(Err(e)) => {
             info!(peer = %session.peer, upstream = %addr, error = %e, "upstream connect failed");
             balancer.report(index, Outcome::LocalFailure);
-            return Some("UF");
+            return Some(CONNECT_FAILED);
         }
         Err(_) => {
             info!(peer = %session.peer, upstream = %addr, "upstream connect timed out");
             balancer.report(index, Outcome::LocalFailure);
-            return Some("UF");
+            return Some(CONNECT_FAILED);
         }
     };
     let _ = upstream.set_nodelay(true);
@@ -255,12 +278,15 @@ where
             Ok(Ok(b'S')) => {}
             other => {
                 info!(peer = %session.peer, upstream = %addr, answer = ?other, "the upstream PostgreSQL server did not accept TLS; connection closed");
-                return Some("UF");
+                return Some(CONNECT_FAILED);
             }
         }
     }
     if upstream.write_all(&replay).await.is_err() {
-        return Some("UC");
+        return Some((
+            ResponseFlags::UPSTREAM_CONNECTION_TERMINATION,
+            "upstream_reset_before_response_started{connection_termination}",
+        ));
     }
     let epoch = Instant::now();
     let activity = Arc::new(AtomicU64::new(0));
@@ -299,7 +325,7 @@ where
         },
         () = watchdog => {
             info!(peer = %session.peer, upstream = %addr, ?idle, "idle timeout; connection closed");
-            Some("IT")
+            Some((ResponseFlags::IDLE_TIMEOUT, "idle_timeout"))
         }
     };
     entry.bytes_received = received.load(Ordering::Relaxed);
@@ -310,7 +336,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use meshwork_model::config::WeightedCluster;
+    use meshwork_resources::route::WeightedCluster;
 
     fn route(name: &str, sni: &[&str], subnets: &[&str]) -> L4Route {
         L4Route {

@@ -1,30 +1,20 @@
-//! TLS for terminating servers: rustls server configs from PEM (inline from a Secret, or
-//! files), client certificate verification for MUTUAL, versions, cipher suites and ALPN.
+//! TLS for terminating servers: rustls server configs whose certificate comes from a
+//! secret handle (so a rotated certificate is used by the next handshake), client
+//! certificate verification for MUTUAL, versions, cipher suites and ALPN.
 
 use std::sync::Arc;
 
-use meshwork_model::config::{CertificateSource, PemSource, TlsContext, TlsMode};
+use meshwork_resources::listener::{CipherSuite, TlsContext, TlsMode, TlsVersion};
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig, SupportedCipherSuite};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-/// TLS material that cannot be used.
+use crate::client_cert::AcceptV1;
+use crate::secrets::{SecretCertResolver, SecretHandle, SecretMaterial};
+
+/// TLS settings that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    /// A file could not be read.
-    #[error("cannot read {path}: {source}")]
-    Read {
-        /// The file.
-        path: String,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The PEM data holds no usable certificate or key.
-    #[error("{0}")]
-    Pem(String),
     /// rustls refused the configuration.
     #[error(transparent)]
     Rustls(#[from] rustls::Error),
@@ -33,114 +23,91 @@ pub enum TlsError {
     ClientCa(String),
 }
 
-fn read(path: &str) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
-        path: path.to_string(),
-        source,
-    })
-}
-
-fn pem_source(p: &PemSource) -> Result<Vec<u8>, TlsError> {
-    match p {
-        PemSource::Inline(s) => Ok(s.as_bytes().to_vec()),
-        PemSource::File(path) => read(path),
+fn rustls_suite(c: CipherSuite) -> rustls::CipherSuite {
+    use rustls::CipherSuite as R;
+    match c {
+        CipherSuite::EcdheEcdsaAes128GcmSha256 => R::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+        CipherSuite::EcdheRsaAes128GcmSha256 => R::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+        CipherSuite::EcdheEcdsaAes256GcmSha384 => R::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        CipherSuite::EcdheRsaAes256GcmSha384 => R::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+        CipherSuite::EcdheEcdsaChacha20Poly1305 => R::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+        CipherSuite::EcdheRsaChacha20Poly1305 => R::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
     }
 }
 
-fn certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<_, _>>()
-        .map_err(|e| TlsError::Pem(format!("bad certificate PEM: {e}")))?;
-    if certs.is_empty() {
-        return Err(TlsError::Pem("no certificate in PEM data".into()));
-    }
-    Ok(certs)
-}
-
-fn key(pem: &[u8]) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_slice(pem)
-        .map_err(|e| TlsError::Pem(format!("bad private key PEM: {e}")))
-}
-
-/// The crypto provider restricted to the named TLS 1.2 cipher suites (OpenSSL names, as
-/// Istio takes them); TLS 1.3 suites are always kept, as in Envoy.
-fn provider(cipher_suites: &[String]) -> CryptoProvider {
+/// The crypto provider restricted to the given TLS 1.2 cipher suites; TLS 1.3 suites are
+/// always kept, as in Envoy.
+pub fn provider(cipher_suites: &[CipherSuite]) -> CryptoProvider {
     let mut p = rustls::crypto::aws_lc_rs::default_provider();
     if !cipher_suites.is_empty() {
+        let wanted: Vec<rustls::CipherSuite> =
+            cipher_suites.iter().copied().map(rustls_suite).collect();
         p.cipher_suites.retain(|s: &SupportedCipherSuite| match s {
             SupportedCipherSuite::Tls13(_) => true,
-            SupportedCipherSuite::Tls12(_) => {
-                let name = format!("{:?}", s.suite());
-                cipher_suites.iter().any(|c| openssl_name_matches(c, &name))
-            }
+            SupportedCipherSuite::Tls12(_) => wanted.contains(&s.suite()),
         });
     }
     p
 }
 
-/// `ECDHE-RSA-AES128-GCM-SHA256` against rustls' `TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256`.
-fn openssl_name_matches(openssl: &str, iana: &str) -> bool {
-    let normalize = |s: &str| {
-        s.to_ascii_uppercase()
-            .replace("TLS_", "")
-            .replace("_WITH_", "_")
-            .replace("AES_128", "AES128")
-            .replace("AES_256", "AES256")
-            .replace("CHACHA20_POLY1305_SHA256", "CHACHA20_POLY1305")
-            .replace(['-', '_'], "")
-    };
-    normalize(openssl) == normalize(iana)
+/// The rustls versions between `min` and `max` (TLS 1.2 and 1.3 are what rustls has).
+pub fn versions(
+    min: Option<TlsVersion>,
+    max: Option<TlsVersion>,
+) -> Vec<&'static rustls::SupportedProtocolVersion> {
+    let mut out = Vec::new();
+    if min.is_none_or(|v| v <= TlsVersion::Tls12) && max.is_none_or(|v| v >= TlsVersion::Tls12) {
+        out.push(&rustls::version::TLS12);
+    }
+    if max.is_none_or(|v| v >= TlsVersion::Tls13) {
+        out.push(&rustls::version::TLS13);
+    }
+    out
 }
 
-/// Builds the rustls config of a terminating server.
-pub fn server_config(ctx: &TlsContext) -> Result<Arc<ServerConfig>, TlsError> {
-    let (cert_pem, key_pem) = match &ctx.certificate {
-        CertificateSource::Secret {
-            cert_pem, key_pem, ..
-        } => (cert_pem.as_bytes().to_vec(), key_pem.0.as_bytes().to_vec()),
-        CertificateSource::Files {
-            cert_path,
-            key_path,
-        } => (read(cert_path)?, read(key_path)?),
-    };
+/// Builds the rustls config of a terminating server. The certificate is read from `cert`
+/// at every handshake; `client_ca` verifies client certificates (MUTUAL).
+pub fn server_config(
+    ctx: &TlsContext,
+    cert: Arc<SecretHandle>,
+    client_ca: Option<&SecretMaterial>,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = Arc::new(provider(&ctx.cipher_suites));
-    let mut versions: Vec<&'static rustls::SupportedProtocolVersion> = Vec::new();
-    let min13 = ctx.min_version.as_deref() == Some("TLSV1_3");
-    let max12 = matches!(
-        ctx.max_version.as_deref(),
-        Some("TLSV1_2" | "TLSV1_1" | "TLSV1_0")
-    );
-    if !min13 {
-        versions.push(&rustls::version::TLS12);
-    }
-    if !max12 {
-        versions.push(&rustls::version::TLS13);
-    }
-    let builder =
-        ServerConfig::builder_with_provider(provider.clone()).with_protocol_versions(&versions)?;
-    let builder = match (&ctx.mode, &ctx.client_ca) {
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&versions(ctx.min_version, ctx.max_version))?;
+    let builder = match (&ctx.mode, client_ca) {
         (TlsMode::Simple, _) | (_, None) => builder.with_no_client_auth(),
         (mode, Some(ca)) => {
             let mut roots = RootCertStore::empty();
-            for c in certs(&pem_source(ca)?)? {
+            for c in &ca.trusted_ca {
                 roots
-                    .add(c)
+                    .add(c.clone())
                     .map_err(|e| TlsError::ClientCa(e.to_string()))?;
             }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            if roots.is_empty() {
+                return Err(TlsError::ClientCa(format!(
+                    "secret {} holds no CA certificate",
+                    ca.resource.name
+                )));
+            }
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
             let verifier = if *mode == TlsMode::OptionalMutual {
                 verifier.allow_unauthenticated()
             } else {
                 verifier
             };
-            builder.with_client_cert_verifier(
-                verifier
-                    .build()
-                    .map_err(|e| TlsError::ClientCa(e.to_string()))?,
-            )
+            let verifier = verifier
+                .build()
+                .map_err(|e| TlsError::ClientCa(e.to_string()))?;
+            builder.with_client_cert_verifier(Arc::new(AcceptV1::new(
+                verifier,
+                ca.trusted_ca.clone(),
+                provider,
+            )))
         }
     };
-    let mut config = builder.with_single_cert(certs(&cert_pem)?, key(&key_pem)?)?;
+    let mut config = builder.with_cert_resolver(Arc::new(SecretCertResolver(cert)));
     config.alpn_protocols = ctx.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
     // Stateless session tickets (TLS 1.2 and 1.3) so resumption works across connections
     // and tickets, plus a session cache for clients that resume by id.
@@ -154,18 +121,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn openssl_cipher_names_map_to_rustls() {
-        assert!(openssl_name_matches(
-            "ECDHE-RSA-AES128-GCM-SHA256",
-            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"
-        ));
-        assert!(openssl_name_matches(
-            "ECDHE-ECDSA-CHACHA20-POLY1305",
-            "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256"
-        ));
-        assert!(!openssl_name_matches(
-            "ECDHE-RSA-AES256-GCM-SHA384",
-            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"
-        ));
+    fn versions_follow_the_bounds() {
+        let names = |v: Vec<&'static rustls::SupportedProtocolVersion>| {
+            v.iter().map(|v| v.version).collect::<Vec<_>>()
+        };
+        use rustls::ProtocolVersion::{TLSv1_2, TLSv1_3};
+        assert_eq!(names(versions(None, None)), [TLSv1_2, TLSv1_3]);
+        assert_eq!(names(versions(Some(TlsVersion::Tls13), None)), [TLSv1_3]);
+        assert_eq!(names(versions(None, Some(TlsVersion::Tls12))), [TLSv1_2]);
+    }
+
+    #[test]
+    fn cipher_suites_restrict_tls12_only() {
+        let p = provider(&[CipherSuite::EcdheRsaAes128GcmSha256]);
+        let tls12: Vec<_> = p
+            .cipher_suites
+            .iter()
+            .filter(|s| matches!(s, SupportedCipherSuite::Tls12(_)))
+            .map(|s| s.suite())
+            .collect();
+        assert_eq!(
+            tls12,
+            [rustls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256]
+        );
+        assert!(
+            p.cipher_suites
+                .iter()
+                .any(|s| matches!(s, SupportedCipherSuite::Tls13(_)))
+        );
     }
 }

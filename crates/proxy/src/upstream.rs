@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use meshwork_model::config::{Cluster, ConnectionSettings, UpstreamProtocol};
+use meshwork_resources::cluster::{Cluster, ConnectionSettings, UpstreamProtocol};
 
 use crate::body::Body;
 use crate::error::ProxyError;
@@ -138,51 +138,22 @@ impl ClientPair {
     }
 }
 
-/// The cache of client pairs, shared by every config a proxy runs, and when each
-/// endpoint of each cluster was first seen (for slow start across reloads).
+/// The cache of client pairs, shared by every config a proxy runs.
 #[derive(Clone, Default)]
 pub struct Upstreams {
     pairs: Arc<Mutex<HashMap<(u64, ConnectionSettings), ClientPair>>>,
-    seen: Arc<Mutex<HashMap<(String, String), std::time::Instant>>>,
-    started: Arc<std::sync::atomic::AtomicBool>,
+}
+
+fn key(cluster: &Cluster) -> (u64, ConnectionSettings) {
+    (cluster.connect_timeout_ms, cluster.connections.clone())
 }
 
 impl Upstreams {
-    /// When each endpoint of `cluster` joined: `None` for endpoints known from the first
-    /// config (they start warm), the first time seen for endpoints that joined later.
-    pub fn join_times(&self, cluster: &Cluster) -> Vec<Option<std::time::Instant>> {
-        let mut map = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        let first_config = !self.started.load(std::sync::atomic::Ordering::Relaxed);
-        let now = std::time::Instant::now();
-        cluster
-            .endpoints
-            .iter()
-            .map(|e| {
-                let key = (cluster.name.clone(), format!("{}:{}", e.address, e.port));
-                if first_config {
-                    map.entry(key)
-                        .or_insert(now - Duration::from_secs(86_400 * 365));
-                    None
-                } else {
-                    let joined = *map.entry(key).or_insert(now);
-                    Some(joined)
-                }
-            })
-            .collect()
-    }
-
-    /// Marks the first config as applied: endpoints seen from now on warm up.
-    pub fn mark_started(&self) {
-        self.started
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-
     /// The clients for a cluster's connection settings.
     pub fn for_cluster(&self, cluster: &Cluster) -> ClientPair {
-        let key = (cluster.connect_timeout_ms, cluster.connections.clone());
         let mut pairs = self.pairs.lock().unwrap_or_else(|e| e.into_inner());
         pairs
-            .entry(key)
+            .entry(key(cluster))
             .or_insert_with(|| {
                 ClientPair::new(
                     Duration::from_millis(cluster.connect_timeout_ms),
@@ -190,5 +161,14 @@ impl Upstreams {
                 )
             })
             .clone()
+    }
+
+    /// Drops the pools that none of `clusters` uses.
+    pub fn retain<'a>(&self, clusters: impl Iterator<Item = &'a Cluster>) {
+        let used: Vec<_> = clusters.map(key).collect();
+        self.pairs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|k, _| used.contains(k));
     }
 }

@@ -1,0 +1,98 @@
+//! The one recorder: every HTTP request, every TCP connection and every connection refused
+//! before routing passes through [`Recorder::record`], whether or not the access log is on.
+//! It counts them (by kind and by response flag) and writes the access log entry when the
+//! log is on. Metrics hook in here.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::access_log::Entry;
+use crate::flags::ResponseFlags;
+
+/// What was recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// An HTTP request.
+    Http,
+    /// A TCP connection that was routed.
+    Tcp,
+    /// A connection closed before it was routed (TLS handshake failure, unknown SNI, a
+    /// PostgreSQL preamble without TLS, no route).
+    Refused,
+}
+
+/// The outcome of one request or connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome {
+    /// What it was.
+    pub kind: Kind,
+    /// The status sent (0 for TCP).
+    pub status: u16,
+    /// Envoy's response flags.
+    pub flags: ResponseFlags,
+    /// Envoy's `response_code_details`.
+    pub details: &'static str,
+}
+
+/// Counters of what the proxy served.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// HTTP requests.
+    pub http_requests: AtomicU64,
+    /// HTTP requests answered with a 5xx.
+    pub http_5xx: AtomicU64,
+    /// TCP connections routed.
+    pub tcp_connections: AtomicU64,
+    /// Connections refused before routing.
+    pub refused_connections: AtomicU64,
+}
+
+/// Receives every outcome.
+#[derive(Debug, Default)]
+pub struct Recorder {
+    /// What was counted.
+    pub counters: Counters,
+}
+
+impl Recorder {
+    /// Records one outcome; `log` is the access log entry and where it goes, when the log
+    /// is on.
+    pub fn record(
+        &self,
+        outcome: Outcome,
+        log: Option<(Entry, &crate::access_log::AccessLogger, bool)>,
+    ) {
+        let c = &self.counters;
+        match outcome.kind {
+            Kind::Http => {
+                c.http_requests.fetch_add(1, Ordering::Relaxed);
+                if outcome.status >= 500 {
+                    c.http_5xx.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Kind::Tcp => {
+                c.tcp_connections.fetch_add(1, Ordering::Relaxed);
+            }
+            Kind::Refused => {
+                c.refused_connections.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if let Some((mut entry, logger, json)) = log {
+            entry.response_flags = outcome.flags.to_string();
+            entry.response_code_details = outcome.details.to_string();
+            logger.log(entry, json);
+        }
+    }
+
+    /// The counters in Envoy's `/stats` text form.
+    pub fn stats(&self) -> String {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        format!(
+            "http.downstream_rq_total: {}\nhttp.downstream_rq_5xx: {}\ntcp.downstream_cx_total: {}\nlistener.downstream_cx_refused: {}\n",
+            get(&c.http_requests),
+            get(&c.http_5xx),
+            get(&c.tcp_connections),
+            get(&c.refused_connections),
+        )
+    }
+}

@@ -1,0 +1,366 @@
+//! The proxy's resources made ready to serve, and the one place they change: [`apply`]
+//! takes a new [`ProxyConfig`] and the runtime in force and builds the next runtime
+//! resource by resource.
+//!
+//! - A resource that did not change is kept as it is: a cluster keeps its balancer
+//!   (cursor, counters), a listener its TLS configs.
+//! - A cluster that changed, or whose endpoints changed, gets a new balancer that keeps
+//!   the circuit-breaker counters and the state (load, health, ejections) of every
+//!   endpoint still present.
+//! - A secret whose bytes changed is swapped into its handle, so the next handshake uses
+//!   it without any listener being rebuilt.
+//! - A resource that fails to build (a certificate that does not parse, a regex that does
+//!   not compile) is rejected alone, with a reason that names it: it keeps its previous
+//!   version, or stays absent if it had none, and everything else applies. A server whose
+//!   secret is unusable is left out of its listener, as Istio leaves it out; its siblings
+//!   keep serving.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use meshwork_resources::listener::{ServerChain, ServerProtocol};
+use meshwork_resources::{Cluster, EndpointSet, Listener, ProxyConfig, ResourceType, Secret};
+
+use crate::balancer::Balancer;
+use crate::route_table::CompiledRouteTable;
+use crate::secrets::{SecretHandle, SecretMaterial};
+use crate::tls::server_config;
+use crate::upstream::{ClientPair, Upstreams};
+
+/// A resource that was not applied, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// What kind of resource.
+    pub kind: ResourceType,
+    /// Its name.
+    pub name: String,
+    /// Why.
+    pub reason: String,
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.kind, self.name, self.reason)
+    }
+}
+
+/// A server of a listener with its TLS config.
+pub struct ServerState {
+    /// The server.
+    pub chain: ServerChain,
+    /// The rustls config when the server terminates TLS.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// A listener's servers.
+pub struct ListenerState {
+    /// The resource.
+    pub resource: Listener,
+    /// Servers in config order, less those left out.
+    pub servers: Vec<ServerState>,
+    /// Versions of the CA secrets the TLS configs were built with.
+    ca_versions: Vec<(String, usize)>,
+}
+
+/// An upstream cluster with its endpoints, balancer and connection pools.
+pub struct ClusterState {
+    /// The resource.
+    pub cluster: Cluster,
+    /// Its endpoints, as applied.
+    pub endpoints: EndpointSet,
+    /// Endpoint choice and health.
+    pub balancer: Balancer,
+    /// Pooled connections to the endpoints.
+    pub clients: ClientPair,
+}
+
+impl ClusterState {
+    /// Chooses an endpoint (see [`Balancer::pick`]); `None` when there is none.
+    pub fn pick(&self, hash: Option<u64>) -> Option<(usize, &meshwork_resources::Endpoint)> {
+        let i = self.balancer.pick(hash)?;
+        Some((i, &self.balancer.endpoints[i].endpoint))
+    }
+}
+
+/// Everything a proxy runs, ready for requests and connections. Read without locks;
+/// replaced as a whole by [`apply`], which shares every unchanged part.
+#[derive(Default)]
+pub struct Runtime {
+    /// The resources in force (rejected ones at their previous version), as
+    /// `/config_dump` shows them.
+    pub config: Arc<ProxyConfig>,
+    /// Listeners by bound port.
+    pub listeners: HashMap<u16, Arc<ListenerState>>,
+    /// Route tables by name.
+    pub route_tables: HashMap<String, Arc<CompiledRouteTable>>,
+    /// Clusters by name.
+    pub clusters: HashMap<String, Arc<ClusterState>>,
+    /// Secrets by name, with the number of times each was swapped.
+    pub secrets: HashMap<String, (Arc<SecretHandle>, usize)>,
+}
+
+impl Runtime {
+    /// Whether nothing has been applied yet.
+    pub fn is_empty(&self) -> bool {
+        self.config.listeners.is_empty() && self.config.clusters.is_empty()
+    }
+}
+
+/// Builds the runtime for `config` from `previous`, resource by resource. Returns the new
+/// runtime and what was rejected.
+pub fn apply(
+    config: ProxyConfig,
+    previous: &Runtime,
+    upstreams: &Upstreams,
+) -> (Runtime, Vec<Rejection>) {
+    let mut rejected = Vec::new();
+    let mut accepted = config.clone();
+    let first = previous.is_empty();
+
+    // Secrets first: listeners and clusters refer to them.
+    let mut secrets = HashMap::new();
+    for (name, secret) in &config.secrets {
+        match apply_secret(secret, previous.secrets.get(name)) {
+            Ok(entry) => {
+                secrets.insert(name.clone(), entry);
+            }
+            Err(reason) => {
+                rejected.push(Rejection {
+                    kind: ResourceType::Secret,
+                    name: name.clone(),
+                    reason,
+                });
+                keep_previous(&mut accepted.secrets, &previous.config.secrets, name);
+                if let Some(old) = previous.secrets.get(name) {
+                    secrets.insert(name.clone(), old.clone());
+                }
+            }
+        }
+    }
+
+    let mut route_tables = HashMap::new();
+    for (name, table) in &config.route_tables {
+        let unchanged = previous.config.route_tables.get(name) == Some(table);
+        match previous.route_tables.get(name).filter(|_| unchanged) {
+            Some(same) => {
+                route_tables.insert(name.clone(), same.clone());
+            }
+            None => match CompiledRouteTable::build(table) {
+                Ok(t) => {
+                    route_tables.insert(name.clone(), Arc::new(t));
+                }
+                Err(e) => {
+                    rejected.push(Rejection {
+                        kind: ResourceType::RouteTable,
+                        name: name.clone(),
+                        reason: e.to_string(),
+                    });
+                    keep_previous(
+                        &mut accepted.route_tables,
+                        &previous.config.route_tables,
+                        name,
+                    );
+                    if let Some(old) = previous.route_tables.get(name) {
+                        route_tables.insert(name.clone(), old.clone());
+                    }
+                }
+            },
+        }
+    }
+
+    let mut listeners = HashMap::new();
+    for listener in config.listeners.values() {
+        let old = previous.listeners.get(&listener.bind_port);
+        let state = build_listener(listener, old, &secrets, &mut rejected);
+        listeners.insert(listener.bind_port, state);
+    }
+
+    let mut clusters = HashMap::new();
+    for (name, cluster) in &config.clusters {
+        let endpoints = config.endpoints.get(name).cloned().unwrap_or(EndpointSet {
+            cluster: name.clone(),
+            endpoints: Vec::new(),
+        });
+        let old = previous.clusters.get(name);
+        let state = match old {
+            Some(o) if o.cluster == *cluster && o.endpoints == endpoints => o.clone(),
+            _ => Arc::new(ClusterState {
+                balancer: Balancer::update(
+                    &endpoints.endpoints,
+                    &cluster.policy,
+                    old.map(|o| &o.balancer),
+                    first,
+                )
+                .with_locality(config.node.locality.clone())
+                .with_labels(config.node.labels.clone()),
+                clients: upstreams.for_cluster(cluster),
+                cluster: cluster.clone(),
+                endpoints,
+            }),
+        };
+        clusters.insert(name.clone(), state);
+    }
+    upstreams.retain(clusters.values().map(|c| &c.cluster));
+
+    let runtime = Runtime {
+        config: Arc::new(accepted),
+        listeners,
+        route_tables,
+        clusters,
+        secrets,
+    };
+    (runtime, rejected)
+}
+
+fn keep_previous<T: Clone>(
+    now: &mut std::collections::BTreeMap<String, T>,
+    before: &std::collections::BTreeMap<String, T>,
+    name: &str,
+) {
+    match before.get(name) {
+        Some(old) => {
+            now.insert(name.to_string(), old.clone());
+        }
+        None => {
+            now.remove(name);
+        }
+    }
+}
+
+/// The handle for a secret: the previous one, with new material swapped in when the
+/// resource or its files changed.
+fn apply_secret(
+    secret: &Secret,
+    previous: Option<&(Arc<SecretHandle>, usize)>,
+) -> Result<(Arc<SecretHandle>, usize), String> {
+    let material = SecretMaterial::load(secret).map_err(|e| e.to_string())?;
+    Ok(match previous {
+        Some((handle, version)) if handle.current.load().same_as(&material) => {
+            (handle.clone(), *version)
+        }
+        Some((handle, version)) => {
+            handle.current.store(Arc::new(material));
+            tracing::info!(secret = %secret.name, "secret updated");
+            (handle.clone(), version + 1)
+        }
+        None => (SecretHandle::new(material), 0),
+    })
+}
+
+/// The listener's state: the previous one when neither the listener nor the CA secrets
+/// its TLS configs were built with changed; otherwise rebuilt, leaving out servers whose
+/// TLS cannot be set up.
+fn build_listener(
+    listener: &Listener,
+    previous: Option<&Arc<ListenerState>>,
+    secrets: &HashMap<String, (Arc<SecretHandle>, usize)>,
+    rejected: &mut Vec<Rejection>,
+) -> Arc<ListenerState> {
+    let ca_version = |name: &String| secrets.get(name).map_or(usize::MAX, |(_, v)| *v);
+    if let Some(p) = previous
+        && p.resource == *listener
+        && p.ca_versions.iter().all(|(n, v)| ca_version(n) == *v)
+    {
+        return p.clone();
+    }
+    let mut servers = Vec::new();
+    let mut ca_versions = Vec::new();
+    for chain in &listener.servers {
+        let Some(ctx) = &chain.tls else {
+            servers.push(ServerState {
+                chain: chain.clone(),
+                tls: None,
+            });
+            continue;
+        };
+        let built = (|| {
+            let (cert, _) = secrets
+                .get(&ctx.certificate)
+                .ok_or_else(|| format!("secret {} is not available", ctx.certificate))?;
+            let ca = match &ctx.client_ca {
+                Some(name) => {
+                    let (handle, version) = secrets
+                        .get(name)
+                        .ok_or_else(|| format!("secret {name} is not available"))?;
+                    ca_versions.push((name.clone(), *version));
+                    Some(handle.current.load_full())
+                }
+                None => None,
+            };
+            if cert.current.load().certified.is_none() {
+                return Err(format!(
+                    "secret {} holds no certificate and key",
+                    ctx.certificate
+                ));
+            }
+            server_config(ctx, cert.clone(), ca.as_deref()).map_err(|e| e.to_string())
+        })();
+        match built {
+            Ok(tls) => servers.push(ServerState {
+                chain: chain.clone(),
+                tls: Some(tls),
+            }),
+            Err(reason) => rejected.push(Rejection {
+                kind: ResourceType::Listener,
+                name: listener.name.clone(),
+                reason: format!("server {}: {reason}; the server is left out", chain.source),
+            }),
+        }
+    }
+    Arc::new(ListenerState {
+        resource: listener.clone(),
+        servers,
+        ca_versions,
+    })
+}
+
+impl ListenerState {
+    /// The Gateway port number.
+    pub fn gateway_port(&self) -> u32 {
+        self.resource.gateway_port
+    }
+
+    /// True when connections start with TLS: terminated or passed through.
+    pub fn inspects_tls(&self) -> bool {
+        self.servers.iter().any(|s| {
+            matches!(
+                s.chain.protocol,
+                ServerProtocol::Https | ServerProtocol::Tls | ServerProtocol::TlsPassthrough
+            )
+        })
+    }
+
+    /// The index of the server whose hosts match `name` (SNI or Host), most specific
+    /// first; without a name, a server that accepts any host, else the first.
+    pub fn server_for(&self, name: Option<&str>) -> Option<usize> {
+        let Some(name) = name.map(str::to_ascii_lowercase) else {
+            return self
+                .servers
+                .iter()
+                .position(|s| s.chain.hosts.iter().any(|h| h == "*"))
+                .or(if self.servers.is_empty() {
+                    None
+                } else {
+                    Some(0)
+                });
+        };
+        let score = |s: &ServerState| {
+            s.chain
+                .hosts
+                .iter()
+                .filter(|h| crate::route_table::domain_match(h, &name))
+                // Exact names first, then the longest wildcard suffix, then `*`.
+                .map(|h| if *h == name { usize::MAX } else { h.len() })
+                .max()
+        };
+        self.servers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| score(s).map(|sc| (sc, std::cmp::Reverse(i))))
+            .max()
+            .map(|(_, std::cmp::Reverse(i))| i)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,106 @@
+//! The per-proxy configuration as addressable resources: what the control plane compiles
+//! for one proxy, what it streams, what the proxy applies resource by resource, and what
+//! `/config_dump` prints. A leaf crate (serde only), so the data plane builds without the
+//! Istio API.
+//!
+//! Resources refer to each other by name: a listener's server names its route table and
+//! its secrets, a route names clusters, an endpoint set names its cluster. Private keys
+//! live only in [`secret::Secret`]s; [`ProxyConfig::redacted`] is what admin pages show.
+#![forbid(unsafe_code)]
+
+pub mod cluster;
+pub mod endpoint;
+pub mod listener;
+pub mod node;
+pub mod retry;
+pub mod route;
+pub mod secret;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub use cluster::Cluster;
+pub use endpoint::{Endpoint, EndpointSet};
+pub use listener::Listener;
+pub use node::{Node, Role};
+pub use route::RouteTable;
+pub use secret::Secret;
+
+/// Everything one proxy runs: its identity and its resources, each by name.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProxyConfig {
+    /// Who the proxy is.
+    pub node: Node,
+    /// Listeners, by name (`0.0.0.0_8080`).
+    #[serde(default)]
+    pub listeners: BTreeMap<String, Listener>,
+    /// Route tables, by name (`http.8080`, `https.443.https.public.istio-system`).
+    #[serde(default)]
+    pub route_tables: BTreeMap<String, RouteTable>,
+    /// Upstream clusters, by Istio's name (`outbound|80|v1|reviews.default.svc.cluster.local`).
+    #[serde(default)]
+    pub clusters: BTreeMap<String, Cluster>,
+    /// Endpoint sets, by the name of their cluster.
+    #[serde(default)]
+    pub endpoints: BTreeMap<String, EndpointSet>,
+    /// Certificates, keys and trusted CAs, by name (`kubernetes://ns/name`,
+    /// `file-cert:CERT~KEY`, `file-root:CA`).
+    #[serde(default)]
+    pub secrets: BTreeMap<String, Secret>,
+    /// Where and how to write the access log, when it is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<AccessLog>,
+}
+
+impl ProxyConfig {
+    /// The same config with every private key replaced by its length: what admin pages
+    /// and `proxy-config` show.
+    pub fn redacted(&self) -> ProxyConfig {
+        let mut out = self.clone();
+        for s in out.secrets.values_mut() {
+            s.redact();
+        }
+        out
+    }
+}
+
+/// The kinds of resource a proxy config holds, as they are named in updates and rejections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResourceType {
+    /// A [`Listener`].
+    Listener,
+    /// A [`RouteTable`].
+    RouteTable,
+    /// A [`Cluster`].
+    Cluster,
+    /// An [`EndpointSet`].
+    EndpointSet,
+    /// A [`Secret`].
+    Secret,
+}
+
+impl std::fmt::Display for ResourceType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ResourceType::Listener => "listener",
+            ResourceType::RouteTable => "route table",
+            ResourceType::Cluster => "cluster",
+            ResourceType::EndpointSet => "endpoint set",
+            ResourceType::Secret => "secret",
+        })
+    }
+}
+
+/// Access log settings (from the mesh config's `accessLogFile` and `accessLogEncoding`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessLog {
+    /// `/dev/stdout` or a file path.
+    pub path: String,
+    /// One JSON object per line (`JSON`) or Envoy's text format (`TEXT`).
+    pub json: bool,
+}
+
+#[cfg(test)]
+mod tests;
