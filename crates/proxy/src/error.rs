@@ -2,6 +2,8 @@
 //! flag and its `response_code_details` for the access log, so one function turns any of
 //! them into a response.
 
+use std::borrow::Cow;
+
 use http::StatusCode;
 
 use crate::flags::ResponseFlags;
@@ -23,6 +25,21 @@ pub enum ProxyError {
         "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
     )]
     ConnectFailure,
+    /// TLS to the upstream failed (`UF`): the handshake, or the server's certificate.
+    #[error(
+        "upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: TLS_error:{code}: {message}"
+    )]
+    UpstreamTls {
+        /// A short code for the access log (`CERTIFICATE_VERIFY_FAILED:name_mismatch`).
+        code: &'static str,
+        /// What rustls said.
+        message: String,
+    },
+    /// The upstream's response could not be parsed (`UPE`).
+    #[error(
+        "upstream connect error or disconnect/reset before headers. reset reason: protocol error"
+    )]
+    UpstreamProtocol,
     /// The upstream reset or closed before answering (`UC`).
     #[error(
         "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
@@ -46,6 +63,8 @@ impl ProxyError {
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::NoHealthyUpstream
             | ProxyError::ConnectFailure
+            | ProxyError::UpstreamTls { .. }
+            | ProxyError::UpstreamProtocol
             | ProxyError::UpstreamReset => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::NoCluster | ProxyError::Overflow => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
@@ -59,7 +78,10 @@ impl ProxyError {
             ProxyError::NoRoute => ResponseFlags::NO_ROUTE_FOUND,
             ProxyError::NoHealthyUpstream => ResponseFlags::NO_HEALTHY_UPSTREAM,
             ProxyError::NoCluster => ResponseFlags::NO_CLUSTER_FOUND,
-            ProxyError::ConnectFailure => ResponseFlags::UPSTREAM_CONNECTION_FAILURE,
+            ProxyError::ConnectFailure | ProxyError::UpstreamTls { .. } => {
+                ResponseFlags::UPSTREAM_CONNECTION_FAILURE
+            }
+            ProxyError::UpstreamProtocol => ResponseFlags::UPSTREAM_PROTOCOL_ERROR,
             ProxyError::UpstreamReset => ResponseFlags::UPSTREAM_CONNECTION_TERMINATION,
             ProxyError::Timeout => ResponseFlags::UPSTREAM_REQUEST_TIMEOUT,
             ProxyError::Overflow => ResponseFlags::UPSTREAM_OVERFLOW,
@@ -68,13 +90,21 @@ impl ProxyError {
     }
 
     /// Envoy's `response_code_details`.
-    pub fn details(&self) -> &'static str {
-        match self {
+    pub fn details(&self) -> Cow<'static, str> {
+        Cow::Borrowed(match self {
             ProxyError::NoRoute => "route_not_found",
             ProxyError::NoHealthyUpstream => "no_healthy_upstream",
             ProxyError::NoCluster => "cluster_not_found",
             ProxyError::ConnectFailure => {
                 "upstream_reset_before_response_started{connection_failure}"
+            }
+            ProxyError::UpstreamTls { code, .. } => {
+                return Cow::Owned(format!(
+                    "upstream_reset_before_response_started{{connection_failure,TLS_error:{code}}}"
+                ));
+            }
+            ProxyError::UpstreamProtocol => {
+                "upstream_reset_before_response_started{protocol_error}"
             }
             ProxyError::UpstreamReset => {
                 "upstream_reset_before_response_started{connection_termination}"
@@ -82,7 +112,7 @@ impl ProxyError {
             ProxyError::Overflow => "upstream_reset_before_response_started{overflow}",
             ProxyError::Timeout => "upstream_response_timeout",
             ProxyError::BadRequest(_) => "downstream_protocol_error",
-        }
+        })
     }
 
     /// The body Envoy sends with a locally generated error (404s have none).

@@ -2,6 +2,7 @@
 //! server (HTTPS redirect) → match route → act (redirect, direct response, forward with
 //! timeout and retries) → record (access log). Errors carry their status and response flag.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -66,7 +67,7 @@ struct Upstream {
     /// What happened on the way (DI, FI, URX) and the error that ended the request.
     flags: ResponseFlags,
     /// Envoy's `response_code_details`.
-    details: &'static str,
+    details: Cow<'static, str>,
 }
 
 /// Serves one request.
@@ -113,7 +114,7 @@ pub async fn handle(
         boxed(body)
     };
     let mut up = Upstream {
-        details: "via_upstream",
+        details: Cow::Borrowed("via_upstream"),
         ..Upstream::default()
     };
     let response = match serve(parts, body, &conn, &state, &mut up).await {
@@ -258,7 +259,7 @@ async fn serve(
     // Phase: server policy (HTTPS redirect).
     if server.chain.https_redirect && conn.scheme == "http" {
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        up.details = "direct_response";
+        up.details = Cow::Borrowed("direct_response");
         return Ok(redirect_response(
             StatusCode::MOVED_PERMANENTLY,
             &format!("https://{host}{path}"),
@@ -298,7 +299,7 @@ async fn serve(
         && parts.headers.contains_key("access-control-request-method")
         && (allowed || !policy.forward_unmatched_preflights)
     {
-        up.details = "cors_response";
+        up.details = Cow::Borrowed("cors_response");
         let mut r = Response::new(empty());
         if allowed {
             cors_preflight_headers(r.headers_mut(), policy, origin);
@@ -316,7 +317,7 @@ async fn serve(
             && roll(abort.percent)
         {
             up.flags.insert(ResponseFlags::FAULT_INJECTED);
-            up.details = "fault_filter_abort";
+            up.details = Cow::Borrowed("fault_filter_abort");
             return Ok(abort_response(abort));
         }
     }
@@ -324,11 +325,11 @@ async fn serve(
     // Phase: act.
     let mut response = match &route.route.action {
         RouteAction::Redirect(r) => {
-            up.details = "direct_response";
+            up.details = Cow::Borrowed("direct_response");
             redirect(r, &parts, conn, &host)
         }
         RouteAction::DirectResponse { status, body } => {
-            up.details = "direct_response";
+            up.details = Cow::Borrowed("direct_response");
             let mut r = Response::new(full(body.clone()));
             *r.status_mut() = StatusCode::from_u16(*status).unwrap_or(StatusCode::OK);
             if !body.is_empty() {
@@ -667,12 +668,12 @@ async fn forward(
                 && let Some((_, ep)) = target.pick(None)
             {
                 let protocol = target.cluster.protocol;
-                let shadow = shadow_request(
+                let (shadow, shadow_host) = shadow_request(
                     &parts,
                     &authority,
                     &path_and_query,
-                    ep,
                     protocol,
+                    target.clients.is_tls(),
                     buffered.clone(),
                 );
                 let clients = target.clients.clone();
@@ -681,7 +682,7 @@ async fn forward(
                     tokio::spawn(async move {
                         let sent = tokio::time::timeout(
                             Duration::from_secs(10),
-                            clients.send(protocol, &addr, req),
+                            clients.send(protocol, &addr, &shadow_host, req),
                         );
                         if let Ok(Ok(resp)) = sent.await {
                             // Drain the answer so the connection can be reused.
@@ -735,15 +736,12 @@ async fn forward(
             let _endpoint_active = InFlight::acquire(&balancer.endpoints[index].active);
             let addr = endpoint.authority();
             up.host = Some(addr.clone());
-            // HTTP/1.1 names the endpoint in the URI (Host carries the authority); HTTP/2
-            // carries the authority in the URI, sent as `:authority`.
-            let target = match protocol {
-                UpstreamProtocol::Http1 => &addr,
-                UpstreamProtocol::Http2 => &authority,
-            };
-            let uri: Uri = format!("http://{target}{path_and_query}")
-                .parse()
-                .map_err(|e: http::uri::InvalidUri| ProxyError::BadRequest(e.to_string()))?;
+            let uri = upstream_uri(
+                protocol,
+                cluster.clients.is_tls(),
+                &authority,
+                &path_and_query,
+            )?;
             let mut req = Request::builder()
                 .method(parts.method.clone())
                 .uri(uri)
@@ -758,7 +756,7 @@ async fn forward(
                 *req.version_mut() = http::Version::HTTP_2;
             }
             let sent_at = Instant::now();
-            let send = cluster.clients.send(protocol, &addr, req);
+            let send = cluster.clients.send(protocol, &addr, &authority, req);
             let result = match retries.and_then(|r| r.per_try_timeout_ms) {
                 Some(ms) => tokio::time::timeout(Duration::from_millis(ms), send)
                     .await
@@ -827,38 +825,59 @@ async fn forward(
     Ok(Response::from_parts(rparts, boxed(rbody)))
 }
 
-/// A copy of the request for a mirror: Host gets Istio's `-shadow` suffix.
+/// The URI of an upstream request: the path alone over HTTP/1.1 (Host carries the
+/// authority); scheme, authority and path over HTTP/2, where they become pseudo-headers.
+fn upstream_uri(
+    protocol: UpstreamProtocol,
+    tls: bool,
+    authority: &str,
+    path_and_query: &str,
+) -> Result<Uri, ProxyError> {
+    let text = match protocol {
+        UpstreamProtocol::Http1 => path_and_query.to_string(),
+        UpstreamProtocol::Http2 => {
+            let scheme = if tls { "https" } else { "http" };
+            format!("{scheme}://{authority}{path_and_query}")
+        }
+    };
+    text.parse()
+        .map_err(|e: http::uri::InvalidUri| ProxyError::BadRequest(e.to_string()))
+}
+
+/// A copy of the request for a mirror, and its authority: Host gets Istio's `-shadow`
+/// suffix.
 fn shadow_request(
     parts: &http::request::Parts,
     authority: &str,
     path_and_query: &str,
-    ep: &meshwork_resources::Endpoint,
     protocol: UpstreamProtocol,
+    tls: bool,
     body: Option<Bytes>,
-) -> Result<Request<Body>, http::Error> {
+) -> (Result<Request<Body>, ProxyError>, String) {
     let shadow_host = match authority.rsplit_once(':') {
         Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => {
             format!("{host}-shadow:{port}")
         }
         _ => format!("{authority}-shadow"),
     };
-    let uri = match protocol {
-        UpstreamProtocol::Http1 => format!("http://{}:{}{path_and_query}", ep.address, ep.port),
-        UpstreamProtocol::Http2 => format!("http://{shadow_host}{path_and_query}"),
-    };
-    let mut req = Request::builder()
-        .method(parts.method.clone())
-        .uri(uri)
-        .version(match protocol {
-            UpstreamProtocol::Http1 => http::Version::HTTP_11,
-            UpstreamProtocol::Http2 => http::Version::HTTP_2,
-        })
-        .body(body.map(full).unwrap_or_else(empty))?;
-    *req.headers_mut() = parts.headers.clone();
-    if let Ok(v) = HeaderValue::from_str(&shadow_host) {
-        req.headers_mut().insert(header::HOST, v);
-    }
-    Ok(req)
+    let request = (|| {
+        let uri = upstream_uri(protocol, tls, &shadow_host, path_and_query)?;
+        let mut req = Request::builder()
+            .method(parts.method.clone())
+            .uri(uri)
+            .version(match protocol {
+                UpstreamProtocol::Http1 => http::Version::HTTP_11,
+                UpstreamProtocol::Http2 => http::Version::HTTP_2,
+            })
+            .body(body.map(full).unwrap_or_else(empty))
+            .map_err(|e| ProxyError::BadRequest(e.to_string()))?;
+        *req.headers_mut() = parts.headers.clone();
+        if let Ok(v) = HeaderValue::from_str(&shadow_host) {
+            req.headers_mut().insert(header::HOST, v);
+        }
+        Ok(req)
+    })();
+    (request, shadow_host)
 }
 
 /// The consistent-hash value of a request, and a `Set-Cookie` to send when the hash cookie
@@ -954,7 +973,7 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(fastrand::u64(0..=ceiling))
 }
 
-fn should_retry(policy: &RetryPolicy, result: &Result<Response<Incoming>, ProxyError>) -> bool {
+fn should_retry(policy: &RetryPolicy, result: &Result<Response<Body>, ProxyError>) -> bool {
     let on = &policy.retry_on;
     match result {
         Ok(resp) => on.retries_status(resp.status().as_u16()),

@@ -23,6 +23,7 @@ pub mod secrets;
 pub mod tcp;
 pub mod tls;
 pub mod upstream;
+pub mod upstream_tls;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -99,7 +99,7 @@ fn record_refusal(
         kind: Kind::Refused,
         status: 0,
         flags: refusal.flags,
-        details: refusal.details,
+        details: refusal.details.into(),
     };
     let logger = state
         .config

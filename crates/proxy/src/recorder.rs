@@ -21,7 +21,7 @@ pub enum Kind {
 }
 
 /// The outcome of one request or connection.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Outcome {
     /// What it was.
     pub kind: Kind,
@@ -30,7 +30,7 @@ pub struct Outcome {
     /// Envoy's response flags.
     pub flags: ResponseFlags,
     /// Envoy's `response_code_details`.
-    pub details: &'static str,
+    pub details: std::borrow::Cow<'static, str>,
 }
 
 /// Counters of what the proxy served.
@@ -78,7 +78,7 @@ impl Recorder {
         }
         if let Some((mut entry, logger, json)) = log {
             entry.response_flags = outcome.flags.to_string();
-            entry.response_code_details = outcome.details.to_string();
+            entry.response_code_details = outcome.details.into_owned();
             logger.log(entry, json);
         }
     }

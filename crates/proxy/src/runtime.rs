@@ -25,7 +25,8 @@ use crate::balancer::Balancer;
 use crate::route_table::CompiledRouteTable;
 use crate::secrets::{SecretHandle, SecretMaterial};
 use crate::tls::server_config;
-use crate::upstream::{ClientPair, Upstreams};
+use crate::upstream::{ClusterClient, Upstreams};
+use crate::upstream_tls::origination;
 
 /// A resource that was not applied, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,8 +71,10 @@ pub struct ClusterState {
     pub endpoints: EndpointSet,
     /// Endpoint choice and health.
     pub balancer: Balancer,
-    /// Pooled connections to the endpoints.
-    pub clients: ClientPair,
+    /// How connections to the endpoints are made (settings, TLS), and their pools.
+    pub clients: ClusterClient,
+    /// Versions of the secrets its TLS was built with.
+    secret_versions: Vec<(String, usize)>,
 }
 
 impl ClusterState {
@@ -182,25 +185,63 @@ pub fn apply(
             endpoints: Vec::new(),
         });
         let old = previous.clusters.get(name);
+        let version = |n: &String| secrets.get(n).map_or(usize::MAX, |(_, v)| *v);
         let state = match old {
-            Some(o) if o.cluster == *cluster && o.endpoints == endpoints => o.clone(),
-            _ => Arc::new(ClusterState {
-                balancer: Balancer::update(
-                    &endpoints.endpoints,
-                    &cluster.policy,
-                    old.map(|o| &o.balancer),
-                    first,
-                )
-                .with_locality(config.node.locality.clone())
-                .with_labels(config.node.labels.clone()),
-                clients: upstreams.for_cluster(cluster),
-                cluster: cluster.clone(),
-                endpoints,
-            }),
+            Some(o)
+                if o.cluster == *cluster
+                    && o.endpoints == endpoints
+                    && o.secret_versions.iter().all(|(n, v)| version(n) == *v) =>
+            {
+                o.clone()
+            }
+            _ => {
+                let tls = match &cluster.tls {
+                    Some(t) => match origination(t, |n| secrets.get(n).cloned()) {
+                        Ok(o) => Some(o),
+                        Err(e) => {
+                            rejected.push(Rejection {
+                                kind: ResourceType::Cluster,
+                                name: name.clone(),
+                                reason: format!("TLS origination: {e}"),
+                            });
+                            keep_previous(&mut accepted.clusters, &previous.config.clusters, name);
+                            if let Some(o) = old {
+                                clusters.insert(name.clone(), o.clone());
+                            }
+                            continue;
+                        }
+                    },
+                    None => None,
+                };
+                let secret_versions = cluster
+                    .tls
+                    .iter()
+                    .flat_map(|t| t.client_certificate.iter().chain(&t.trusted_ca))
+                    .map(|n| (n.clone(), version(n)))
+                    .collect();
+                Arc::new(ClusterState {
+                    balancer: Balancer::update(
+                        &endpoints.endpoints,
+                        &cluster.policy,
+                        old.map(|o| &o.balancer),
+                        first,
+                    )
+                    .with_locality(config.node.locality.clone())
+                    .with_labels(config.node.labels.clone()),
+                    clients: upstreams.for_cluster(cluster, tls),
+                    cluster: cluster.clone(),
+                    endpoints,
+                    secret_versions,
+                })
+            }
         };
         clusters.insert(name.clone(), state);
     }
-    upstreams.retain(clusters.values().map(|c| &c.cluster));
+    let in_use = clusters
+        .values()
+        .flat_map(|c| c.endpoints.endpoints.iter().map(|e| e.authority()))
+        .collect();
+    upstreams.retain(&in_use);
 
     let runtime = Runtime {
         config: Arc::new(accepted),

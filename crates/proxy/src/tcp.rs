@@ -158,7 +158,7 @@ pub async fn forward<S>(
         kind: Kind::Tcp,
         status: 0,
         flags,
-        details,
+        details: details.into(),
     };
     let logger = state
         .config

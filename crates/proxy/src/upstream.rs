@@ -1,174 +1,402 @@
-//! Connections to upstream endpoints: pooled HTTP/1.1 keep-alive and HTTP/2 cleartext
-//! (h2c, prior knowledge, for `http2-` and `grpc-` ports or `h2UpgradePolicy: UPGRADE`)
-//! clients, one pair per distinct connection settings (connect timeout, TCP keepalive,
-//! idle timeout). Pairs are cached, so a config reload keeps the pools it can.
+//! Connections to upstream endpoints, pooled per endpoint and keyed by everything that
+//! makes a connection reusable: the address, the protocol (HTTP/1.1, or HTTP/2 with prior
+//! knowledge), the TLS identity and SNI, and the connection settings. HTTP/1.1 connections
+//! go back to their pool when a response body has been read to its end; HTTP/2 connections
+//! are shared by every request to the endpoint. Pools of endpoints that are gone are
+//! dropped after each update ([`Upstreams::retain`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper::body::{Body as _, Frame, Incoming, SizeHint};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use meshwork_resources::cluster::{Cluster, ConnectionSettings, UpstreamProtocol};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 
-use crate::body::Body;
+use crate::body::{Body, boxed};
 use crate::error::ProxyError;
+use crate::upstream_tls::TlsOrigination;
 
-/// The clients of one cluster.
-#[derive(Clone)]
-pub struct ClientPair {
-    http1: Client<HttpConnector, Body>,
-    http2: H2Pool,
+/// Idle HTTP/1.1 connections kept per endpoint at most.
+const MAX_IDLE_PER_ENDPOINT: usize = 256;
+
+/// Everything that makes a connection reusable for another request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct PoolKey {
+    addr: String,
+    protocol: UpstreamProtocol,
+    /// The TLS identity and SNI, when the connection is TLS.
+    tls: Option<(u64, String)>,
+    connect_timeout_ms: u64,
+    settings: ConnectionSettings,
 }
 
-/// HTTP/2 connections, one per endpoint, multiplexed. Requests keep their own `:authority`
-/// (the original Host) while the connection goes to the endpoint's address.
-#[derive(Clone)]
-struct H2Pool {
-    conns: Arc<Mutex<HashMap<String, hyper::client::conn::http2::SendRequest<Body>>>>,
-    connect_timeout: Duration,
-    keepalive: Option<Duration>,
+/// The connections to one endpoint.
+#[derive(Default)]
+struct Pool {
+    idle: Mutex<Vec<(http1::SendRequest<Body>, Instant)>>,
+    shared: Mutex<Option<http2::SendRequest<Body>>>,
 }
 
-impl H2Pool {
-    async fn connect(
-        &self,
-        addr: &str,
-    ) -> Result<hyper::client::conn::http2::SendRequest<Body>, ProxyError> {
-        let stream =
-            tokio::time::timeout(self.connect_timeout, tokio::net::TcpStream::connect(addr))
-                .await
-                .map_err(|_| ProxyError::ConnectFailure)?
-                .map_err(|_| ProxyError::ConnectFailure)?;
-        let _ = stream.set_nodelay(true);
-        let mut builder = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
-        builder.timer(TokioTimer::new());
-        if let Some(k) = self.keepalive {
-            builder.keep_alive_interval(k);
-        }
-        let (sender, conn) = builder
-            .handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|_| ProxyError::ConnectFailure)?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "upstream HTTP/2 connection ended");
+impl Pool {
+    /// An idle HTTP/1.1 connection that is still open and has not idled too long.
+    fn checkout(&self, idle_timeout: Duration) -> Option<http1::SendRequest<Body>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some((sender, since)) = idle.pop() {
+            if !sender.is_closed() && since.elapsed() < idle_timeout {
+                return Some(sender);
             }
-        });
-        Ok(sender)
+        }
+        None
     }
 
-    async fn send(&self, addr: &str, req: Request<Body>) -> Result<Response<Incoming>, ProxyError> {
-        let cached = {
-            let conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-            conns.get(addr).filter(|s| !s.is_closed()).cloned()
+    fn release(&self, sender: http1::SendRequest<Body>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < MAX_IDLE_PER_ENDPOINT {
+            idle.push((sender, Instant::now()));
+        }
+    }
+}
+
+/// The pools of one proxy, shared by every runtime it applies.
+#[derive(Clone, Default)]
+pub struct Upstreams {
+    pools: Arc<Mutex<HashMap<PoolKey, Arc<Pool>>>>,
+}
+
+impl Upstreams {
+    /// The client of a cluster: its connection settings and TLS origination.
+    pub fn for_cluster(&self, cluster: &Cluster, tls: Option<TlsOrigination>) -> ClusterClient {
+        ClusterClient {
+            upstreams: self.clone(),
+            connect_timeout_ms: cluster.connect_timeout_ms,
+            settings: cluster.connections.clone(),
+            tls: tls.map(Arc::new),
+            default_sni: cluster.host.clone(),
+        }
+    }
+
+    /// Drops the pools of endpoints that no cluster has any more.
+    pub fn retain(&self, endpoints: &HashSet<String>) {
+        self.pools
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|k, _| endpoints.contains(&k.addr));
+    }
+
+    fn pool(&self, key: PoolKey) -> Arc<Pool> {
+        self.pools
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key)
+            .or_default()
+            .clone()
+    }
+}
+
+/// How one cluster connects to its endpoints.
+#[derive(Clone)]
+pub struct ClusterClient {
+    upstreams: Upstreams,
+    connect_timeout_ms: u64,
+    settings: ConnectionSettings,
+    tls: Option<Arc<TlsOrigination>>,
+    /// The SNI when neither the settings nor the request name one.
+    default_sni: String,
+}
+
+impl ClusterClient {
+    /// Whether connections are TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    fn key(&self, addr: &str, protocol: UpstreamProtocol, host: &str) -> PoolKey {
+        PoolKey {
+            addr: addr.to_string(),
+            protocol,
+            tls: self.tls.as_ref().map(|t| (t.identity, self.sni(t, host))),
+            connect_timeout_ms: self.connect_timeout_ms,
+            settings: self.settings.clone(),
+        }
+    }
+
+    /// The SNI: the one the settings fix, else the request's host, else the service host.
+    fn sni(&self, tls: &TlsOrigination, host: &str) -> String {
+        let host = host.rsplit_once(':').map_or(host, |(h, p)| {
+            if p.chars().all(|c| c.is_ascii_digit()) {
+                h
+            } else {
+                host
+            }
+        });
+        tls.sni
+            .clone()
+            .or_else(|| (!host.is_empty()).then(|| host.to_string()))
+            .unwrap_or_else(|| self.default_sni.clone())
+    }
+
+    async fn connect(&self, addr: &str, sni: Option<&str>) -> Result<Box<dyn IoBox>, ProxyError> {
+        let timeout = Duration::from_millis(self.connect_timeout_ms);
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| ProxyError::ConnectFailure)?
+            .map_err(|_| ProxyError::ConnectFailure)?;
+        let _ = stream.set_nodelay(true);
+        if let Some((time, interval, probes)) = self.settings.tcp_keepalive {
+            let mut keepalive =
+                socket2::TcpKeepalive::new().with_time(Duration::from_secs(time.unwrap_or(7200)));
+            if let Some(i) = interval {
+                keepalive = keepalive.with_interval(Duration::from_secs(i));
+            }
+            if let Some(p) = probes {
+                keepalive = keepalive.with_retries(p);
+            }
+            let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
+        }
+        let (Some(tls), Some(sni)) = (&self.tls, sni) else {
+            return Ok(Box::new(stream));
         };
+        let name = rustls::pki_types::ServerName::try_from(sni.to_string()).map_err(|e| {
+            ProxyError::UpstreamTls {
+                code: "bad_sni",
+                message: format!("{sni:?}: {e}"),
+            }
+        })?;
+        let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+        let tls_stream = tokio::time::timeout(timeout, connector.connect(name, stream))
+            .await
+            .map_err(|_| ProxyError::UpstreamTls {
+                code: "handshake_timeout",
+                message: "the TLS handshake timed out".into(),
+            })?
+            .map_err(tls_failure)?;
+        Ok(Box::new(tls_stream))
+    }
+
+    /// Sends a request to the endpoint `addr` (`ip:port`); `host` is the request's
+    /// authority, which picks the SNI when the settings name none. The URI carries the
+    /// path (HTTP/1.1) or the scheme, authority and path (HTTP/2).
+    pub async fn send(
+        &self,
+        protocol: UpstreamProtocol,
+        addr: &str,
+        host: &str,
+        req: Request<Body>,
+    ) -> Result<Response<Body>, ProxyError> {
+        let key = self.key(addr, protocol, host);
+        let sni = key.tls.as_ref().map(|(_, sni)| sni.clone());
+        let pool = self.upstreams.pool(key);
+        match protocol {
+            UpstreamProtocol::Http1 => self.send_http1(&pool, addr, sni.as_deref(), req).await,
+            UpstreamProtocol::Http2 => self.send_http2(&pool, addr, sni.as_deref(), req).await,
+        }
+    }
+
+    async fn send_http1(
+        &self,
+        pool: &Arc<Pool>,
+        addr: &str,
+        sni: Option<&str>,
+        mut req: Request<Body>,
+    ) -> Result<Response<Body>, ProxyError> {
+        let idle_timeout = Duration::from_millis(self.settings.http_idle_timeout_ms);
+        loop {
+            let (mut sender, reused) = match pool.checkout(idle_timeout) {
+                Some(s) => (s, true),
+                None => {
+                    let io = self.connect(addr, sni).await?;
+                    let (sender, conn) = http1::Builder::new()
+                        .handshake(TokioIo::new(io))
+                        .await
+                        .map_err(|_| ProxyError::ConnectFailure)?;
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.with_upgrades().await {
+                            tracing::debug!(error = %e, "upstream connection ended");
+                        }
+                    });
+                    (sender, false)
+                }
+            };
+            if sender.ready().await.is_err() {
+                if reused {
+                    continue;
+                }
+                return Err(ProxyError::ConnectFailure);
+            }
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    let (parts, body) = resp.into_parts();
+                    let body = PooledBody::new(body, sender, pool.clone());
+                    return Ok(Response::from_parts(parts, boxed(body)));
+                }
+                Err(mut e) => {
+                    // A kept-alive connection the endpoint closed meanwhile: the request
+                    // was not sent, so it goes on a new connection.
+                    if reused && let Some(r) = e.take_message() {
+                        req = r;
+                        continue;
+                    }
+                    return Err(classify(e.error()));
+                }
+            }
+        }
+    }
+
+    async fn send_http2(
+        &self,
+        pool: &Arc<Pool>,
+        addr: &str,
+        sni: Option<&str>,
+        req: Request<Body>,
+    ) -> Result<Response<Body>, ProxyError> {
+        let cached = pool
+            .shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .filter(|s| !s.is_closed());
         let mut sender = match cached {
             Some(s) => s,
             None => {
-                let s = self.connect(addr).await?;
-                self.conns
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(addr.to_string(), s.clone());
-                s
+                let io = self.connect(addr, sni).await?;
+                let mut builder = http2::Builder::new(TokioExecutor::new());
+                builder.timer(TokioTimer::new());
+                if let Some((_, Some(interval), _)) = self.settings.tcp_keepalive {
+                    builder.keep_alive_interval(Duration::from_secs(interval));
+                }
+                let (sender, conn) = builder
+                    .handshake(TokioIo::new(io))
+                    .await
+                    .map_err(|_| ProxyError::ConnectFailure)?;
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "upstream HTTP/2 connection ended");
+                    }
+                });
+                *pool.shared.lock().unwrap_or_else(|e| e.into_inner()) = Some(sender.clone());
+                sender
             }
         };
         sender
             .ready()
             .await
             .map_err(|_| ProxyError::UpstreamReset)?;
-        sender.send_request(req).await.map_err(|e| {
+        let resp = sender.send_request(req).await.map_err(|e| {
             tracing::debug!(error = %e, "upstream HTTP/2 request failed");
-            ProxyError::UpstreamReset
-        })
+            classify(&e)
+        })?;
+        Ok(resp.map(boxed))
     }
 }
 
-impl ClientPair {
-    fn new(connect_timeout: Duration, settings: &ConnectionSettings) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(connect_timeout));
-        connector.set_nodelay(true);
-        if let Some((time, interval, probes)) = settings.tcp_keepalive {
-            connector.set_keepalive(Some(Duration::from_secs(time.unwrap_or(7200))));
-            connector.set_keepalive_interval(interval.map(Duration::from_secs));
-            connector.set_keepalive_retries(probes);
-        }
-        let idle = Duration::from_millis(settings.http_idle_timeout_ms);
-        let http1 = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(idle)
-            .set_host(false)
-            .build(connector.clone());
-        let http2 = H2Pool {
-            conns: Arc::default(),
-            connect_timeout,
-            keepalive: settings
-                .tcp_keepalive
-                .and_then(|(_, interval, _)| interval)
-                .map(Duration::from_secs),
-        };
-        Self { http1, http2 }
-    }
-
-    /// Sends a request to the endpoint `addr` (`ip:port`). Over HTTP/1.1 the URI names the
-    /// endpoint and the Host header the authority; over HTTP/2 the URI carries the
-    /// authority, which becomes `:authority`.
-    pub async fn send(
-        &self,
-        protocol: UpstreamProtocol,
-        addr: &str,
-        req: Request<Body>,
-    ) -> Result<Response<Incoming>, ProxyError> {
-        if protocol == UpstreamProtocol::Http2 {
-            return self.http2.send(addr, req).await;
-        }
-        self.http1.request(req).await.map_err(|e| {
-            tracing::debug!(error = %e, "upstream request failed");
-            if e.is_connect() {
-                ProxyError::ConnectFailure
-            } else {
-                ProxyError::UpstreamReset
+/// A failed TLS handshake, with a code in the spirit of BoringSSL's for the access log.
+fn tls_failure(e: std::io::Error) -> ProxyError {
+    use rustls::CertificateError as C;
+    let rustls_error = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
+    let code = match rustls_error {
+        Some(rustls::Error::InvalidCertificate(c)) => match c {
+            C::NotValidForName | C::NotValidForNameContext { .. } => {
+                "CERTIFICATE_VERIFY_FAILED:name_mismatch"
             }
-        })
+            C::UnknownIssuer => "CERTIFICATE_VERIFY_FAILED:unknown_issuer",
+            C::Expired | C::ExpiredContext { .. } => "CERTIFICATE_VERIFY_FAILED:expired",
+            C::NotValidYet | C::NotValidYetContext { .. } => {
+                "CERTIFICATE_VERIFY_FAILED:not_yet_valid"
+            }
+            _ => "CERTIFICATE_VERIFY_FAILED",
+        },
+        Some(rustls::Error::AlertReceived(_)) => "alert_received",
+        Some(rustls::Error::NoApplicationProtocol) => "no_application_protocol",
+        Some(_) => "handshake_failure",
+        None => "connection_failure",
+    };
+    ProxyError::UpstreamTls {
+        code,
+        message: e.to_string(),
     }
 }
 
-/// The cache of client pairs, shared by every config a proxy runs.
-#[derive(Clone, Default)]
-pub struct Upstreams {
-    pairs: Arc<Mutex<HashMap<(u64, ConnectionSettings), ClientPair>>>,
+/// What a failed exchange means for the client and for retries.
+fn classify(e: &hyper::Error) -> ProxyError {
+    tracing::debug!(error = %e, "upstream request failed");
+    if e.is_parse() {
+        ProxyError::UpstreamProtocol
+    } else {
+        ProxyError::UpstreamReset
+    }
 }
 
-fn key(cluster: &Cluster) -> (u64, ConnectionSettings) {
-    (cluster.connect_timeout_ms, cluster.connections.clone())
+/// A plaintext or TLS connection to an endpoint, boxed so both share one pool type.
+trait IoBox: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> IoBox for T {}
+
+/// A response body that gives its connection back to the pool once read to the end.
+struct PooledBody {
+    inner: Incoming,
+    back: Option<(http1::SendRequest<Body>, Arc<Pool>)>,
 }
 
-impl Upstreams {
-    /// The clients for a cluster's connection settings.
-    pub fn for_cluster(&self, cluster: &Cluster) -> ClientPair {
-        let mut pairs = self.pairs.lock().unwrap_or_else(|e| e.into_inner());
-        pairs
-            .entry(key(cluster))
-            .or_insert_with(|| {
-                ClientPair::new(
-                    Duration::from_millis(cluster.connect_timeout_ms),
-                    &cluster.connections,
-                )
-            })
-            .clone()
+impl PooledBody {
+    fn new(inner: Incoming, sender: http1::SendRequest<Body>, pool: Arc<Pool>) -> PooledBody {
+        let mut body = PooledBody {
+            inner,
+            back: Some((sender, pool)),
+        };
+        if body.inner.is_end_stream() {
+            body.release();
+        }
+        body
     }
 
-    /// Drops the pools that none of `clusters` uses.
-    pub fn retain<'a>(&self, clusters: impl Iterator<Item = &'a Cluster>) {
-        let used: Vec<_> = clusters.map(key).collect();
-        self.pairs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|k, _| used.contains(k));
+    fn release(&mut self) {
+        if let Some((sender, pool)) = self.back.take() {
+            pool.release(sender);
+        }
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        // Readers stop once the body says it has ended, without polling once more.
+        if self.inner.is_end_stream() {
+            self.release();
+        }
+    }
+}
+
+impl hyper::body::Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => self.release(),
+            Poll::Ready(Some(Err(_))) => self.back = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

@@ -55,7 +55,7 @@ fn is_zero(n: &u32) -> bool {
 }
 
 /// The protocol used towards endpoints.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum UpstreamProtocol {
     /// HTTP/1.1.
