@@ -319,3 +319,64 @@ fn a_port_level_disable_overrides_the_top_level_tls() {
         || get(http).0 == 503,
     );
 }
+
+#[test]
+fn tcp_routes_originate_tls_too() {
+    let mut mesh = Mesh::new("tls-tcp");
+    let tcp = free_port();
+    let ca = TestCa::new("backend root");
+    let (cert, key) = ca.leaf(&["db.backend.test"], "backend");
+    let backend = tls_backend(&mesh, "backend", &cert, &key, None);
+    let ca_file = write(&mesh, "ca.pem", &ca.cert_pem);
+    mesh.config(
+        "config.yaml",
+        &format!(
+            r#"apiVersion: networking.istio.io/v1beta1
+kind: Gateway
+metadata: {{name: public, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: {tcp}, name: tcp, protocol: TCP}}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1beta1
+kind: ServiceEntry
+metadata: {{name: db, namespace: shop}}
+spec:
+  hosts: [db.backend.test]
+  location: MESH_EXTERNAL
+  resolution: STATIC
+  ports: [{{number: 443, name: tls, protocol: TLS}}]
+  endpoints: [{{address: 127.0.0.1, ports: {{tls: {port}}}}}]
+---
+apiVersion: networking.istio.io/v1beta1
+kind: DestinationRule
+metadata: {{name: db, namespace: shop}}
+spec:
+  host: db.backend.test
+  trafficPolicy:
+    tls: {{mode: SIMPLE, caCertificates: {ca_file}}}
+---
+apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: {{name: db, namespace: shop}}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/public]
+  tcp:
+  - route: [{{destination: {{host: db.backend.test, port: {{number: 443}}}}}}]
+"#,
+            port = backend.port
+        ),
+    );
+    mesh.up(&[]);
+    // A plaintext client; the gateway speaks TLS (SNI: the service host) to the backend.
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", tcp)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(answer.contains("s_server"), "{answer:?}\n{}", mesh.log());
+}

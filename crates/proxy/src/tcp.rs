@@ -3,6 +3,7 @@
 //! both ways with half-close kept, until both sides close or the idle timeout passes. One
 //! access log line records the bytes each way and why the connection ended.
 
+use std::borrow::Cow;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -13,7 +14,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use meshwork_resources::listener::L4Route;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
 use tracing::info;
 
 use meshwork_resources::cluster::{HashKey, LbPolicy};
@@ -153,12 +153,12 @@ pub async fn forward<S>(
     )
     .await;
     entry.duration = start.elapsed().as_millis() as u64;
-    let (flags, details) = outcome.unwrap_or((ResponseFlags::NONE, "via_upstream"));
+    let (flags, details) = outcome.unwrap_or((ResponseFlags::NONE, Cow::Borrowed("via_upstream")));
     let recorded = Recorded {
         kind: Kind::Tcp,
         status: 0,
         flags,
-        details: details.into(),
+        details,
     };
     let logger = state
         .config
@@ -171,12 +171,14 @@ pub async fn forward<S>(
 }
 
 /// A TCP-level failure: its flag and Envoy's details.
-type Failure = (ResponseFlags, &'static str);
+type Failure = (ResponseFlags, Cow<'static, str>);
 
-const CONNECT_FAILED: Failure = (
-    ResponseFlags::UPSTREAM_CONNECTION_FAILURE,
-    "upstream_reset_before_response_started{connection_failure}",
-);
+fn connect_failed() -> Failure {
+    (
+        ResponseFlags::UPSTREAM_CONNECTION_FAILURE,
+        Cow::Borrowed("upstream_reset_before_response_started{connection_failure}"),
+    )
+}
 
 /// Returns Envoy's response flag and details when the connection ended abnormally.
 async fn connect_and_splice<S>(
@@ -202,7 +204,7 @@ where
     let dest = &route.destinations[pick];
     entry.upstream_cluster = Some(dest.cluster.clone());
     let Some(cluster) = state.clusters.get(&dest.cluster) else {
-        return Some((ResponseFlags::NO_CLUSTER_FOUND, "cluster_not_found"));
+        return Some((ResponseFlags::NO_CLUSTER_FOUND, "cluster_not_found".into()));
     };
     let hash = match &cluster.cluster.policy.lb {
         LbPolicy::RingHash {
@@ -217,7 +219,10 @@ where
     };
     let Some((index, endpoint)) = cluster.pick(hash) else {
         info!(peer = %session.peer, cluster = %dest.cluster, "no healthy upstream; connection closed");
-        return Some((ResponseFlags::NO_HEALTHY_UPSTREAM, "no_healthy_upstream"));
+        return Some((
+            ResponseFlags::NO_HEALTHY_UPSTREAM,
+            "no_healthy_upstream".into(),
+        ));
     };
     let balancer = &cluster.balancer;
     let limit = cluster.cluster.policy.circuit_breakers.max_connections;
@@ -225,43 +230,21 @@ where
         info!(peer = %session.peer, cluster = %dest.cluster, limit, "maxConnections reached; connection refused");
         return Some((
             ResponseFlags::UPSTREAM_OVERFLOW,
-            "upstream_reset_before_response_started{overflow}",
+            "upstream_reset_before_response_started{overflow}".into(),
         ));
     };
     let addr = endpoint.authority();
     entry.upstream_host = Some(addr.clone());
-    let connect = TcpStream::connect(addr.as_str());
-    let mut upstream = match tokio::time::timeout(
-        Duration::from_millis(cluster.cluster.connect_timeout_ms),
-        connect,
-    )
-    .await
-    {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
+    // PostgreSQL's own TLS negotiation goes to the server as the client sent it, so the
+    // connection is plaintext (passthrough) then.
+    let mut upstream = match cluster.clients.connect_stream(&addr, !pg_ssl_request).await {
+        Ok(s) => s,
+        Err(e) => {
             info!(peer = %session.peer, upstream = %addr, error = %e, "upstream connect failed");
             balancer.report(index, Outcome::LocalFailure);
-            return Some(CONNECT_FAILED);
-        }
-        Err(_) => {
-            info!(peer = %session.peer, upstream = %addr, "upstream connect timed out");
-            balancer.report(index, Outcome::LocalFailure);
-            return Some(CONNECT_FAILED);
+            return Some((e.flags(), e.details()));
         }
     };
-    let _ = upstream.set_nodelay(true);
-    if let Some((time, interval, probes)) = cluster.cluster.connections.tcp_keepalive {
-        // connectionPool.tcp.tcpKeepalive on the upstream socket.
-        let mut keepalive =
-            socket2::TcpKeepalive::new().with_time(Duration::from_secs(time.unwrap_or(7200)));
-        if let Some(i) = interval {
-            keepalive = keepalive.with_interval(Duration::from_secs(i));
-        }
-        if let Some(p) = probes {
-            keepalive = keepalive.with_retries(p);
-        }
-        let _ = socket2::SockRef::from(&upstream).set_tcp_keepalive(&keepalive);
-    }
     if pg_ssl_request {
         let mut answer = [0u8; 1];
         let negotiated = async {
@@ -278,14 +261,14 @@ where
             Ok(Ok(b'S')) => {}
             other => {
                 info!(peer = %session.peer, upstream = %addr, answer = ?other, "the upstream PostgreSQL server did not accept TLS; connection closed");
-                return Some(CONNECT_FAILED);
+                return Some(connect_failed());
             }
         }
     }
     if upstream.write_all(&replay).await.is_err() {
         return Some((
             ResponseFlags::UPSTREAM_CONNECTION_TERMINATION,
-            "upstream_reset_before_response_started{connection_termination}",
+            "upstream_reset_before_response_started{connection_termination}".into(),
         ));
     }
     let epoch = Instant::now();
@@ -325,7 +308,7 @@ where
         },
         () = watchdog => {
             info!(peer = %session.peer, upstream = %addr, ?idle, "idle timeout; connection closed");
-            Some((ResponseFlags::IDLE_TIMEOUT, "idle_timeout"))
+            Some((ResponseFlags::IDLE_TIMEOUT, "idle_timeout".into()))
         }
     };
     entry.bytes_received = received.load(Ordering::Relaxed);

@@ -146,6 +146,22 @@ impl ClusterClient {
             .unwrap_or_else(|| self.default_sni.clone())
     }
 
+    /// A connection to `addr` for a TCP route: TLS when the cluster originates it (and
+    /// `tls_allowed`), with the SNI of the settings or the service host.
+    pub async fn connect_stream(
+        &self,
+        addr: &str,
+        tls_allowed: bool,
+    ) -> Result<Box<dyn IoBox>, ProxyError> {
+        let sni = match &self.tls {
+            Some(t) if tls_allowed => {
+                Some(t.sni.clone().unwrap_or_else(|| self.default_sni.clone()))
+            }
+            _ => None,
+        };
+        self.connect(addr, sni.as_deref()).await
+    }
+
     async fn connect(&self, addr: &str, sni: Option<&str>) -> Result<Box<dyn IoBox>, ProxyError> {
         let timeout = Duration::from_millis(self.connect_timeout_ms);
         let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
@@ -338,7 +354,7 @@ fn classify(e: &hyper::Error) -> ProxyError {
 }
 
 /// A plaintext or TLS connection to an endpoint, boxed so both share one pool type.
-trait IoBox: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+pub trait IoBox: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> IoBox for T {}
 
 /// A response body that gives its connection back to the pool once read to the end.
