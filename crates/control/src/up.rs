@@ -54,6 +54,9 @@ pub enum UpError {
         #[source]
         source: std::io::Error,
     },
+    /// SIGTERM cannot be caught.
+    #[error("cannot handle SIGTERM: {0}")]
+    Signal(std::io::Error),
     /// Watching the directory failed.
     #[error("cannot watch {0}")]
     Watch(#[from] notify::Error),
@@ -134,6 +137,33 @@ impl Gateways {
     }
 }
 
+/// The mesh config's `defaultConfig.terminationDrainDuration` (5 s by default).
+fn drain_duration(mesh: &meshwork_api::mesh::MeshConfig) -> std::time::Duration {
+    meshwork_api::duration::parse_duration(&mesh.default_config.termination_drain_duration)
+        .unwrap_or(std::time::Duration::from_secs(5))
+}
+
+impl Gateways {
+    /// SIGTERM: not ready any more, then every gateway drains (stops accepting, lets
+    /// requests in flight finish) for at most `deadline`.
+    async fn drain(&self, deadline: std::time::Duration) {
+        self.admin.set_ready(false);
+        info!(?deadline, "draining");
+        // Every gateway stops accepting at once; then each is waited for, within one deadline.
+        for p in self.proxies.values() {
+            p.start_drain();
+        }
+        let until = std::time::Instant::now() + deadline;
+        let mut left = 0;
+        for p in self.proxies.values() {
+            left += p
+                .drain(until.saturating_duration_since(std::time::Instant::now()))
+                .await;
+        }
+        info!(open = left, "drained; exiting");
+    }
+}
+
 /// Files outside the directory that config reads (certificates), to watch as well.
 fn referenced_files(configs: &[Arc<ProxyConfig>]) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = configs
@@ -178,10 +208,21 @@ pub async fn run(opts: UpOptions) -> Result<(), UpError> {
     };
     let mut watched = watch_list(&gateways);
     let (mut watcher, mut changes) = DirWatcher::start(&watched)?;
-    while changes.recv().await.is_some() {
+    let mut drain_for = drain_duration(&mesh);
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(UpError::Signal)?;
+    loop {
+        tokio::select! {
+            change = changes.recv() => if change.is_none() { break },
+            _ = terminate.recv() => {
+                gateways.drain(drain_for).await;
+                break;
+            }
+        }
         info!("configuration changed; reloading");
         match Gateways::load(&opts) {
             Ok(Some((objects, mesh))) => {
+                drain_for = drain_duration(&mesh);
                 let ok = gateways.apply(&objects, &mesh).await;
                 admin.set_ready(ok);
                 if ok {

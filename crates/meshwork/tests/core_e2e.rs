@@ -586,3 +586,52 @@ fn a_server_with_a_bad_secret_is_left_out_and_its_sibling_serves() {
         "{log}"
     );
 }
+
+#[test]
+fn sigterm_drains_requests_in_flight_and_refuses_new_connections() {
+    let mut mesh = Mesh::new("drain");
+    let http = free_port();
+    let slow = mesh.echo("slow");
+    config(
+        &mesh,
+        http,
+        free_port(),
+        "",
+        &[slow],
+        "    loadBalancer: {simple: ROUND_ROBIN}",
+        "  - route: [{destination: {host: app}}]\n",
+    );
+    mesh.up(&[]);
+    let in_flight = std::thread::spawn(move || {
+        status(&[
+            "-H",
+            HOST,
+            &format!("http://127.0.0.1:{http}/?delay=1500ms"),
+        ])
+    });
+    let stats = format!("http://127.0.0.1:{}/stats", mesh.admin);
+    eventually(Duration::from_secs(5), "the slow request in flight", || {
+        String::from_utf8_lossy(&curl(&[&stats]).stdout).contains("downstream_cx_active: 1")
+    });
+    let up = mesh.up.as_mut().unwrap();
+    let killed = Command::new("kill")
+        .args(["-TERM", &up.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    eventually(Duration::from_secs(5), "new connections refused", || {
+        std::net::TcpStream::connect(("127.0.0.1", http)).is_err()
+    });
+    assert_eq!(
+        in_flight.join().unwrap(),
+        200,
+        "the request in flight completes"
+    );
+    let exit = up.wait_exit(Duration::from_secs(10));
+    assert!(
+        exit.is_some_and(|s| s.success()),
+        "exits cleanly after draining: {exit:?}\n{}",
+        up.stderr()
+    );
+    assert!(up.stderr().contains("drained; exiting"), "{}", up.stderr());
+}

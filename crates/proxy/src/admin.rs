@@ -64,6 +64,10 @@ fn respond(admin: &AdminState, req: &Request<Incoming>) -> Response<Body> {
                 for line in shared.recorder.stats().lines() {
                     out.push_str(&format!("proxy.{id}.{line}\n"));
                 }
+                out.push_str(&format!(
+                    "proxy.{id}.listener.downstream_cx_active: {}\n",
+                    shared.connections.open()
+                ));
             }
             out
         }),

@@ -35,8 +35,8 @@ use crate::runtime::Runtime as State;
 pub struct ConnInfo {
     /// The client.
     pub peer: SocketAddr,
-    /// The port the connection arrived on.
-    pub bind_port: u16,
+    /// The address of the socket the connection arrived on (as configured).
+    pub bind: SocketAddr,
     /// `http` or `https`.
     pub scheme: &'static str,
     /// SNI, when TLS.
@@ -231,10 +231,7 @@ async fn serve(
     state: &State,
     up: &mut Upstream,
 ) -> Result<Response<Body>, ProxyError> {
-    let listener = state
-        .listeners
-        .get(&conn.bind_port)
-        .ok_or(ProxyError::NoRoute)?;
+    let listener = state.listeners.get(&conn.bind).ok_or(ProxyError::NoRoute)?;
     let mut parts = parts;
     normalize_request_path(&mut parts);
     let authority = authority(&parts).to_string();

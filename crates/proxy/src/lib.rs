@@ -10,6 +10,7 @@ pub mod admin;
 pub mod balancer;
 pub mod body;
 pub mod client_cert;
+pub mod connections;
 pub mod error;
 pub mod flags;
 pub mod http;
@@ -26,6 +27,7 @@ pub mod upstream;
 pub mod upstream_tls;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -44,6 +46,8 @@ pub struct Shared {
     pub upstreams: Upstreams,
     /// Where every request and connection is recorded.
     pub recorder: recorder::Recorder,
+    /// Open downstream connections, and the drain signal.
+    pub connections: Arc<connections::Registry>,
     loggers: Mutex<HashMap<String, AccessLogger>>,
 }
 
@@ -69,10 +73,10 @@ impl Shared {
 
 /// A port could not be bound; the rest of the config applies.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot bind port {port}: {source}")]
+#[error("cannot bind port {} on {}: {source}", addr.port(), addr.ip())]
 pub struct BindError {
-    /// The port.
-    pub port: u16,
+    /// The address.
+    pub addr: SocketAddr,
     /// Why.
     #[source]
     pub source: std::io::Error,
@@ -97,7 +101,7 @@ impl ApplyReport {
 /// One proxy: its listeners and the resources they serve.
 pub struct Proxy {
     shared: Arc<Shared>,
-    listeners: tokio::sync::Mutex<HashMap<u16, ListenerHandle>>,
+    listeners: tokio::sync::Mutex<HashMap<SocketAddr, ListenerHandle>>,
 }
 
 impl Proxy {
@@ -108,6 +112,7 @@ impl Proxy {
                 state: ArcSwap::from_pointee(Runtime::default()),
                 upstreams: Upstreams::default(),
                 recorder: recorder::Recorder::default(),
+                connections: Arc::default(),
                 loggers: Mutex::new(HashMap::new()),
             }),
             listeners: tokio::sync::Mutex::new(HashMap::new()),
@@ -119,23 +124,23 @@ impl Proxy {
     pub async fn apply(&self, config: ProxyConfig) -> ApplyReport {
         let previous = self.shared.state.load_full();
         let (runtime, rejected) = runtime::apply(config, &previous, &self.shared.upstreams);
-        let ports: Vec<u16> = runtime.listeners.keys().copied().collect();
+        let addrs: Vec<SocketAddr> = runtime.listeners.keys().copied().collect();
         let mut report = ApplyReport {
             rejected,
             bind_errors: Vec::new(),
         };
         {
             let mut listeners = self.listeners.lock().await;
-            for port in &ports {
-                if listeners.contains_key(port) {
+            for addr in &addrs {
+                if listeners.contains_key(addr) {
                     continue;
                 }
-                match listener::start(*port, self.shared.clone()).await {
+                match listener::start(*addr, self.shared.clone()).await {
                     Ok(handle) => {
-                        listeners.insert(*port, handle);
+                        listeners.insert(*addr, handle);
                     }
                     Err(source) => report.bind_errors.push(BindError {
-                        port: *port,
+                        addr: *addr,
                         source,
                     }),
                 }
@@ -145,8 +150,20 @@ impl Proxy {
         self.listeners
             .lock()
             .await
-            .retain(|port, _| ports.contains(port));
+            .retain(|addr, _| addrs.contains(addr));
         report
+    }
+
+    /// Starts draining: listeners stop accepting, HTTP connections close once their
+    /// requests in flight are answered.
+    pub fn start_drain(&self) {
+        self.shared.connections.start_drain();
+    }
+
+    /// Drains on shutdown ([`Proxy::start_drain`]) and waits for connections to close, up
+    /// to `deadline`. Returns the connections still open.
+    pub async fn drain(&self, deadline: std::time::Duration) -> usize {
+        self.shared.connections.drain(deadline).await
     }
 
     /// The resources in force.
@@ -171,7 +188,7 @@ impl Proxy {
             .lock()
             .await
             .values()
-            .map(|l| l.port)
+            .map(|l| l.addr.port())
             .collect();
         ports.sort_unstable();
         ports

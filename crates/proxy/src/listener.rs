@@ -29,10 +29,12 @@ use crate::tcp;
 /// How long a client may take to send its ClientHello and finish the handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A running listener; dropping the stop sender ends its accept loop (open connections go on).
+/// A bound socket; dropping the handle ends its accept loop (open connections go on).
+/// The socket dispatches each connection to the virtual listener configured for its
+/// address in the runtime in force.
 pub struct ListenerHandle {
-    /// The port actually bound.
-    pub port: u16,
+    /// The address actually bound.
+    pub addr: SocketAddr,
     stop: watch::Sender<bool>,
 }
 
@@ -42,30 +44,37 @@ impl Drop for ListenerHandle {
     }
 }
 
-/// Binds `port` on all addresses and starts accepting.
-pub async fn start(port: u16, shared: Arc<Shared>) -> std::io::Result<ListenerHandle> {
-    let listener = TcpListener::bind(("0.0.0.0", port)).await?;
-    let bound = listener.local_addr()?.port();
+/// Binds `addr` and starts accepting, until the handle is dropped or the proxy drains.
+pub async fn start(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<ListenerHandle> {
+    let listener = TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
     let (stop, mut stopped) = watch::channel(false);
-    info!(port = bound, "listener bound");
+    let mut draining = shared.connections.drain_signal();
+    info!(addr = %bound, "listener bound");
     tokio::spawn(async move {
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        tokio::spawn(serve_connection(stream, peer, port, shared.clone()));
+                        let registered = shared.connections.register();
+                        let shared = shared.clone();
+                        tokio::spawn(async move {
+                            serve_connection(stream, peer, addr, shared).await;
+                            drop(registered);
+                        });
                     }
                     Err(e) => {
-                        warn!(port, error = %e, "accept failed");
+                        warn!(%addr, error = %e, "accept failed");
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 },
                 _ = stopped.changed() => break,
+                _ = draining.changed() => break,
             }
         }
-        info!(port, "listener closed");
+        info!(%addr, "listener closed");
     });
-    Ok(ListenerHandle { port: bound, stop })
+    Ok(ListenerHandle { addr: bound, stop })
 }
 
 /// Why a connection was closed before it was routed, for the recorder.
@@ -90,11 +99,11 @@ fn record_refusal(
     shared: &Shared,
     state: &Runtime,
     peer: SocketAddr,
-    port: u16,
+    bind: SocketAddr,
     sni: Option<String>,
     refusal: Refusal,
 ) {
-    info!(%peer, port, sni = sni.as_deref().unwrap_or("-"), reason = %refusal.why, "connection closed before routing");
+    info!(%peer, %bind, sni = sni.as_deref().unwrap_or("-"), reason = %refusal.why, "connection closed before routing");
     let outcome = Outcome {
         kind: Kind::Refused,
         status: 0,
@@ -123,12 +132,17 @@ fn record_refusal(
     shared.recorder.record(outcome, entry);
 }
 
-async fn serve_connection(stream: TcpStream, peer: SocketAddr, port: u16, shared: Arc<Shared>) {
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    bind: SocketAddr,
+    shared: Arc<Shared>,
+) {
     let _ = stream.set_nodelay(true);
     let state = shared.state.load_full();
     let mut sni = None;
-    if let Err(refusal) = route_connection(stream, peer, port, &shared, &state, &mut sni).await {
-        record_refusal(&shared, &state, peer, port, sni, refusal);
+    if let Err(refusal) = route_connection(stream, peer, bind, &shared, &state, &mut sni).await {
+        record_refusal(&shared, &state, peer, bind, sni, refusal);
     }
 }
 
@@ -137,7 +151,7 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, port: u16, shared
 async fn route_connection(
     mut stream: TcpStream,
     peer: SocketAddr,
-    port: u16,
+    bind: SocketAddr,
     shared: &Arc<Shared>,
     state: &Arc<Runtime>,
     sni_seen: &mut Option<String>,
@@ -149,7 +163,7 @@ async fn route_connection(
             why,
         )
     };
-    let Some(listener) = state.listeners.get(&port) else {
+    let Some(listener) = state.listeners.get(&bind) else {
         return Err(no_chain("the listener is gone"));
     };
     let local = stream.local_addr().ok();
@@ -171,7 +185,7 @@ async fn route_connection(
         }
         let conn = ConnInfo {
             peer,
-            bind_port: port,
+            bind,
             scheme: "http",
             sni: None,
         };
@@ -261,7 +275,7 @@ async fn route_connection(
     }
     let conn = ConnInfo {
         peer,
-        bind_port: port,
+        bind,
         scheme: "https",
         sni,
     };
@@ -275,11 +289,20 @@ where
 {
     let conn = Arc::new(conn);
     let peer = conn.peer;
+    let mut draining = shared.connections.drain_signal();
     let service = service_fn(move |req| handle(req, conn.clone(), shared.clone()));
-    if let Err(e) = auto::Builder::new(TokioExecutor::new())
-        .serve_connection_with_upgrades(io, service)
-        .await
-    {
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let connection = builder.serve_connection_with_upgrades(io, service);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        r = connection.as_mut() => r,
+        _ = draining.changed() => {
+            // Finish the requests in flight, then close (GOAWAY on HTTP/2).
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = result {
         debug!(%peer, error = %e, "connection ended with an error");
     }
 }

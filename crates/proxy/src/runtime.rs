@@ -16,6 +16,7 @@
 //!   keep serving.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use meshwork_resources::listener::{ServerChain, ServerProtocol};
@@ -92,8 +93,8 @@ pub struct Runtime {
     /// The resources in force (rejected ones at their previous version), as
     /// `/config_dump` shows them.
     pub config: Arc<ProxyConfig>,
-    /// Listeners by bound port.
-    pub listeners: HashMap<u16, Arc<ListenerState>>,
+    /// Listeners by the address their socket is bound to.
+    pub listeners: HashMap<SocketAddr, Arc<ListenerState>>,
     /// Route tables by name.
     pub route_tables: HashMap<String, Arc<CompiledRouteTable>>,
     /// Clusters by name.
@@ -173,9 +174,22 @@ pub fn apply(
 
     let mut listeners = HashMap::new();
     for listener in config.listeners.values() {
-        let old = previous.listeners.get(&listener.bind_port);
+        let Some(addr) = bind_address(listener) else {
+            rejected.push(Rejection {
+                kind: ResourceType::Listener,
+                name: listener.name.clone(),
+                reason: format!("address {:?} is not an IP address", listener.address),
+            });
+            keep_previous(
+                &mut accepted.listeners,
+                &previous.config.listeners,
+                &listener.name,
+            );
+            continue;
+        };
+        let old = previous.listeners.get(&addr);
         let state = build_listener(listener, old, &secrets, &mut rejected);
-        listeners.insert(listener.bind_port, state);
+        listeners.insert(addr, state);
     }
 
     let mut clusters = HashMap::new();
@@ -251,6 +265,12 @@ pub fn apply(
         secrets,
     };
     (runtime, rejected)
+}
+
+/// The socket address a listener binds.
+pub fn bind_address(listener: &Listener) -> Option<SocketAddr> {
+    let ip: std::net::IpAddr = listener.address.parse().ok()?;
+    Some(SocketAddr::new(ip, listener.bind_port))
 }
 
 fn keep_previous<T: Clone>(

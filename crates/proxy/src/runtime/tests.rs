@@ -271,7 +271,7 @@ fn a_server_with_a_bad_secret_is_left_out_and_a_rotated_secret_is_swapped_in_pla
         "{}",
         rejected[1]
     );
-    let listener = first.listeners[&8443].clone();
+    let listener = first.listeners[&"0.0.0.0:8443".parse().unwrap()].clone();
     assert_eq!(listener.servers.len(), 1, "the sibling keeps serving");
     assert_eq!(listener.servers[0].chain.hosts, ["a.test"]);
 
@@ -292,7 +292,10 @@ fn a_server_with_a_bad_secret_is_left_out_and_a_rotated_secret_is_swapped_in_pla
     );
     let (third, _) = apply_to(c, &second);
     assert!(
-        Arc::ptr_eq(&third.listeners[&8443], &second.listeners[&8443]),
+        Arc::ptr_eq(
+            &third.listeners[&"0.0.0.0:8443".parse().unwrap()],
+            &second.listeners[&"0.0.0.0:8443".parse().unwrap()]
+        ),
         "an unchanged listener is kept"
     );
 }
