@@ -1,6 +1,6 @@
-//! Request-path errors: each carries the status code sent to the client, Envoy's response
-//! flag and its `response_code_details` for the access log, so one function turns any of
-//! them into a response.
+//! Why talking to an upstream endpoint failed (the forward phase, and TCP routes). Each
+//! variant knows the status sent to the client, Envoy's response flag, its
+//! `response_code_details` and the body Envoy would send.
 
 use std::borrow::Cow;
 
@@ -8,18 +8,9 @@ use http::StatusCode;
 
 use crate::flags::ResponseFlags;
 
-/// Why a request did not get an upstream response.
+/// Why a request or connection got no upstream response.
 #[derive(Debug, thiserror::Error)]
-pub enum ProxyError {
-    /// No virtual host or route matched (`NR`).
-    #[error("route_not_found")]
-    NoRoute,
-    /// The cluster has no endpoint (`UH`).
-    #[error("no healthy upstream")]
-    NoHealthyUpstream,
-    /// The route names a cluster the config lacks (`NC`).
-    #[error("cluster not found")]
-    NoCluster,
+pub enum UpstreamError {
     /// Connecting to the upstream failed (`UF`).
     #[error(
         "upstream connect error or disconnect/reset before headers. reset reason: connection failure"
@@ -29,7 +20,7 @@ pub enum ProxyError {
     #[error(
         "upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: TLS_error:{code}: {message}"
     )]
-    UpstreamTls {
+    Tls {
         /// A short code for the access log (`CERTIFICATE_VERIFY_FAILED:name_mismatch`).
         code: &'static str,
         /// What rustls said.
@@ -39,87 +30,54 @@ pub enum ProxyError {
     #[error(
         "upstream connect error or disconnect/reset before headers. reset reason: protocol error"
     )]
-    UpstreamProtocol,
+    Protocol,
     /// The upstream reset or closed before answering (`UC`).
     #[error(
         "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
     )]
-    UpstreamReset,
-    /// A circuit breaker refused the request (`UO`).
-    #[error("upstream connect error or disconnect/reset before headers. reset reason: overflow")]
-    Overflow,
-    /// The route's timeout passed (`UT`).
+    Reset,
+    /// The per-try or route timeout passed (`UT`).
     #[error("upstream request timeout")]
     Timeout,
-    /// The request could not be forwarded as written (`DPE`).
-    #[error("bad request: {0}")]
-    BadRequest(String),
 }
 
-impl ProxyError {
+impl UpstreamError {
     /// The status code returned to the client.
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::NoRoute => StatusCode::NOT_FOUND,
-            ProxyError::NoHealthyUpstream
-            | ProxyError::ConnectFailure
-            | ProxyError::UpstreamTls { .. }
-            | ProxyError::UpstreamProtocol
-            | ProxyError::UpstreamReset => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::NoCluster | ProxyError::Overflow => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            UpstreamError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
     /// Envoy's response flag.
     pub fn flags(&self) -> ResponseFlags {
         match self {
-            ProxyError::NoRoute => ResponseFlags::NO_ROUTE_FOUND,
-            ProxyError::NoHealthyUpstream => ResponseFlags::NO_HEALTHY_UPSTREAM,
-            ProxyError::NoCluster => ResponseFlags::NO_CLUSTER_FOUND,
-            ProxyError::ConnectFailure | ProxyError::UpstreamTls { .. } => {
+            UpstreamError::ConnectFailure | UpstreamError::Tls { .. } => {
                 ResponseFlags::UPSTREAM_CONNECTION_FAILURE
             }
-            ProxyError::UpstreamProtocol => ResponseFlags::UPSTREAM_PROTOCOL_ERROR,
-            ProxyError::UpstreamReset => ResponseFlags::UPSTREAM_CONNECTION_TERMINATION,
-            ProxyError::Timeout => ResponseFlags::UPSTREAM_REQUEST_TIMEOUT,
-            ProxyError::Overflow => ResponseFlags::UPSTREAM_OVERFLOW,
-            ProxyError::BadRequest(_) => ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
+            UpstreamError::Protocol => ResponseFlags::UPSTREAM_PROTOCOL_ERROR,
+            UpstreamError::Reset => ResponseFlags::UPSTREAM_CONNECTION_TERMINATION,
+            UpstreamError::Timeout => ResponseFlags::UPSTREAM_REQUEST_TIMEOUT,
         }
     }
 
     /// Envoy's `response_code_details`.
     pub fn details(&self) -> Cow<'static, str> {
         Cow::Borrowed(match self {
-            ProxyError::NoRoute => "route_not_found",
-            ProxyError::NoHealthyUpstream => "no_healthy_upstream",
-            ProxyError::NoCluster => "cluster_not_found",
-            ProxyError::ConnectFailure => {
+            UpstreamError::ConnectFailure => {
                 "upstream_reset_before_response_started{connection_failure}"
             }
-            ProxyError::UpstreamTls { code, .. } => {
+            UpstreamError::Tls { code, .. } => {
                 return Cow::Owned(format!(
                     "upstream_reset_before_response_started{{connection_failure,TLS_error:{code}}}"
                 ));
             }
-            ProxyError::UpstreamProtocol => {
-                "upstream_reset_before_response_started{protocol_error}"
-            }
-            ProxyError::UpstreamReset => {
+            UpstreamError::Protocol => "upstream_reset_before_response_started{protocol_error}",
+            UpstreamError::Reset => {
                 "upstream_reset_before_response_started{connection_termination}"
             }
-            ProxyError::Overflow => "upstream_reset_before_response_started{overflow}",
-            ProxyError::Timeout => "upstream_response_timeout",
-            ProxyError::BadRequest(_) => "downstream_protocol_error",
+            UpstreamError::Timeout => "upstream_response_timeout",
         })
-    }
-
-    /// The body Envoy sends with a locally generated error (404s have none).
-    pub fn body(&self) -> String {
-        match self {
-            ProxyError::NoRoute => String::new(),
-            other => other.to_string(),
-        }
     }
 }

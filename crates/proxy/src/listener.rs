@@ -19,10 +19,11 @@ use tracing::{debug, info, warn};
 
 use crate::Shared;
 use crate::access_log::{Entry, rfc3339};
+use crate::connection::{Connection, peer_identity};
 use crate::flags::ResponseFlags;
-use crate::http::{ConnInfo, handle};
 use crate::inspect::{Rewind, accept_postgres_ssl_request, read_client_hello};
 use crate::recorder::{Kind, Outcome};
+use crate::request::handle;
 use crate::runtime::Runtime;
 use crate::tcp;
 
@@ -166,29 +167,19 @@ async fn route_connection(
     let Some(listener) = state.listeners.get(&bind) else {
         return Err(no_chain("the listener is gone"));
     };
-    let local = stream.local_addr().ok();
+    let mut conn = Connection::new(peer, stream.local_addr().ok(), bind);
+    let local_ip = conn.local.map(|a| a.ip());
     if !listener.inspects_tls() {
         if let Some(server) = listener
             .servers
             .iter()
             .find(|s| s.chain.protocol == ServerProtocol::Tcp)
         {
-            let session = tcp::Session {
-                peer,
-                local,
-                sni: None,
-            };
-            let route = tcp::pick_route(&server.chain.tcp_routes, None, local.map(|a| a.ip()))
+            let route = tcp::pick_route(&server.chain.tcp_routes, None, local_ip)
                 .ok_or_else(|| no_chain("no TCP route"))?;
-            tcp::forward(stream, route, state, shared, session, false, Vec::new()).await;
+            tcp::forward(stream, route, state, shared, &conn, false, Vec::new()).await;
             return Ok(());
         }
-        let conn = ConnInfo {
-            peer,
-            bind,
-            scheme: "http",
-            sni: None,
-        };
         serve_http(TokioIo::new(stream), conn, shared.clone()).await;
         return Ok(());
     }
@@ -212,34 +203,18 @@ async fn route_connection(
     let hello = read_client_hello(&mut stream, &mut replay)
         .await
         .map_err(inspect_failed)?;
-    let sni = hello.sni.clone();
-    sni_seen.clone_from(&sni);
+    conn.sni = hello.sni;
+    sni_seen.clone_from(&conn.sni);
+
+    // Phase: select the server by SNI.
     let index = listener
-        .server_for(sni.as_deref())
+        .server_for(conn.sni.as_deref())
         .ok_or_else(|| no_chain("no server for this SNI"))?;
     let server = &listener.servers[index];
-    let session = tcp::Session {
-        peer,
-        local,
-        sni: sni.clone(),
-    };
     if server.chain.protocol == ServerProtocol::TlsPassthrough {
-        let route = tcp::pick_route(
-            &server.chain.tcp_routes,
-            sni.as_deref(),
-            local.map(|a| a.ip()),
-        )
-        .ok_or_else(|| no_chain("no TLS route for this SNI"))?;
-        tcp::forward(
-            stream,
-            route,
-            state,
-            shared,
-            session,
-            pg_ssl_request,
-            replay,
-        )
-        .await;
+        let route = tcp::pick_route(&server.chain.tcp_routes, conn.sni.as_deref(), local_ip)
+            .ok_or_else(|| no_chain("no TLS route for this SNI"))?;
+        tcp::forward(stream, route, state, shared, &conn, pg_ssl_request, replay).await;
         return Ok(());
     }
 
@@ -263,27 +238,26 @@ async fn route_connection(
     .await
     .map_err(|_| handshake_failed("TLS handshake timed out".into()))?
     .map_err(|e| handshake_failed(format!("TLS handshake failed: {e}")))?;
+    let (_, session) = tls.get_ref();
+    conn.alpn = session
+        .alpn_protocol()
+        .map(|p| String::from_utf8_lossy(p).into_owned());
+    conn.peer_identity = session
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|leaf| peer_identity(leaf));
     if server.chain.protocol == ServerProtocol::Tls {
-        let route = tcp::pick_route(
-            &server.chain.tcp_routes,
-            sni.as_deref(),
-            local.map(|a| a.ip()),
-        )
-        .ok_or_else(|| no_chain("no TCP route"))?;
-        tcp::forward(tls, route, state, shared, session, false, Vec::new()).await;
+        let route = tcp::pick_route(&server.chain.tcp_routes, conn.sni.as_deref(), local_ip)
+            .ok_or_else(|| no_chain("no TCP route"))?;
+        tcp::forward(tls, route, state, shared, &conn, false, Vec::new()).await;
         return Ok(());
     }
-    let conn = ConnInfo {
-        peer,
-        bind,
-        scheme: "https",
-        sni,
-    };
+    conn.scheme = "https";
     serve_http(TokioIo::new(tls), conn, shared.clone()).await;
     Ok(())
 }
 
-async fn serve_http<I>(io: TokioIo<I>, conn: ConnInfo, shared: Arc<Shared>)
+async fn serve_http<I>(io: TokioIo<I>, conn: Connection, shared: Arc<Shared>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {

@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,23 +21,13 @@ use meshwork_resources::cluster::{HashKey, LbPolicy};
 use crate::Shared;
 use crate::access_log::{Entry, rfc3339};
 use crate::balancer::{InFlight, Outcome, hash64};
+use crate::connection::Connection;
 use crate::flags::ResponseFlags;
 use crate::inspect::PG_SSL_REQUEST;
 use crate::recorder::{Kind, Outcome as Recorded};
 use crate::route::pick_weighted;
 use crate::route_table::domain_match;
 use crate::runtime::Runtime as State;
-
-/// Who connected, and what the inspection learnt.
-#[derive(Debug, Clone)]
-pub struct Session {
-    /// The client.
-    pub peer: SocketAddr,
-    /// The address the client connected to.
-    pub local: Option<SocketAddr>,
-    /// SNI, when the client spoke TLS.
-    pub sni: Option<String>,
-}
 
 /// The first route that accepts this SNI and destination address.
 pub fn pick_route<'a>(
@@ -124,7 +114,7 @@ pub async fn forward<S>(
     route: &L4Route,
     state: &State,
     shared: &Shared,
-    session: Session,
+    conn: &Connection,
     pg_ssl_request: bool,
     replay: Vec<u8>,
 ) where
@@ -136,8 +126,8 @@ pub async fn forward<S>(
         method: "-".into(),
         path: "-".into(),
         protocol: "-".into(),
-        downstream_remote_address: session.peer.to_string(),
-        requested_server_name: session.sni.clone(),
+        downstream_remote_address: conn.peer.to_string(),
+        requested_server_name: conn.sni.clone(),
         route_name: Some(route.name.clone()),
         request_id: "-".into(),
         ..Default::default()
@@ -146,7 +136,7 @@ pub async fn forward<S>(
         client,
         route,
         state,
-        session,
+        conn,
         pg_ssl_request,
         replay,
         &mut entry,
@@ -185,7 +175,7 @@ async fn connect_and_splice<S>(
     client: S,
     route: &L4Route,
     state: &State,
-    session: Session,
+    conn: &Connection,
     pg_ssl_request: bool,
     replay: Vec<u8>,
     entry: &mut Entry,
@@ -214,11 +204,11 @@ where
         | LbPolicy::Maglev {
             key: HashKey::SourceIp,
             ..
-        } => Some(hash64(session.peer.ip())),
+        } => Some(hash64(conn.peer.ip())),
         _ => None,
     };
     let Some((index, endpoint)) = cluster.pick(hash) else {
-        info!(peer = %session.peer, cluster = %dest.cluster, "no healthy upstream; connection closed");
+        info!(peer = %conn.peer, cluster = %dest.cluster, "no healthy upstream; connection closed");
         return Some((
             ResponseFlags::NO_HEALTHY_UPSTREAM,
             "no_healthy_upstream".into(),
@@ -227,7 +217,7 @@ where
     let balancer = &cluster.balancer;
     let limit = cluster.cluster.policy.circuit_breakers.max_connections;
     let Some(_open) = InFlight::try_acquire(&balancer.counters.active_connections, limit) else {
-        info!(peer = %session.peer, cluster = %dest.cluster, limit, "maxConnections reached; connection refused");
+        info!(peer = %conn.peer, cluster = %dest.cluster, limit, "maxConnections reached; connection refused");
         return Some((
             ResponseFlags::UPSTREAM_OVERFLOW,
             "upstream_reset_before_response_started{overflow}".into(),
@@ -240,7 +230,7 @@ where
     let mut upstream = match cluster.clients.connect_stream(&addr, !pg_ssl_request).await {
         Ok(s) => s,
         Err(e) => {
-            info!(peer = %session.peer, upstream = %addr, error = %e, "upstream connect failed");
+            info!(peer = %conn.peer, upstream = %addr, error = %e, "upstream connect failed");
             balancer.report(index, Outcome::LocalFailure);
             return Some((e.flags(), e.details()));
         }
@@ -260,7 +250,7 @@ where
         {
             Ok(Ok(b'S')) => {}
             other => {
-                info!(peer = %session.peer, upstream = %addr, answer = ?other, "the upstream PostgreSQL server did not accept TLS; connection closed");
+                info!(peer = %conn.peer, upstream = %addr, answer = ?other, "the upstream PostgreSQL server did not accept TLS; connection closed");
                 return Some(connect_failed());
             }
         }
@@ -302,12 +292,12 @@ where
         r = tokio::io::copy_bidirectional(&mut down, &mut up) => match r {
             Ok(_) => None,
             Err(e) => {
-                tracing::debug!(peer = %session.peer, error = %e, "connection reset");
+                tracing::debug!(peer = %conn.peer, error = %e, "connection reset");
                 None
             }
         },
         () = watchdog => {
-            info!(peer = %session.peer, upstream = %addr, ?idle, "idle timeout; connection closed");
+            info!(peer = %conn.peer, upstream = %addr, ?idle, "idle timeout; connection closed");
             Some((ResponseFlags::IDLE_TIMEOUT, "idle_timeout".into()))
         }
     };

@@ -21,7 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use crate::body::{Body, boxed};
-use crate::error::ProxyError;
+use crate::error::UpstreamError;
 use crate::upstream_tls::TlsOrigination;
 
 /// Idle HTTP/1.1 connections kept per endpoint at most.
@@ -152,7 +152,7 @@ impl ClusterClient {
         &self,
         addr: &str,
         tls_allowed: bool,
-    ) -> Result<Box<dyn IoBox>, ProxyError> {
+    ) -> Result<Box<dyn IoBox>, UpstreamError> {
         let sni = match &self.tls {
             Some(t) if tls_allowed => {
                 Some(t.sni.clone().unwrap_or_else(|| self.default_sni.clone()))
@@ -162,12 +162,16 @@ impl ClusterClient {
         self.connect(addr, sni.as_deref()).await
     }
 
-    async fn connect(&self, addr: &str, sni: Option<&str>) -> Result<Box<dyn IoBox>, ProxyError> {
+    async fn connect(
+        &self,
+        addr: &str,
+        sni: Option<&str>,
+    ) -> Result<Box<dyn IoBox>, UpstreamError> {
         let timeout = Duration::from_millis(self.connect_timeout_ms);
         let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
-            .map_err(|_| ProxyError::ConnectFailure)?
-            .map_err(|_| ProxyError::ConnectFailure)?;
+            .map_err(|_| UpstreamError::ConnectFailure)?
+            .map_err(|_| UpstreamError::ConnectFailure)?;
         let _ = stream.set_nodelay(true);
         if let Some((time, interval, probes)) = self.settings.tcp_keepalive {
             let mut keepalive =
@@ -184,7 +188,7 @@ impl ClusterClient {
             return Ok(Box::new(stream));
         };
         let name = rustls::pki_types::ServerName::try_from(sni.to_string()).map_err(|e| {
-            ProxyError::UpstreamTls {
+            UpstreamError::Tls {
                 code: "bad_sni",
                 message: format!("{sni:?}: {e}"),
             }
@@ -192,7 +196,7 @@ impl ClusterClient {
         let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
         let tls_stream = tokio::time::timeout(timeout, connector.connect(name, stream))
             .await
-            .map_err(|_| ProxyError::UpstreamTls {
+            .map_err(|_| UpstreamError::Tls {
                 code: "handshake_timeout",
                 message: "the TLS handshake timed out".into(),
             })?
@@ -209,7 +213,7 @@ impl ClusterClient {
         addr: &str,
         host: &str,
         req: Request<Body>,
-    ) -> Result<Response<Body>, ProxyError> {
+    ) -> Result<Response<Body>, UpstreamError> {
         let key = self.key(addr, protocol, host);
         let sni = key.tls.as_ref().map(|(_, sni)| sni.clone());
         let pool = self.upstreams.pool(key);
@@ -225,7 +229,7 @@ impl ClusterClient {
         addr: &str,
         sni: Option<&str>,
         mut req: Request<Body>,
-    ) -> Result<Response<Body>, ProxyError> {
+    ) -> Result<Response<Body>, UpstreamError> {
         let idle_timeout = Duration::from_millis(self.settings.http_idle_timeout_ms);
         loop {
             let (mut sender, reused) = match pool.checkout(idle_timeout) {
@@ -235,7 +239,7 @@ impl ClusterClient {
                     let (sender, conn) = http1::Builder::new()
                         .handshake(TokioIo::new(io))
                         .await
-                        .map_err(|_| ProxyError::ConnectFailure)?;
+                        .map_err(|_| UpstreamError::ConnectFailure)?;
                     tokio::spawn(async move {
                         if let Err(e) = conn.with_upgrades().await {
                             tracing::debug!(error = %e, "upstream connection ended");
@@ -248,7 +252,7 @@ impl ClusterClient {
                 if reused {
                     continue;
                 }
-                return Err(ProxyError::ConnectFailure);
+                return Err(UpstreamError::ConnectFailure);
             }
             match sender.try_send_request(req).await {
                 Ok(resp) => {
@@ -275,7 +279,7 @@ impl ClusterClient {
         addr: &str,
         sni: Option<&str>,
         req: Request<Body>,
-    ) -> Result<Response<Body>, ProxyError> {
+    ) -> Result<Response<Body>, UpstreamError> {
         let cached = pool
             .shared
             .lock()
@@ -294,7 +298,7 @@ impl ClusterClient {
                 let (sender, conn) = builder
                     .handshake(TokioIo::new(io))
                     .await
-                    .map_err(|_| ProxyError::ConnectFailure)?;
+                    .map_err(|_| UpstreamError::ConnectFailure)?;
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
                         tracing::debug!(error = %e, "upstream HTTP/2 connection ended");
@@ -304,10 +308,7 @@ impl ClusterClient {
                 sender
             }
         };
-        sender
-            .ready()
-            .await
-            .map_err(|_| ProxyError::UpstreamReset)?;
+        sender.ready().await.map_err(|_| UpstreamError::Reset)?;
         let resp = sender.send_request(req).await.map_err(|e| {
             tracing::debug!(error = %e, "upstream HTTP/2 request failed");
             classify(&e)
@@ -317,7 +318,7 @@ impl ClusterClient {
 }
 
 /// A failed TLS handshake, with a code in the spirit of BoringSSL's for the access log.
-fn tls_failure(e: std::io::Error) -> ProxyError {
+fn tls_failure(e: std::io::Error) -> UpstreamError {
     use rustls::CertificateError as C;
     let rustls_error = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
     let code = match rustls_error {
@@ -337,19 +338,19 @@ fn tls_failure(e: std::io::Error) -> ProxyError {
         Some(_) => "handshake_failure",
         None => "connection_failure",
     };
-    ProxyError::UpstreamTls {
+    UpstreamError::Tls {
         code,
         message: e.to_string(),
     }
 }
 
 /// What a failed exchange means for the client and for retries.
-fn classify(e: &hyper::Error) -> ProxyError {
+fn classify(e: &hyper::Error) -> UpstreamError {
     tracing::debug!(error = %e, "upstream request failed");
     if e.is_parse() {
-        ProxyError::UpstreamProtocol
+        UpstreamError::Protocol
     } else {
-        ProxyError::UpstreamReset
+        UpstreamError::Reset
     }
 }
 

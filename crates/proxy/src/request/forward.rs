@@ -1,0 +1,491 @@
+//! The forward phase: the request as Envoy sends it upstream (hop-by-hop headers removed,
+//! X-Forwarded-For and -Proto, header operations, rewrites), mirrors, then attempts to
+//! endpoints with per-try and route timeouts, retries with backoff within the retry
+//! budget, and outlier reporting; then the response as it goes back (upgrades spliced,
+//! hop-by-hop headers removed, the hash cookie set).
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::BodyExt;
+use hyper::body::Body as _;
+use meshwork_resources::cluster::UpstreamProtocol;
+use meshwork_resources::route::{RetryOn, RetryPolicy, StringMatcher, WeightedCluster};
+
+use crate::balancer::{InFlight, Outcome};
+use crate::body::{Body, boxed, empty, full};
+use crate::error::UpstreamError;
+use crate::flags::ResponseFlags;
+use crate::request::context::{RequestContext, authority};
+use crate::request::pick;
+use crate::request::policy::roll;
+use crate::request::reply::{BadRequest, PhaseError, PickError};
+use crate::request::respond::apply_ops;
+use crate::route_table::CompiledRoute;
+use crate::runtime::{ClusterState, Runtime};
+
+/// Requests whose bodies are at most this large are buffered so they can be retried.
+const RETRY_BUFFER_LIMIT: u64 = 64 * 1024;
+
+/// Headers that describe one hop and are never forwarded (as `HeaderName`s, so removing
+/// them parses nothing).
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("keep-alive"),
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    HeaderName::from_static("http2-settings"),
+];
+
+/// Forwards the request to one of the route's destinations.
+pub async fn forward(
+    ctx: &mut RequestContext,
+    mut parts: http::request::Parts,
+    body: Body,
+    route: &CompiledRoute,
+    matched: Option<usize>,
+    dests: &[WeightedCluster],
+    state: &Runtime,
+) -> Result<Response<Body>, PhaseError> {
+    let (dest, cluster) = match pick::destination(route, dests, state) {
+        Ok(found) => found,
+        Err((name, e)) => {
+            ctx.cluster = name.map(str::to_string);
+            return Err(e.into());
+        }
+    };
+    ctx.cluster = Some(dest.cluster.clone());
+    let (authority, downstream_upgrade) = upstream_headers(ctx, &mut parts, route, dest, cluster);
+    let path_and_query = upstream_path(route, matched, &parts.uri);
+
+    // A body small enough to hold can be sent again on retry, or to mirrors; others
+    // stream once.
+    let retries = route.route.retries.as_ref();
+    let wants_copy = retries.is_some() || !route.route.mirrors.is_empty();
+    let (held, mut streamed) = hold_body(body, &parts.headers, wants_copy).await?;
+    let max_attempts = match (retries, &held) {
+        (Some(r), Some(_)) => r.attempts + 1,
+        _ => 1,
+    };
+    if held.is_some() || streamed.is_none() {
+        mirror(route, state, &parts, &authority, &path_and_query, &held);
+    }
+
+    // `useClientProtocol` speaks the client's HTTP version upstream.
+    let protocol = match cluster.cluster.connections.use_client_protocol {
+        true if parts.version == http::Version::HTTP_2 => UpstreamProtocol::Http2,
+        true => UpstreamProtocol::Http1,
+        false => cluster.cluster.protocol,
+    };
+    let _in_flight = pick::admit(cluster, protocol)?;
+    let (hash, new_cookie) = pick::hash_key(
+        &cluster.cluster.policy.lb,
+        &parts.headers,
+        parts.uri.query(),
+        &ctx.conn,
+    );
+    let uri = upstream_uri(
+        protocol,
+        cluster.clients.is_tls(),
+        &authority,
+        &path_and_query,
+    )?;
+
+    // With a single attempt the headers move into the upstream request; retries copy them.
+    let mut headers_once = (max_attempts == 1).then(|| std::mem::take(&mut parts.headers));
+    let balancer = &cluster.balancer;
+    let attempts = async {
+        let mut attempt = 0;
+        let mut _retry_slot = None;
+        loop {
+            attempt += 1;
+            let (index, endpoint) = cluster
+                .pick(hash)
+                .ok_or(PhaseError::Pick(PickError::NoHealthyUpstream))?;
+            let _endpoint_active = InFlight::acquire(&balancer.endpoints[index].active);
+            let addr = endpoint.authority();
+            ctx.upstream_host = Some(addr.clone());
+            let mut req = Request::builder()
+                .method(parts.method.clone())
+                .uri(uri.clone())
+                .version(match protocol {
+                    UpstreamProtocol::Http1 => http::Version::HTTP_11,
+                    UpstreamProtocol::Http2 => http::Version::HTTP_2,
+                })
+                .body(match &held {
+                    Some(b) => full(b.clone()),
+                    None => streamed.take().unwrap_or_else(empty),
+                })
+                .map_err(|e| BadRequest(e.to_string()))?;
+            *req.headers_mut() = headers_once.take().unwrap_or_else(|| parts.headers.clone());
+            let sent_at = Instant::now();
+            let send = cluster.clients.send(protocol, &addr, &authority, req);
+            let result = match retries.and_then(|r| r.per_try_timeout_ms) {
+                Some(ms) => tokio::time::timeout(Duration::from_millis(ms), send)
+                    .await
+                    .unwrap_or(Err(UpstreamError::Timeout)),
+                None => send.await,
+            };
+            ctx.service_time = Some(sent_at.elapsed().as_millis() as u64);
+            balancer.report(
+                index,
+                match &result {
+                    Ok(r) => Outcome::Status(r.status().as_u16()),
+                    Err(_) => Outcome::LocalFailure,
+                },
+            );
+            let retriable = retries.is_some_and(|r| should_retry(r, &result));
+            if attempt >= max_attempts || !retriable {
+                // Retries ran out on an outcome that would have been retried: URX.
+                if attempt > 1 && retriable {
+                    ctx.flags
+                        .insert(ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED);
+                }
+                return result.map_err(PhaseError::from);
+            }
+            _retry_slot = retry_slot(cluster);
+            if _retry_slot.is_none() {
+                return result.map_err(PhaseError::from);
+            }
+            tokio::time::sleep(backoff(attempt)).await;
+        }
+    };
+    let response = match route.route.timeout_ms {
+        Some(ms) => tokio::time::timeout(Duration::from_millis(ms), attempts)
+            .await
+            .unwrap_or(Err(PhaseError::Upstream(UpstreamError::Timeout)))?,
+        None => attempts.await?,
+    };
+    Ok(downstream_response(
+        response,
+        downstream_upgrade,
+        dest,
+        new_cookie,
+    ))
+}
+
+/// Sets the headers as Envoy sends them upstream; returns the authority to send and the
+/// client's side of an upgrade.
+fn upstream_headers(
+    ctx: &RequestContext,
+    parts: &mut http::request::Parts,
+    route: &CompiledRoute,
+    dest: &WeightedCluster,
+    cluster: &ClusterState,
+) -> (String, Option<hyper::upgrade::OnUpgrade>) {
+    let original_authority = authority(parts).to_string();
+    let xff = ctx.forwarded_for(&parts.headers);
+    let upgrade = upgrade_protocol(&parts.headers);
+    let downstream_upgrade = upgrade
+        .as_ref()
+        .and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
+    let h = &mut parts.headers;
+    for name in &HOP_BY_HOP {
+        h.remove(name);
+    }
+    if let Some(proto) = &upgrade {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(header::UPGRADE, proto.clone());
+    }
+    if h.get(header::TE).is_some_and(|v| v != "trailers") {
+        h.remove(header::TE);
+    }
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        h.insert("x-forwarded-for", v);
+    }
+    h.insert(
+        "x-forwarded-proto",
+        HeaderValue::from_static(ctx.conn.scheme),
+    );
+    apply_ops(h, &route.route.request_headers);
+    apply_ops(h, &dest.request_headers);
+    let authority = route
+        .route
+        .rewrite
+        .as_ref()
+        .and_then(|r| r.authority.clone())
+        .unwrap_or(original_authority);
+    if let Ok(v) = HeaderValue::from_str(&authority) {
+        h.insert(header::HOST, v);
+    }
+    let per_connection = cluster.cluster.connections.max_requests_per_connection;
+    if per_connection > 0
+        && cluster.cluster.protocol == UpstreamProtocol::Http1
+        && cluster
+            .balancer
+            .counters
+            .requests_sent
+            .fetch_add(1, Ordering::Relaxed)
+            % u64::from(per_connection)
+            == u64::from(per_connection) - 1
+    {
+        // maxRequestsPerConnection: every Nth request to the cluster closes its connection,
+        // so connections carry N requests on average (every request when N is 1).
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    (authority, downstream_upgrade)
+}
+
+/// The path (and query) sent upstream, after `rewrite.uri` / `uriRegexRewrite`.
+fn upstream_path(route: &CompiledRoute, matched: Option<usize>, uri: &Uri) -> String {
+    let original = || uri.path_and_query().map_or("/".into(), |p| p.to_string());
+    let Some(rw) = route.route.rewrite.as_ref() else {
+        return original();
+    };
+    let path = uri.path();
+    let rewritten = if let Some((re, with)) = &route.rewrite_regex {
+        re.replace_all(path, with.as_str()).into_owned()
+    } else if let Some(new) = &rw.uri {
+        let prefix = matched
+            .and_then(|i| route.route.matches.get(i))
+            .and_then(|m| match &m.uri {
+                Some(StringMatcher::Prefix(p)) => Some(p.as_str()),
+                _ => None,
+            });
+        match prefix {
+            Some(p) if path.len() >= p.len() => format!("{new}{}", &path[p.len()..]),
+            _ => new.clone(),
+        }
+    } else {
+        return original();
+    };
+    match uri.query() {
+        Some(q) => format!("{rewritten}?{q}"),
+        None => rewritten,
+    }
+}
+
+/// Reads a body small enough to hold when a copy is wanted (retries, mirrors). Returns
+/// the held bytes, or the body to stream once.
+async fn hold_body(
+    body: Body,
+    headers: &HeaderMap,
+    wants_copy: bool,
+) -> Result<(Option<Bytes>, Option<Body>), BadRequest> {
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let replayable = length.map_or(body.is_end_stream(), |n| n <= RETRY_BUFFER_LIMIT);
+    if !(wants_copy && replayable) {
+        return Ok((None, Some(body)));
+    }
+    if body.is_end_stream() {
+        // No body (most GETs): nothing to read or hold.
+        return Ok((Some(Bytes::new()), None));
+    }
+    let bytes = body
+        .collect()
+        .await
+        .map_err(|e| BadRequest(e.to_string()))?
+        .to_bytes();
+    Ok((Some(bytes), None))
+}
+
+/// Sends copies to the route's mirrors, fire and forget.
+fn mirror(
+    route: &CompiledRoute,
+    state: &Runtime,
+    parts: &http::request::Parts,
+    authority: &str,
+    path_and_query: &str,
+    held: &Option<Bytes>,
+) {
+    for m in &route.route.mirrors {
+        let Some(target) = state.clusters.get(&m.cluster).filter(|_| roll(m.percent)) else {
+            continue;
+        };
+        let Some((_, ep)) = target.pick(None) else {
+            continue;
+        };
+        let protocol = target.cluster.protocol;
+        let (shadow, shadow_host) = shadow_request(
+            parts,
+            authority,
+            path_and_query,
+            protocol,
+            target.clients.is_tls(),
+            held.clone(),
+        );
+        let Ok(req) = shadow else { continue };
+        let clients = target.clients.clone();
+        let addr = ep.authority();
+        tokio::spawn(async move {
+            let sent = tokio::time::timeout(
+                Duration::from_secs(10),
+                clients.send(protocol, &addr, &shadow_host, req),
+            );
+            if let Ok(Ok(resp)) = sent.await {
+                // Drain the answer so the connection can be reused.
+                let _ = resp.into_body().collect().await;
+            }
+        });
+    }
+}
+
+/// A retry slot within `maxRetries` and the retry budget, or `None` when there is none.
+fn retry_slot(cluster: &ClusterState) -> Option<InFlight<'_>> {
+    let counters = &cluster.balancer.counters;
+    let mut limit = cluster.cluster.policy.circuit_breakers.max_retries;
+    if let Some((percent, min)) = cluster.cluster.policy.retry_budget {
+        let active = counters.active_requests.load(Ordering::Relaxed);
+        limit = limit.min(((f64::from(active) * percent / 100.0) as u32).max(min));
+    }
+    InFlight::try_acquire(&counters.active_retries, limit)
+}
+
+/// The upstream's response as it goes back to the client.
+fn downstream_response(
+    mut response: Response<Body>,
+    downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    dest: &WeightedCluster,
+    new_cookie: Option<String>,
+) -> Response<Body> {
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(downstream) = downstream_upgrade {
+            let upstream = hyper::upgrade::on(&mut response);
+            tokio::spawn(splice_upgraded(downstream, upstream));
+        }
+        let (parts, _) = response.into_parts();
+        return Response::from_parts(parts, empty());
+    }
+    let (mut parts, body) = response.into_parts();
+    for name in &HOP_BY_HOP {
+        parts.headers.remove(name);
+    }
+    apply_ops(&mut parts.headers, &dest.response_headers);
+    if let Some(cookie) = new_cookie
+        && let Ok(v) = HeaderValue::from_str(&cookie)
+    {
+        parts.headers.append(header::SET_COOKIE, v);
+    }
+    Response::from_parts(parts, boxed(body))
+}
+
+/// The URI of an upstream request: the path alone over HTTP/1.1 (Host carries the
+/// authority); scheme, authority and path over HTTP/2, where they become pseudo-headers.
+fn upstream_uri(
+    protocol: UpstreamProtocol,
+    tls: bool,
+    authority: &str,
+    path_and_query: &str,
+) -> Result<Uri, BadRequest> {
+    let text = match protocol {
+        UpstreamProtocol::Http1 => path_and_query.to_string(),
+        UpstreamProtocol::Http2 => {
+            let scheme = if tls { "https" } else { "http" };
+            format!("{scheme}://{authority}{path_and_query}")
+        }
+    };
+    text.parse()
+        .map_err(|e: http::uri::InvalidUri| BadRequest(e.to_string()))
+}
+
+/// A copy of the request for a mirror, and its authority: Host gets Istio's `-shadow`
+/// suffix.
+fn shadow_request(
+    parts: &http::request::Parts,
+    authority: &str,
+    path_and_query: &str,
+    protocol: UpstreamProtocol,
+    tls: bool,
+    body: Option<Bytes>,
+) -> (Result<Request<Body>, BadRequest>, String) {
+    let shadow_host = match authority.rsplit_once(':') {
+        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => {
+            format!("{host}-shadow:{port}")
+        }
+        _ => format!("{authority}-shadow"),
+    };
+    let request = (|| {
+        let uri = upstream_uri(protocol, tls, &shadow_host, path_and_query)?;
+        let mut req = Request::builder()
+            .method(parts.method.clone())
+            .uri(uri)
+            .version(match protocol {
+                UpstreamProtocol::Http1 => http::Version::HTTP_11,
+                UpstreamProtocol::Http2 => http::Version::HTTP_2,
+            })
+            .body(body.map(full).unwrap_or_else(empty))
+            .map_err(|e| BadRequest(e.to_string()))?;
+        *req.headers_mut() = parts.headers.clone();
+        if let Ok(v) = HeaderValue::from_str(&shadow_host) {
+            req.headers_mut().insert(header::HOST, v);
+        }
+        Ok(req)
+    })();
+    (request, shadow_host)
+}
+
+/// The `Upgrade` protocol of an HTTP/1.1 upgrade request (WebSocket and the like).
+fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
+    let connection_upgrade = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    headers
+        .get(header::UPGRADE)
+        .filter(|_| connection_upgrade)
+        .cloned()
+}
+
+/// After a 101, bytes flow both ways between client and upstream until either side closes.
+async fn splice_upgraded(
+    downstream: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+) {
+    let (Ok(down), Ok(up)) = (downstream.await, upstream.await) else {
+        tracing::debug!("an upgrade did not complete");
+        return;
+    };
+    let mut down = hyper_util::rt::TokioIo::new(down);
+    let mut up = hyper_util::rt::TokioIo::new(up);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
+        tracing::debug!(error = %e, "upgraded connection ended");
+    }
+}
+
+/// Envoy's jittered exponential backoff: 25 ms base, capped at 250 ms.
+fn backoff(attempt: u32) -> Duration {
+    let ceiling = (25u64 << attempt.min(4)).min(250);
+    Duration::from_millis(fastrand::u64(0..=ceiling))
+}
+
+fn should_retry(policy: &RetryPolicy, result: &Result<Response<Body>, UpstreamError>) -> bool {
+    let on = &policy.retry_on;
+    match result {
+        Ok(resp) => on.retries_status(resp.status().as_u16()),
+        Err(UpstreamError::ConnectFailure) => {
+            on.has(RetryOn::CONNECT_FAILURE)
+                || on.has(RetryOn::SERVER_ERROR)
+                || on.has(RetryOn::GATEWAY_ERROR)
+        }
+        Err(UpstreamError::Reset) => {
+            on.has(RetryOn::RESET)
+                || on.has(RetryOn::SERVER_ERROR)
+                || on.has(RetryOn::REFUSED_STREAM)
+        }
+        Err(UpstreamError::Timeout) => {
+            on.has(RetryOn::SERVER_ERROR) || on.has(RetryOn::GATEWAY_ERROR)
+        }
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_is_bounded() {
+        for a in 1..10 {
+            assert!(backoff(a) <= Duration::from_millis(250));
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! The HTTP request path, as named phases over one [`RequestContext`]:
+//!
+//! 1. **select server** ([`select::server`]): the Gateway server of the listener that
+//!    serves the request (by SNI on TLS, else by Host); its `httpsRedirect`.
+//! 2. **match route** ([`select::route`]): virtual host by host, first matching route.
+//! 3. **policy** ([`policy::apply`]): CORS preflights, injected faults; the slot where
+//!    authorization, JWT and rate limits go.
+//! 4. **act**: a redirect or direct response ([`respond`]), or
+//! 5. **pick endpoint** ([`pick`]) and **forward** ([`forward`]): circuit breakers, the
+//!    balancer, attempts with per-try and route timeouts, retries, mirrors.
+//! 6. **respond**: header operations, CORS headers, the `server` header; a phase that
+//!    stops the request answers with its [`reply::LocalReply`].
+//!
+//! The accept, inspection and TLS phases before these are in [`crate::listener`]. Every
+//! request ends at the recorder ([`crate::recorder`]), whether or not the access log is on.
+
+pub mod context;
+pub mod forward;
+pub mod path;
+pub mod pick;
+pub mod policy;
+pub mod reply;
+pub mod respond;
+pub mod select;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use meshwork_resources::route::RouteAction;
+
+use crate::Shared;
+use crate::body::{Body, Counted, boxed};
+use crate::connection::Connection;
+use crate::recorder::{Kind, Outcome};
+use crate::runtime::Runtime;
+use context::{RequestContext, ensure_request_id};
+use policy::Decision;
+use reply::LocalReply;
+
+/// Serves one request.
+pub async fn handle(
+    req: Request<Incoming>,
+    conn: Arc<Connection>,
+    shared: Arc<Shared>,
+) -> Result<Response<Body>, Infallible> {
+    let state = shared.state.load_full();
+    let (mut parts, body) = req.into_parts();
+    let request_id = ensure_request_id(&mut parts.headers);
+    let mut ctx = RequestContext::new(conn, &parts);
+    // The access log entry (and the byte counting it needs) only when the log is on.
+    let received = Arc::new(AtomicU64::new(0));
+    let entry = state
+        .config
+        .access_log
+        .as_ref()
+        .map(|_| ctx.entry(&parts, request_id));
+    let body = if entry.is_some() {
+        boxed(Counted::new(boxed(body), received.clone(), None))
+    } else {
+        boxed(body)
+    };
+    let response = match run(&mut ctx, parts, body, &state).await {
+        Ok(r) => r,
+        Err(reply) => {
+            ctx.flags.insert(reply.flags);
+            ctx.details = reply.details.clone();
+            respond::local_reply(&reply)
+        }
+    };
+    let (mut rparts, rbody) = response.into_parts();
+    rparts
+        .headers
+        .insert(header::SERVER, HeaderValue::from_static("meshwork"));
+    let outcome = Outcome {
+        kind: Kind::Http,
+        status: rparts.status.as_u16(),
+        flags: ctx.flags,
+        details: ctx.details,
+    };
+    let (Some(mut entry), Some(access_log)) = (entry, state.config.access_log.as_ref()) else {
+        shared.recorder.record(outcome, None);
+        return Ok(Response::from_parts(rparts, rbody));
+    };
+    entry.response_code = rparts.status.as_u16();
+    entry.upstream_cluster = ctx.cluster;
+    entry.upstream_host = ctx.upstream_host;
+    entry.upstream_service_time = ctx.service_time;
+    entry.route_name = ctx.route;
+    let json = access_log.json;
+    let logger = shared.access_logger(&access_log.path);
+    let sent = Arc::new(AtomicU64::new(0));
+    let sent_end = sent.clone();
+    let start = ctx.start;
+    let recorder = shared.clone();
+    // Recorded when the response body ends, with the bytes each way.
+    let on_end = Box::new(move || {
+        entry.duration = start.elapsed().as_millis() as u64;
+        entry.bytes_received = received.load(Ordering::Relaxed);
+        entry.bytes_sent = sent_end.load(Ordering::Relaxed);
+        let log = logger.as_ref().map(|l| (entry, l, json));
+        recorder.recorder.record(outcome, log);
+    });
+    Ok(Response::from_parts(
+        rparts,
+        boxed(Counted::new(rbody, sent, Some(on_end))),
+    ))
+}
+
+/// The phases after the connection's: select server, match route, policy, act.
+async fn run(
+    ctx: &mut RequestContext,
+    mut parts: http::request::Parts,
+    body: Body,
+    state: &Runtime,
+) -> Result<Response<Body>, LocalReply> {
+    path::normalize(&mut parts);
+    let server = select::server(ctx, state)?;
+    if server.chain.https_redirect && ctx.conn.scheme == "http" {
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        ctx.answered("direct_response");
+        return Ok(respond::redirect_to(
+            StatusCode::MOVED_PERMANENTLY,
+            &format!("https://{}{path}", ctx.host),
+        ));
+    }
+    let (route, matched) = select::route(ctx, state, server, &parts)?;
+    let cors = match policy::apply(ctx, route, &parts).await {
+        Decision::Continue(cors) => cors,
+        Decision::Answer(r) => return Ok(r),
+    };
+    let mut response = match &route.route.action {
+        RouteAction::Redirect(r) => {
+            ctx.answered("direct_response");
+            respond::redirect(r, &parts, ctx.conn.scheme, &ctx.host)
+        }
+        RouteAction::DirectResponse { status, body } => {
+            ctx.answered("direct_response");
+            respond::direct(*status, body)
+        }
+        RouteAction::Forward(dests) => {
+            forward::forward(ctx, parts, body, route, matched, dests, state).await?
+        }
+    };
+    respond::apply_ops(response.headers_mut(), &route.route.response_headers);
+    if let Some((policy, origin)) = cors {
+        respond::cors_response_headers(response.headers_mut(), policy, &origin);
+    }
+    Ok(response)
+}

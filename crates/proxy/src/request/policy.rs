@@ -1,0 +1,74 @@
+//! The policy phase: what may stop or change a matched request before it is forwarded.
+//! Today CORS preflights and injected faults (delays `DI`, aborts `FI`); authorization
+//! (AuthorizationPolicy, JWT) and rate limits take their place here, in that order
+//! before faults, as Envoy's filter chain orders them.
+
+use std::time::Duration;
+
+use http::Response;
+use meshwork_resources::route::CorsPolicy;
+
+use crate::body::{Body, empty};
+use crate::flags::ResponseFlags;
+use crate::request::context::{RequestContext, header_str};
+use crate::request::respond;
+use crate::route_table::CompiledRoute;
+
+/// What the policy phase decided.
+pub enum Decision<'a> {
+    /// Go on; the allowed CORS origin, if any, decorates the response.
+    Continue(Option<(&'a CorsPolicy, String)>),
+    /// Answer now.
+    Answer(Response<Body>),
+}
+
+/// True for `percent`% of calls.
+pub fn roll(percent: f64) -> bool {
+    percent >= 100.0 || fastrand::f64() * 100.0 < percent
+}
+
+/// Runs the route's policies on the request.
+pub async fn apply<'a>(
+    ctx: &mut RequestContext,
+    route: &'a CompiledRoute,
+    parts: &http::request::Parts,
+) -> Decision<'a> {
+    // CORS: preflights from allowed origins are answered here; others go upstream
+    // (FORWARD, the default) or are answered without CORS headers (IGNORE).
+    let mut allowed_origin = None;
+    if let Some(policy) = &route.route.cors
+        && let Some(origin) = header_str(&parts.headers, "origin")
+    {
+        let allowed = route.cors_origins.iter().any(|m| m.matches(&origin, false));
+        if parts.method == http::Method::OPTIONS
+            && parts.headers.contains_key("access-control-request-method")
+            && (allowed || !policy.forward_unmatched_preflights)
+        {
+            ctx.answered("cors_response");
+            let mut r = Response::new(empty());
+            if allowed {
+                respond::cors_preflight_headers(r.headers_mut(), policy, &origin);
+            }
+            return Decision::Answer(r);
+        }
+        if allowed {
+            allowed_origin = Some((policy, origin));
+        }
+    }
+    if let Some(fault) = &route.route.fault {
+        if let Some((ms, percent)) = fault.delay
+            && roll(percent)
+        {
+            ctx.flags.insert(ResponseFlags::DELAY_INJECTED);
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        if let Some(abort) = &fault.abort
+            && roll(abort.percent)
+        {
+            ctx.flags.insert(ResponseFlags::FAULT_INJECTED);
+            ctx.answered("fault_filter_abort");
+            return Decision::Answer(respond::abort(abort));
+        }
+    }
+    Decision::Continue(allowed_origin)
+}
