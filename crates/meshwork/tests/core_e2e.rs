@@ -613,12 +613,16 @@ fn sigterm_drains_requests_in_flight_and_refuses_new_connections() {
     eventually(Duration::from_secs(5), "the slow request in flight", || {
         String::from_utf8_lossy(&curl(&[&stats]).stdout).contains("downstream_cx_active: 1")
     });
-    let up = mesh.up.as_mut().unwrap();
+    let pid = mesh.up.as_ref().unwrap().pid();
     let killed = Command::new("kill")
-        .args(["-TERM", &up.pid().to_string()])
+        .args(["-TERM", &pid.to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
+    let ready = format!("http://127.0.0.1:{}/healthz/ready", mesh.health);
+    eventually(Duration::from_secs(5), "not ready while draining", || {
+        status(&[&ready]) == 503
+    });
     eventually(Duration::from_secs(5), "new connections refused", || {
         std::net::TcpStream::connect(("127.0.0.1", http)).is_err()
     });
@@ -627,6 +631,7 @@ fn sigterm_drains_requests_in_flight_and_refuses_new_connections() {
         200,
         "the request in flight completes"
     );
+    let up = mesh.up.as_mut().unwrap();
     let exit = up.wait_exit(Duration::from_secs(10));
     assert!(
         exit.is_some_and(|s| s.success()),
