@@ -34,6 +34,8 @@ pub struct UpOptions {
     pub health: SocketAddr,
     /// The gateways' `region/zone/subzone`, for locality load balancing.
     pub locality: Option<String>,
+    /// Limits and timeouts of downstream connections.
+    pub settings: meshwork_proxy::settings::ProxySettings,
 }
 
 /// `meshwork up` could not start.
@@ -67,6 +69,7 @@ pub struct Gateways {
     proxies: BTreeMap<String, Proxy>,
     admin: Arc<AdminState>,
     locality: Option<String>,
+    settings: meshwork_proxy::settings::ProxySettings,
 }
 
 impl Gateways {
@@ -110,7 +113,11 @@ impl Gateways {
             config.node.locality = self.locality.clone();
             let name = config.node.id.clone();
             seen.push(name.clone());
-            let proxy = self.proxies.entry(name.clone()).or_default();
+            let settings = &self.settings;
+            let proxy = self
+                .proxies
+                .entry(name.clone())
+                .or_insert_with(|| Proxy::with_settings(settings.clone()));
             let report = proxy.apply(config).await;
             for r in &report.rejected {
                 error!(gateway = %name, "{r}; it keeps its previous version");
@@ -193,6 +200,7 @@ pub async fn run(opts: UpOptions) -> Result<(), UpError> {
         proxies: BTreeMap::new(),
         admin: admin.clone(),
         locality: opts.locality.clone(),
+        settings: opts.settings.clone(),
     };
     let ready = gateways.apply(&objects, &mesh).await;
     admin.set_ready(ready);

@@ -583,7 +583,10 @@ fn a_server_with_a_bad_secret_is_left_out_and_its_sibling_serves() {
     // The admin page shows the secrets, with their keys redacted.
     let dump = curl(&[&format!("http://127.0.0.1:{}/config_dump", mesh.admin)]);
     let dump = String::from_utf8_lossy(&dump.stdout);
-    assert!(dump.contains("kubernetes://istio-system/good-tls"), "{dump}");
+    assert!(
+        dump.contains("kubernetes://istio-system/good-tls"),
+        "{dump}"
+    );
     assert!(
         dump.contains("[redacted") && !dump.contains("PRIVATE KEY"),
         "{dump}"

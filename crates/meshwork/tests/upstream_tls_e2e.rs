@@ -203,7 +203,8 @@ fn simple_tls_verifies_the_chain_and_the_names() {
     let (_, body) = get(http);
     assert!(body.contains("TLS_error"), "{body}");
     let e = last_entry(&mesh);
-    assert_eq!(e["response_flags"], "UF", "{e}");
+    // A failed handshake is a connect failure, which Istio's default policy retries.
+    assert_eq!(e["response_flags"], "UF,URX", "{e}");
     let details = e["response_code_details"].as_str().unwrap();
     assert!(
         details.starts_with("upstream_reset_before_response_started{connection_failure,TLS_error:")

@@ -39,6 +39,10 @@ pub enum UpstreamError {
     /// The per-try or route timeout passed (`UT`).
     #[error("upstream request timeout")]
     Timeout,
+    /// The client's request body failed while it was being sent (a malformed chunk, or
+    /// the client went away): the client's fault, never the endpoint's (`DPE`, 400).
+    #[error("bad request: the request body could not be read")]
+    RequestBody,
 }
 
 impl UpstreamError {
@@ -46,6 +50,7 @@ impl UpstreamError {
     pub fn status(&self) -> StatusCode {
         match self {
             UpstreamError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            UpstreamError::RequestBody => StatusCode::BAD_REQUEST,
             _ => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -59,6 +64,7 @@ impl UpstreamError {
             UpstreamError::Protocol => ResponseFlags::UPSTREAM_PROTOCOL_ERROR,
             UpstreamError::Reset => ResponseFlags::UPSTREAM_CONNECTION_TERMINATION,
             UpstreamError::Timeout => ResponseFlags::UPSTREAM_REQUEST_TIMEOUT,
+            UpstreamError::RequestBody => ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
         }
     }
 
@@ -78,6 +84,7 @@ impl UpstreamError {
                 "upstream_reset_before_response_started{connection_termination}"
             }
             UpstreamError::Timeout => "upstream_response_timeout",
+            UpstreamError::RequestBody => "downstream_protocol_error",
         })
     }
 }

@@ -22,6 +22,7 @@ pub mod route;
 pub mod route_table;
 pub mod runtime;
 pub mod secrets;
+pub mod settings;
 pub mod tcp;
 pub mod tls;
 pub mod upstream;
@@ -49,6 +50,8 @@ pub struct Shared {
     pub recorder: recorder::Recorder,
     /// Open downstream connections, and the drain signal.
     pub connections: Arc<connections::Registry>,
+    /// Limits and timeouts of downstream connections.
+    pub settings: settings::ProxySettings,
     loggers: Mutex<HashMap<String, AccessLogger>>,
 }
 
@@ -106,14 +109,20 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// A proxy with nothing applied yet.
+    /// A proxy with nothing applied yet, and the default settings.
     pub fn new() -> Proxy {
+        Self::with_settings(settings::ProxySettings::default())
+    }
+
+    /// A proxy with nothing applied yet.
+    pub fn with_settings(settings: settings::ProxySettings) -> Proxy {
         Proxy {
             shared: Arc::new(Shared {
                 state: ArcSwap::from_pointee(Runtime::default()),
                 upstreams: Upstreams::default(),
                 recorder: recorder::Recorder::default(),
                 connections: Arc::default(),
+                settings,
                 loggers: Mutex::new(HashMap::new()),
             }),
             listeners: tokio::sync::Mutex::new(HashMap::new()),

@@ -6,10 +6,11 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use meshwork_resources::listener::ServerProtocol;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -20,6 +21,7 @@ use tracing::{debug, info, warn};
 use crate::Shared;
 use crate::access_log::{Entry, rfc3339};
 use crate::connection::{Connection, peer_identity};
+use crate::connections::{Activity, Tracked};
 use crate::flags::ResponseFlags;
 use crate::inspect::{Rewind, accept_postgres_ssl_request, read_client_hello};
 use crate::recorder::{Kind, Outcome};
@@ -52,16 +54,26 @@ pub async fn start(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<Lis
     let (stop, mut stopped) = watch::channel(false);
     let mut draining = shared.connections.drain_signal();
     info!(addr = %bound, "listener bound");
+    // Connections open on this listener, against its cap.
+    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     tokio::spawn(async move {
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
+                        let limit = shared.settings.max_connections_per_listener;
+                        if open.fetch_add(1, Ordering::AcqRel) >= limit {
+                            open.fetch_sub(1, Ordering::AcqRel);
+                            shared.recorder.counters.overflow_connections.fetch_add(1, Ordering::Relaxed);
+                            debug!(%addr, %peer, limit, "listener at its most connections; closed");
+                            continue;
+                        }
                         let registered = shared.connections.register();
-                        let shared = shared.clone();
+                        let (shared, open) = (shared.clone(), open.clone());
                         tokio::spawn(async move {
                             serve_connection(stream, peer, addr, shared).await;
                             drop(registered);
+                            open.fetch_sub(1, Ordering::AcqRel);
                         });
                     }
                     Err(e) => {
@@ -263,9 +275,25 @@ where
 {
     let conn = Arc::new(conn);
     let peer = conn.peer;
+    let settings = shared.settings.clone();
     let mut draining = shared.connections.drain_signal();
+    let activity = Activity::default();
+    let io = TokioIo::new(Tracked::new(io.into_inner(), activity.clone()));
+    let recorder = shared.clone();
     let service = service_fn(move |req| handle(req, conn.clone(), shared.clone()));
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.request_headers_timeout)
+        .max_headers(settings.max_request_headers)
+        .max_buf_size(settings.max_request_headers_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(
+            u32::try_from(settings.max_request_headers_bytes).unwrap_or(u32::MAX),
+        );
     let connection = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(connection);
     let result = tokio::select! {
@@ -275,8 +303,21 @@ where
             connection.as_mut().graceful_shutdown();
             connection.await
         }
+        () = activity.idle_for(settings.idle_timeout) => {
+            recorder.recorder.counters.idle_timeouts.fetch_add(1, Ordering::Relaxed);
+            debug!(%peer, "idle timeout; connection closed");
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
     };
     if let Err(e) = result {
+        if e.to_string().contains("timeout") {
+            recorder
+                .recorder
+                .counters
+                .idle_timeouts
+                .fetch_add(1, Ordering::Relaxed);
+        }
         debug!(%peer, error = %e, "connection ended with an error");
     }
 }

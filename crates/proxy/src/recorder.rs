@@ -44,6 +44,10 @@ pub struct Counters {
     pub tcp_connections: AtomicU64,
     /// Connections refused before routing.
     pub refused_connections: AtomicU64,
+    /// Connections closed at once because the listener had its most.
+    pub overflow_connections: AtomicU64,
+    /// Downstream connections closed for their idle or request-headers timeout.
+    pub idle_timeouts: AtomicU64,
 }
 
 /// Receives every outcome.
@@ -88,11 +92,13 @@ impl Recorder {
         let c = &self.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
         format!(
-            "http.downstream_rq_total: {}\nhttp.downstream_rq_5xx: {}\ntcp.downstream_cx_total: {}\nlistener.downstream_cx_refused: {}\n",
+            "http.downstream_rq_total: {}\nhttp.downstream_rq_5xx: {}\ntcp.downstream_cx_total: {}\nlistener.downstream_cx_refused: {}\nlistener.downstream_cx_overflow: {}\nhttp.downstream_cx_idle_timeout: {}\n",
             get(&c.http_requests),
             get(&c.http_5xx),
             get(&c.tcp_connections),
             get(&c.refused_connections),
+            get(&c.overflow_connections),
+            get(&c.idle_timeouts),
         )
     }
 }

@@ -349,6 +349,8 @@ fn classify(e: &hyper::Error) -> UpstreamError {
     tracing::debug!(error = %e, "upstream request failed");
     if e.is_parse() {
         UpstreamError::Protocol
+    } else if e.is_user() {
+        UpstreamError::RequestBody
     } else {
         UpstreamError::Reset
     }

@@ -131,13 +131,12 @@ pub async fn forward(
                 None => send.await,
             };
             ctx.service_time = Some(sent_at.elapsed().as_millis() as u64);
-            balancer.report(
-                index,
-                match &result {
-                    Ok(r) => Outcome::Status(r.status().as_u16()),
-                    Err(_) => Outcome::LocalFailure,
-                },
-            );
+            // The client's own failures never count against the endpoint.
+            match &result {
+                Ok(r) => balancer.report(index, Outcome::Status(r.status().as_u16())),
+                Err(UpstreamError::RequestBody) => {}
+                Err(_) => balancer.report(index, Outcome::LocalFailure),
+            }
             let retriable = retries.is_some_and(|r| should_retry(r, &result));
             if attempt >= max_attempts || !retriable {
                 // Retries ran out on an outcome that would have been retried: URX.
@@ -421,18 +420,14 @@ fn shadow_request(
     (request, shadow_host)
 }
 
-/// The `Upgrade` protocol of an HTTP/1.1 upgrade request (WebSocket and the like).
+/// The `Upgrade` value to forward: WebSocket only (Istio's one allowed upgrade). Any other
+/// token (`h2c`) is dropped with the hop-by-hop headers, so nothing else can turn the
+/// connection into a tunnel past routing and policy.
 fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
-    let connection_upgrade = headers
-        .get_all(header::CONNECTION)
+    crate::request::checks::upgrade_tokens(headers)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    headers
-        .get(header::UPGRADE)
-        .filter(|_| connection_upgrade)
-        .cloned()
+        .any(|t| t == "websocket")
+        .then(|| HeaderValue::from_static("websocket"))
 }
 
 /// After a 101, bytes flow both ways between client and upstream until either side closes.
@@ -457,30 +452,58 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(fastrand::u64(0..=ceiling))
 }
 
+/// Whether an attempt's outcome is retried, as Envoy reads `retryOn`. A connection that
+/// failed before the request was sent is safe to retry; a reset after it was sent (the
+/// endpoint may have acted on it) only under `reset` or `5xx`.
 fn should_retry(policy: &RetryPolicy, result: &Result<Response<Body>, UpstreamError>) -> bool {
     let on = &policy.retry_on;
     match result {
         Ok(resp) => on.retries_status(resp.status().as_u16()),
-        Err(UpstreamError::ConnectFailure) => {
+        Err(UpstreamError::ConnectFailure | UpstreamError::Tls { .. }) => {
             on.has(RetryOn::CONNECT_FAILURE)
                 || on.has(RetryOn::SERVER_ERROR)
                 || on.has(RetryOn::GATEWAY_ERROR)
+                || on.has(RetryOn::RESET_BEFORE_REQUEST)
         }
-        Err(UpstreamError::Reset) => {
-            on.has(RetryOn::RESET)
-                || on.has(RetryOn::SERVER_ERROR)
-                || on.has(RetryOn::REFUSED_STREAM)
+        Err(UpstreamError::Reset | UpstreamError::Protocol) => {
+            on.has(RetryOn::RESET) || on.has(RetryOn::SERVER_ERROR)
         }
         Err(UpstreamError::Timeout) => {
             on.has(RetryOn::SERVER_ERROR) || on.has(RetryOn::GATEWAY_ERROR)
         }
-        Err(_) => false,
+        Err(UpstreamError::RequestBody) => false,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn policy(on: &str) -> RetryPolicy {
+        RetryPolicy {
+            attempts: 2,
+            per_try_timeout_ms: None,
+            retry_on: RetryOn::parse(on).0,
+        }
+    }
+
+    #[test]
+    fn resets_after_the_request_was_sent_are_retried_only_under_reset_or_5xx() {
+        let default = policy(
+            "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes,503",
+        );
+        let reset = Err(UpstreamError::Reset);
+        assert!(!should_retry(&default, &reset), "Istio's default");
+        assert!(!should_retry(&default, &Err(UpstreamError::Protocol)));
+        assert!(should_retry(&default, &Err(UpstreamError::ConnectFailure)));
+        assert!(should_retry(&policy("reset"), &reset));
+        assert!(should_retry(&policy("5xx"), &reset));
+        assert!(!should_retry(&policy("gateway-error"), &reset));
+        assert!(!should_retry(
+            &policy("5xx"),
+            &Err(UpstreamError::RequestBody)
+        ));
+    }
 
     #[test]
     fn backoff_is_bounded() {

@@ -1,4 +1,6 @@
-//! The HTTP request path, as named phases over one [`RequestContext`]:
+//! The HTTP request path, as named phases over one [`RequestContext`], after the
+//! [`checks`] of what Envoy refuses outright (bad Host, `*` targets, CONNECT, upgrades
+//! other than WebSocket):
 //!
 //! 1. **select server** ([`select::server`]): the Gateway server of the listener that
 //!    serves the request (by SNI on TLS, else by Host); its `httpsRedirect`.
@@ -14,6 +16,7 @@
 //! The accept, inspection and TLS phases before these are in [`crate::listener`]. Every
 //! request ends at the recorder ([`crate::recorder`]), whether or not the access log is on.
 
+pub mod checks;
 pub mod context;
 pub mod forward;
 pub mod path;
@@ -63,6 +66,12 @@ pub async fn handle(
     } else {
         boxed(body)
     };
+    // A client that goes away before its answer is still recorded (`DC`).
+    let mut unanswered = Unanswered {
+        shared: shared.clone(),
+        entry: entry.zip(state.config.access_log.clone()),
+        answered: false,
+    };
     let response = match run(&mut ctx, parts, body, &state).await {
         Ok(r) => r,
         Err(reply) => {
@@ -71,6 +80,9 @@ pub async fn handle(
             respond::local_reply(&reply)
         }
     };
+    unanswered.answered = true;
+    let entry = unanswered.entry.take().map(|(entry, _)| entry);
+    drop(unanswered);
     let (mut rparts, rbody) = response.into_parts();
     rparts
         .headers
@@ -110,6 +122,38 @@ pub async fn handle(
     ))
 }
 
+/// Records a request whose client went away before it was answered.
+struct Unanswered {
+    shared: Arc<Shared>,
+    entry: Option<(crate::access_log::Entry, meshwork_resources::AccessLog)>,
+    answered: bool,
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        let outcome = Outcome {
+            kind: Kind::Http,
+            status: 0,
+            flags: crate::flags::ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION,
+            details: std::borrow::Cow::Borrowed("downstream_remote_disconnect"),
+        };
+        let logged = self.entry.take().and_then(|(mut entry, log)| {
+            entry.response_code = 0;
+            Some((entry, self.shared.access_logger(&log.path)?, log.json))
+        });
+        match logged {
+            Some((entry, logger, json)) => self
+                .shared
+                .recorder
+                .record(outcome, Some((entry, &logger, json))),
+            None => self.shared.recorder.record(outcome, None),
+        }
+    }
+}
+
 /// The phases after the connection's: select server, match route, policy, act.
 async fn run(
     ctx: &mut RequestContext,
@@ -117,6 +161,7 @@ async fn run(
     body: Body,
     state: &Runtime,
 ) -> Result<Response<Body>, LocalReply> {
+    checks::check(&parts)?;
     path::normalize(&mut parts);
     let server = select::server(ctx, state)?;
     if server.chain.https_redirect && ctx.conn.scheme == "http" {

@@ -1,0 +1,352 @@
+//! What an adversarial probe found, end to end with raw sockets where curl cannot send the
+//! bytes: requests the upstream may have processed are not retried; only WebSocket
+//! upgrades pass; client errors are 400 `DPE` that never reach the backend; header limits
+//! answer 431; slow and idle clients are bounded; a listener caps its connections.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// A backend that reads each whole request, counts it, then closes without answering.
+struct ResettingBackend {
+    port: u16,
+    requests: Arc<AtomicUsize>,
+}
+
+fn resetting_backend() -> ResettingBackend {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let count = requests.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let count = count.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream);
+                let mut length = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut body = vec![0; length];
+                let _ = reader.read_exact(&mut body);
+                count.fetch_add(1, Ordering::SeqCst);
+                // Dropping the stream closes it: the request was processed, no answer.
+            });
+        }
+    });
+    ResettingBackend { port, requests }
+}
+
+const HOST: &str = "Host: app.example.test";
+
+/// A gateway on `http` routing `app.example.test` to a service on `backend`, with
+/// `route_extra` on the route.
+fn config(mesh: &Mesh, http: u16, backend: u16, route_extra: &str) {
+    mesh.config(
+        "config.yaml",
+        &format!(
+            r#"apiVersion: v1
+kind: Service
+metadata: {{name: istio-ingressgateway, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  ports: [{{name: http2, port: 80, targetPort: {http}}}]
+---
+apiVersion: networking.istio.io/v1beta1
+kind: Gateway
+metadata: {{name: public, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 80, name: http, protocol: HTTP}}
+    hosts: ["*"]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: app, namespace: shop}}
+spec:
+  selector: {{app: app}}
+  ports: [{{name: http, port: 80}}]
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: app, namespace: shop}}
+spec: {{address: 127.0.0.1, labels: {{app: app}}, ports: {{http: {backend}}}}}
+---
+apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: {{name: app, namespace: shop}}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/public]
+  http:
+  - route: [{{destination: {{host: app}}}}]
+{route_extra}"#
+        ),
+    );
+}
+
+fn post(http: u16) -> u16 {
+    status(&[
+        "-X",
+        "POST",
+        "-d",
+        "order=1",
+        "-H",
+        HOST,
+        &format!("http://127.0.0.1:{http}/orders"),
+    ])
+}
+
+#[test]
+fn a_post_the_backend_read_is_not_retried_unless_retry_on_says_reset() {
+    let mut mesh = Mesh::new("noretry");
+    let http = free_port();
+    let backend = resetting_backend();
+    config(&mesh, http, backend.port, "");
+    mesh.up(&[]);
+    assert_eq!(post(http), 503);
+    assert_eq!(
+        backend.requests.load(Ordering::SeqCst),
+        1,
+        "Istio's default retry policy does not retry a reset after the request was sent"
+    );
+
+    config(
+        &mesh,
+        http,
+        backend.port,
+        "    retries: {attempts: 2, retryOn: reset}\n",
+    );
+    let admin = format!("http://127.0.0.1:{}/config_dump", mesh.admin);
+    eventually(Duration::from_secs(10), "retryOn reset", || {
+        String::from_utf8_lossy(&curl(&[&admin]).stdout).contains("\"reset\"")
+    });
+    let before = backend.requests.load(Ordering::SeqCst);
+    assert_eq!(post(http), 503);
+    assert_eq!(
+        backend.requests.load(Ordering::SeqCst) - before,
+        3,
+        "retryOn: reset tries twice more"
+    );
+}
+
+/// Sends raw bytes and returns what came back until the gateway closed or 5 s passed.
+fn raw(http: u16, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", http)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(request).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+        if out.windows(4).any(|w| w == b"\r\n\r\n") && !out.starts_with(b"HTTP/1.1 200") {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn only_websocket_upgrades_pass_and_connect_is_refused() {
+    let mut mesh = Mesh::new("upgrades");
+    let http = free_port();
+    let echo = mesh.echo("app");
+    config(&mesh, http, echo, "");
+    mesh.up(&[]);
+    // h2c smuggling: the Upgrade is dropped, the request is served as HTTP/1.1.
+    let h2c = raw(
+        http,
+        b"GET / HTTP/1.1\r\nHost: app.example.test\r\nConnection: Upgrade, HTTP2-Settings, close\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n",
+    );
+    assert!(h2c.starts_with("HTTP/1.1 200"), "{h2c}");
+    assert!(
+        !h2c.to_ascii_lowercase().contains("\"upgrade\""),
+        "the backend saw no Upgrade: {h2c}"
+    );
+    // Another protocol: refused.
+    let other = raw(
+        http,
+        b"GET / HTTP/1.1\r\nHost: app.example.test\r\nConnection: Upgrade\r\nUpgrade: foo/1\r\n\r\n",
+    );
+    assert!(other.starts_with("HTTP/1.1 403"), "{other}");
+    let connect = raw(
+        http,
+        b"CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n",
+    );
+    assert!(connect.starts_with("HTTP/1.1 403"), "{connect}");
+    // WebSocket still works.
+    let ws = raw(
+        http,
+        b"GET /socket HTTP/1.1\r\nHost: app.example.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    );
+    assert!(ws.starts_with("HTTP/1.1 101"), "{ws}");
+}
+
+#[test]
+fn client_errors_are_400_and_never_reach_the_backend() {
+    let mut mesh = Mesh::new("clienterrors");
+    let http = free_port();
+    let backend = resetting_backend();
+    config(&mesh, http, backend.port, "");
+    let mesh_file = mesh.dir.path().join("mesh.yaml");
+    std::fs::write(
+        &mesh_file,
+        "accessLogFile: /dev/stdout\naccessLogEncoding: JSON\n",
+    )
+    .unwrap();
+    mesh.up(&["--mesh", mesh_file.to_str().unwrap()]);
+    for (what, request) in [
+        ("no Host", &b"GET / HTTP/1.1\r\n\r\n"[..]),
+        ("an empty Host", b"GET / HTTP/1.1\r\nHost:\r\n\r\n"),
+        (
+            "two Hosts",
+            b"GET / HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n",
+        ),
+        (
+            "an asterisk target",
+            b"GET * HTTP/1.1\r\nHost: a.test\r\n\r\n",
+        ),
+    ] {
+        let answer = raw(http, request);
+        assert!(answer.starts_with("HTTP/1.1 400"), "{what}: {answer}");
+    }
+    assert_eq!(
+        backend.requests.load(Ordering::SeqCst),
+        0,
+        "nothing reached the backend"
+    );
+    let up = mesh.up.as_ref().unwrap();
+    eventually(Duration::from_secs(5), "four DPE entries", || {
+        up.stdout().matches("\"response_flags\":\"DPE\"").count() == 4
+    });
+}
+
+#[test]
+fn header_limits_answer_431() {
+    let mut mesh = Mesh::new("headerlimits");
+    let http = free_port();
+    let echo = mesh.echo("app");
+    config(&mesh, http, echo, "");
+    mesh.up(&[]);
+    let mut many = String::from("GET / HTTP/1.1\r\nHost: app.example.test\r\n");
+    for i in 0..101 {
+        many.push_str(&format!("x-h{i}: v\r\n"));
+    }
+    many.push_str("\r\n");
+    let answer = raw(http, many.as_bytes());
+    assert!(answer.starts_with("HTTP/1.1 431"), "101 headers: {answer}");
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: app.example.test\r\nx-big: {}\r\n\r\n",
+        "a".repeat(70 * 1024)
+    );
+    let answer = raw(http, big.as_bytes());
+    assert!(
+        answer.starts_with("HTTP/1.1 431"),
+        "70 KiB of headers: {answer}"
+    );
+    // Within the limits: served.
+    let fine = raw(
+        http,
+        b"GET / HTTP/1.1\r\nHost: app.example.test\r\nx-a: 1\r\nConnection: close\r\n\r\n",
+    );
+    assert!(fine.starts_with("HTTP/1.1 200"), "{fine}");
+}
+
+/// How long until the gateway closes a connection that sent `bytes` and then nothing.
+fn closed_after(http: u16, bytes: &[u8], limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    let mut s = TcpStream::connect(("127.0.0.1", http)).unwrap();
+    s.write_all(bytes).unwrap();
+    s.set_read_timeout(Some(limit)).unwrap();
+    let mut buf = [0u8; 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return Some(start.elapsed()),
+            Ok(_) => continue,
+            Err(_) => return None,
+        }
+    }
+}
+
+fn gateway(label: &str, flags: &[&str]) -> (Mesh, u16) {
+    let mut mesh = Mesh::new(label);
+    let http = free_port();
+    let echo = mesh.echo("app");
+    config(&mesh, http, echo, "");
+    mesh.up(flags);
+    (mesh, http)
+}
+
+#[test]
+fn a_client_that_never_finishes_its_headers_is_closed() {
+    let (_mesh, http) = gateway("slowloris", &["--request-headers-timeout", "1s"]);
+    assert!(
+        closed_after(http, b"GET / HTTP/1.1\r\nHost: app", Duration::from_secs(8)).is_some(),
+        "half a request, then silence: closed for the request-headers timeout"
+    );
+}
+
+#[test]
+fn an_idle_kept_alive_connection_is_closed() {
+    let (_mesh, http) = gateway("idle", &["--idle-timeout", "2s"]);
+    let mut s = TcpStream::connect(("127.0.0.1", http)).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: app.example.test\r\n\r\n")
+        .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("the idle connection stayed open: {e}"),
+        }
+    }
+    assert!(String::from_utf8_lossy(&got).starts_with("HTTP/1.1 200"));
+}
+
+#[test]
+fn a_listener_caps_its_connections_and_counts_the_overflow() {
+    let (mesh, http) = gateway("cap", &["--max-connections-per-listener", "3"]);
+    let held: Vec<TcpStream> = (0..3)
+        .map(|_| TcpStream::connect(("127.0.0.1", http)).unwrap())
+        .collect();
+    let stats = format!("http://127.0.0.1:{}/stats", mesh.admin);
+    eventually(Duration::from_secs(5), "three connections open", || {
+        String::from_utf8_lossy(&curl(&[&stats]).stdout).contains("downstream_cx_active: 3")
+    });
+    assert!(
+        closed_after(http, b"", Duration::from_secs(5)).is_some(),
+        "the fourth connection is closed"
+    );
+    let text = String::from_utf8_lossy(&curl(&[&stats]).stdout).to_string();
+    assert!(
+        text.contains("listener.downstream_cx_overflow: 1"),
+        "{text}"
+    );
+    drop(held);
+    // Once they close, connections are accepted again.
+    eventually(Duration::from_secs(5), "a connection served again", || {
+        status(&["-H", HOST, &format!("http://127.0.0.1:{http}/")]) == 200
+    });
+}
