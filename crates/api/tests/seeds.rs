@@ -105,3 +105,43 @@ fn the_copy_matches_the_shared_seeds_when_present() {
         );
     }
 }
+
+/// Every complete document of a write-up, as one input.
+fn seed_inputs() -> Vec<(String, String)> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(seeds_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|file| {
+            let text = std::fs::read_to_string(file).unwrap();
+            let docs: Vec<String> = yaml_blocks(&text)
+                .iter()
+                .flat_map(|b| complete_documents(b))
+                .collect();
+            let name = file.file_name().unwrap().to_string_lossy().into_owned();
+            (name, docs.join("\n---\n"))
+        })
+        .collect()
+}
+
+/// `meshwork analyze -A` over each write-up's configuration gives exactly the findings
+/// recorded in tests/data/seeds-analyze.txt (reviewed against Istio's analyzers).
+#[test]
+fn the_seeds_analyze_to_the_recorded_findings() {
+    let mut got = String::new();
+    for (name, text) in seed_inputs() {
+        let outcome = load_str(Path::new(&name), &text, &LoadOptions::default());
+        for m in meshwork_api::analyze::analyze(&outcome) {
+            got.push_str(&format!("{m}\n"));
+        }
+    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/seeds-analyze.txt");
+    if std::env::var_os("MESHWORK_BLESS").is_some() {
+        std::fs::write(&path, &got).unwrap();
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_default();
+    assert_eq!(got, want, "analyze output of the seeds changed");
+}
