@@ -57,12 +57,17 @@ fn parse(text: &str, file: &Path) -> Case {
             let (code, origin) = head
                 .split_once(' ')
                 .unwrap_or_else(|| panic!("{}: bad expect line {line:?}", file.display()));
-            case.expect.push((code.to_string(), origin.to_string(), text));
+            case.expect
+                .push((code.to_string(), origin.to_string(), text));
         }
     }
-    assert!(!case.analyzer.is_empty(), "{}: no analyzer line", file.display());
     assert!(
-        case.silent != !case.expect.is_empty(),
+        !case.analyzer.is_empty(),
+        "{}: no analyzer line",
+        file.display()
+    );
+    assert!(
+        case.silent == case.expect.is_empty(),
         "{}: give expect lines, or `expect: nothing`, not both",
         file.display()
     );

@@ -47,7 +47,12 @@ fn run(ctx: &Context<'_>, report: &mut Report) {
                 );
             }
         }
-        let sources = ap.spec.rules.iter().flat_map(|r| r.from.iter()).filter_map(|f| f.source.as_ref());
+        let sources = ap
+            .spec
+            .rules
+            .iter()
+            .flat_map(|r| r.from.iter())
+            .filter_map(|f| f.source.as_ref());
         for want in sources.flat_map(|s| s.namespaces.iter()) {
             if !namespaces.iter().any(|n| pattern_matches(want, n)) {
                 report.push(

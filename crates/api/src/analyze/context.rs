@@ -61,7 +61,10 @@ pub fn to_fqdn(namespace: &str, host: &str) -> String {
 }
 
 /// True when every label of `selector` is in `labels` (an empty selector selects all).
-pub fn selects(selector: &BTreeMap<String, String>, labels: Option<&BTreeMap<String, String>>) -> bool {
+pub fn selects(
+    selector: &BTreeMap<String, String>,
+    labels: Option<&BTreeMap<String, String>>,
+) -> bool {
     selector
         .iter()
         .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
@@ -167,7 +170,11 @@ impl<'a> Context<'a> {
     /// Adds the ingress gateway Service and Pod that istioctl assumes, unless the mesh turns
     /// the ingress controller off or the input defines them.
     fn add_default_ingress(&mut self) {
-        if self.mesh.ingress_controller_mode.eq_ignore_ascii_case("OFF") {
+        if self
+            .mesh
+            .ingress_controller_mode
+            .eq_ignore_ascii_case("OFF")
+        {
             return;
         }
         let ns = self.istio_namespace().to_string();
@@ -181,16 +188,16 @@ impl<'a> Context<'a> {
             [("istio".to_string(), "ingressgateway".to_string())].into();
         let has_pod = self.pods_selected(Some(&ns), &selector).next().is_some();
         let mut add = |kind: Kind, value: serde_json::Value| {
-            let object = kind.decode(value).expect("the default gateway objects decode");
+            let object = kind
+                .decode(value)
+                .expect("the default gateway objects decode");
             self.objects.push(LoadedObject {
                 object,
                 origin: Location::default(),
             });
         };
         if !has_service {
-            let port = |name: &str, port: u32, target: u32| {
-                json!({"name": name, "port": port, "targetPort": target, "protocol": "TCP"})
-            };
+            let port = |name: &str, port: u32, target: u32| json!({"name": name, "port": port, "targetPort": target, "protocol": "TCP"});
             add(
                 Kind::Service,
                 json!({

@@ -34,15 +34,20 @@ fn unverified(tls: Option<&ClientTlsSettings>) -> Option<&'static str> {
     let tls = tls?;
     let mode = tls.mode?;
     let set = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.is_empty());
-    let verifies = set(&tls.ca_certificates) || set(&tls.credential_name) || tls.insecure_skip_verify == Some(true);
-    (matches!(mode, ClientTlsMode::Simple | ClientTlsMode::Mutual) && !verifies).then(|| mode.as_str())
+    let verifies = set(&tls.ca_certificates)
+        || set(&tls.credential_name)
+        || tls.insecure_skip_verify == Some(true);
+    (matches!(mode, ClientTlsMode::Simple | ClientTlsMode::Mutual) && !verifies)
+        .then(|| mode.as_str())
 }
 
 fn run_ca(ctx: &Context<'_>, report: &mut Report) {
     for (o, dr) in ctx.destination_rules() {
         let r = o.object.object_ref();
         let host = &dr.spec.host;
-        let Some(policy) = &dr.spec.traffic_policy else { continue };
+        let Some(policy) = &dr.spec.traffic_policy else {
+            continue;
+        };
         if let Some(mode) = unverified(policy.tls.as_ref()) {
             report.push(
                 NO_SERVER_CERT_VERIFICATION_DESTINATION,
@@ -54,7 +59,9 @@ fn run_ca(ctx: &Context<'_>, report: &mut Report) {
             );
         }
         for p in &policy.port_level_settings {
-            let Some(mode) = unverified(p.tls.as_ref()) else { continue };
+            let Some(mode) = unverified(p.tls.as_ref()) else {
+                continue;
+            };
             let port = p.port.as_ref().and_then(|p| p.number).unwrap_or_default();
             report.push(
                 NO_SERVER_CERT_VERIFICATION_PORT,
@@ -73,8 +80,17 @@ fn run_ca(ctx: &Context<'_>, report: &mut Report) {
 fn peer_policy<'c>(ctx: &'c Context<'_>, ns: &str) -> Option<(&'c LoadedObject, MutualTlsMode)> {
     let wide = |want: &str| {
         ctx.peer_authentications().find_map(|(o, pa)| {
-            let selector = pa.spec.selector.as_ref().is_some_and(|s| !s.match_labels.is_empty());
-            let mode = pa.spec.mtls.as_ref().and_then(|m| m.mode).unwrap_or_default();
+            let selector = pa
+                .spec
+                .selector
+                .as_ref()
+                .is_some_and(|s| !s.match_labels.is_empty());
+            let mode = pa
+                .spec
+                .mtls
+                .as_ref()
+                .and_then(|m| m.mode)
+                .unwrap_or_default();
             (o.object.object_ref().namespace == want && !selector && mode != MutualTlsMode::Unset)
                 .then_some((o, mode))
         })
@@ -84,7 +100,13 @@ fn peer_policy<'c>(ctx: &'c Context<'_>, ns: &str) -> Option<(&'c LoadedObject, 
 
 fn run_mtls(ctx: &Context<'_>, report: &mut Report) {
     for (o, dr) in ctx.destination_rules() {
-        let Some(mode) = dr.spec.traffic_policy.as_ref().and_then(|p| p.tls.as_ref()).and_then(|t| t.mode) else {
+        let Some(mode) = dr
+            .spec
+            .traffic_policy
+            .as_ref()
+            .and_then(|p| p.tls.as_ref())
+            .and_then(|t| t.mode)
+        else {
             continue;
         };
         let fqdn = to_fqdn(&o.object.object_ref().namespace, &dr.spec.host);
@@ -96,7 +118,9 @@ fn run_mtls(ctx: &Context<'_>, report: &mut Report) {
         else {
             continue;
         };
-        let Some((pa, pa_mode)) = peer_policy(ctx, &host_ns) else { continue };
+        let Some((pa, pa_mode)) = peer_policy(ctx, &host_ns) else {
+            continue;
+        };
         let mtls = mode == ClientTlsMode::IstioMutual;
         let conflict = match pa_mode {
             MutualTlsMode::Strict => !mtls,

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::context::{is_default, selects, selector_text};
+use super::context::{is_default, selector_text, selects};
 use super::messages::*;
 use super::virtual_service::full_name;
 use super::{Analyzer, Context, Report};
@@ -18,7 +18,10 @@ use crate::validate::common::hosts_match;
 pub const INGRESS_PORT: Analyzer = Analyzer {
     name: "gateway.IngressGatewayPortAnalyzer",
     description: "Checks a gateway's ports against the gateway's Kubernetes service ports",
-    codes: &[REFERENCED_RESOURCE_NOT_FOUND, GATEWAY_PORT_NOT_DEFINED_ON_SERVICE],
+    codes: &[
+        REFERENCED_RESOURCE_NOT_FOUND,
+        GATEWAY_PORT_NOT_DEFINED_ON_SERVICE,
+    ],
     run: run_ports,
 };
 
@@ -46,7 +49,9 @@ pub const CERTIFICATE: Analyzer = Analyzer {
     run: run_certificates,
 };
 
-fn user_gateways<'c>(ctx: &'c Context<'_>) -> impl Iterator<Item = (&'c LoadedObject, &'c Gateway)> {
+fn user_gateways<'c>(
+    ctx: &'c Context<'_>,
+) -> impl Iterator<Item = (&'c LoadedObject, &'c Gateway)> {
     ctx.gateways().filter(|(o, _)| !is_default(o))
 }
 
@@ -59,7 +64,8 @@ fn workload_ports(ctx: &Context<'_>, pods: &[&core::Pod]) -> BTreeSet<u32> {
             let Some(spec) = &svc.spec else { continue };
             let same_ns = svc.metadata.namespace == pod.metadata.namespace;
             let selector = spec.selector.clone().unwrap_or_default();
-            if !same_ns || selector.is_empty() || !selects(&selector, pod.metadata.labels.as_ref()) {
+            if !same_ns || selector.is_empty() || !selects(&selector, pod.metadata.labels.as_ref())
+            {
                 continue;
             }
             for p in spec.ports.iter().flatten() {
@@ -125,12 +131,19 @@ fn credential_namespace(ctx: &Context<'_>, o: &LoadedObject, gw: &Gateway) -> St
 /// (`tls.crt`/`tls.key` or `cert`/`key`), or only a CA bundle (a `-cacert` Secret).
 fn holds_credential(s: &core::Secret) -> bool {
     let get = |k: &str| -> Option<String> {
-        let data = s.data.as_ref().and_then(|d| d.get(k)).map(|b| String::from_utf8_lossy(&b.0).into_owned());
+        let data = s
+            .data
+            .as_ref()
+            .and_then(|d| d.get(k))
+            .map(|b| String::from_utf8_lossy(&b.0).into_owned());
         data.or_else(|| s.string_data.as_ref().and_then(|d| d.get(k)).cloned())
     };
     let pem = |k: &str, marker: &str| get(k).is_some_and(|v| v.contains(marker));
     let pair = |crt: &str, key: &str| pem(crt, "CERTIFICATE") && pem(key, "PRIVATE KEY");
-    pair("tls.crt", "tls.key") || pair("cert", "key") || pem("ca.crt", "CERTIFICATE") || pem("cacert", "CERTIFICATE")
+    pair("tls.crt", "tls.key")
+        || pair("cert", "key")
+        || pem("ca.crt", "CERTIFICATE")
+        || pem("cacert", "CERTIFICATE")
 }
 
 fn credential_names(gw: &Gateway) -> Vec<&str> {
@@ -191,14 +204,20 @@ fn run_conflicts(ctx: &Context<'_>, report: &mut Report) {
             }
             for s in &gw.spec.servers {
                 for t in &other.spec.servers {
-                    let (Some(a), Some(b)) = (s.port.as_ref(), t.port.as_ref()) else { continue };
+                    let (Some(a), Some(b)) = (s.port.as_ref(), t.port.as_ref()) else {
+                        continue;
+                    };
                     if a.number != b.number {
                         continue;
                     }
                     let shared: Vec<String> = s
                         .hosts
                         .iter()
-                        .filter(|h| t.hosts.iter().any(|g| hosts_match(bare_host(h), bare_host(g))))
+                        .filter(|h| {
+                            t.hosts
+                                .iter()
+                                .any(|g| hosts_match(bare_host(h), bare_host(g)))
+                        })
                         .map(|h| bare_host(h).to_string())
                         .collect();
                     if shared.is_empty() {
@@ -231,7 +250,10 @@ fn certificates(gw: &Gateway) -> BTreeSet<String> {
     tls.flat_map(|t| {
         let files = t.server_certificate.iter().map(|c| format!("file:{c}"));
         let names = t.credential_name.iter().chain(t.credential_names.iter());
-        names.map(|c| format!("credential:{c}")).chain(files).collect::<Vec<_>>()
+        names
+            .map(|c| format!("credential:{c}"))
+            .chain(files)
+            .collect::<Vec<_>>()
     })
     .collect()
 }
@@ -242,7 +264,10 @@ fn run_certificates(ctx: &Context<'_>, report: &mut Report) {
         let mine = certificates(gw);
         let mut names = vec![full_name(o)];
         for (j, (other_o, other)) in gws.iter().enumerate() {
-            if i != j && other.spec.selector == gw.spec.selector && !mine.is_disjoint(&certificates(other)) {
+            if i != j
+                && other.spec.selector == gw.spec.selector
+                && !mine.is_disjoint(&certificates(other))
+            {
                 names.push(full_name(other_o));
             }
         }

@@ -81,7 +81,9 @@ fn run(ctx: &Context<'_>, report: &mut Report) {
         let m = &pod.metadata;
         let says = |key: &str| {
             let label = m.labels.as_ref().and_then(|l| l.get(key));
-            label.or_else(|| m.annotations.as_ref().and_then(|a| a.get(key))).cloned()
+            label
+                .or_else(|| m.annotations.as_ref().and_then(|a| a.get(key)))
+                .cloned()
         };
         let wanted = match says("sidecar.istio.io/inject").as_deref() {
             Some("false") => false,
@@ -90,7 +92,9 @@ fn run(ctx: &Context<'_>, report: &mut Report) {
         };
         let spec = pod.spec.as_ref();
         let containers = spec.into_iter().flat_map(|s| {
-            s.containers.iter().chain(s.init_containers.iter().flatten())
+            s.containers
+                .iter()
+                .chain(s.init_containers.iter().flatten())
         });
         let has_proxy = containers.into_iter().any(|c| c.name == "istio-proxy");
         if wanted && !has_proxy {

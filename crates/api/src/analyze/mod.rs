@@ -90,7 +90,10 @@ impl Message {
 
     /// `Kind namespace/name`, or `Kind name` for cluster-scoped resources.
     pub fn origin_text(&self) -> String {
-        self.origin.as_ref().map(ToString::to_string).unwrap_or_default()
+        self.origin
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default()
     }
 
     /// `file:line` where the resource was read, when known.
@@ -157,7 +160,12 @@ pub struct Report {
 impl Report {
     /// Reports a message about a loaded resource.
     pub fn push(&mut self, kind: &'static MessageType, at: &LoadedObject, text: String) {
-        self.push_at(kind, Some(at.object.object_ref()), Some(at.origin.clone()), text);
+        self.push_at(
+            kind,
+            Some(at.object.object_ref()),
+            Some(at.origin.clone()),
+            text,
+        );
     }
 
     /// Reports a message with an explicit origin and location.
@@ -207,19 +215,42 @@ pub const ANALYZERS: &[Analyzer] = &[
     virtual_service::GATEWAY,
 ];
 
-/// Runs every analyzer over a load's result. Messages are sorted (by origin, code and
-/// text) and duplicates removed, as istioctl does.
+/// Runs every analyzer over a load's result. Messages a resource suppresses with the
+/// `galley.istio.io/analyze-suppress` annotation are dropped; the rest are sorted (by
+/// origin, code and text) and duplicates removed, as istioctl does.
 pub fn analyze(outcome: &LoadOutcome) -> Vec<Message> {
     let ctx = Context::new(outcome);
     let mut out = Vec::new();
     for a in ANALYZERS {
         out.extend(run_one(a, &ctx));
     }
+    out.retain(|m| !suppressed(&ctx, m));
     out.sort_by(|a, b| {
         (a.origin_text(), a.kind.code, &a.text).cmp(&(b.origin_text(), b.kind.code, &b.text))
     });
     out.dedup();
     out
+}
+
+/// The annotation by which a resource silences messages about itself: a comma-separated
+/// list of codes, or `*` for all.
+pub const SUPPRESS_ANNOTATION: &str = "galley.istio.io/analyze-suppress";
+
+fn suppressed(ctx: &Context<'_>, m: &Message) -> bool {
+    let Some(origin) = &m.origin else {
+        return false;
+    };
+    let object = ctx
+        .objects
+        .iter()
+        .find(|o| &o.object.object_ref() == origin);
+    let codes = object
+        .and_then(|o| o.object.metadata().annotations.as_ref())
+        .and_then(|a| a.get(SUPPRESS_ANNOTATION));
+    codes.is_some_and(|c| {
+        c.split(',')
+            .any(|c| c.trim() == "*" || c.trim() == m.kind.code)
+    })
 }
 
 /// Runs one analyzer.

@@ -12,18 +12,34 @@ use super::{Analyzer, Context, Report};
 pub const PORT_NAME: Analyzer = Analyzer {
     name: "service.PortNameAnalyzer",
     description: "Checks the port names associated with each service",
-    codes: &[PORT_NAME_NOT_UNDER_CONVENTION, EXTERNAL_NAME_INVALID_PORT_NAME],
+    codes: &[
+        PORT_NAME_NOT_UNDER_CONVENTION,
+        EXTERNAL_NAME_INVALID_PORT_NAME,
+    ],
     run,
 };
 
 /// The protocols Istio reads from a port name's prefix.
 const PROTOCOLS: &[&str] = &[
-    "grpc", "grpc-web", "http", "http2", "https", "tcp", "tls", "mongo", "redis", "mysql",
+    "grpc",
+    "grpc-web",
+    "http",
+    "http2",
+    "https",
+    "tcp",
+    "tls",
+    "mongo",
+    "redis",
+    "mysql",
     "http_proxy",
 ];
 
 /// The protocol Istio picks for a port, lowercase; `None` when it cannot tell.
-pub(super) fn port_protocol(name: &str, protocol: Option<&str>, app_protocol: Option<&str>) -> Option<String> {
+pub(super) fn port_protocol(
+    name: &str,
+    protocol: Option<&str>,
+    app_protocol: Option<&str>,
+) -> Option<String> {
     if protocol.is_some_and(|p| p.eq_ignore_ascii_case("UDP")) {
         return Some("udp".into());
     }

@@ -16,7 +16,12 @@ pub const DEFAULT_SELECTOR: Analyzer = Analyzer {
     codes: &[MULTIPLE_SIDECARS_WITHOUT_SELECTORS],
     run: |ctx, report| {
         let items = sidecars(ctx);
-        no_selector_conflicts(&items, "Sidecars", MULTIPLE_SIDECARS_WITHOUT_SELECTORS, report);
+        no_selector_conflicts(
+            &items,
+            "Sidecars",
+            MULTIPLE_SIDECARS_WITHOUT_SELECTORS,
+            report,
+        );
     },
 };
 
@@ -30,7 +35,13 @@ pub const SELECTOR: Analyzer = Analyzer {
     ],
     run: |ctx, report| {
         let items = sidecars(ctx);
-        selector_conflicts(ctx, &items, "Sidecars", CONFLICTING_SIDECAR_WORKLOAD_SELECTORS, report);
+        selector_conflicts(
+            ctx,
+            &items,
+            "Sidecars",
+            CONFLICTING_SIDECAR_WORKLOAD_SELECTORS,
+            report,
+        );
     },
 };
 
@@ -53,7 +64,10 @@ pub(super) fn no_selector_conflicts(
     let mut by_ns: BTreeMap<String, Vec<&LoadedObject>> = BTreeMap::new();
     for (o, sel) in items {
         if sel.is_none_or(|s| s.is_empty()) {
-            by_ns.entry(o.object.object_ref().namespace).or_default().push(o);
+            by_ns
+                .entry(o.object.object_ref().namespace)
+                .or_default()
+                .push(o);
         }
     }
     for (ns, list) in by_ns {
@@ -92,13 +106,19 @@ pub(super) fn selector_conflicts(
         let mut any = false;
         for (p, _) in ctx.pods_selected(Some(&ns), sel) {
             any = true;
-            by_pod.entry((ns.clone(), p.object.object_ref().name)).or_default().push(o);
+            by_pod
+                .entry((ns.clone(), p.object.object_ref().name))
+                .or_default()
+                .push(o);
         }
         if !any {
             report.push(
                 REFERENCED_RESOURCE_NOT_FOUND,
                 o,
-                format!("Referenced selector not found: {:?}", super::context::selector_text(sel)),
+                format!(
+                    "Referenced selector not found: {:?}",
+                    super::context::selector_text(sel)
+                ),
             );
         }
     }

@@ -20,7 +20,12 @@ pub const DEFAULT_SELECTOR: Analyzer = Analyzer {
     codes: &[MULTIPLE_TELEMETRIES_WITHOUT_SELECTORS],
     run: |ctx, report| {
         let items = telemetries(ctx);
-        no_selector_conflicts(&items, "Telemetries", MULTIPLE_TELEMETRIES_WITHOUT_SELECTORS, report);
+        no_selector_conflicts(
+            &items,
+            "Telemetries",
+            MULTIPLE_TELEMETRIES_WITHOUT_SELECTORS,
+            report,
+        );
     },
 };
 
@@ -34,7 +39,13 @@ pub const SELECTOR: Analyzer = Analyzer {
     ],
     run: |ctx, report| {
         let items = telemetries(ctx);
-        selector_conflicts(ctx, &items, "Telemetries", CONFLICTING_TELEMETRY_WORKLOAD_SELECTORS, report);
+        selector_conflicts(
+            ctx,
+            &items,
+            "Telemetries",
+            CONFLICTING_TELEMETRY_WORKLOAD_SELECTORS,
+            report,
+        );
     },
 };
 
@@ -54,7 +65,10 @@ fn run_providers(ctx: &Context<'_>, report: &mut Report) {
                 s.tracing.iter().map(|x| &x.providers).collect::<Vec<_>>(),
                 &defaults.tracing,
             ),
-            (s.metrics.iter().map(|x| &x.providers).collect(), &defaults.metrics),
+            (
+                s.metrics.iter().map(|x| &x.providers).collect(),
+                &defaults.metrics,
+            ),
             (
                 s.access_logging.iter().map(|x| &x.providers).collect(),
                 &defaults.access_logging,

@@ -59,9 +59,18 @@ fn namespace_of(o: &LoadedObject) -> String {
 /// Every destination of a VirtualService, and whether it is a mirror.
 fn destinations(vs: &VirtualService) -> Vec<(&Destination, bool)> {
     let s = &vs.spec;
-    let routes = s.http.iter().flat_map(|h| h.route.iter().filter_map(|r| r.destination.as_ref()));
-    let tcp = s.tcp.iter().flat_map(|t| t.route.iter().filter_map(|r| r.destination.as_ref()));
-    let tls = s.tls.iter().flat_map(|t| t.route.iter().filter_map(|r| r.destination.as_ref()));
+    let routes = s
+        .http
+        .iter()
+        .flat_map(|h| h.route.iter().filter_map(|r| r.destination.as_ref()));
+    let tcp = s
+        .tcp
+        .iter()
+        .flat_map(|t| t.route.iter().filter_map(|r| r.destination.as_ref()));
+    let tls = s
+        .tls
+        .iter()
+        .flat_map(|t| t.route.iter().filter_map(|r| r.destination.as_ref()));
     let mirrors = s.http.iter().flat_map(|h| {
         h.mirror
             .iter()
@@ -135,7 +144,11 @@ fn host_for_namespace(host: &str, gw_ns: &str, vs_ns: &str) -> Option<String> {
 
 /// The registered host a destination in `namespace` names: first an exact name visible
 /// there, then a wildcard ServiceEntry host.
-fn resolve<'h>(hosts: &'h [RegisteredHost], namespace: &str, host: &str) -> Option<&'h RegisteredHost> {
+fn resolve<'h>(
+    hosts: &'h [RegisteredHost],
+    namespace: &str,
+    host: &str,
+) -> Option<&'h RegisteredHost> {
     let fqdn = to_fqdn(namespace, host);
     let visible = |r: &&RegisteredHost| {
         r.visible_to
