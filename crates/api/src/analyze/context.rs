@@ -47,6 +47,16 @@ pub struct RegisteredHost {
     pub ports: Vec<u32>,
 }
 
+/// A Gateway named by a VirtualService, and the resource when it exists.
+pub struct GatewayRef<'s> {
+    /// Its namespace.
+    pub ns: &'s str,
+    /// Its name.
+    pub name: &'s str,
+    /// The Gateway, when the input has it.
+    pub found: Option<(&'s LoadedObject, &'s r::Gateway)>,
+}
+
 /// The DNS suffix of Kubernetes Services.
 pub const CLUSTER_DOMAIN: &str = "svc.cluster.local";
 
@@ -112,11 +122,23 @@ impl<'a> Context<'a> {
         sidecars: Sidecar(r::Sidecar);
         peer_authentications: PeerAuthentication(r::PeerAuthentication);
         authorization_policies: AuthorizationPolicy(r::AuthorizationPolicy);
+        request_authentications: RequestAuthentication(r::RequestAuthentication);
         telemetries: Telemetry(r::Telemetry);
         namespaces: Namespace(core::Namespace);
         services: Service(core::Service);
         secrets: Secret(core::Secret);
         pods: Pod(core::Pod);
+    }
+
+    /// The Gateway a VirtualService in `namespace` names (`name` or `ns/name`), with its
+    /// namespace and name.
+    pub fn gateway_ref<'s>(&'s self, namespace: &'s str, reference: &'s str) -> GatewayRef<'s> {
+        let (ns, name) = reference.split_once('/').unwrap_or((namespace, reference));
+        let found = self.gateways().find(|(g, _)| {
+            let r = g.object.object_ref();
+            r.namespace == ns && r.name == name
+        });
+        GatewayRef { ns, name, found }
     }
 
     /// The Istio namespace (the mesh's root namespace, `istio-system`).

@@ -62,7 +62,10 @@ messages! {
     DEPRECATED_ANNOTATION = "IST0135" "DeprecatedAnnotation" Info;
     ALPHA_ANNOTATION = "IST0136" "AlphaAnnotation" Info;
     GATEWAY_DUPLICATE_CERTIFICATE = "IST0138" "GatewayDuplicateCertificate" Warning;
+    INGRESS_ROUTE_RULES_NOT_AFFECTED = "IST0140" "IngressRouteRulesNotAffected" Warning;
+    INVALID_APPLICATION_UID = "IST0144" "InvalidApplicationUID" Warning;
     CONFLICTING_GATEWAYS = "IST0145" "ConflictingGateways" Error;
+    JWT_CLAIM_ROUTING_WITHOUT_REQUEST_AUTHN = "IST0149" "JwtClaimBasedRoutingWithoutRequestAuthN" Error;
     EXTERNAL_NAME_INVALID_PORT_NAME = "IST0150" "ExternalNameServiceTypeInvalidPortName" Warning;
     INVALID_TELEMETRY_PROVIDER = "IST0157" "InvalidTelemetryProvider" Warning;
     CONFLICTING_TELEMETRY_WORKLOAD_SELECTORS = "IST0159" "ConflictingTelemetryWorkloadSelectors" Error;

@@ -12,9 +12,12 @@
 mod annotations;
 mod authz;
 mod context;
+mod deployment;
+mod deprecation;
 mod destination_rule;
 mod gateway;
 mod injection;
+mod jwt_claim_route;
 mod messages;
 mod schema;
 mod service;
@@ -194,6 +197,8 @@ impl Report {
 pub const ANALYZERS: &[Analyzer] = &[
     annotations::K8S,
     authz::AUTHORIZATION_POLICIES,
+    deployment::APPLICATION_UID,
+    deprecation::FIELDS,
     destination_rule::CA_CERTIFICATE,
     destination_rule::MTLS_CONFLICT,
     gateway::CERTIFICATE,
@@ -213,6 +218,7 @@ pub const ANALYZERS: &[Analyzer] = &[
     virtual_service::DESTINATION_HOST,
     virtual_service::DESTINATION_RULE,
     virtual_service::GATEWAY,
+    jwt_claim_route::JWT_CLAIM_ROUTE,
 ];
 
 /// Runs every analyzer over a load's result. Messages a resource suppresses with the

@@ -26,8 +26,12 @@ pub const DESTINATION_HOST: Analyzer = Analyzer {
     codes: &[
         REFERENCED_RESOURCE_NOT_FOUND,
         VS_DESTINATION_PORT_SELECTOR_REQUIRED,
+        INGRESS_ROUTE_RULES_NOT_AFFECTED,
     ],
-    run: run_destination_hosts,
+    run: |ctx, report| {
+        run_destination_hosts(ctx, report);
+        run_ingress_subsets(ctx, report);
+    },
 };
 
 /// `virtualservice.DestinationRuleAnalyzer`.
@@ -91,11 +95,8 @@ fn run_gateways(ctx: &Context<'_>, report: &mut Report) {
             if gw == "mesh" {
                 continue;
             }
-            let (gw_ns, gw_name) = gw.split_once('/').unwrap_or((&ns, gw));
-            let found = ctx.gateways().find(|(g, _)| {
-                let r = g.object.object_ref();
-                r.namespace == gw_ns && r.name == gw_name
-            });
+            let target = ctx.gateway_ref(&ns, gw);
+            let (gw_ns, gw_name, found) = (target.ns, target.name, target.found);
             if found.is_none() {
                 report.push(
                     REFERENCED_RESOURCE_NOT_FOUND,
@@ -200,6 +201,53 @@ fn run_destination_hosts(ctx: &Context<'_>, report: &mut Report) {
                     format!("Referenced host:port not found: \"{}:{port}\"", d.host),
                 ),
                 _ => {}
+            }
+        }
+    }
+}
+
+/// A VirtualService bound to a gateway that routes to a host without a subset, where
+/// another VirtualService of that host splits it by subset: the subsets do not apply to
+/// the gateway's requests.
+fn run_ingress_subsets(ctx: &Context<'_>, report: &mut Report) {
+    // The VirtualServices that route their own hosts by subset.
+    let by_subset: Vec<(String, Vec<&str>)> = ctx
+        .virtual_services()
+        .map(|(o, vs)| {
+            let hosts = destinations(vs)
+                .into_iter()
+                .filter(|(d, mirror)| {
+                    !mirror
+                        && d.subset.as_deref().is_some_and(|s| !s.is_empty())
+                        && vs.spec.hosts.contains(&d.host)
+                })
+                .map(|(d, _)| d.host.as_str())
+                .collect();
+            (full_name(o), hosts)
+        })
+        .collect();
+    for (o, vs) in ctx.virtual_services() {
+        if vs.spec.gateways.is_empty() {
+            continue;
+        }
+        let plain = vs
+            .spec
+            .http
+            .iter()
+            .flat_map(|h| h.route.iter())
+            .filter_map(|r| r.destination.as_ref());
+        for d in plain.filter(|d| d.subset.as_deref().is_none_or(str::is_empty)) {
+            for (name, hosts) in &by_subset {
+                if hosts.contains(&d.host.as_str()) {
+                    report.push(
+                        INGRESS_ROUTE_RULES_NOT_AFFECTED,
+                        o,
+                        format!(
+                            "Subset in virtual service {name} has no effect on ingress gateway {} requests",
+                            full_name(o)
+                        ),
+                    );
+                }
             }
         }
     }
