@@ -132,10 +132,11 @@ fn every_case_reports_exactly_what_it_expects() {
 
 #[test]
 fn analyzers_have_unique_names_and_declared_codes() {
-    let mut names: Vec<&str> = ANALYZERS.iter().map(|a| a.name).collect();
-    names.sort();
-    names.dedup();
-    assert_eq!(names.len(), ANALYZERS.len());
+    let names: Vec<&str> = ANALYZERS.iter().map(|a| a.name).collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(names, sorted, "sorted by name, each once");
     for a in ANALYZERS {
         assert!(!a.codes.is_empty(), "{}", a.name);
     }

@@ -227,6 +227,7 @@ fn list_analyzers_names_every_analyzer_and_its_codes() {
     let out = meshwork(&["analyze", "--list-analyzers"], None);
     assert_eq!(out.status.code(), Some(0));
     let text = stdout(&out);
+    assert_eq!(stdout(&meshwork(&["analyze", "-L"], None)), text);
     for a in meshwork_api::analyze::ANALYZERS {
         let at = text
             .find(&format!("* {}:\n    {}\n", a.name, a.description))
@@ -290,4 +291,23 @@ fn messages_can_be_suppressed_by_flag_or_annotation() {
     );
     let out = meshwork(&["analyze", "-"], Some(&annotated));
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+}
+
+#[test]
+fn the_docs_table_lists_every_analyzer_with_its_codes() {
+    let docs =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/cli.md"))
+            .unwrap();
+    let rows: Vec<&str> = docs
+        .lines()
+        .filter(|l| l.starts_with("| `") && l.contains("Analyzer` |"))
+        .collect();
+    assert_eq!(rows.len(), meshwork_api::analyze::ANALYZERS.len());
+    for (row, a) in rows.iter().zip(meshwork_api::analyze::ANALYZERS) {
+        let codes: Vec<&str> = a.codes.iter().map(|c| c.code).collect();
+        assert!(
+            row.starts_with(&format!("| `{}` | {} |", a.name, codes.join(", "))),
+            "{row}"
+        );
+    }
 }

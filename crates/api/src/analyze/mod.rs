@@ -193,14 +193,14 @@ impl Report {
     }
 }
 
-/// Every analyzer, in Istio's order (alphabetical by package and name).
+/// Every analyzer, sorted by name.
 pub const ANALYZERS: &[Analyzer] = &[
     annotations::K8S,
     authz::AUTHORIZATION_POLICIES,
+    destination_rule::MTLS_CONFLICT,
     deployment::APPLICATION_UID,
     deprecation::FIELDS,
     destination_rule::CA_CERTIFICATE,
-    destination_rule::MTLS_CONFLICT,
     gateway::CERTIFICATE,
     gateway::CONFLICTING,
     gateway::INGRESS_PORT,
