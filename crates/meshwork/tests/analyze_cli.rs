@@ -45,16 +45,36 @@ spec:
 
 #[test]
 fn clean_input_exits_0_and_says_so() {
+    let file = case("vs-host-ok.yaml");
     let out = meshwork(
-        &[
-            "analyze",
-            "--use-kube=false",
-            case("vs-host-ok.yaml").to_str().unwrap(),
-        ],
+        &["analyze", "--use-kube=false", file.to_str().unwrap()],
         None,
     );
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     assert_eq!(stdout(&out), "");
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "\u{2714} No validation issues found when analyzing {}.\n",
+            file.display()
+        )
+    );
+    // Several files are listed; without files, the namespace is named.
+    let other = case("vs-subset-ok.yaml");
+    let out = meshwork(
+        &["analyze", file.to_str().unwrap(), other.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "\u{2714} No validation issues found when analyzing:\n  - {}\n  - {}\n",
+            file.display(),
+            other.display()
+        )
+    );
+    let out = meshwork(&["analyze"], None);
+    assert_eq!(out.status.code(), Some(0));
     assert_eq!(
         stderr(&out),
         "\u{2714} No validation issues found when analyzing namespace: default.\n"
@@ -191,7 +211,7 @@ fn namespaces_select_what_is_reported() {
     // Without -A only the selected namespace (default) is reported.
     let out = meshwork(&["analyze", "-"], Some(&elsewhere));
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
-    assert!(stderr(&out).contains("analyzing namespace: default"));
+    assert_eq!(stdout(&out), "");
     let out = meshwork(&["analyze", "-n", "shop", "-"], Some(&elsewhere));
     assert_eq!(out.status.code(), Some(79));
     assert!(stdout(&out).contains("(VirtualService shop/reviews -:1)"));
@@ -205,8 +225,11 @@ fn namespaces_select_what_is_reported() {
         "{}",
         stdout(&out)
     );
-    let out = meshwork(&["analyze", "--all-namespaces", "-"], Some(""));
-    assert!(stderr(&out).contains("analyzing all namespaces"));
+    let out = meshwork(&["analyze", "--all-namespaces"], None);
+    assert_eq!(
+        stderr(&out),
+        "\u{2714} No validation issues found when analyzing all namespaces.\n"
+    );
 }
 
 #[test]
@@ -284,6 +307,17 @@ fn messages_can_be_suppressed_by_flag_or_annotation() {
     assert_eq!(stdout(&out), "");
     let out = meshwork(&["analyze", "-S", "IST0101=Service *", "-"], Some(BROKEN));
     assert_eq!(out.status.code(), Some(79));
+    // istioctl's spelling of a resource, `Kind name.namespace`, works too.
+    let out = meshwork(
+        &[
+            "analyze",
+            "-S",
+            "IST0101=VirtualService reviews.default",
+            "-",
+        ],
+        Some(BROKEN),
+    );
+    assert_eq!(out.status.code(), Some(0));
     let annotated = BROKEN.replacen(
         "metadata: {name: reviews}",
         "metadata: {name: reviews, annotations: {galley.istio.io/analyze-suppress: \"IST0101\"}}",
@@ -310,4 +344,21 @@ fn the_docs_table_lists_every_analyzer_with_its_codes() {
             "{row}"
         );
     }
+}
+
+#[test]
+fn unparseable_documents_are_reported_apart_and_exit_65() {
+    let yaml = "apiVersion: v1\nkind: Service\nmetadata: {name: a\n";
+    let out = meshwork(&["analyze", "-"], Some(yaml));
+    assert_eq!(out.status.code(), Some(65));
+    assert_eq!(stdout(&out), "");
+    let err = stderr(&out);
+    assert!(err.starts_with("Error(s) adding files:\n  -:"), "{err}");
+    assert!(err.ends_with(
+        "No validation issues found when analyzing namespace: default (but 1 file could not be parsed).\n"
+    ));
+    // A message at the failure threshold still wins: 79.
+    let broken = format!("{BROKEN}---\n- not a resource\n");
+    let out = meshwork(&["analyze", "-"], Some(&broken));
+    assert_eq!(out.status.code(), Some(79));
 }

@@ -21,9 +21,11 @@ pub const VALIDATION: Analyzer = Analyzer {
 
 fn run(ctx: &Context<'_>, report: &mut Report) {
     for d in ctx.diagnostics {
-        // Kinds meshwork does not read are ignored, as istioctl ignores kinds it has no
-        // analyzer for.
-        if d.severity == Severity::Warning && d.resource.is_none() {
+        // Findings that name no resource are about the input itself: text that is not
+        // YAML or not a resource (istioctl's parse errors, which the command reports
+        // apart), and kinds meshwork does not read, which are ignored as istioctl ignores
+        // kinds it has no analyzer for.
+        if d.resource.is_none() {
             continue;
         }
         let (kind, text) = classify(d);

@@ -1,16 +1,21 @@
 //! `meshwork analyze [PATH...]`: Istio's configuration analyzers over files, with
-//! istioctl's flags, output formats and exit status (0, 79 when a message reaches the
-//! failure threshold, 2 when the input cannot be read).
+//! istioctl's flags, output formats and exit status (0; 79 when a message reaches the
+//! failure threshold; 65 when a document cannot be parsed and nothing reaches it; 2 when
+//! the input cannot be read).
 
-use std::path::PathBuf;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{ArgAction, ValueEnum};
 use meshwork_api::analyze::{ANALYZERS, Level, Message, analyze};
-use meshwork_api::load::{LoadOptions, load_paths};
+use meshwork_api::diagnostic::Severity;
+use meshwork_api::load::{LoadOptions, LoadOutcome, config_files, load_paths};
 
 /// istioctl's exit status when messages reach the failure threshold.
 const FOUND_ISSUES: u8 = 79;
+/// istioctl's exit status when some input could not be parsed (and nothing else failed).
+const DATA_ERROR: u8 = 65;
 
 /// Arguments of `meshwork analyze`.
 #[derive(clap::Args)]
@@ -104,17 +109,28 @@ pub fn run(args: Args) -> ExitCode {
         .iter()
         .filter(|m| m.level() >= args.output_threshold)
         .collect();
+    // Text that is not YAML or not a resource: istioctl's parse errors.
+    let parse_errors: Vec<String> = outcome
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error && d.resource.is_none())
+        .map(ToString::to_string)
+        .collect();
+    if !parse_errors.is_empty() {
+        eprintln!("Error(s) adding files:");
+        for e in &parse_errors {
+            eprintln!("  {e}");
+        }
+    }
     match args.output {
         Format::Log => {
             let text: String = shown.iter().map(|m| format!("{m}\n")).collect();
             write_stdout(&text);
             if shown.is_empty() {
-                let target = if args.all_namespaces {
-                    "all namespaces".to_string()
-                } else {
-                    format!("namespace: {namespace}")
-                };
-                eprintln!("\u{2714} No validation issues found when analyzing {target}.");
+                eprintln!(
+                    "{}",
+                    no_issues(&args, &namespace, &outcome, parse_errors.len())
+                );
             }
         }
         Format::Json => {
@@ -127,8 +143,50 @@ pub fn run(args: Args) -> ExitCode {
     }
     if messages.iter().any(|m| m.level() >= args.failure_threshold) {
         ExitCode::from(FOUND_ISSUES)
+    } else if !parse_errors.is_empty() {
+        ExitCode::from(DATA_ERROR)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// What istioctl says when it prints no message: the files it read (or the namespace when
+/// there were none), and how many could not be parsed.
+fn no_issues(args: &Args, namespace: &str, outcome: &LoadOutcome, parse_errors: usize) -> String {
+    let target = if args.all_namespaces {
+        "all namespaces".to_string()
+    } else {
+        format!("namespace: {namespace}")
+    };
+    if parse_errors > 0 {
+        let files: BTreeSet<&Path> = outcome
+            .diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Error && d.resource.is_none())
+            .map(|d| d.location.file.as_path())
+            .collect();
+        let noun = if files.len() == 1 { "file" } else { "files" };
+        return format!(
+            "No validation issues found when analyzing {target} (but {} {noun} could not be parsed).",
+            files.len()
+        );
+    }
+    let files: Vec<String> = args
+        .paths
+        .iter()
+        .flat_map(|p| match config_files(p) {
+            Ok(found) if p.is_dir() => found,
+            _ => vec![p.clone()],
+        })
+        .map(|p| p.display().to_string())
+        .collect();
+    match files.as_slice() {
+        [] => format!("\u{2714} No validation issues found when analyzing {target}."),
+        [one] => format!("\u{2714} No validation issues found when analyzing {one}."),
+        many => format!(
+            "\u{2714} No validation issues found when analyzing:\n  - {}",
+            many.join("\n  - ")
+        ),
     }
 }
 
@@ -197,8 +255,16 @@ impl Suppression {
         })
     }
 
+    /// The resource may be written `Kind namespace/name` (meshwork's origins) or `Kind
+    /// name.namespace` (istioctl's).
     fn matches(&self, m: &Message) -> bool {
-        glob(&self.code, m.kind.code) && glob(&self.resource, &m.origin_text())
+        let dotted = m.origin.as_ref().map(|o| match o.namespace.as_str() {
+            "" => format!("{} {}", o.kind, o.name),
+            ns => format!("{} {}.{ns}", o.kind, o.name),
+        });
+        glob(&self.code, m.kind.code)
+            && (glob(&self.resource, &m.origin_text())
+                || dotted.is_some_and(|d| glob(&self.resource, &d)))
     }
 }
 
