@@ -106,7 +106,8 @@ fn the_copy_matches_the_shared_seeds_when_present() {
     }
 }
 
-/// Every complete document of a write-up, as one input.
+/// Every complete document of a write-up, as one input in which each document keeps
+/// its line in the write-up (the rest is blank), so that findings point into it.
 fn seed_inputs() -> Vec<(String, String)> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(seeds_dir())
         .unwrap()
@@ -117,12 +118,38 @@ fn seed_inputs() -> Vec<(String, String)> {
         .iter()
         .map(|file| {
             let text = std::fs::read_to_string(file).unwrap();
-            let docs: Vec<String> = yaml_blocks(&text)
-                .iter()
-                .flat_map(|b| complete_documents(b))
-                .collect();
+            let original: Vec<&str> = text.lines().collect();
+            let mut lines = vec![""; original.len()];
+            // (first line, lines) of each document of each ```yaml block
+            let mut docs: Vec<(usize, Vec<&str>)> = Vec::new();
+            let mut in_block = false;
+            for (i, line) in original.iter().enumerate() {
+                let trimmed = line.trim_start();
+                if !in_block {
+                    in_block = trimmed.starts_with("```yaml") || trimmed.starts_with("```yml");
+                    if in_block {
+                        docs.push((i + 1, Vec::new()));
+                    }
+                } else if trimmed.starts_with("```") {
+                    in_block = false;
+                } else if line.starts_with("---") {
+                    docs.push((i + 1, Vec::new()));
+                } else if let Some(doc) = docs.last_mut() {
+                    doc.1.push(line);
+                }
+            }
+            for (first, doc) in docs {
+                let body = doc.join("\n");
+                if complete_documents(&body).is_empty() {
+                    continue;
+                }
+                lines[first - 1] = "---";
+                for (k, l) in doc.into_iter().enumerate() {
+                    lines[first + k] = l;
+                }
+            }
             let name = file.file_name().unwrap().to_string_lossy().into_owned();
-            (name, docs.join("\n---\n"))
+            (name, lines.join("\n") + "\n")
         })
         .collect()
 }
