@@ -1,7 +1,8 @@
-//! `auth.AuthorizationPoliciesAnalyzer`: policies whose selector matches no workload, and
-//! source namespaces that do not exist.
+//! `auth.AuthorizationPoliciesAnalyzer`: policies that apply to no workload in the mesh,
+//! and source namespaces that do not exist.
 
 use super::context::selector_text;
+use super::injection::pod_in_mesh;
 use super::messages::*;
 use super::{Analyzer, Context, Report};
 
@@ -34,18 +35,23 @@ fn run(ctx: &Context<'_>, report: &mut Report) {
     for (o, ap) in ctx.authorization_policies() {
         let ns = o.object.object_ref().namespace;
         let selector = ap.spec.selector.as_ref().map(|s| &s.match_labels);
-        if let Some(sel) = selector.filter(|s| !s.is_empty()) {
-            let scope = (ns != ctx.istio_namespace()).then_some(ns.as_str());
-            if ctx.pods_selected(scope, sel).next().is_none() {
-                report.push(
-                    NO_MATCHING_WORKLOADS_FOUND,
-                    o,
-                    format!(
-                        "No matching workloads for this resource with the following labels: {}",
-                        selector_text(sel)
-                    ),
-                );
-            }
+        // Only Pods in the mesh count. A mesh-wide policy (root namespace) selects in
+        // every namespace; one without a selector applies to its whole namespace.
+        let mesh_wide = ns == ctx.istio_namespace();
+        let scope = (!mesh_wide).then_some(ns.as_str());
+        let empty = Default::default();
+        let in_mesh = ctx
+            .pods_selected(scope, selector.unwrap_or(&empty))
+            .any(|(_, p)| pod_in_mesh(ctx, p));
+        if !in_mesh && (selector.is_some() || !mesh_wide) {
+            report.push(
+                NO_MATCHING_WORKLOADS_FOUND,
+                o,
+                format!(
+                    "No matching workloads for this resource with the following labels: {}",
+                    selector.map(selector_text).unwrap_or_default()
+                ),
+            );
         }
         let sources = ap
             .spec
@@ -53,7 +59,7 @@ fn run(ctx: &Context<'_>, report: &mut Report) {
             .iter()
             .flat_map(|r| r.from.iter())
             .filter_map(|f| f.source.as_ref());
-        for want in sources.flat_map(|s| s.namespaces.iter()) {
+        for want in sources.flat_map(|s| s.namespaces.iter().chain(s.not_namespaces.iter())) {
             if !namespaces.iter().any(|n| pattern_matches(want, n)) {
                 report.push(
                     REFERENCED_RESOURCE_NOT_FOUND,

@@ -10,6 +10,7 @@ use super::context::{is_default, selector_text, selects};
 use super::messages::*;
 use super::virtual_service::full_name;
 use super::{Analyzer, Context, Report};
+use crate::generated::networking::ServerTlsSettings;
 use crate::load::LoadedObject;
 use crate::resource::Gateway;
 use crate::validate::common::hosts_match;
@@ -193,94 +194,101 @@ fn bare_host(h: &str) -> &str {
     h.split_once('/').map_or(h, |(_, h)| h)
 }
 
+/// One message per server whose port and hosts another Gateway of the same selector
+/// also serves, naming the other Gateways and the server's own hosts.
 fn run_conflicts(ctx: &Context<'_>, report: &mut Report) {
     let gws: Vec<_> = user_gateways(ctx).collect();
     for (i, (o, gw)) in gws.iter().enumerate() {
-        // port -> (the other gateways, the hosts they share)
-        let mut conflicts: BTreeMap<u32, (BTreeSet<String>, BTreeSet<String>)> = BTreeMap::new();
-        for (j, (other_o, other)) in gws.iter().enumerate() {
-            if i == j || other.spec.selector != gw.spec.selector {
+        for s in &gw.spec.servers {
+            let Some(port) = s.port.as_ref().and_then(|p| p.number) else {
                 continue;
-            }
-            for s in &gw.spec.servers {
-                for t in &other.spec.servers {
-                    let (Some(a), Some(b)) = (s.port.as_ref(), t.port.as_ref()) else {
-                        continue;
-                    };
-                    if a.number != b.number {
-                        continue;
-                    }
-                    let shared: Vec<String> = s
-                        .hosts
-                        .iter()
-                        .filter(|h| {
+            };
+            let mut others: BTreeSet<String> = BTreeSet::new();
+            for (j, (other_o, other)) in gws.iter().enumerate() {
+                if i == j || other.spec.selector != gw.spec.selector {
+                    continue;
+                }
+                let overlaps = other.spec.servers.iter().any(|t| {
+                    t.port.as_ref().and_then(|p| p.number) == Some(port)
+                        && s.hosts.iter().any(|h| {
                             t.hosts
                                 .iter()
                                 .any(|g| hosts_match(bare_host(h), bare_host(g)))
                         })
-                        .map(|h| bare_host(h).to_string())
-                        .collect();
-                    if shared.is_empty() {
-                        continue;
-                    }
-                    let entry = conflicts.entry(a.number.unwrap_or_default()).or_default();
-                    entry.0.insert(full_name(other_o));
-                    entry.1.extend(shared);
+                });
+                if overlaps {
+                    others.insert(full_name(other_o));
                 }
             }
-        }
-        for (port, (others, hosts)) in conflicts {
+            if others.is_empty() {
+                continue;
+            }
             report.push(
                 CONFLICTING_GATEWAYS,
                 o,
                 format!(
-                    "Conflict with gateways {} (workload selector {}, port {port}, hosts [{}]).",
+                    "Conflict with gateways {} (workload selector {}, port {port}, hosts {}).",
                     others.into_iter().collect::<Vec<_>>().join(","),
                     selector_text(&gw.spec.selector),
-                    hosts.into_iter().collect::<Vec<_>>().join(" ")
+                    s.hosts.join(",")
                 ),
             );
         }
     }
 }
 
-/// The certificates a Gateway serves: credential names and certificate files.
-fn certificates(gw: &Gateway) -> BTreeSet<String> {
-    let tls = gw.spec.servers.iter().filter_map(|s| s.tls.as_ref());
-    tls.flat_map(|t| {
-        let files = t.server_certificate.iter().map(|c| format!("file:{c}"));
-        let names = t.credential_name.iter().chain(t.credential_names.iter());
-        names
-            .map(|c| format!("credential:{c}"))
-            .chain(files)
-            .collect::<Vec<_>>()
-    })
-    .collect()
+/// Istio's rule for one certificate served twice: the same `credentialName`, or, with
+/// none on either side, the same certificate and key files.
+fn same_certificate(a: &ServerTlsSettings, b: &ServerTlsSettings) -> bool {
+    fn set(v: &Option<String>) -> Option<&str> {
+        v.as_deref().filter(|s| !s.is_empty())
+    }
+    match (set(&a.credential_name), set(&b.credential_name)) {
+        (Some(x), Some(y)) => x == y,
+        (None, None) => {
+            let (c1, k1) = (set(&a.server_certificate), set(&a.private_key));
+            let (c2, k2) = (set(&b.server_certificate), set(&b.private_key));
+            c1.is_some() && k1.is_some() && c1 == c2 && k1 == k2
+        }
+        _ => false,
+    }
+}
+
+/// True when every label of `x` is in `y`.
+fn selector_subset(x: &BTreeMap<String, String>, y: &BTreeMap<String, String>) -> bool {
+    x.iter().all(|(k, v)| y.get(k) == Some(v))
 }
 
 fn run_certificates(ctx: &Context<'_>, report: &mut Report) {
     let gws: Vec<_> = user_gateways(ctx).collect();
     for (i, (o, gw)) in gws.iter().enumerate() {
-        let mine = certificates(gw);
-        let mut names = vec![full_name(o)];
         for (j, (other_o, other)) in gws.iter().enumerate() {
-            if i != j
-                && other.spec.selector == gw.spec.selector
-                && !mine.is_disjoint(&certificates(other))
-            {
-                names.push(full_name(other_o));
+            // The other Gateways on (at least) the workloads this one selects.
+            if i == j || !selector_subset(&gw.spec.selector, &other.spec.selector) {
+                continue;
             }
-        }
-        if names.len() > 1 {
-            names.sort();
-            report.push(
-                GATEWAY_DUPLICATE_CERTIFICATE,
-                o,
-                format!(
-                    "Duplicate certificate in multiple gateways [{}] may cause 404s if clients re-use HTTP2 connections.",
-                    names.join(" ")
-                ),
-            );
+            let tls = |g: &'_ Gateway| {
+                g.spec
+                    .servers
+                    .iter()
+                    .filter_map(|s| s.tls.clone())
+                    .collect::<Vec<_>>()
+            };
+            let (mine, theirs) = (tls(gw), tls(other));
+            if mine
+                .iter()
+                .any(|a| theirs.iter().any(|b| same_certificate(a, b)))
+            {
+                report.push(
+                    GATEWAY_DUPLICATE_CERTIFICATE,
+                    o,
+                    format!(
+                        "Duplicate certificate in multiple gateways [{} {}] may cause 404s if clients re-use HTTP2 connections.",
+                        full_name(o),
+                        full_name(other_o)
+                    ),
+                );
+            }
         }
     }
 }

@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::core::v1 as core;
+
 use super::context::is_default;
 use super::messages::*;
 use super::{Analyzer, Context, Report};
@@ -78,26 +80,7 @@ fn run(ctx: &Context<'_>, report: &mut Report) {
         if is_default(o) || skipped(ctx, &r.namespace) {
             continue;
         }
-        let m = &pod.metadata;
-        let says = |key: &str| {
-            let label = m.labels.as_ref().and_then(|l| l.get(key));
-            label
-                .or_else(|| m.annotations.as_ref().and_then(|a| a.get(key)))
-                .cloned()
-        };
-        let wanted = match says("sidecar.istio.io/inject").as_deref() {
-            Some("false") => false,
-            Some("true") => true,
-            _ => injected_ns.contains(&r.namespace),
-        };
-        let spec = pod.spec.as_ref();
-        let containers = spec.into_iter().flat_map(|s| {
-            s.containers
-                .iter()
-                .chain(s.init_containers.iter().flatten())
-        });
-        let has_proxy = containers.into_iter().any(|c| c.name == "istio-proxy");
-        if wanted && !has_proxy {
+        if wants_proxy(pod, &injected_ns.contains(&r.namespace)) && !has_proxy(pod) {
             report.push(
                 POD_MISSING_PROXY,
                 o,
@@ -108,4 +91,38 @@ fn run(ctx: &Context<'_>, report: &mut Report) {
             );
         }
     }
+}
+
+/// True when the Pod runs the proxy (as a container or a native sidecar).
+fn has_proxy(pod: &core::Pod) -> bool {
+    let spec = pod.spec.as_ref();
+    let containers = spec.into_iter().flat_map(|s| {
+        s.containers
+            .iter()
+            .chain(s.init_containers.iter().flatten())
+    });
+    containers.into_iter().any(|c| c.name == "istio-proxy")
+}
+
+/// True when the Pod should get a proxy: its `sidecar.istio.io/inject` label or
+/// annotation, else its namespace.
+fn wants_proxy(pod: &core::Pod, namespace_injected: &bool) -> bool {
+    let m = &pod.metadata;
+    let key = "sidecar.istio.io/inject";
+    let label = m.labels.as_ref().and_then(|l| l.get(key));
+    let says = label.or_else(|| m.annotations.as_ref().and_then(|a| a.get(key)));
+    match says.map(String::as_str) {
+        Some("false") => false,
+        Some("true") => true,
+        _ => *namespace_injected,
+    }
+}
+
+/// Istio's "in the mesh": the Pod has the proxy, or will get one.
+pub(super) fn pod_in_mesh(ctx: &Context<'_>, pod: &core::Pod) -> bool {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or_default();
+    let injected_ns = ctx.namespaces().any(|(_, n)| {
+        n.metadata.name.as_deref() == Some(ns) && n.metadata.labels.as_ref().is_some_and(injected)
+    });
+    has_proxy(pod) || wants_proxy(pod, &injected_ns)
 }

@@ -1,11 +1,10 @@
 //! Sidecar analyzers: workload selectors that select nothing or the same Pod, and more
 //! than one namespace-wide Sidecar. Telemetry resources follow the same rules, so the
-//! checks are shared.
+//! checks are shared. Messages name the resources by name, as Istio does.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::messages::*;
-use super::virtual_service::full_name;
 use super::{Analyzer, Context, Report};
 use crate::load::LoadedObject;
 
@@ -74,7 +73,7 @@ pub(super) fn no_selector_conflicts(
         if list.len() < 2 {
             continue;
         }
-        let names: Vec<String> = list.iter().map(|o| full_name(o)).collect();
+        let names: Vec<String> = list.iter().map(|o| o.object.object_ref().name).collect();
         for o in list {
             report.push(
                 kind,
@@ -126,7 +125,7 @@ pub(super) fn selector_conflicts(
         if list.len() < 2 {
             continue;
         }
-        let names: BTreeSet<String> = list.iter().map(|o| full_name(o)).collect();
+        let names: BTreeSet<String> = list.iter().map(|o| o.object.object_ref().name).collect();
         let names: Vec<String> = names.into_iter().collect();
         for o in list {
             report.push(
