@@ -80,13 +80,20 @@ fn run(ctx: &Context<'_>, report: &mut Report) {
         if is_default(o) || skipped(ctx, &r.namespace) {
             continue;
         }
-        if wants_proxy(pod, &injected_ns.contains(&r.namespace)) && !has_proxy(pod) {
+        // Istio checks the Pods of injected namespaces that do not opt out, and not those
+        // on the host's network.
+        let host_network = pod.spec.as_ref().and_then(|s| s.host_network) == Some(true);
+        if injected_ns.contains(&r.namespace)
+            && injection_choice(pod) != Some(false)
+            && !host_network
+            && !has_proxy(pod)
+        {
             report.push(
                 POD_MISSING_PROXY,
                 o,
                 format!(
-                    "The pod {} is missing the Istio proxy. This can often be resolved by restarting or redeploying the workload.",
-                    r.name
+                    "The pod {}/{} is missing the Istio proxy. This can often be resolved by restarting or redeploying the workload.",
+                    r.namespace, r.name
                 ),
             );
         }
@@ -104,17 +111,16 @@ fn has_proxy(pod: &core::Pod) -> bool {
     containers.into_iter().any(|c| c.name == "istio-proxy")
 }
 
-/// True when the Pod should get a proxy: its `sidecar.istio.io/inject` label or
-/// annotation, else its namespace.
-fn wants_proxy(pod: &core::Pod, namespace_injected: &bool) -> bool {
+/// The Pod's own `sidecar.istio.io/inject` label (or else annotation), when it has one.
+fn injection_choice(pod: &core::Pod) -> Option<bool> {
     let m = &pod.metadata;
     let key = "sidecar.istio.io/inject";
     let label = m.labels.as_ref().and_then(|l| l.get(key));
-    let says = label.or_else(|| m.annotations.as_ref().and_then(|a| a.get(key)));
-    match says.map(String::as_str) {
-        Some("false") => false,
-        Some("true") => true,
-        _ => *namespace_injected,
+    let says = label.or_else(|| m.annotations.as_ref().and_then(|a| a.get(key)))?;
+    if says.eq_ignore_ascii_case("false") {
+        Some(false)
+    } else {
+        Some(says.eq_ignore_ascii_case("true"))
     }
 }
 
@@ -124,5 +130,5 @@ pub(super) fn pod_in_mesh(ctx: &Context<'_>, pod: &core::Pod) -> bool {
     let injected_ns = ctx.namespaces().any(|(_, n)| {
         n.metadata.name.as_deref() == Some(ns) && n.metadata.labels.as_ref().is_some_and(injected)
     });
-    has_proxy(pod) || wants_proxy(pod, &injected_ns)
+    has_proxy(pod) || injection_choice(pod).unwrap_or(injected_ns)
 }

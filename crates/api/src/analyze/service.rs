@@ -47,7 +47,12 @@ pub(super) fn port_protocol(
         let p = p.to_ascii_lowercase();
         PROTOCOLS.contains(&p.as_str()).then_some(p)
     };
-    if let Some(p) = app_protocol.and_then(known) {
+    let app = app_protocol.map(|a| match a {
+        "kubernetes.io/h2c" => "http2",
+        "kubernetes.io/ws" | "kubernetes.io/wss" => "http",
+        other => other,
+    });
+    if let Some(p) = app.and_then(known) {
         return Some(p);
     }
     if name.eq_ignore_ascii_case("grpc-web") || name.to_ascii_lowercase().starts_with("grpc-web-") {
@@ -63,13 +68,20 @@ fn run(ctx: &Context<'_>, report: &mut Report) {
             continue;
         }
         let Some(spec) = &svc.spec else { continue };
+        // The control plane's own Services are skipped.
+        let labels = svc.metadata.labels.as_ref();
+        if labels.is_some_and(|l| {
+            l.contains_key("istio") || l.get("release").is_some_and(|r| r == "istio")
+        }) {
+            continue;
+        }
         let external = spec.type_.as_deref() == Some("ExternalName");
         for port in spec.ports.iter().flatten() {
             let name = port.name.as_deref().unwrap_or("");
             let app = port.app_protocol.as_deref();
             let protocol = port_protocol(name, port.protocol.as_deref(), app);
             if external {
-                if protocol.is_none_or(|p| p == "tcp") {
+                if protocol.is_none() || name == "tcp" {
                     report.push(
                         EXTERNAL_NAME_INVALID_PORT_NAME,
                         o,
@@ -78,7 +90,7 @@ fn run(ctx: &Context<'_>, report: &mut Report) {
                 }
                 continue;
             }
-            if app.is_some_and(|a| !a.is_empty()) || protocol.is_some() {
+            if protocol.is_some() {
                 continue;
             }
             let target = match &port.target_port {
