@@ -29,16 +29,16 @@ pub const MTLS_CONFLICT: Analyzer = Analyzer {
     run: run_mtls,
 };
 
-/// The TLS mode when it originates TLS without anything to verify the server with.
+/// The TLS mode when it originates TLS (SIMPLE or MUTUAL) without `caCertificates`.
+/// Like Istio, a `credentialName` or `insecureSkipVerify` does not count.
 fn unverified(tls: Option<&ClientTlsSettings>) -> Option<&'static str> {
     let tls = tls?;
     let mode = tls.mode?;
-    let set = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.is_empty());
-    let verifies = set(&tls.ca_certificates)
-        || set(&tls.credential_name)
-        || tls.insecure_skip_verify == Some(true);
-    (matches!(mode, ClientTlsMode::Simple | ClientTlsMode::Mutual) && !verifies)
-        .then(|| mode.as_str())
+    let ca = tls
+        .ca_certificates
+        .as_deref()
+        .is_some_and(|s| !s.is_empty());
+    (matches!(mode, ClientTlsMode::Simple | ClientTlsMode::Mutual) && !ca).then(|| mode.as_str())
 }
 
 fn run_ca(ctx: &Context<'_>, report: &mut Report) {
@@ -62,7 +62,11 @@ fn run_ca(ctx: &Context<'_>, report: &mut Report) {
             let Some(mode) = unverified(p.tls.as_ref()) else {
                 continue;
             };
-            let port = p.port.as_ref().and_then(|p| p.number).unwrap_or_default();
+            // Istio prints the port selector in protobuf's text form.
+            let port = match p.port.as_ref().and_then(|p| p.number) {
+                Some(n) => format!("number:{n}"),
+                None => String::new(),
+            };
             report.push(
                 NO_SERVER_CERT_VERIFICATION_PORT,
                 o,

@@ -57,48 +57,34 @@ fn telemetries<'c>(ctx: &'c Context<'_>) -> Vec<Selected<'c>> {
 }
 
 fn run_providers(ctx: &Context<'_>, report: &mut Report) {
-    let defaults = &ctx.mesh.default_providers;
+    // An access log entry without providers uses the mesh's default access log
+    // providers; with none, it does nothing.
+    let no_default = ctx.mesh.default_providers.access_logging.is_empty();
     for (o, t) in ctx.telemetries() {
         let s = &t.spec;
-        let sections = [
-            (
-                s.tracing.iter().map(|x| &x.providers).collect::<Vec<_>>(),
-                &defaults.tracing,
-            ),
-            (
-                s.metrics.iter().map(|x| &x.providers).collect(),
-                &defaults.metrics,
-            ),
-            (
-                s.access_logging.iter().map(|x| &x.providers).collect(),
-                &defaults.access_logging,
-            ),
-        ];
-        // An entry without providers uses the mesh's default providers; with none, the
-        // entry does nothing.
-        let empty = sections
-            .iter()
-            .any(|(entries, default)| default.is_empty() && entries.iter().any(|p| p.is_empty()));
-        if empty {
+        if no_default {
             let r = o.object.object_ref();
-            report.push(
-                INVALID_TELEMETRY_PROVIDER,
-                o,
-                format!(
-                    "The Telemetry {} in namespace {:?} with empty providers will be ignored.",
-                    r.name, r.namespace
-                ),
-            );
+            for _ in s.access_logging.iter().filter(|l| l.providers.is_empty()) {
+                report.push(
+                    INVALID_TELEMETRY_PROVIDER,
+                    o,
+                    format!(
+                        "The Telemetry {} in namespace {:?} with empty providers will be ignored.",
+                        r.name, r.namespace
+                    ),
+                );
+            }
         }
-        for (entries, _) in &sections {
-            for p in entries.iter().flat_map(|p| p.iter()) {
-                if !p.name.is_empty() && ctx.mesh.provider(&p.name).is_none() {
-                    report.push(
-                        REFERENCED_RESOURCE_NOT_FOUND,
-                        o,
-                        format!("Referenced provider not found: {:?}", p.name),
-                    );
-                }
+        let tracing = s.tracing.iter().flat_map(|x| x.providers.iter());
+        let metrics = s.metrics.iter().flat_map(|x| x.providers.iter());
+        let logs = s.access_logging.iter().flat_map(|x| x.providers.iter());
+        for p in tracing.chain(metrics).chain(logs) {
+            if !p.name.is_empty() && ctx.mesh.provider(&p.name).is_none() {
+                report.push(
+                    REFERENCED_RESOURCE_NOT_FOUND,
+                    o,
+                    format!("Referenced provider not found: {:?}", p.name),
+                );
             }
         }
     }
