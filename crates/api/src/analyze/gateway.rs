@@ -115,17 +115,11 @@ fn run_ports(ctx: &Context<'_>, report: &mut Report) {
     }
 }
 
-/// Where a Gateway's credentials are read: the namespace of its Pods when they are all in
-/// one, otherwise its own.
-fn credential_namespace(ctx: &Context<'_>, o: &LoadedObject, gw: &Gateway) -> String {
-    let namespaces: BTreeSet<String> = ctx
-        .pods_selected(None, &gw.spec.selector)
-        .filter_map(|(_, p)| p.metadata.namespace.clone())
-        .collect();
-    match namespaces.len() {
-        1 => namespaces.into_iter().next().unwrap_or_default(),
-        _ => o.object.object_ref().namespace,
-    }
+/// Where a Gateway's credentials are read: the namespace of the (first) Pod it selects;
+/// `None` when it selects none.
+fn credential_namespace(ctx: &Context<'_>, gw: &Gateway) -> Option<String> {
+    let (_, pod) = ctx.pods_selected(None, &gw.spec.selector).next()?;
+    pod.metadata.namespace.clone()
 }
 
 /// True when a Secret holds a certificate and key, in either of Istio's layouts
@@ -160,17 +154,28 @@ fn credential_names(gw: &Gateway) -> Vec<&str> {
 
 fn run_secrets(ctx: &Context<'_>, report: &mut Report) {
     for (o, gw) in user_gateways(ctx) {
-        let ns = credential_namespace(ctx, o, gw);
-        for name in credential_names(gw) {
+        let Some(ns) = credential_namespace(ctx, gw) else {
+            report.push(
+                REFERENCED_RESOURCE_NOT_FOUND,
+                o,
+                format!(
+                    "Referenced selector not found: {:?}",
+                    selector_text(&gw.spec.selector)
+                ),
+            );
+            continue;
+        };
+        for credential in credential_names(gw) {
+            let (secret_ns, name) = credential.split_once('/').unwrap_or((&ns, credential));
             let secret = ctx.secrets().find(|(s, _)| {
                 let r = s.object.object_ref();
-                r.namespace == ns && r.name == name
+                r.namespace == secret_ns && r.name == name
             });
             match secret {
                 None => report.push(
                     REFERENCED_RESOURCE_NOT_FOUND,
                     o,
-                    format!("Referenced credentialName not found: {name:?}"),
+                    format!("Referenced credentialName not found: {credential:?}"),
                 ),
                 Some((_, s)) if !holds_credential(s) => {
                     let r = o.object.object_ref();
