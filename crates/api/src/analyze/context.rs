@@ -170,9 +170,17 @@ impl<'a> Context<'a> {
         for (o, svc) in self.services() {
             let r = o.object.object_ref();
             let ports = svc.spec.iter().flat_map(|s| s.ports.iter().flatten());
+            // A Service exports itself with the `networking.istio.io/exportTo` annotation.
+            let export_to: Vec<String> = svc
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("networking.istio.io/exportTo"))
+                .map(|v| v.split(',').map(|e| e.trim().to_string()).collect())
+                .unwrap_or_default();
             out.push(RegisteredHost {
                 host: format!("{}.{}.{CLUSTER_DOMAIN}", r.name, r.namespace),
-                visible_to: None,
+                visible_to: export_scope(&export_to, &r.namespace),
                 ports: ports.map(|p| p.port as u32).collect(),
             });
         }
