@@ -293,3 +293,31 @@ fn write_stdout(text: &str) {
     use std::io::Write;
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
 }
+
+#[cfg(test)]
+mod tests {
+    use super::glob;
+
+    #[test]
+    fn glob_matches_stars_anywhere() {
+        assert!(glob("IST0101", "IST0101"));
+        assert!(!glob("IST0101", "IST0102"));
+        assert!(glob("*", ""));
+        assert!(glob("Namespace *", "Namespace shop"));
+        assert!(glob(
+            "VirtualService *.default",
+            "VirtualService reviews.default"
+        ));
+        assert!(!glob(
+            "VirtualService *.default",
+            "VirtualService reviews.shop"
+        ));
+        assert!(glob("*review*", "VirtualService default/reviews"));
+        assert!(glob("a*b*c", "abc"));
+        assert!(!glob("a*b*c", "acb"));
+        assert!(
+            !glob("ab*ba", "aba"),
+            "the prefix and suffix may not overlap"
+        );
+    }
+}
