@@ -116,6 +116,10 @@ fn unreadable_input_exits_2() {
     let out = meshwork(&["analyze", "--use-kube=true", "-"], Some(BROKEN));
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("not available yet"));
+    let out = meshwork(&["analyze", "-k", "-"], Some(BROKEN));
+    assert_eq!(out.status.code(), Some(2), "-k alone means --use-kube=true");
+    let out = meshwork(&["analyze", "-k=false", "-"], Some(BROKEN));
+    assert_eq!(out.status.code(), Some(79));
 }
 
 #[test]

@@ -45,7 +45,7 @@ pub struct Args {
     #[arg(short = 'L', long)]
     list_analyzers: bool,
     /// Read the cluster instead of files (not available yet: only `false` is accepted).
-    #[arg(long, value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1,
+    #[arg(short = 'k', long, value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1,
           default_value_t = false, default_missing_value = "true")]
     use_kube: bool,
     /// Drop messages: `CODE=Kind name`, where `*` matches anything (`IST0102=Namespace *`).
