@@ -165,12 +165,13 @@ fn yaml_output_holds_the_same_fields() {
     assert_eq!(
         codes,
         vec![
-            ("IST0118", "Info", "Service default/reviews"),
             ("IST0101", "Error", "VirtualService default/reviews"),
-        ]
+            ("IST0118", "Info", "Service default/reviews"),
+        ],
+        "errors first, as istioctl sorts"
     );
     assert_eq!(
-        list[0]["message"],
+        list[1]["message"],
         "Port name web (port: 9080, targetPort: 9080) doesn't follow the naming convention of Istio port."
     );
 }

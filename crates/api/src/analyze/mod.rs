@@ -99,6 +99,17 @@ impl Message {
             .unwrap_or_default()
     }
 
+    /// The resource as istioctl names it: `Kind name.namespace`, or `Kind name`.
+    pub fn friendly_name(&self) -> String {
+        self.origin
+            .as_ref()
+            .map(|o| match o.namespace.as_str() {
+                "" => format!("{} {}", o.kind, o.name),
+                ns => format!("{} {}.{ns}", o.kind, o.name),
+            })
+            .unwrap_or_default()
+    }
+
     /// `file:line` where the resource was read, when known.
     pub fn reference(&self) -> Option<String> {
         let l = self.location.as_ref()?;
@@ -223,7 +234,7 @@ pub const ANALYZERS: &[Analyzer] = &[
 
 /// Runs every analyzer over a load's result. Messages a resource suppresses with the
 /// `galley.istio.io/analyze-suppress` annotation are dropped; the rest are sorted (by
-/// origin, code and text) and duplicates removed, as istioctl does.
+/// level, code, resource and text) and duplicates removed, as istioctl does.
 pub fn analyze(outcome: &LoadOutcome) -> Vec<Message> {
     let ctx = Context::new(outcome);
     let mut out = Vec::new();
@@ -231,8 +242,16 @@ pub fn analyze(outcome: &LoadOutcome) -> Vec<Message> {
         out.extend(run_one(a, &ctx));
     }
     out.retain(|m| !suppressed(&ctx, m));
-    out.sort_by(|a, b| {
-        (a.origin_text(), a.kind.code, &a.text).cmp(&(b.origin_text(), b.kind.code, &b.text))
+    // istioctl's order: errors first, then by code, then messages about no resource, then
+    // by resource (as istioctl names it), then by the whole line.
+    out.sort_by_cached_key(|m| {
+        (
+            std::cmp::Reverse(m.level()),
+            m.kind.code,
+            m.origin.is_some(),
+            m.friendly_name(),
+            m.to_string(),
+        )
     });
     out.dedup();
     out

@@ -258,13 +258,8 @@ impl Suppression {
     /// The resource may be written `Kind namespace/name` (meshwork's origins) or `Kind
     /// name.namespace` (istioctl's).
     fn matches(&self, m: &Message) -> bool {
-        let dotted = m.origin.as_ref().map(|o| match o.namespace.as_str() {
-            "" => format!("{} {}", o.kind, o.name),
-            ns => format!("{} {}.{ns}", o.kind, o.name),
-        });
         glob(&self.code, m.kind.code)
-            && (glob(&self.resource, &m.origin_text())
-                || dotted.is_some_and(|d| glob(&self.resource, &d)))
+            && (glob(&self.resource, &m.origin_text()) || glob(&self.resource, &m.friendly_name()))
     }
 }
 
