@@ -89,6 +89,11 @@ fn an_error_exits_79_and_is_logged_as_istioctl_logs_it() {
         stdout(&out),
         "Error [IST0101] (VirtualService default/reviews -:1) Referenced host not found: \"reviewz\"\n"
     );
+    assert_eq!(
+        stderr(&out),
+        "Error: Analyzers found issues when analyzing namespace: default.\n\
+         See https://istio.io/latest/docs/reference/config/analysis for more information about causes and resolutions.\n"
+    );
 }
 
 #[test]

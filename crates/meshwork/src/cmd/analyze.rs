@@ -16,6 +16,8 @@ use meshwork_api::load::{LoadOptions, LoadOutcome, config_files, load_paths};
 const FOUND_ISSUES: u8 = 79;
 /// istioctl's exit status when some input could not be parsed (and nothing else failed).
 const DATA_ERROR: u8 = 65;
+/// Istio's reference of analysis messages.
+const DOCS: &str = "https://istio.io/latest/docs/reference/config/analysis";
 
 /// Arguments of `meshwork analyze`.
 #[derive(clap::Args)]
@@ -142,6 +144,10 @@ pub fn run(args: Args) -> ExitCode {
         Format::Yaml => write_stdout(&as_yaml(&shown)),
     }
     if messages.iter().any(|m| m.level() >= args.failure_threshold) {
+        eprintln!(
+            "Error: Analyzers found issues when analyzing {}.\nSee {DOCS} for more information about causes and resolutions.",
+            target(&args, &namespace)
+        );
         ExitCode::from(FOUND_ISSUES)
     } else if !parse_errors.is_empty() {
         ExitCode::from(DATA_ERROR)
@@ -152,12 +158,17 @@ pub fn run(args: Args) -> ExitCode {
 
 /// What istioctl says when it prints no message: the files it read (or the namespace when
 /// there were none), and how many could not be parsed.
-fn no_issues(args: &Args, namespace: &str, outcome: &LoadOutcome, parse_errors: usize) -> String {
-    let target = if args.all_namespaces {
+/// What was analyzed, as istioctl says it.
+fn target(args: &Args, namespace: &str) -> String {
+    if args.all_namespaces {
         "all namespaces".to_string()
     } else {
         format!("namespace: {namespace}")
-    };
+    }
+}
+
+fn no_issues(args: &Args, namespace: &str, outcome: &LoadOutcome, parse_errors: usize) -> String {
+    let target = target(args, namespace);
     if parse_errors > 0 {
         let files: BTreeSet<&Path> = outcome
             .diagnostics
