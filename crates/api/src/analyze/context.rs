@@ -197,8 +197,10 @@ impl<'a> Context<'a> {
         out
     }
 
-    /// Adds the ingress gateway Service and Pod that istioctl assumes, unless the mesh turns
-    /// the ingress controller off or the input defines them.
+    /// Adds the ingress gateway that istioctl assumes for files-only analysis, unless the
+    /// mesh turns the ingress controller off: a Pod `<ingressService>-dummypod` labelled
+    /// `istio: ingressgateway`, and the Service `<ingressService>` (ports 80, 443, 31400
+    /// and 15443, each to the same target port) unless the input defines that Service.
     fn add_default_ingress(&mut self) {
         if self
             .mesh
@@ -208,15 +210,12 @@ impl<'a> Context<'a> {
             return;
         }
         let ns = self.istio_namespace().to_string();
-        let labels = json!({"app": "istio-ingressgateway", "istio": "ingressgateway"});
         let name = self.mesh.ingress_service.clone();
+        let labels = json!({"istio": "ingressgateway"});
         let has_service = self.services().any(|(o, _)| {
             let r = o.object.object_ref();
             r.namespace == ns && r.name == name
         });
-        let selector: BTreeMap<String, String> =
-            [("istio".to_string(), "ingressgateway".to_string())].into();
-        let has_pod = self.pods_selected(Some(&ns), &selector).next().is_some();
         let mut add = |kind: Kind, value: serde_json::Value| {
             let object = kind
                 .decode(value)
@@ -226,28 +225,27 @@ impl<'a> Context<'a> {
                 origin: Location::default(),
             });
         };
+        add(
+            Kind::Pod,
+            json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": format!("{name}-dummypod"), "namespace": ns, "labels": labels},
+                "spec": {"containers": [{"name": "istio-proxy"}]},
+            }),
+        );
         if !has_service {
-            let port = |name: &str, port: u32, target: u32| json!({"name": name, "port": port, "targetPort": target, "protocol": "TCP"});
+            let port = |name: &str, port: u32| json!({"name": name, "port": port, "targetPort": port, "protocol": "TCP"});
             add(
                 Kind::Service,
                 json!({
                     "apiVersion": "v1", "kind": "Service",
-                    "metadata": {"name": name, "namespace": ns, "labels": labels},
+                    "metadata": {"name": name, "namespace": ns},
                     "spec": {"selector": labels, "ports": [
-                        port("status-port", 15021, 15021),
-                        port("http2", 80, 8080),
-                        port("https", 443, 8443),
+                        port("http2", 80),
+                        port("https", 443),
+                        port("tcp", 31400),
+                        port("tls", 15443),
                     ]},
-                }),
-            );
-        }
-        if !has_pod {
-            add(
-                Kind::Pod,
-                json!({
-                    "apiVersion": "v1", "kind": "Pod",
-                    "metadata": {"name": "istio-ingressgateway", "namespace": ns, "labels": labels},
-                    "spec": {"containers": [{"name": "istio-proxy", "image": "proxyv2"}]},
                 }),
             );
         }

@@ -6,8 +6,9 @@
 //!
 //! The harness matches `istioctl analyze`: the Istio namespace is the mesh's root
 //! namespace (`istio-system`), and unless the mesh config sets `ingressControllerMode:
-//! OFF`, a default ingress gateway Service and Pod (`istio: ingressgateway`) are assumed
-//! when the input does not define them.
+//! OFF`, istioctl's default ingress gateway is assumed: a Pod labelled `istio:
+//! ingressgateway`, and its Service (ports 80, 443, 31400, 15443) unless the input
+//! defines that Service.
 
 mod annotations;
 mod authz;
