@@ -256,3 +256,11 @@ impl<'a> Context<'a> {
 pub fn is_default(o: &LoadedObject) -> bool {
     o.origin.file.as_os_str().is_empty()
 }
+
+/// True for Istio's own control plane (labelled `istio`, or `release: istio`), which some
+/// analyzers skip.
+pub fn is_control_plane(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> bool {
+    meta.labels
+        .as_ref()
+        .is_some_and(|l| l.contains_key("istio") || l.get("release").is_some_and(|r| r == "istio"))
+}

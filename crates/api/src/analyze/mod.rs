@@ -208,9 +208,9 @@ impl Report {
 /// Every analyzer, sorted by name.
 pub const ANALYZERS: &[Analyzer] = &[
     annotations::K8S,
+    deployment::APPLICATION_UID,
     authz::AUTHORIZATION_POLICIES,
     destination_rule::MTLS_CONFLICT,
-    deployment::APPLICATION_UID,
     deprecation::FIELDS,
     destination_rule::CA_CERTIFICATE,
     gateway::CERTIFICATE,

@@ -3,7 +3,7 @@
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::context::is_default;
+use super::context::{is_control_plane, is_default};
 use super::injection::SYSTEM_NAMESPACES;
 use super::messages::*;
 use super::{Analyzer, Context, Report};
@@ -69,10 +69,7 @@ fn run(ctx: &Context<'_>, report: &mut Report) {
         }
         let Some(spec) = &svc.spec else { continue };
         // The control plane's own Services are skipped.
-        let labels = svc.metadata.labels.as_ref();
-        if labels.is_some_and(|l| {
-            l.contains_key("istio") || l.get("release").is_some_and(|r| r == "istio")
-        }) {
+        if is_control_plane(&svc.metadata) {
             continue;
         }
         let external = spec.type_.as_deref() == Some("ExternalName");

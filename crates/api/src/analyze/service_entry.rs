@@ -1,4 +1,4 @@
-//! `serviceentry.ProtocolAddressesAnalyzer`: a ServiceEntry with TCP (or unnamed
+//! `serviceentry.Analyzer` (Istio's ProtocolAddressesAnalyzer): a ServiceEntry with TCP (or unnamed
 //! protocol) ports and no addresses, when the mesh does not allocate addresses itself.
 
 use super::messages::*;
@@ -6,8 +6,8 @@ use super::{Analyzer, Context, Report};
 
 /// The analyzer.
 pub const PROTOCOL_ADDRESSES: Analyzer = Analyzer {
-    name: "serviceentry.ProtocolAddressesAnalyzer",
-    description: "Checks the addresses associated with service entries",
+    name: "serviceentry.Analyzer",
+    description: "Checks the validity of ServiceEntry",
     codes: &[SERVICE_ENTRY_ADDRESSES_REQUIRED],
     run,
 };

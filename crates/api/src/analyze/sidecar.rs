@@ -62,7 +62,8 @@ pub(super) fn no_selector_conflicts(
 ) {
     let mut by_ns: BTreeMap<String, Vec<&LoadedObject>> = BTreeMap::new();
     for (o, sel) in items {
-        if sel.is_none_or(|s| s.is_empty()) {
+        // As in Istio, an empty selector is still a selector.
+        if sel.is_none() {
             by_ns
                 .entry(o.object.object_ref().namespace)
                 .or_default()
