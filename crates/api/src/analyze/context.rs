@@ -252,6 +252,12 @@ impl<'a> Context<'a> {
     }
 }
 
+/// `namespace/name` of a resource, as Istio names it in message texts.
+pub fn full_name(o: &LoadedObject) -> String {
+    let r = o.object.object_ref();
+    format!("{}/{}", r.namespace, r.name)
+}
+
 /// True for an object istioctl's harness assumed rather than read.
 pub fn is_default(o: &LoadedObject) -> bool {
     o.origin.file.as_os_str().is_empty()

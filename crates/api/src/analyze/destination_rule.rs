@@ -1,10 +1,8 @@
 //! DestinationRule analyzers: TLS origination that does not verify the server, and
 //! client TLS that contradicts the PeerAuthentication of the destination's namespace.
 
-use super::context::CLUSTER_DOMAIN;
-use super::context::to_fqdn;
+use super::context::{CLUSTER_DOMAIN, full_name, to_fqdn};
 use super::messages::*;
-use super::virtual_service::full_name;
 use super::{Analyzer, Context, Report};
 use crate::generated::networking::{ClientTlsMode, ClientTlsSettings};
 use crate::generated::security::MutualTlsMode;

@@ -6,9 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::context::{is_default, selector_text, selects};
+use super::context::{full_name, is_default, selector_text, selects};
 use super::messages::*;
-use super::virtual_service::full_name;
 use super::{Analyzer, Context, Report};
 use crate::generated::networking::ServerTlsSettings;
 use crate::load::LoadedObject;

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use super::context::{RegisteredHost, export_scope, to_fqdn};
+use super::context::{RegisteredHost, export_scope, full_name, to_fqdn};
 use super::messages::*;
 use super::{Analyzer, Context, Report};
 use crate::generated::networking::Destination;
@@ -49,12 +49,6 @@ pub const CONFLICTING_MESH_GATEWAY_HOSTS: Analyzer = Analyzer {
     codes: &[CONFLICTING_MESH_GATEWAY_VS_HOSTS],
     run: run_conflicting_hosts,
 };
-
-/// `namespace/name` of a resource, as Istio names it in message texts.
-pub(super) fn full_name(o: &LoadedObject) -> String {
-    let r = o.object.object_ref();
-    format!("{}/{}", r.namespace, r.name)
-}
 
 fn namespace_of(o: &LoadedObject) -> String {
     o.object.object_ref().namespace
