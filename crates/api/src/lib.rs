@@ -1,4 +1,5 @@
 //! Istio's configuration API as Rust types, and everything needed to read it strictly.
+pub mod analyze;
 pub mod cel_rules;
 pub mod diagnostic;
 pub mod duration;

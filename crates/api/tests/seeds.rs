@@ -105,3 +105,70 @@ fn the_copy_matches_the_shared_seeds_when_present() {
         );
     }
 }
+
+/// Every complete document of a write-up, as one input in which each document keeps
+/// its line in the write-up (the rest is blank), so that findings point into it.
+fn seed_inputs() -> Vec<(String, String)> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(seeds_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|file| {
+            let text = std::fs::read_to_string(file).unwrap();
+            let original: Vec<&str> = text.lines().collect();
+            let mut lines = vec![""; original.len()];
+            // (first line, lines) of each document of each ```yaml block
+            let mut docs: Vec<(usize, Vec<&str>)> = Vec::new();
+            let mut in_block = false;
+            for (i, line) in original.iter().enumerate() {
+                let trimmed = line.trim_start();
+                if !in_block {
+                    in_block = trimmed.starts_with("```yaml") || trimmed.starts_with("```yml");
+                    if in_block {
+                        docs.push((i + 1, Vec::new()));
+                    }
+                } else if trimmed.starts_with("```") {
+                    in_block = false;
+                } else if line.starts_with("---") {
+                    docs.push((i + 1, Vec::new()));
+                } else if let Some(doc) = docs.last_mut() {
+                    doc.1.push(line);
+                }
+            }
+            for (first, doc) in docs {
+                let body = doc.join("\n");
+                if complete_documents(&body).is_empty() {
+                    continue;
+                }
+                lines[first - 1] = "---";
+                for (k, l) in doc.into_iter().enumerate() {
+                    lines[first + k] = l;
+                }
+            }
+            let name = file.file_name().unwrap().to_string_lossy().into_owned();
+            (name, lines.join("\n") + "\n")
+        })
+        .collect()
+}
+
+/// `meshwork analyze -A` over each write-up's configuration gives exactly the findings
+/// recorded in tests/data/seeds-analyze.txt (reviewed against Istio's analyzers).
+#[test]
+fn the_seeds_analyze_to_the_recorded_findings() {
+    let mut got = String::new();
+    for (name, text) in seed_inputs() {
+        let outcome = load_str(Path::new(&name), &text, &LoadOptions::default());
+        for m in meshwork_api::analyze::analyze(&outcome) {
+            got.push_str(&format!("{m}\n"));
+        }
+    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/seeds-analyze.txt");
+    if std::env::var_os("MESHWORK_BLESS").is_some() {
+        std::fs::write(&path, &got).unwrap();
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_default();
+    assert_eq!(got, want, "analyze output of the seeds changed");
+}

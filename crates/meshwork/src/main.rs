@@ -24,6 +24,9 @@ struct Cli {
 enum Command {
     /// Check Istio and Kubernetes configuration as Istio's validating webhook would.
     Validate(cmd::validate::Args),
+    /// Analyze Istio configuration as `istioctl analyze` does: references between
+    /// resources, conflicts and likely mistakes.
+    Analyze(cmd::analyze::Args),
     /// Run the control plane and its gateways on one machine, serving a config directory.
     Up(cmd::up::Args),
     /// Run a test backend that answers with the request it saw.
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
         .init();
     match cli.command {
         Command::Validate(args) => cmd::validate::run(args),
+        Command::Analyze(args) => cmd::analyze::run(args),
         Command::Up(args) => cmd::up::run(args),
         Command::Echo(args) => cmd::echo::run(args),
     }

@@ -1,21 +1,12 @@
 //! `meshwork validate` as a user runs it: the real binary, real files, stdin, exit codes.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
+
+mod support;
 
 fn meshwork(args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_meshwork"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("meshwork runs");
-    let input = stdin.unwrap_or("").to_string();
-    let mut pipe = child.stdin.take().unwrap();
-    std::thread::spawn(move || pipe.write_all(input.as_bytes()));
-    child.wait_with_output().unwrap()
+    support::run(args, stdin)
 }
 
 fn repo() -> PathBuf {

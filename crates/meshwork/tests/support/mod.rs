@@ -13,6 +13,22 @@ pub fn meshwork_bin() -> &'static str {
     env!("CARGO_BIN_EXE_meshwork")
 }
 
+/// Runs `meshwork ARGS` to completion with `stdin` as its standard input.
+pub fn run(args: &[&str], stdin: Option<&str>) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(meshwork_bin())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("meshwork runs");
+    let input = stdin.unwrap_or("").to_string();
+    let mut pipe = child.stdin.take().unwrap();
+    std::thread::spawn(move || pipe.write_all(input.as_bytes()));
+    child.wait_with_output().unwrap()
+}
+
 /// A port that was free a moment ago, for a server to bind. It is drawn from 20000-32767,
 /// below Linux's ephemeral range (32768-60999), so no client connection of a parallel test
 /// can take it as its source port before the server binds it.
