@@ -120,7 +120,7 @@ impl Gateways {
                 .or_insert_with(|| Proxy::with_settings(settings.clone()));
             let report = proxy.apply(config).await;
             for r in &report.rejected {
-                error!(gateway = %name, "{r}; it keeps its previous version");
+                error!(gateway = %name, "{r}");
             }
             for e in &report.bind_errors {
                 error!(gateway = %name, "{e}");

@@ -132,7 +132,7 @@ pub fn apply(
                 rejected.push(Rejection {
                     kind: ResourceType::Secret,
                     name: name.clone(),
-                    reason,
+                    reason: format!("{reason}; {}", kept(previous.secrets.contains_key(name))),
                 });
                 keep_previous(&mut accepted.secrets, &previous.config.secrets, name);
                 if let Some(old) = previous.secrets.get(name) {
@@ -157,7 +157,7 @@ pub fn apply(
                     rejected.push(Rejection {
                         kind: ResourceType::RouteTable,
                         name: name.clone(),
-                        reason: e.to_string(),
+                        reason: format!("{e}; {}", kept(previous.route_tables.contains_key(name))),
                     });
                     keep_previous(
                         &mut accepted.route_tables,
@@ -178,7 +178,11 @@ pub fn apply(
             rejected.push(Rejection {
                 kind: ResourceType::Listener,
                 name: listener.name.clone(),
-                reason: format!("address {:?} is not an IP address", listener.address),
+                reason: format!(
+                    "address {:?} is not an IP address; {}",
+                    listener.address,
+                    kept(previous.config.listeners.contains_key(&listener.name))
+                ),
             });
             keep_previous(
                 &mut accepted.listeners,
@@ -216,7 +220,7 @@ pub fn apply(
                             rejected.push(Rejection {
                                 kind: ResourceType::Cluster,
                                 name: name.clone(),
-                                reason: format!("TLS origination: {e}"),
+                                reason: format!("TLS origination: {e}; {}", kept(old.is_some())),
                             });
                             keep_previous(&mut accepted.clusters, &previous.config.clusters, name);
                             if let Some(o) = old {
@@ -271,6 +275,15 @@ pub fn apply(
 pub fn bind_address(listener: &Listener) -> Option<SocketAddr> {
     let ip: std::net::IpAddr = listener.address.parse().ok()?;
     Some(SocketAddr::new(ip, listener.bind_port))
+}
+
+/// What becomes of a rejected resource.
+fn kept(had_previous: bool) -> &'static str {
+    if had_previous {
+        "it keeps its previous version"
+    } else {
+        "it is left out"
+    }
 }
 
 fn keep_previous<T: Clone>(
