@@ -2,5 +2,6 @@
 //! per proxy, and applying it to proxies (see docs/architecture.md).
 #![forbid(unsafe_code)]
 
+pub mod last_good;
 pub mod up;
 pub mod watch;

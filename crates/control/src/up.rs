@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use meshwork_api::diagnostic::Severity;
-use meshwork_api::load::{LoadOptions, ReadError, load_paths};
+use meshwork_api::load::{LoadOptions, LoadOutcome, ReadError, load_paths};
 use meshwork_api::resource::Object;
 use meshwork_model::compile_gateways;
 use meshwork_model::resources::ProxyConfig;
@@ -19,6 +19,7 @@ use meshwork_proxy::admin::{self, AdminState};
 use tokio::net::TcpListener;
 use tracing::{error, info, warn};
 
+use crate::last_good;
 use crate::watch::DirWatcher;
 
 /// How `meshwork up` runs.
@@ -74,9 +75,7 @@ pub struct Gateways {
 
 impl Gateways {
     /// Loads and checks the config; every diagnostic is logged.
-    fn load(
-        opts: &UpOptions,
-    ) -> Result<Option<(Vec<Object>, meshwork_api::mesh::MeshConfig)>, ReadError> {
+    fn load(opts: &UpOptions) -> Result<LoadOutcome, ReadError> {
         let load_opts = LoadOptions {
             mesh_file: opts.mesh.clone(),
             ..LoadOptions::default()
@@ -88,16 +87,7 @@ impl Gateways {
                 Severity::Warning => warn!("{d}"),
             }
         }
-        if outcome.has_errors() {
-            return Ok(None);
-        }
-        let objects = outcome
-            .config
-            .objects
-            .into_iter()
-            .map(|o| o.object)
-            .collect();
-        Ok(Some((objects, outcome.config.mesh)))
+        Ok(outcome)
     }
 
     /// Compiles and applies a loaded config, resource by resource. Returns false when a
@@ -193,9 +183,20 @@ pub async fn run(opts: UpOptions) -> Result<(), UpError> {
             .map_err(|source| UpError::Bind { addr, source })?;
         tokio::spawn(admin::serve(listener, admin.clone()));
     }
-    let Some((objects, mesh)) = Gateways::load(&opts)? else {
-        return Err(UpError::Invalid(1));
-    };
+    let first = Gateways::load(&opts)?;
+    if first.has_errors() {
+        return Err(UpError::Invalid(
+            first
+                .diagnostics
+                .iter()
+                .filter(|d| d.severity == Severity::Error)
+                .count(),
+        ));
+    }
+    let mut last_good = first.config.objects;
+    let mut last_mesh = first.config.mesh;
+    let objects: Vec<Object> = last_good.iter().map(|o| o.object.clone()).collect();
+    let mesh = last_mesh.clone();
     let mut gateways = Gateways {
         proxies: BTreeMap::new(),
         admin: admin.clone(),
@@ -229,9 +230,29 @@ pub async fn run(opts: UpOptions) -> Result<(), UpError> {
         }
         info!("configuration changed; reloading");
         match Gateways::load(&opts) {
-            Ok(Some((objects, mesh))) => {
-                drain_for = drain_duration(&mesh);
-                let ok = gateways.apply(&objects, &mesh).await;
+            Ok(outcome) => {
+                let merged = last_good::merge(outcome, &last_good, &last_mesh, opts.mesh.as_ref());
+                for r in &merged.kept {
+                    error!("{r}: the new version is rejected; the last good version keeps serving");
+                }
+                for r in &merged.left_out {
+                    error!("{r}: rejected; it has no good version and is left out");
+                }
+                if merged.mesh_kept {
+                    error!("the mesh config is rejected; the last good mesh config applies");
+                }
+                if !merged.kept.is_empty() || !merged.left_out.is_empty() || merged.mesh_kept {
+                    error!(
+                        "configuration rejected in part: {} resource(s) keep their last good version, {} left out; the rest applies",
+                        merged.kept.len(),
+                        merged.left_out.len()
+                    );
+                }
+                let objects: Vec<Object> =
+                    merged.objects.iter().map(|o| o.object.clone()).collect();
+                drain_for = drain_duration(&merged.mesh);
+                let ok = gateways.apply(&objects, &merged.mesh).await;
+                (last_good, last_mesh) = (merged.objects, merged.mesh);
                 admin.set_ready(ok);
                 if ok {
                     info!("configuration applied");
@@ -247,7 +268,6 @@ pub async fn run(opts: UpOptions) -> Result<(), UpError> {
                     }
                 }
             }
-            Ok(None) => error!("configuration rejected; the last good configuration keeps serving"),
             Err(e) => error!(
                 "cannot read the configuration: {e}; the last good configuration keeps serving"
             ),
