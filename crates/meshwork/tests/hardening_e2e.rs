@@ -350,3 +350,75 @@ fn a_listener_caps_its_connections_and_counts_the_overflow() {
         status(&["-H", HOST, &format!("http://127.0.0.1:{http}/")]) == 200
     });
 }
+
+/// A backend that answers with a Content-Length of 1,000 and sends 10 bytes, then closes.
+fn truncating_backend() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                }
+                let _ =
+                    stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n0123456789");
+            });
+        }
+    });
+    port
+}
+
+fn access_log(mesh: &Mesh) -> String {
+    let mesh_file = mesh.dir.path().join("mesh.yaml");
+    std::fs::write(
+        &mesh_file,
+        "accessLogFile: /dev/stdout\naccessLogEncoding: JSON\n",
+    )
+    .unwrap();
+    mesh_file.to_str().unwrap().to_string()
+}
+
+#[test]
+fn truncated_responses_and_clients_that_leave_are_flagged() {
+    let mut mesh = Mesh::new("truncated");
+    let http = free_port();
+    let backend = truncating_backend();
+    config(&mesh, http, backend, "");
+    let mesh_file = access_log(&mesh);
+    mesh.up(&["--mesh", &mesh_file]);
+    let out = curl(&["-s", "-H", HOST, &format!("http://127.0.0.1:{http}/")]);
+    assert!(!out.status.success(), "curl sees the response cut short");
+    let up = mesh.up.as_ref().unwrap();
+    eventually(Duration::from_secs(5), "the UC entry", || {
+        up.stdout()
+            .contains("\"response_code\":200,\"response_flags\":\"UC\"")
+    });
+
+    // A client that gives up before its answer.
+    let mut slow_mesh = Mesh::new("client-left");
+    let http = free_port();
+    let echo = slow_mesh.echo("slow");
+    config(&slow_mesh, http, echo, "");
+    let mesh_file = access_log(&slow_mesh);
+    slow_mesh.up(&["--mesh", &mesh_file]);
+    let out = curl(&[
+        "-s",
+        "--max-time",
+        "0.5",
+        "-H",
+        HOST,
+        &format!("http://127.0.0.1:{http}/?delay=3s"),
+    ]);
+    assert!(!out.status.success());
+    let up = slow_mesh.up.as_ref().unwrap();
+    eventually(Duration::from_secs(5), "the DC entry", || {
+        up.stdout()
+            .contains("\"response_code\":0,\"response_flags\":\"DC\"")
+    });
+}

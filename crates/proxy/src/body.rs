@@ -37,20 +37,30 @@ where
     b.map_err(Into::into).boxed_unsync()
 }
 
+/// How a body ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyEnd {
+    /// Read to its end.
+    Complete,
+    /// Its source failed (an upstream that closed or reset mid-body).
+    Failed,
+    /// Dropped before its end (the reader went away).
+    Abandoned,
+}
+
+/// What runs once a body has ended.
+pub type OnEnd = Box<dyn FnOnce(BodyEnd) + Send>;
+
 /// Counts the data bytes of a body, and runs `on_end` once when the body is done or dropped.
 pub struct Counted {
     inner: Body,
     count: Arc<AtomicU64>,
-    on_end: Option<Box<dyn FnOnce() + Send>>,
+    on_end: Option<OnEnd>,
 }
 
 impl Counted {
     /// Wraps `inner`, adding to `count`.
-    pub fn new(
-        inner: Body,
-        count: Arc<AtomicU64>,
-        on_end: Option<Box<dyn FnOnce() + Send>>,
-    ) -> Self {
+    pub fn new(inner: Body, count: Arc<AtomicU64>, on_end: Option<OnEnd>) -> Self {
         Self {
             inner,
             count,
@@ -75,9 +85,14 @@ impl HttpBody for Counted {
                     this.count.fetch_add(d.len() as u64, Ordering::Relaxed);
                 }
             }
-            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
+            Poll::Ready(None) => {
                 if let Some(f) = this.on_end.take() {
-                    f();
+                    f(BodyEnd::Complete);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                if let Some(f) = this.on_end.take() {
+                    f(BodyEnd::Failed);
                 }
             }
             Poll::Pending => {}
@@ -97,7 +112,12 @@ impl HttpBody for Counted {
 impl Drop for Counted {
     fn drop(&mut self) {
         if let Some(f) = self.on_end.take() {
-            f();
+            // A reader may stop once the body says it has ended, without polling again.
+            f(if self.inner.is_end_stream() {
+                BodyEnd::Complete
+            } else {
+                BodyEnd::Abandoned
+            });
         }
     }
 }

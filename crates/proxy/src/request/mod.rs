@@ -36,8 +36,9 @@ use hyper::body::Incoming;
 use meshwork_resources::route::RouteAction;
 
 use crate::Shared;
-use crate::body::{Body, Counted, boxed};
+use crate::body::{Body, BodyEnd, Counted, boxed};
 use crate::connection::Connection;
+use crate::flags::ResponseFlags;
 use crate::recorder::{Kind, Outcome};
 use crate::runtime::Runtime;
 use context::{RequestContext, ensure_request_id};
@@ -109,7 +110,18 @@ pub async fn handle(
     let start = ctx.start;
     let recorder = shared.clone();
     // Recorded when the response body ends, with the bytes each way.
-    let on_end = Box::new(move || {
+    let on_end = Box::new(move |end: BodyEnd| {
+        let mut outcome = outcome;
+        // A body cut short: the upstream failed mid-body (UC), or the client left (DC).
+        match end {
+            BodyEnd::Complete => {}
+            BodyEnd::Failed => outcome
+                .flags
+                .insert(ResponseFlags::UPSTREAM_CONNECTION_TERMINATION),
+            BodyEnd::Abandoned => outcome
+                .flags
+                .insert(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION),
+        }
         entry.duration = start.elapsed().as_millis() as u64;
         entry.bytes_received = received.load(Ordering::Relaxed);
         entry.bytes_sent = sent_end.load(Ordering::Relaxed);
@@ -137,7 +149,7 @@ impl Drop for Unanswered {
         let outcome = Outcome {
             kind: Kind::Http,
             status: 0,
-            flags: crate::flags::ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION,
+            flags: ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION,
             details: std::borrow::Cow::Borrowed("downstream_remote_disconnect"),
         };
         let logged = self.entry.take().and_then(|(mut entry, log)| {
