@@ -422,3 +422,51 @@ fn truncated_responses_and_clients_that_leave_are_flagged() {
             .contains("\"response_code\":0,\"response_flags\":\"DC\"")
     });
 }
+
+#[test]
+fn a_listener_removed_from_config_drains_its_connections() {
+    let mut mesh = Mesh::new("removed");
+    let (http, extra) = (free_port(), free_port());
+    let echo = mesh.echo("app");
+    config(&mesh, http, echo, "");
+    let second = |on: bool| {
+        let server = if on {
+            "  - port: {number: 81, name: http-extra, protocol: HTTP}\n    hosts: [\"*\"]\n"
+                .to_string()
+        } else {
+            String::new()
+        };
+        format!(
+            "apiVersion: networking.istio.io/v1beta1\nkind: Gateway\nmetadata: {{name: extra, namespace: istio-system}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers:\n  - port: {{number: {http}, name: http-same, protocol: HTTP}}\n    hosts: [\"nothing.test\"]\n{server}---\napiVersion: v1\nkind: Service\nmetadata: {{name: extra-gw, namespace: istio-system}}\nspec:\n  selector: {{istio: ingressgateway}}\n  ports: [{{name: http-extra, port: 81, targetPort: {extra}}}]\n"
+        )
+    };
+    mesh.config("extra.yaml", &second(true));
+    mesh.config(
+        "extra-route.yaml",
+        "apiVersion: networking.istio.io/v1beta1\nkind: VirtualService\nmetadata: {name: extra, namespace: shop}\nspec:\n  hosts: [\"*\"]\n  gateways: [istio-system/extra]\n  http:\n  - route: [{destination: {host: app}}]\n",
+    );
+    mesh.up(&[]);
+    let mut s = TcpStream::connect(("127.0.0.1", extra)).unwrap();
+    s.write_all(b"GET /?delay=1500ms HTTP/1.1\r\nHost: app.example.test\r\n\r\n")
+        .unwrap();
+    // The listener goes away while the request is in flight.
+    mesh.config("extra.yaml", &second(false));
+    eventually(Duration::from_secs(10), "the listener closed", || {
+        TcpStream::connect(("127.0.0.1", extra)).is_err()
+    });
+    s.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("the kept-alive connection of a removed listener stayed open: {e}"),
+        }
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.starts_with("HTTP/1.1 200"),
+        "the request in flight completed: {text}"
+    );
+}

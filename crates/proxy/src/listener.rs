@@ -69,9 +69,9 @@ pub async fn start(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<Lis
                             continue;
                         }
                         let registered = shared.connections.register();
-                        let (shared, open) = (shared.clone(), open.clone());
+                        let (shared, open, removed) = (shared.clone(), open.clone(), stopped.clone());
                         tokio::spawn(async move {
-                            serve_connection(stream, peer, addr, shared).await;
+                            serve_connection(stream, peer, addr, shared, removed).await;
                             drop(registered);
                             open.fetch_sub(1, Ordering::AcqRel);
                         });
@@ -150,11 +150,14 @@ async fn serve_connection(
     peer: SocketAddr,
     bind: SocketAddr,
     shared: Arc<Shared>,
+    removed: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
     let state = shared.state.load_full();
     let mut sni = None;
-    if let Err(refusal) = route_connection(stream, peer, bind, &shared, &state, &mut sni).await {
+    if let Err(refusal) =
+        route_connection(stream, peer, bind, &shared, &state, &mut sni, removed).await
+    {
         record_refusal(&shared, &state, peer, bind, sni, refusal);
     }
 }
@@ -168,6 +171,7 @@ async fn route_connection(
     shared: &Arc<Shared>,
     state: &Arc<Runtime>,
     sni_seen: &mut Option<String>,
+    removed: watch::Receiver<bool>,
 ) -> Result<(), Refusal> {
     let no_chain = |why: &str| {
         Refusal::new(
@@ -192,7 +196,7 @@ async fn route_connection(
             tcp::forward(stream, route, state, shared, &conn, false, Vec::new()).await;
             return Ok(());
         }
-        serve_http(TokioIo::new(stream), conn, shared.clone()).await;
+        serve_http(TokioIo::new(stream), conn, shared.clone(), removed).await;
         return Ok(());
     }
 
@@ -265,12 +269,18 @@ async fn route_connection(
         return Ok(());
     }
     conn.scheme = "https";
-    serve_http(TokioIo::new(tls), conn, shared.clone()).await;
+    serve_http(TokioIo::new(tls), conn, shared.clone(), removed).await;
     Ok(())
 }
 
-async fn serve_http<I>(io: TokioIo<I>, conn: Connection, shared: Arc<Shared>)
-where
+/// Serves HTTP on a connection until it closes, the proxy drains, the listener is removed
+/// from config (both finish the requests in flight, then close), or it idles too long.
+async fn serve_http<I>(
+    io: TokioIo<I>,
+    conn: Connection,
+    shared: Arc<Shared>,
+    mut removed: watch::Receiver<bool>,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let conn = Arc::new(conn);
@@ -300,6 +310,10 @@ where
         r = connection.as_mut() => r,
         _ = draining.changed() => {
             // Finish the requests in flight, then close (GOAWAY on HTTP/2).
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+        _ = removed.changed() => {
             connection.as_mut().graceful_shutdown();
             connection.await
         }
