@@ -470,3 +470,52 @@ fn a_listener_removed_from_config_drains_its_connections() {
         "the request in flight completed: {text}"
     );
 }
+
+#[test]
+fn a_malformed_chunked_body_is_400_before_anything_reaches_the_backend() {
+    let mut mesh = Mesh::new("chunked");
+    let http = free_port();
+    let backend = resetting_backend();
+    config(&mesh, http, backend.port, "");
+    mesh.up(&[]);
+    let answer = raw(
+        http,
+        b"POST / HTTP/1.1\r\nHost: app.example.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nZZ\r\nmore\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert_eq!(
+        backend.requests.load(Ordering::SeqCst),
+        0,
+        "nothing reached the backend"
+    );
+
+    // A well-formed chunked body, small or large, still goes through.
+    let mut echo_mesh = Mesh::new("chunked-ok");
+    let http = free_port();
+    let echo = echo_mesh.echo("app");
+    config(&echo_mesh, http, echo, "");
+    echo_mesh.up(&[]);
+    for size in [10usize, 200 * 1024] {
+        let file = echo_mesh.dir.path().join(format!("body-{size}"));
+        std::fs::write(&file, "x".repeat(size)).unwrap();
+        let out = curl(&[
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            HOST,
+            "-H",
+            "Transfer-Encoding: chunked",
+            "--data-binary",
+            &format!("@{}", file.display()),
+            &format!("http://127.0.0.1:{http}/"),
+        ]);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "200",
+            "a chunked body of {size} bytes"
+        );
+    }
+}

@@ -121,3 +121,41 @@ impl Drop for Counted {
         }
     }
 }
+
+/// Frames already read from a body, then the rest of it.
+pub struct Prefixed {
+    read: std::collections::VecDeque<Frame<Bytes>>,
+    rest: Option<Body>,
+}
+
+impl Prefixed {
+    /// `read` first, then whatever `rest` still yields (none when it ended).
+    pub fn new(read: Vec<Frame<Bytes>>, rest: Option<Body>) -> Prefixed {
+        Prefixed {
+            read: read.into(),
+            rest,
+        }
+    }
+}
+
+impl HttpBody for Prefixed {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(frame) = self.read.pop_front() {
+            return Poll::Ready(Some(Ok(frame)));
+        }
+        match self.rest.as_mut() {
+            Some(rest) => Pin::new(rest).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.read.is_empty() && self.rest.as_ref().is_none_or(|r| r.is_end_stream())
+    }
+}

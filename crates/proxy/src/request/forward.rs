@@ -66,7 +66,7 @@ pub async fn forward(
     // stream once.
     let retries = route.route.retries.as_ref();
     let wants_copy = retries.is_some() || !route.route.mirrors.is_empty();
-    let (held, mut streamed) = hold_body(body, &parts.headers, wants_copy).await?;
+    let (held, mut streamed) = hold_body(body, &parts, wants_copy).await?;
     let max_attempts = match (retries, &held) {
         (Some(r), Some(_)) => r.attempts + 1,
         _ => 1,
@@ -260,29 +260,75 @@ fn upstream_path(route: &CompiledRoute, matched: Option<usize>, uri: &Uri) -> St
 
 /// Reads a body small enough to hold when a copy is wanted (retries, mirrors). Returns
 /// the held bytes, or the body to stream once.
+///
+/// An HTTP/1.1 chunked body (no Content-Length) is read ahead up to the same limit before
+/// anything goes upstream, so that a malformed chunk is the client's 400 and never reaches
+/// the backend; one that ends within the limit can be retried too.
 async fn hold_body(
     body: Body,
-    headers: &HeaderMap,
+    parts: &http::request::Parts,
     wants_copy: bool,
 ) -> Result<(Option<Bytes>, Option<Body>), BadRequest> {
-    let length = headers
+    let length = parts
+        .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let replayable = length.map_or(body.is_end_stream(), |n| n <= RETRY_BUFFER_LIMIT);
-    if !(wants_copy && replayable) {
-        return Ok((None, Some(body)));
-    }
     if body.is_end_stream() {
         // No body (most GETs): nothing to read or hold.
-        return Ok((Some(Bytes::new()), None));
+        return Ok((wants_copy.then(Bytes::new), (!wants_copy).then(empty)));
     }
-    let bytes = body
-        .collect()
-        .await
-        .map_err(|e| BadRequest(e.to_string()))?
-        .to_bytes();
-    Ok((Some(bytes), None))
+    match length {
+        Some(n) if wants_copy && n <= RETRY_BUFFER_LIMIT => {
+            let bytes = body
+                .collect()
+                .await
+                .map_err(|e| BadRequest(e.to_string()))?
+                .to_bytes();
+            Ok((Some(bytes), None))
+        }
+        None if parts.version == http::Version::HTTP_11 => read_ahead(body, wants_copy).await,
+        _ => Ok((None, Some(body))),
+    }
+}
+
+/// Reads a chunked body up to the retry buffer: held when it ended within it (and a copy
+/// is wanted), else streamed from what was read on.
+async fn read_ahead(
+    mut body: Body,
+    wants_copy: bool,
+) -> Result<(Option<Bytes>, Option<Body>), BadRequest> {
+    let mut frames: Vec<hyper::body::Frame<Bytes>> = Vec::new();
+    let mut size = 0u64;
+    let mut only_data = true;
+    while size <= RETRY_BUFFER_LIMIT {
+        match body.frame().await {
+            None => {
+                if wants_copy && only_data {
+                    let mut all = bytes::BytesMut::with_capacity(size as usize);
+                    for f in frames {
+                        if let Ok(d) = f.into_data() {
+                            all.extend_from_slice(&d);
+                        }
+                    }
+                    return Ok((Some(all.freeze()), None));
+                }
+                return Ok((None, Some(boxed(crate::body::Prefixed::new(frames, None)))));
+            }
+            Some(Err(e)) => return Err(BadRequest(format!("malformed request body: {e}"))),
+            Some(Ok(frame)) => {
+                match frame.data_ref() {
+                    Some(d) => size += d.len() as u64,
+                    None => only_data = false,
+                }
+                frames.push(frame);
+            }
+        }
+    }
+    Ok((
+        None,
+        Some(boxed(crate::body::Prefixed::new(frames, Some(body)))),
+    ))
 }
 
 /// Sends copies to the route's mirrors, fire and forget.
