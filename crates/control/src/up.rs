@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use meshwork_api::diagnostic::Severity;
-use meshwork_api::load::{LoadOptions, LoadOutcome, ReadError, load_paths};
+use meshwork_api::load::{LoadOptions, LoadOutcome, LoadedObject, ReadError, load_paths};
 use meshwork_api::resource::Object;
 use meshwork_model::compile_gateways;
 use meshwork_model::resources::ProxyConfig;
@@ -92,7 +92,13 @@ impl Gateways {
 
     /// Compiles and applies a loaded config, resource by resource. Returns false when a
     /// port could not be bound (the gateway is then not ready).
-    async fn apply(&mut self, objects: &[Object], mesh: &meshwork_api::mesh::MeshConfig) -> bool {
+    async fn apply(
+        &mut self,
+        loaded: &[LoadedObject],
+        mesh: &meshwork_api::mesh::MeshConfig,
+    ) -> bool {
+        let objects: Vec<Object> = loaded.iter().map(|o| o.object.clone()).collect();
+        let objects = &objects;
         let compiled = compile_gateways(objects, mesh);
         for w in &compiled.warnings {
             warn!("{w}");
@@ -110,7 +116,12 @@ impl Gateways {
                 .or_insert_with(|| Proxy::with_settings(settings.clone()));
             let report = proxy.apply(config).await;
             for r in &report.rejected {
-                error!(gateway = %name, "{r}");
+                match secret_origin(&r.name, loaded) {
+                    Some(origin) => {
+                        error!(gateway = %name, "{r} (the Secret is read from {origin})")
+                    }
+                    None => error!(gateway = %name, "{r}"),
+                }
             }
             for e in &report.bind_errors {
                 error!(gateway = %name, "{e}");
@@ -132,6 +143,18 @@ impl Gateways {
         self.admin.stats.store(Arc::new(stats));
         ok
     }
+}
+
+/// Where the Secret behind secret resource `name` (`kubernetes://ns/name`, or its
+/// `-cacert` companion) was read: `file:line`.
+fn secret_origin(name: &str, loaded: &[LoadedObject]) -> Option<String> {
+    let (ns, secret) = name.strip_prefix("kubernetes://")?.split_once('/')?;
+    let candidates = [secret, secret.strip_suffix("-cacert").unwrap_or(secret)];
+    loaded.iter().find_map(|o| {
+        let r = o.object.object_ref();
+        (r.kind.name() == "Secret" && r.namespace == ns && candidates.contains(&r.name.as_str()))
+            .then(|| format!("{}:{}", o.origin.file.display(), o.origin.line))
+    })
 }
 
 /// The mesh config's `defaultConfig.terminationDrainDuration` (5 s by default).
@@ -195,7 +218,6 @@ pub async fn run(opts: UpOptions) -> Result<(), UpError> {
     }
     let mut last_good = first.config.objects;
     let mut last_mesh = first.config.mesh;
-    let objects: Vec<Object> = last_good.iter().map(|o| o.object.clone()).collect();
     let mesh = last_mesh.clone();
     let mut gateways = Gateways {
         proxies: BTreeMap::new(),
@@ -203,7 +225,7 @@ pub async fn run(opts: UpOptions) -> Result<(), UpError> {
         locality: opts.locality.clone(),
         settings: opts.settings.clone(),
     };
-    let ready = gateways.apply(&objects, &mesh).await;
+    let ready = gateways.apply(&last_good, &mesh).await;
     admin.set_ready(ready);
     for (name, p) in &gateways.proxies {
         info!(gateway = %name, ports = ?p.bound_ports().await, "gateway ready");
@@ -248,10 +270,8 @@ pub async fn run(opts: UpOptions) -> Result<(), UpError> {
                         merged.left_out.len()
                     );
                 }
-                let objects: Vec<Object> =
-                    merged.objects.iter().map(|o| o.object.clone()).collect();
                 drain_for = drain_duration(&merged.mesh);
-                let ok = gateways.apply(&objects, &merged.mesh).await;
+                let ok = gateways.apply(&merged.objects, &merged.mesh).await;
                 (last_good, last_mesh) = (merged.objects, merged.mesh);
                 admin.set_ready(ok);
                 if ok {

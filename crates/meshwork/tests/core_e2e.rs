@@ -594,6 +594,8 @@ fn a_server_with_a_bad_secret_is_left_out_and_its_sibling_serves() {
     let log = mesh.log();
     assert!(
         log.contains("secret kubernetes://istio-system/broken-tls: bad private key PEM")
+            && log.contains("(the Secret is read from ")
+            && log.contains("secret.yaml:")
             && log.contains("listener 0.0.0.0_")
             && log.contains("server istio-system/public#2: secret kubernetes://istio-system/broken-tls is not available; the server is left out"),
         "{log}"
