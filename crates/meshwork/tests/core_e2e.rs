@@ -629,8 +629,9 @@ fn sigterm_drains_requests_in_flight_and_refuses_new_connections() {
         String::from_utf8_lossy(&curl(&[&stats]).stdout).contains("downstream_cx_active: 1")
     });
     let pid = mesh.up.as_ref().unwrap().pid();
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
+    // The shell's own kill: no procps needed.
+    let killed = Command::new("sh")
+        .args(["-c", &format!("kill -TERM {pid}")])
         .status()
         .unwrap();
     assert!(killed.success());
