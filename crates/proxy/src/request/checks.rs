@@ -52,8 +52,35 @@ pub fn upgrade_tokens(headers: &HeaderMap) -> Vec<String> {
         .collect()
 }
 
-/// Refuses what must not be forwarded.
-pub fn check(parts: &http::request::Parts) -> Result<(), LocalReply> {
+fn too_large() -> LocalReply {
+    LocalReply {
+        status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        flags: ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
+        details: Cow::Borrowed("request_headers_too_large"),
+        body: Cow::Borrowed(""),
+    }
+}
+
+/// Refuses what must not be forwarded. `settings` bound the request headers: HTTP/1.1's
+/// codec enforces both bounds itself (431); over HTTP/2 the codec refuses the stream of a
+/// header block past the byte limit, and the count is checked here (431).
+pub fn check(
+    parts: &http::request::Parts,
+    settings: &crate::settings::ProxySettings,
+) -> Result<(), LocalReply> {
+    if parts.version == http::Version::HTTP_2 {
+        // As HPACK counts them: name, value and 32 bytes per field.
+        let bytes: usize = parts
+            .headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 32)
+            .sum();
+        if parts.headers.len() > settings.max_request_headers
+            || bytes > settings.max_request_headers_bytes
+        {
+            return Err(too_large());
+        }
+    }
     if parts.method == Method::CONNECT {
         return Err(upgrade_failed());
     }

@@ -73,7 +73,7 @@ pub async fn handle(
         entry: entry.zip(state.config.access_log.clone()),
         answered: false,
     };
-    let response = match run(&mut ctx, parts, body, &state).await {
+    let response = match run(&mut ctx, parts, body, &state, &shared.settings).await {
         Ok(r) => r,
         Err(reply) => {
             ctx.flags.insert(reply.flags);
@@ -172,8 +172,9 @@ async fn run(
     mut parts: http::request::Parts,
     body: Body,
     state: &Runtime,
+    settings: &crate::settings::ProxySettings,
 ) -> Result<Response<Body>, LocalReply> {
-    checks::check(&parts)?;
+    checks::check(&parts, settings)?;
     path::normalize(&mut parts);
     let server = select::server(ctx, state)?;
     if server.chain.https_redirect && ctx.conn.scheme == "http" {
