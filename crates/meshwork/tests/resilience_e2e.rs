@@ -150,7 +150,7 @@ fn a_dead_endpoint_is_ejected_and_comes_back_after_the_ejection_time() {
 fn a_tight_connection_pool_overflows_with_503_uo() {
     let mut mesh = Mesh::new("overflow");
     let http = free_port();
-    let backend = mesh.echo("slow");
+    let backend = mesh.echo_logged("slow");
     config(
         &mesh,
         http,
@@ -165,35 +165,42 @@ fn a_tight_connection_pool_overflows_with_503_uo() {
     )
     .unwrap();
     mesh.up(&["--mesh", mesh_file.to_str().unwrap()]);
+    // Two slow requests, seen at the backend, fill one connection and one pending request.
+    let held: Vec<_> = (0..2)
+        .map(|i| {
+            let url = format!("http://127.0.0.1:{http}/no-retry?delay=5s&held={i}");
+            std::thread::spawn(move || status(&["-H", HOST, &url]))
+        })
+        .collect();
+    let backend_log = mesh.backends.last().unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "two requests at the backend",
+        || backend_log.stdout().lines().count() >= 2,
+    );
     let out = curl(&[
-        "--parallel",
-        "--parallel-immediate",
-        "--parallel-max",
-        "10",
         "-o",
         "/dev/null",
         "-w",
         "%{http_code}\n",
         "-H",
         HOST,
-        &format!("http://127.0.0.1:{http}/no-retry?delay=500ms&n=[1-10]"),
+        &format!("http://127.0.0.1:{http}/no-retry?n=[1-10]"),
     ]);
     let text = String::from_utf8_lossy(&out.stdout);
-    let ok = text.lines().filter(|c| *c == "200").count();
-    let overflow = text.lines().filter(|c| *c == "503").count();
-    assert_eq!(ok + overflow, 10, "{text}");
-    assert!(
-        (1..=2).contains(&ok),
-        "one connection and one pending request are allowed: {text}"
+    assert_eq!(
+        text,
+        "503\n".repeat(10),
+        "every request past the limit overflows"
     );
+    for h in held {
+        assert_eq!(h.join().unwrap(), 200, "the held requests complete");
+    }
     let up = mesh.up.as_ref().unwrap();
     eventually(Duration::from_secs(5), "the access log", || {
-        up.stdout().lines().count() >= 10
+        up.stdout().lines().count() >= 12
     });
-    assert_eq!(
-        up.stdout().matches("\"response_flags\":\"UO\"").count(),
-        overflow
-    );
+    assert_eq!(up.stdout().matches("\"response_flags\":\"UO\"").count(), 10);
 }
 
 /// `key -> echo name` for each request of a query-parameter hash run.
@@ -219,10 +226,9 @@ fn hash_run(http: u16, keys: usize, repeats: usize) -> BTreeMap<String, BTreeSet
             .next()
             .unwrap()
             .to_string();
-        // A request that failed under load names no endpoint: it says nothing about hashing.
-        if !name.trim().is_empty() {
-            m.entry(user).or_default().insert(name.trim().to_string());
-        }
+        // A failed request names no endpoint: none may fail.
+        assert!(!name.trim().is_empty(), "a request failed: {line}");
+        m.entry(user).or_default().insert(name.trim().to_string());
     }
     m
 }

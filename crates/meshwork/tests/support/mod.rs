@@ -178,12 +178,21 @@ impl Mesh {
 
     /// Starts an echo backend on a free port and returns the port.
     pub fn echo(&mut self, name: &str) -> u16 {
+        self.echo_with(name, &[])
+    }
+
+    /// Starts an echo backend that logs one JSON line per request on its stdout (the last
+    /// of `backends`), and returns the port.
+    pub fn echo_logged(&mut self, name: &str) -> u16 {
+        self.echo_with(name, &["--log"])
+    }
+
+    fn echo_with(&mut self, name: &str, extra: &[&str]) -> u16 {
         let port = free_port();
-        let p = Proc::start(
-            self.dir.path(),
-            name,
-            &["echo", "--port", &port.to_string(), "--name", name],
-        );
+        let port_arg = port.to_string();
+        let mut args = vec!["echo", "--port", &port_arg, "--name", name];
+        args.extend_from_slice(extra);
+        let p = Proc::start(self.dir.path(), name, &args);
         eventually(Duration::from_secs(10), "the echo backend", || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
