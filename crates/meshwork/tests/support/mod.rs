@@ -367,3 +367,44 @@ fn base64_encode(data: &[u8]) -> String {
     }
     out
 }
+
+/// The `istio-ingressgateway` Service (port 80 bound on `http`) and a Gateway `gw` in
+/// istio-system that serves `hosts` (a YAML list) over plain HTTP on port 80.
+pub fn http_gateway(http: u16, hosts: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Service
+metadata: {{name: istio-ingressgateway, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  ports: [{{name: http2, port: 80, targetPort: {http}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 80, name: http, protocol: HTTP}}
+    hosts: {hosts}
+"#
+    )
+}
+
+/// Runs curl (URL globs allowed) and counts the answers as `"STATUS ECHO-NAME"`: `"200 web"`
+/// for a backend's answer, `"503 "` for a gateway's, `"000 "` for a failed request.
+pub fn answers(args: &[&str]) -> std::collections::BTreeMap<String, usize> {
+    let mut all = vec![
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %header{x-echo-name}\n",
+    ];
+    all.extend_from_slice(args);
+    let out = curl(&all);
+    let mut counts = std::collections::BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        *counts.entry(line.to_string()).or_insert(0) += 1;
+    }
+    counts
+}
