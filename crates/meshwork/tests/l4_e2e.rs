@@ -1,5 +1,6 @@
 //! L4 end to end: TCP routes with weights and half-close, TLS passthrough by SNI to HTTPS
-//! backends that keep their own certificates, TLS terminated then proxied as TCP, and
+//! backends that keep their own certificates (beside a terminated HTTPS host on the same
+//! port), TLS terminated then proxied as TCP, and
 //! clients that are refused (unknown SNI, not TLS) closed with a log line.
 
 mod support;
@@ -250,9 +251,29 @@ spec:
 "#
             )),
     );
+    // The HTTPS host on the same port is terminated with the gateway's own certificate.
+    let (web_cert, web_key) = ca.leaf(&["web.example.test"], "gateway web");
+    mesh.config(
+        "secret.yaml",
+        &tls_secret("istio-system", "web-tls", &web_cert, &web_key, None),
+    );
     let ca_file = mesh.dir.path().join("ca.pem");
     std::fs::write(&ca_file, &ca.cert_pem).unwrap();
     mesh.up(&[]);
+    let resolve = format!("web.example.test:{tls}:127.0.0.1");
+    let out = curl(&[
+        "--resolve",
+        &resolve,
+        "--cacert",
+        ca_file.to_str().unwrap(),
+        "-v",
+        &format!("https://web.example.test:{tls}/"),
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "terminated at the gateway"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CN=gateway web"));
     for (host, cn) in [
         ("a.example.test", "backend a"),
         ("b.example.test", "backend b"),

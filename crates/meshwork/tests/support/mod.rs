@@ -347,6 +347,17 @@ pub fn tls_secret(namespace: &str, name: &str, cert: &str, key: &str, ca: Option
     out
 }
 
+/// An `Opaque` Secret with these keys (base64 `data`).
+pub fn opaque_secret(namespace: &str, name: &str, data: &[(&str, &str)]) -> String {
+    let mut out = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: {namespace}\ntype: Opaque\ndata:\n"
+    );
+    for (key, value) in data {
+        out.push_str(&format!("  {key}: {}\n", base64_encode(value.as_bytes())));
+    }
+    out
+}
+
 fn base64_encode(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
