@@ -11,65 +11,6 @@ use std::time::Duration;
 
 use support::*;
 
-fn gateway_service(http_target: u16, tls_target: u16) -> String {
-    format!(
-        r#"apiVersion: v1
-kind: Service
-metadata: {{name: istio-ingressgateway, namespace: istio-system}}
-spec:
-  selector: {{istio: ingressgateway}}
-  ports:
-  - {{name: tcp, port: 31400, targetPort: {http_target}}}
-  - {{name: tls, port: 443, targetPort: {tls_target}}}
----
-"#
-    )
-}
-
-/// A TCP gateway on `tcp` routing everything to one TCP backend (`name.apps.internal`),
-/// whose DestinationRule has this `connectionPool.tcp`.
-fn single_tcp_route(tcp: u16, tls: u16, name: &str, backend: u16, tcp_pool: &str) -> String {
-    gateway_service(tcp, tls)
-        + &format!(
-            r#"apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {{name: tcp-gw, namespace: istio-system}}
-spec:
-  selector: {{istio: ingressgateway}}
-  servers:
-  - port: {{number: 31400, name: tcp, protocol: TCP}}
-    hosts: ["*"]
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: {name}, namespace: apps}}
-spec:
-  hosts: [{name}.apps.internal]
-  ports: [{{number: 7000, name: tcp, protocol: TCP, targetPort: {backend}}}]
-  resolution: STATIC
-  endpoints: [{{address: 127.0.0.1}}]
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: {name}, namespace: apps}}
-spec:
-  host: {name}.apps.internal
-  trafficPolicy:
-    connectionPool:
-      tcp: {tcp_pool}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: tcp, namespace: apps}}
-spec:
-  hosts: ["*"]
-  gateways: [istio-system/tcp-gw]
-  tcp:
-  - route: [{{destination: {{host: {name}.apps.internal, port: {{number: 7000}}}}}}]
-"#
-        )
-}
-
 /// Reads the backend's greeting line, sends `msg`, closes our sending side, and reads the
 /// echo until the backend closes: half-close both ways.
 fn tcp_exchange(port: u16, msg: &[u8]) -> (String, Vec<u8>) {

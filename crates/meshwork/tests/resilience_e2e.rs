@@ -15,62 +15,10 @@ use support::*;
 /// the given ports, a DestinationRule with `policy` (YAML under `trafficPolicy:`) and a
 /// VirtualService with extra `route_extra` lines.
 fn config(mesh: &Mesh, http: u16, ports: &[u16], policy: &str, route_extra: &str) {
-    let mut entries = String::new();
-    for (i, p) in ports.iter().enumerate() {
-        entries += &format!(
-            "---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: app-{i}, namespace: apps}}\nspec: {{address: 127.0.0.1, labels: {{app: app}}, ports: {{http: {p}}}}}\n"
-        );
-    }
-    mesh.config("endpoints.yaml", &entries);
-    mesh.config(
-        "config.yaml",
-        &format!(
-            r#"apiVersion: v1
-kind: Service
-metadata: {{name: istio-ingressgateway, namespace: istio-system}}
-spec:
-  selector: {{istio: ingressgateway}}
-  ports: [{{name: http2, port: 80, targetPort: {http}}}]
----
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {{name: gw, namespace: istio-system}}
-spec:
-  selector: {{istio: ingressgateway}}
-  servers:
-  - port: {{number: 80, name: http, protocol: HTTP}}
-    hosts: ["app.example.test"]
----
-apiVersion: v1
-kind: Service
-metadata: {{name: app, namespace: apps}}
-spec:
-  selector: {{app: app}}
-  ports: [{{name: http, port: 80}}]
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: app, namespace: apps}}
-spec:
-  host: app
-  trafficPolicy:
-{policy}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: app, namespace: apps}}
-spec:
-  hosts: [app.example.test]
-  gateways: [istio-system/gw]
-  http:
-  - match: [{{uri: {{prefix: /no-retry}}}}]
-    retries: {{attempts: 0}}
-    route: [{{destination: {{host: app}}}}]
-  - route: [{{destination: {{host: app}}}}]
-{route_extra}
-"#
-        ),
+    let routes = format!(
+        "  - match: [{{uri: {{prefix: /no-retry}}}}]\n    retries: {{attempts: 0}}\n    route: [{{destination: {{host: app}}}}]\n  - route: [{{destination: {{host: app}}}}]\n{route_extra}\n"
     );
+    app_config(mesh, http, ports, policy, &routes);
 }
 
 const HOST: &str = "Host: app.example.test";

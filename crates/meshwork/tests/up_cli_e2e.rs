@@ -40,5 +40,9 @@ spec:
     eventually(Duration::from_secs(5), "a JSON access log line", || {
         up.stdout().contains("\"authority\":\"shop.example.test\"")
     });
-    assert!(!mesh.log().contains("missing required field"), "{}", mesh.log());
+    assert!(
+        !mesh.log().contains("missing required field"),
+        "{}",
+        mesh.log()
+    );
 }

@@ -419,3 +419,271 @@ pub fn answers(args: &[&str]) -> std::collections::BTreeMap<String, usize> {
     }
     counts
 }
+
+/// What a [`Scripted`] backend does with a request.
+pub enum Reply {
+    /// Answer at once with this status.
+    Status(u16),
+    /// Keep the request until [`Scripted::release`] (at most 20 s), then answer 200.
+    Hold,
+}
+
+/// An HTTP/1.1 backend in the test process whose answer to each request is decided by the
+/// test: `reply(path_and_query, n)` where `n` counts the requests for that path (1 for the
+/// first). It reads the whole request body (content-length or chunked), answers with
+/// `x-echo-name` and, as body, `name body_bytes`, and records every request it saw.
+pub struct Scripted {
+    pub port: u16,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(String, usize)>>>,
+    released: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+}
+
+impl Scripted {
+    pub fn start(
+        name: &str,
+        reply: impl Fn(&str, usize) -> Reply + Send + Sync + 'static,
+    ) -> Scripted {
+        use std::sync::{Arc, Condvar, Mutex};
+        let listener = TcpListener::bind(("127.0.0.1", free_port())).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen: Arc<Mutex<Vec<(String, usize)>>> = Arc::default();
+        let released = Arc::new((Mutex::new(false), Condvar::new()));
+        let (name, reply) = (Arc::<str>::from(name), Arc::new(reply));
+        let (seen2, released2) = (seen.clone(), released.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().map_while(Result::ok) {
+                let (name, reply, seen, released) = (
+                    name.clone(),
+                    reply.clone(),
+                    seen2.clone(),
+                    released2.clone(),
+                );
+                std::thread::spawn(move || {
+                    let _ = serve_scripted(stream, &name, &*reply, &seen, &released);
+                });
+            }
+        });
+        Scripted {
+            port,
+            seen,
+            released,
+        }
+    }
+
+    /// Every request so far: its path and query, and the size of its body.
+    pub fn seen(&self) -> Vec<(String, usize)> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// How many requests for this path and query arrived.
+    pub fn count(&self, path: &str) -> usize {
+        self.seen().iter().filter(|(p, _)| p == path).count()
+    }
+
+    /// Lets every held request (and every later one) answer.
+    pub fn release(&self) {
+        *self.released.0.lock().unwrap() = true;
+        self.released.1.notify_all();
+    }
+}
+
+fn serve_scripted(
+    stream: std::net::TcpStream,
+    name: &str,
+    reply: &(dyn Fn(&str, usize) -> Reply + Send + Sync),
+    seen: &std::sync::Mutex<Vec<(String, usize)>>,
+    released: &(std::sync::Mutex<bool>, std::sync::Condvar),
+) -> std::io::Result<()> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut writer = stream.try_clone()?;
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line)? == 0 {
+            return Ok(());
+        }
+        let path = request_line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("/")
+            .to_string();
+        let (mut length, mut chunked) = (0usize, false);
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line)?;
+            let line = line.trim_end().to_ascii_lowercase();
+            if line.is_empty() {
+                break;
+            }
+            if let Some(v) = line.strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+            if line.starts_with("transfer-encoding:") && line.contains("chunked") {
+                chunked = true;
+            }
+        }
+        let mut body = 0;
+        if chunked {
+            loop {
+                let mut size = String::new();
+                reader.read_line(&mut size)?;
+                let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or("0"), 16)
+                    .unwrap_or(0);
+                let mut chunk = vec![0u8; n + 2];
+                reader.read_exact(&mut chunk)?;
+                body += n;
+                if n == 0 {
+                    break;
+                }
+            }
+        } else {
+            let mut rest = vec![0u8; length];
+            reader.read_exact(&mut rest)?;
+            body = length;
+        }
+        let n = {
+            let mut seen = seen.lock().unwrap();
+            seen.push((path.clone(), body));
+            seen.iter().filter(|(p, _)| *p == path).count()
+        };
+        let status = match reply(&path, n) {
+            Reply::Status(s) => s,
+            Reply::Hold => {
+                let (lock, cv) = released;
+                let guard = lock.lock().unwrap();
+                let _ = cv
+                    .wait_timeout_while(guard, Duration::from_secs(20), |r| !*r)
+                    .unwrap();
+                200
+            }
+        };
+        let text = format!("{name} {body}");
+        write!(
+            writer,
+            "HTTP/1.1 {status} Scripted\r\nx-echo-name: {name}\r\ncontent-length: {}\r\n\r\n{text}",
+            text.len()
+        )?;
+    }
+}
+
+/// The host of [`app_config`].
+pub const APP_HOST: &str = "Host: app.example.test";
+
+/// A route of [`app_config`] to `app` without retries.
+pub const APP_ROUTE: &str = "  - retries: {attempts: 0}\n    route: [{destination: {host: app}}]\n";
+
+/// Writes a config for host `app.example.test` on gateway port `http`: a Service `app`
+/// (namespace apps, port `http`) whose endpoints are WorkloadEntries at 127.0.0.1 on
+/// `ports`, a DestinationRule whose `trafficPolicy` is `policy` (YAML indented by 4), and
+/// a VirtualService whose `http` routes are `routes` (YAML list items indented by 2).
+pub fn app_config(mesh: &Mesh, http: u16, ports: &[u16], policy: &str, routes: &str) {
+    let mut entries = String::new();
+    for (i, p) in ports.iter().enumerate() {
+        entries += &format!(
+            "---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: app-{i}, namespace: apps}}\nspec: {{address: 127.0.0.1, labels: {{app: app}}, ports: {{http: {p}}}}}\n"
+        );
+    }
+    mesh.config("endpoints.yaml", &entries);
+    let gateway = http_gateway(http, r#"["app.example.test"]"#);
+    mesh.config(
+        "config.yaml",
+        &format!(
+            r#"{gateway}---
+apiVersion: v1
+kind: Service
+metadata: {{name: app, namespace: apps}}
+spec:
+  selector: {{app: app}}
+  ports: [{{name: http, port: 80}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: app, namespace: apps}}
+spec:
+  host: app
+  trafficPolicy:
+{policy}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: app, namespace: apps}}
+spec:
+  hosts: [app.example.test]
+  gateways: [istio-system/gw]
+  http:
+{routes}"#
+        ),
+    );
+}
+
+/// Writes a mesh config with a JSON access log on stdout and returns its path.
+pub fn json_access_log(mesh: &Mesh) -> String {
+    let file = mesh.dir.path().join("mesh.yaml");
+    std::fs::write(
+        &file,
+        "accessLogFile: /dev/stdout\naccessLogEncoding: JSON\n",
+    )
+    .unwrap();
+    file.to_str().unwrap().to_string()
+}
+
+/// The `istio-ingressgateway` Service with a TCP port (31400 bound on `http_target`) and a
+/// TLS port (443 bound on `tls_target`), followed by `---`.
+pub fn gateway_service(http_target: u16, tls_target: u16) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Service
+metadata: {{name: istio-ingressgateway, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  ports:
+  - {{name: tcp, port: 31400, targetPort: {http_target}}}
+  - {{name: tls, port: 443, targetPort: {tls_target}}}
+---
+"#
+    )
+}
+
+/// A TCP gateway on `tcp` routing everything to one TCP backend (`name.apps.internal`),
+/// whose DestinationRule has this `connectionPool.tcp`.
+pub fn single_tcp_route(tcp: u16, tls: u16, name: &str, backend: u16, tcp_pool: &str) -> String {
+    gateway_service(tcp, tls)
+        + &format!(
+            r#"apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: tcp-gw, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 31400, name: tcp, protocol: TCP}}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: {name}, namespace: apps}}
+spec:
+  hosts: [{name}.apps.internal]
+  ports: [{{number: 7000, name: tcp, protocol: TCP, targetPort: {backend}}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: {name}, namespace: apps}}
+spec:
+  host: {name}.apps.internal
+  trafficPolicy:
+    connectionPool:
+      tcp: {tcp_pool}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: tcp, namespace: apps}}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/tcp-gw]
+  tcp:
+  - route: [{{destination: {{host: {name}.apps.internal, port: {{number: 7000}}}}}}]
+"#
+        )
+}
