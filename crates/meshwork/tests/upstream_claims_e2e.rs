@@ -1,0 +1,270 @@
+//! How the gateway picks and speaks to endpoints, as docs/resilience.md says: RANDOM,
+//! consistent hashing on a header, `localityLbSetting.enabled: false`, `h2UpgradePolicy`
+//! (DestinationRule and mesh config), `useClientProtocol`, and `http.idleTimeout`.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use support::*;
+
+/// The echo name of each of the answers to `url` (a curl glob), in order.
+fn names_in_order(url: &str, extra: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %header{x-echo-name}\n",
+        "-H",
+        APP_HOST,
+    ];
+    args.extend_from_slice(extra);
+    args.push(url);
+    let out = curl(&args);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let (code, name) = l.split_once(' ').unwrap();
+            assert_eq!(code, "200", "every request succeeds: {l}");
+            name.to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn random_spreads_requests_in_no_fixed_order() {
+    let mut mesh = Mesh::new("random");
+    let http = free_port();
+    let ports: Vec<u16> = (0..3).map(|i| mesh.echo(&format!("r{i}"))).collect();
+    app_config(
+        &mesh,
+        http,
+        &ports,
+        "    loadBalancer: {simple: RANDOM}",
+        APP_ROUTE,
+    );
+    mesh.up(&[]);
+    let names = names_in_order(&format!("http://127.0.0.1:{http}/x?n=[1-300]"), &[]);
+    assert_eq!(names.len(), 300);
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for n in &names {
+        *counts.entry(n).or_default() += 1;
+    }
+    // 100 expected each; 50..=150 is more than 6 standard deviations.
+    assert_eq!(counts.len(), 3, "{counts:?}");
+    assert!(
+        counts.values().all(|c| (50..=150).contains(c)),
+        "{counts:?}"
+    );
+    // Round robin would repeat one cycle of three; a random pick does not.
+    let cyclic = names.iter().enumerate().all(|(i, n)| *n == names[i % 3]);
+    assert!(!cyclic, "the picks follow a fixed cycle: {names:?}");
+}
+
+#[test]
+fn a_header_hash_keeps_each_key_on_one_endpoint_and_missing_keys_spread() {
+    let mut mesh = Mesh::new("header-hash");
+    let http = free_port();
+    let ports: Vec<u16> = (0..3).map(|i| mesh.echo(&format!("h{i}"))).collect();
+    app_config(
+        &mesh,
+        http,
+        &ports,
+        "    loadBalancer: {consistentHash: {httpHeaderName: x-user}}",
+        APP_ROUTE,
+    );
+    mesh.up(&[]);
+    let mut by_user: BTreeMap<usize, BTreeSet<String>> = BTreeMap::new();
+    for user in 0..30 {
+        let header = format!("x-user: user-{user}");
+        let names = names_in_order(
+            &format!("http://127.0.0.1:{http}/x?r=[1-5]"),
+            &["-H", &header],
+        );
+        by_user.entry(user).or_default().extend(names);
+    }
+    assert!(
+        by_user.values().all(|names| names.len() == 1),
+        "each key stays on one endpoint: {by_user:?}"
+    );
+    let used: BTreeSet<&String> = by_user.values().flatten().collect();
+    assert!(used.len() >= 2, "keys spread over endpoints: {by_user:?}");
+    // Without the header: round robin.
+    let names: BTreeSet<String> =
+        names_in_order(&format!("http://127.0.0.1:{http}/x?n=[1-30]"), &[])
+            .into_iter()
+            .collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+}
+
+#[test]
+fn locality_disabled_uses_every_endpoint_whatever_its_locality() {
+    let mut mesh = Mesh::new("locality-off");
+    let http = free_port();
+    let (near, far) = (mesh.echo("near"), mesh.echo("far"));
+    app_config(
+        &mesh,
+        http,
+        &[],
+        "    outlierDetection: {consecutive5xxErrors: 1, baseEjectionTime: 30s}\n    loadBalancer: {simple: ROUND_ROBIN, localityLbSetting: {enabled: false}}",
+        APP_ROUTE,
+    );
+    mesh.config(
+        "endpoints.yaml",
+        &format!(
+            "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: near, namespace: apps}}\nspec: {{address: 127.0.0.1, locality: us-east/zone1, labels: {{app: app}}, ports: {{http: {near}}}}}\n---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: far, namespace: apps}}\nspec: {{address: 127.0.0.1, locality: eu-west/zone1, labels: {{app: app}}, ports: {{http: {far}}}}}\n"
+        ),
+    );
+    mesh.up(&["--locality", "us-east/zone1"]);
+    assert_eq!(
+        answers(&[
+            "-H",
+            APP_HOST,
+            &format!("http://127.0.0.1:{http}/x?n=[1-40]")
+        ]),
+        [("200 far".to_string(), 20), ("200 near".to_string(), 20)].into(),
+        "the far region gets its share although the near one is healthy"
+    );
+}
+
+/// The protocol the echo backend saw for one request.
+fn upstream_protocol(http: u16, path: &str, extra: &[&str]) -> String {
+    let mut args = vec!["-H", APP_HOST];
+    args.extend_from_slice(extra);
+    let url = format!("http://127.0.0.1:{http}{path}");
+    args.push(&url);
+    let out = curl(&args);
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    seen["protocol"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn h2_upgrade_policy_speaks_http2_to_an_http1_port() {
+    // From the DestinationRule, or from the mesh config when the rule says nothing.
+    for (label, policy, mesh_config) in [
+        (
+            "h2-upgrade",
+            "    connectionPool: {http: {h2UpgradePolicy: UPGRADE}}",
+            "",
+        ),
+        (
+            "mesh-h2-upgrade",
+            "    loadBalancer: {simple: ROUND_ROBIN}",
+            "h2UpgradePolicy: UPGRADE\n",
+        ),
+    ] {
+        let mut mesh = Mesh::new(label);
+        let http = free_port();
+        let backend = mesh.echo("upgraded");
+        app_config(&mesh, http, &[backend], policy, APP_ROUTE);
+        let mesh_file = mesh.dir.path().join("mesh.yaml");
+        std::fs::write(&mesh_file, mesh_config).unwrap();
+        mesh.up(&["--mesh", mesh_file.to_str().unwrap()]);
+        assert_eq!(upstream_protocol(http, "/x", &[]), "HTTP/2.0", "{label}");
+    }
+}
+
+#[test]
+fn use_client_protocol_follows_the_clients_http_version() {
+    let mut mesh = Mesh::new("client-protocol");
+    let http = free_port();
+    let backend = mesh.echo("follower");
+    app_config(
+        &mesh,
+        http,
+        &[backend],
+        "    connectionPool: {http: {useClientProtocol: true}}",
+        APP_ROUTE,
+    );
+    mesh.up(&[]);
+    assert_eq!(upstream_protocol(http, "/x", &["--http1.1"]), "HTTP/1.1");
+    assert_eq!(
+        upstream_protocol(http, "/x", &["--http2-prior-knowledge"]),
+        "HTTP/2.0"
+    );
+}
+
+/// The gateway's established connections to `port`, from `ss`.
+fn connections_to(port: u16) -> usize {
+    let out = std::process::Command::new("ss")
+        .args([
+            "-tnH",
+            "state",
+            "established",
+            "dport",
+            "=",
+            &format!(":{port}"),
+        ])
+        .output()
+        .expect("ss (iproute2) runs");
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+#[test]
+fn idle_upstream_http_connections_are_closed_after_the_idle_timeout() {
+    let mut mesh = Mesh::new("http-idle");
+    let http = free_port();
+    let idle = mesh.echo("idle");
+    let kept = mesh.echo("kept");
+    app_config(
+        &mesh,
+        http,
+        &[idle],
+        "    connectionPool: {http: {idleTimeout: 300ms}}",
+        APP_ROUTE,
+    );
+    // A second service without idleTimeout: its connection stays open meanwhile.
+    mesh.config(
+        "kept.yaml",
+        &format!(
+            r#"apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: kept, namespace: apps}}
+spec:
+  hosts: [kept.apps.internal]
+  ports: [{{number: 80, name: http, protocol: HTTP, targetPort: {kept}}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: kept, namespace: apps}}
+spec:
+  hosts: [kept.example.test]
+  gateways: [istio-system/gw]
+  http: [{{route: [{{destination: {{host: kept.apps.internal}}}}]}}]
+"#
+        ),
+    );
+    let cfg = std::fs::read_to_string(mesh.dir.path().join("config/config.yaml")).unwrap();
+    mesh.config(
+        "config.yaml",
+        &cfg.replace(
+            r#"hosts: ["app.example.test"]"#,
+            r#"hosts: ["app.example.test", "kept.example.test"]"#,
+        ),
+    );
+    mesh.up(&[]);
+    let get = |host: &str| {
+        let out = curl(&["-H", host, &format!("http://127.0.0.1:{http}/x")]);
+        let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        seen["remote"].as_str().unwrap().to_string()
+    };
+    let first = get(APP_HOST);
+    let kept_first = get("Host: kept.example.test");
+    assert_eq!(connections_to(idle), 1);
+    eventually(
+        Duration::from_secs(5),
+        "the idle upstream connection to close",
+        || connections_to(idle) == 0,
+    );
+    assert_eq!(connections_to(kept), 1, "the default idle timeout is 1h");
+    assert_ne!(
+        get(APP_HOST),
+        first,
+        "a new connection after the idle close"
+    );
+    assert_eq!(get("Host: kept.example.test"), kept_first);
+}
