@@ -687,3 +687,28 @@ spec:
 "#
         )
 }
+
+/// A listener that never accepts, with its accept queue filled: further SYNs are dropped,
+/// so a connect to it neither succeeds nor fails. Keep the value alive while it is used.
+pub struct Silent {
+    pub port: u16,
+    _listener: TcpListener,
+    _fillers: Vec<std::net::TcpStream>,
+}
+
+impl Silent {
+    pub fn new() -> Silent {
+        let listener = TcpListener::bind(("127.0.0.1", free_port())).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut fillers = Vec::new();
+        while let Ok(s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            fillers.push(s);
+            assert!(fillers.len() < 10_000, "the accept queue never filled");
+        }
+        Silent {
+            port: addr.port(),
+            _listener: listener,
+            _fillers: fillers,
+        }
+    }
+}
