@@ -405,28 +405,6 @@ fn upstream_tcp_connections_get_the_destination_rule_keepalive() {
     let mut greeting = [0u8; 5];
     s.read_exact(&mut greeting).unwrap();
     // The gateway's socket to the backend carries a keepalive timer of about 77 s.
-    let out = std::process::Command::new("ss")
-        .args([
-            "-tnoH",
-            "state",
-            "established",
-            "dport",
-            "=",
-            &format!(":{backend}"),
-        ])
-        .output()
-        .expect("ss (iproute2) runs");
-    let text = String::from_utf8_lossy(&out.stdout);
-    // ss prints the remaining time as `1min16sec` or `59sec`.
-    let timer = text
-        .split("timer:(keepalive,")
-        .nth(1)
-        .and_then(|t| t.split(',').next())
-        .map(|t| {
-            let (min, sec) = t.split_once("min").unwrap_or(("0", t));
-            let secs = sec.trim_end_matches("sec").split('.').next().unwrap_or("0");
-            min.parse::<u64>().unwrap_or(0) * 60 + secs.parse::<u64>().unwrap_or(0)
-        })
-        .unwrap_or_else(|| panic!("no keepalive timer on the upstream socket: {text}"));
-    assert!((60..=77).contains(&timer), "{text}");
+    let timer = keepalive_timer(backend);
+    assert!((60..=77).contains(&timer), "{timer}");
 }

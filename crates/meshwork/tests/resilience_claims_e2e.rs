@@ -71,6 +71,28 @@ fn split_local_origin_failures_eject_a_refusing_endpoint_apart_from_http_errors(
     assert_eq!(got.get("200 good"), Some(&56), "{got:?}");
 }
 
+#[test]
+fn one_ejection_is_allowed_under_the_default_max_ejection_percent() {
+    // 10% of three endpoints is less than one; Envoy still ejects one.
+    let mut mesh = Mesh::new("one-ejection");
+    let http = free_port();
+    let (dead, a, b) = (free_port(), mesh.echo("a"), mesh.echo("b"));
+    app_config(
+        &mesh,
+        http,
+        &[dead, a, b],
+        "    loadBalancer: {simple: ROUND_ROBIN}\n    outlierDetection: {consecutive5xxErrors: 1}",
+        APP_ROUTE,
+    );
+    mesh.up(&[]);
+    let got = get(http, "/x?n=[1-60]");
+    assert_eq!(got.get("503 "), Some(&1), "{got:?}");
+    assert_eq!(
+        got.get("200 a").copied().unwrap_or(0) + got.get("200 b").copied().unwrap_or(0),
+        59
+    );
+}
+
 /// Each path's first attempt answers 503 and its retry is held: a retry in flight.
 fn first_fails_then_held(path: &str, n: usize) -> Reply {
     if n == 1 || path.contains("fail") {
@@ -218,37 +240,50 @@ fn bodies_up_to_64_kib_are_retried_and_larger_ones_are_sent_once() {
 
 #[test]
 fn connect_timeout_cuts_a_connect_that_never_completes() {
-    let mut mesh = Mesh::new("connect-timeout");
-    let http = free_port();
-    let silent = Silent::new();
-    let mesh_file = json_access_log(&mesh);
-    app_config(
-        &mesh,
-        http,
-        &[silent.port],
-        "    connectionPool: {tcp: {connectTimeout: 200ms}}",
-        APP_ROUTE,
-    );
-    mesh.up(&["--mesh", &mesh_file]);
-    // The mesh default (10 s) would outlast the client's 5 s.
-    let out = curl(&[
-        "--max-time",
-        "5",
-        "-H",
-        APP_HOST,
-        "-w",
-        " %{http_code}",
-        &format!("http://127.0.0.1:{http}/x"),
-    ]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.starts_with("upstream connect error") && text.ends_with(" 503"),
-        "{text}"
-    );
-    let up = mesh.up.as_ref().unwrap();
-    eventually(Duration::from_secs(5), "the access log", || {
-        up.stdout().contains("\"response_flags\":\"UF\"")
-    });
+    // From the DestinationRule, or from the mesh config when the rule says nothing.
+    for (label, policy, mesh_config) in [
+        (
+            "connect-timeout",
+            "    connectionPool: {tcp: {connectTimeout: 200ms}}",
+            "",
+        ),
+        (
+            "mesh-connect-timeout",
+            "    loadBalancer: {simple: ROUND_ROBIN}",
+            "connectTimeout: 200ms\n",
+        ),
+    ] {
+        let mut mesh = Mesh::new(label);
+        let http = free_port();
+        let silent = Silent::new();
+        let mesh_file = mesh.dir.path().join("mesh.yaml");
+        std::fs::write(
+            &mesh_file,
+            format!("accessLogFile: /dev/stdout\naccessLogEncoding: JSON\n{mesh_config}"),
+        )
+        .unwrap();
+        app_config(&mesh, http, &[silent.port], policy, APP_ROUTE);
+        mesh.up(&["--mesh", mesh_file.to_str().unwrap()]);
+        // The mesh default (10 s) would outlast the client's 5 s.
+        let out = curl(&[
+            "--max-time",
+            "5",
+            "-H",
+            APP_HOST,
+            "-w",
+            " %{http_code}",
+            &format!("http://127.0.0.1:{http}/x"),
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.starts_with("upstream connect error") && text.ends_with(" 503"),
+            "{label}: {text}"
+        );
+        let up = mesh.up.as_ref().unwrap();
+        eventually(Duration::from_secs(5), "the access log", || {
+            up.stdout().contains("\"response_flags\":\"UF\"")
+        });
+    }
 }
 
 #[test]

@@ -63,6 +63,26 @@ fn random_spreads_requests_in_no_fixed_order() {
 }
 
 #[test]
+fn passthrough_is_round_robin_at_a_gateway() {
+    let mut mesh = Mesh::new("passthrough-lb");
+    let http = free_port();
+    let ports: Vec<u16> = (0..2).map(|i| mesh.echo(&format!("p{i}"))).collect();
+    app_config(
+        &mesh,
+        http,
+        &ports,
+        "    loadBalancer: {simple: PASSTHROUGH}",
+        APP_ROUTE,
+    );
+    mesh.up(&[]);
+    let names = names_in_order(&format!("http://127.0.0.1:{http}/x?n=[1-40]"), &[]);
+    assert!(
+        names.iter().enumerate().all(|(i, n)| *n == names[i % 2]) && names[0] != names[1],
+        "endpoints in turn: {names:?}"
+    );
+}
+
+#[test]
 fn a_header_hash_keeps_each_key_on_one_endpoint_and_missing_keys_spread() {
     let mut mesh = Mesh::new("header-hash");
     let http = free_port();
@@ -186,6 +206,43 @@ fn use_client_protocol_follows_the_clients_http_version() {
     );
 }
 
+#[test]
+fn every_nth_request_closes_its_upstream_connection() {
+    let mut mesh = Mesh::new("per-connection-n");
+    let http = free_port();
+    let backend = mesh.echo("counted");
+    app_config(
+        &mesh,
+        http,
+        &[backend],
+        "    connectionPool: {http: {maxRequestsPerConnection: 3}}",
+        APP_ROUTE,
+    );
+    mesh.up(&[]);
+    let seen: Vec<(String, Option<String>)> = (0..9)
+        .map(|_| {
+            let out = curl(&["-H", APP_HOST, &format!("http://127.0.0.1:{http}/x")]);
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            let close = v["headers"]["connection"].as_str().map(str::to_string);
+            (v["remote"].as_str().unwrap().to_string(), close)
+        })
+        .collect();
+    let closes = seen
+        .iter()
+        .filter(|(_, c)| c.as_deref() == Some("close"))
+        .count();
+    assert_eq!(
+        closes, 3,
+        "every third request says Connection: close: {seen:?}"
+    );
+    let remotes: BTreeSet<&String> = seen.iter().map(|(r, _)| r).collect();
+    assert_eq!(
+        remotes.len(),
+        3,
+        "three connections carried nine requests: {seen:?}"
+    );
+}
+
 /// The gateway's established connections to `port`, from `ss`.
 fn connections_to(port: u16) -> usize {
     let out = std::process::Command::new("ss")
@@ -267,4 +324,26 @@ spec:
         "a new connection after the idle close"
     );
     assert_eq!(get("Host: kept.example.test"), kept_first);
+}
+
+#[test]
+fn upstream_http_connections_get_the_destination_rule_keepalive() {
+    let mut mesh = Mesh::new("http-keepalive");
+    let http = free_port();
+    let backend = mesh.echo("kept-alive");
+    app_config(
+        &mesh,
+        http,
+        &[backend],
+        "    connectionPool: {tcp: {tcpKeepalive: {time: 77s, interval: 5s, probes: 3}}}",
+        APP_ROUTE,
+    );
+    mesh.up(&[]);
+    assert_eq!(
+        status(&["-H", APP_HOST, &format!("http://127.0.0.1:{http}/x")]),
+        200
+    );
+    // The pooled connection to the backend stays open with a timer of about 77 s.
+    let timer = keepalive_timer(backend);
+    assert!((60..=77).contains(&timer), "{timer}");
 }

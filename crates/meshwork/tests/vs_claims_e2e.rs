@@ -124,6 +124,53 @@ fn mirrors_get_their_percentage_of_copies() {
 }
 
 #[test]
+fn bodies_too_large_to_hold_are_not_mirrored() {
+    let mut mesh = Mesh::new("mirror-bodies");
+    let http = free_port();
+    let backend = mesh.echo("primary");
+    let shadow_port = mesh.echo_logged("shadow");
+    let shadow = mesh.backends.len() - 1;
+    mesh.config(
+        "shadow.yaml",
+        &format!(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: shadow, namespace: apps}}\nspec:\n  hosts: [shadow.apps.internal]\n  ports: [{{number: 80, name: http, protocol: HTTP, targetPort: {shadow_port}}}]\n  resolution: STATIC\n  endpoints: [{{address: 127.0.0.1}}]\n"
+        ),
+    );
+    app_config(
+        &mesh,
+        http,
+        &[backend],
+        "    loadBalancer: {simple: ROUND_ROBIN}",
+        "  - route: [{destination: {host: app}}]\n    mirror: {host: shadow.apps.internal}\n",
+    );
+    mesh.up(&[]);
+    for (path, size) in [("/large", 64 * 1024 + 1), ("/small", 1024)] {
+        let file = mesh.dir.path().join(format!("body-{size}"));
+        std::fs::write(&file, vec![b'b'; size]).unwrap();
+        let got = answers(&[
+            "-H",
+            APP_HOST,
+            "-H",
+            "Expect:",
+            "--data-binary",
+            &format!("@{}", file.display()),
+            &format!("http://127.0.0.1:{http}{path}"),
+        ]);
+        assert_eq!(got, [("200 primary".to_string(), 1)].into(), "{path}");
+    }
+    assert_eq!(
+        settled(&mesh.backends[shadow]),
+        1,
+        "only the small body is copied"
+    );
+    assert!(
+        mesh.backends[shadow]
+            .stdout()
+            .contains("\"path\":\"/small\"")
+    );
+}
+
+#[test]
 fn cors_prefix_origins_and_ignored_unmatched_preflights() {
     let mut mesh = Mesh::new("cors-ignore");
     let http = free_port();

@@ -712,3 +712,30 @@ impl Silent {
         }
     }
 }
+
+/// The seconds left on the keepalive timer of the established connection to `port` (the
+/// gateway's upstream socket), from `ss`.
+pub fn keepalive_timer(port: u16) -> u64 {
+    let out = Command::new("ss")
+        .args([
+            "-tnoH",
+            "state",
+            "established",
+            "dport",
+            "=",
+            &format!(":{port}"),
+        ])
+        .output()
+        .expect("ss (iproute2) runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // ss prints the remaining time as `1min16sec` or `59sec`.
+    text.split("timer:(keepalive,")
+        .nth(1)
+        .and_then(|t| t.split(',').next())
+        .map(|t| {
+            let (min, sec) = t.split_once("min").unwrap_or(("0", t));
+            let secs = sec.trim_end_matches("sec").split('.').next().unwrap_or("0");
+            min.parse::<u64>().unwrap_or(0) * 60 + secs.parse::<u64>().unwrap_or(0)
+        })
+        .unwrap_or_else(|| panic!("no keepalive timer on the upstream socket: {text}"))
+}
