@@ -209,15 +209,14 @@ fn bodies_up_to_64_kib_are_retried_and_larger_ones_are_sent_once() {
     );
     mesh.up(&[]);
     let post = |path: &str, size: usize| {
-        let file = mesh.dir.path().join(format!("body-{size}"));
-        std::fs::write(&file, vec![b'b'; size]).unwrap();
+        let body = body_file(&mesh, size);
         let out = curl(&[
             "-H",
             APP_HOST,
             "-H",
             "Expect:",
             "--data-binary",
-            &format!("@{}", file.display()),
+            &body,
             "-w",
             " %{http_code}",
             &format!("http://127.0.0.1:{http}{path}"),

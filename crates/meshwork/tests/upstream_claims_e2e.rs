@@ -243,20 +243,9 @@ fn every_nth_request_closes_its_upstream_connection() {
     );
 }
 
-/// The gateway's established connections to `port`, from `ss`.
+/// The gateway's established connections to `port`.
 fn connections_to(port: u16) -> usize {
-    let out = std::process::Command::new("ss")
-        .args([
-            "-tnH",
-            "state",
-            "established",
-            "dport",
-            "=",
-            &format!(":{port}"),
-        ])
-        .output()
-        .expect("ss (iproute2) runs");
-    String::from_utf8_lossy(&out.stdout).lines().count()
+    established_to(port).lines().count()
 }
 
 #[test]

@@ -145,15 +145,14 @@ fn bodies_too_large_to_hold_are_not_mirrored() {
     );
     mesh.up(&[]);
     for (path, size) in [("/large", 64 * 1024 + 1), ("/small", 1024)] {
-        let file = mesh.dir.path().join(format!("body-{size}"));
-        std::fs::write(&file, vec![b'b'; size]).unwrap();
+        let body = body_file(&mesh, size);
         let got = answers(&[
             "-H",
             APP_HOST,
             "-H",
             "Expect:",
             "--data-binary",
-            &format!("@{}", file.display()),
+            &body,
             &format!("http://127.0.0.1:{http}{path}"),
         ]);
         assert_eq!(got, [("200 primary".to_string(), 1)].into(), "{path}");

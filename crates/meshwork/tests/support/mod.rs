@@ -716,6 +716,22 @@ impl Silent {
 /// The seconds left on the keepalive timer of the established connection to `port` (the
 /// gateway's upstream socket), from `ss`.
 pub fn keepalive_timer(port: u16) -> u64 {
+    let text = established_to(port);
+    // ss prints the remaining time as `1min16sec` or `59sec`.
+    text.split("timer:(keepalive,")
+        .nth(1)
+        .and_then(|t| t.split(',').next())
+        .map(|t| {
+            let (min, sec) = t.split_once("min").unwrap_or(("0", t));
+            let secs = sec.trim_end_matches("sec").split('.').next().unwrap_or("0");
+            min.parse::<u64>().unwrap_or(0) * 60 + secs.parse::<u64>().unwrap_or(0)
+        })
+        .unwrap_or_else(|| panic!("no keepalive timer on the upstream socket: {text}"))
+}
+
+/// `ss`'s lines (with timers) for the established connections to `port`: the gateway's
+/// upstream sockets.
+pub fn established_to(port: u16) -> String {
     let out = Command::new("ss")
         .args([
             "-tnoH",
@@ -727,15 +743,12 @@ pub fn keepalive_timer(port: u16) -> u64 {
         ])
         .output()
         .expect("ss (iproute2) runs");
-    let text = String::from_utf8_lossy(&out.stdout);
-    // ss prints the remaining time as `1min16sec` or `59sec`.
-    text.split("timer:(keepalive,")
-        .nth(1)
-        .and_then(|t| t.split(',').next())
-        .map(|t| {
-            let (min, sec) = t.split_once("min").unwrap_or(("0", t));
-            let secs = sec.trim_end_matches("sec").split('.').next().unwrap_or("0");
-            min.parse::<u64>().unwrap_or(0) * 60 + secs.parse::<u64>().unwrap_or(0)
-        })
-        .unwrap_or_else(|| panic!("no keepalive timer on the upstream socket: {text}"))
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A file of `size` bytes in the mesh's directory, as curl's `--data-binary` argument.
+pub fn body_file(mesh: &Mesh, size: usize) -> String {
+    let file = mesh.dir.path().join(format!("body-{size}"));
+    std::fs::write(&file, vec![b'b'; size]).unwrap();
+    format!("@{}", file.display())
 }
