@@ -93,6 +93,59 @@ fn one_ejection_is_allowed_under_the_default_max_ejection_percent() {
     );
 }
 
+#[test]
+fn retry_on_conditions_choose_what_is_retried() {
+    let mut mesh = Mesh::new("retry-on");
+    let http = free_port();
+    // The first attempt at each path fails as the path says; the next one succeeds.
+    let backend = Scripted::start("scripted", |path, n| match (n, path.split('/').nth(2)) {
+        (1, Some("reset")) => Reply::Close,
+        (1, Some(code)) => Reply::Status(code.parse().unwrap()),
+        _ => Reply::Status(200),
+    });
+    let route = |prefix: &str, retry_on: &str| {
+        format!(
+            "  - match: [{{uri: {{prefix: /{prefix}/}}}}]\n    retries: {{attempts: 2, retryOn: \"{retry_on}\"}}\n    route: [{{destination: {{host: app}}}}]\n"
+        )
+    };
+    let routes = [
+        route("gateway-error", "gateway-error"),
+        route("retriable-4xx", "retriable-4xx"),
+        route("reset", "reset"),
+        route("five-xx", "5xx"),
+    ]
+    .concat();
+    app_config(
+        &mesh,
+        http,
+        &[backend.port],
+        "    loadBalancer: {simple: ROUND_ROBIN}",
+        &routes,
+    );
+    mesh.up(&[]);
+    let outcome = |path: &str| {
+        let code = status(&["-H", APP_HOST, &format!("http://127.0.0.1:{http}{path}")]);
+        (code, backend.count(path))
+    };
+    // (status seen by the client, attempts at the backend)
+    assert_eq!(
+        outcome("/gateway-error/502"),
+        (200, 2),
+        "502 is a gateway error"
+    );
+    assert_eq!(
+        outcome("/gateway-error/504"),
+        (200, 2),
+        "504 is a gateway error"
+    );
+    assert_eq!(outcome("/gateway-error/500"), (500, 1), "500 is not");
+    assert_eq!(outcome("/retriable-4xx/409"), (200, 2), "409 is retriable");
+    assert_eq!(outcome("/retriable-4xx/404"), (404, 1), "404 is not");
+    assert_eq!(outcome("/reset/reset"), (200, 2), "a reset before headers");
+    assert_eq!(outcome("/five-xx/500"), (200, 2));
+    assert_eq!(outcome("/five-xx/reset"), (200, 2), "5xx covers resets too");
+}
+
 /// Each path's first attempt answers 503 and its retry is held: a retry in flight.
 fn first_fails_then_held(path: &str, n: usize) -> Reply {
     if n == 1 || path.contains("fail") {

@@ -187,6 +187,40 @@ fn h2_upgrade_policy_speaks_http2_to_an_http1_port() {
 }
 
 #[test]
+fn the_destination_rule_in_the_services_namespace_is_preferred() {
+    // The service's own rule (namespace apps) upgrades to HTTP/2; a rule for the same host
+    // in another namespace, read before or after it, says not to.
+    for other_file in ["0-other.yaml", "z-other.yaml"] {
+        let mut mesh = Mesh::new("dr-namespace");
+        let http = free_port();
+        let backend = mesh.echo("preferred");
+        mesh.config(
+            other_file,
+            r#"apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: app-elsewhere, namespace: shop}
+spec:
+  host: app.apps.svc.cluster.local
+  trafficPolicy: {connectionPool: {http: {h2UpgradePolicy: DO_NOT_UPGRADE}}}
+"#,
+        );
+        app_config(
+            &mesh,
+            http,
+            &[backend],
+            "    connectionPool: {http: {h2UpgradePolicy: UPGRADE}}",
+            APP_ROUTE,
+        );
+        mesh.up(&[]);
+        assert_eq!(
+            upstream_protocol(http, "/x", &[]),
+            "HTTP/2.0",
+            "{other_file}"
+        );
+    }
+}
+
+#[test]
 fn use_client_protocol_follows_the_clients_http_version() {
     let mut mesh = Mesh::new("client-protocol");
     let http = free_port();

@@ -426,6 +426,8 @@ pub enum Reply {
     Status(u16),
     /// Keep the request until [`Scripted::release`] (at most 20 s), then answer 200.
     Hold,
+    /// Close the connection without an answer (a reset before headers).
+    Close,
 }
 
 /// An HTTP/1.1 backend in the test process whose answer to each request is decided by the
@@ -548,6 +550,7 @@ fn serve_scripted(
         };
         let status = match reply(&path, n) {
             Reply::Status(s) => s,
+            Reply::Close => return Ok(()),
             Reply::Hold => {
                 let (lock, cv) = released;
                 let guard = lock.lock().unwrap();
