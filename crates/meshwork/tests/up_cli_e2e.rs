@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use support::*;
 
-#[test]
-fn a_mesh_file_inside_the_config_directory_is_the_mesh_config() {
-    let mut mesh = Mesh::new("mesh-inside");
+/// Serves a direct response for shop.example.test with `extra` in the config directory
+/// and `up_args`, and checks that the mesh config in force writes a JSON access log.
+fn serves_with_a_json_access_log(label: &str, extra: (&str, &str), up_args: &[&str]) {
+    let mut mesh = Mesh::new(label);
     let http = free_port();
     mesh.config("gateway.yaml", &http_gateway(http, "[shop.example.test]"));
     mesh.config(
@@ -25,12 +26,13 @@ spec:
   - directResponse: {status: 200, body: {string: "served"}}
 "#,
     );
-    mesh.config(
-        "mesh.yaml",
-        "accessLogFile: /dev/stdout\naccessLogEncoding: JSON\n",
-    );
-    let mesh_file = mesh.dir.path().join("config/mesh.yaml");
-    mesh.up(&["--mesh", mesh_file.to_str().unwrap()]);
+    mesh.config(extra.0, extra.1);
+    let config = mesh.dir.path().join("config");
+    let args: Vec<String> = up_args
+        .iter()
+        .map(|a| a.replace("{config}", config.to_str().unwrap()))
+        .collect();
+    mesh.up(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let out = curl(&[
         "-H",
         "Host: shop.example.test",
@@ -49,39 +51,25 @@ spec:
 }
 
 #[test]
-fn without_a_mesh_file_the_istio_config_map_is_the_mesh_config() {
-    let mut mesh = Mesh::new("mesh-config-map");
-    let http = free_port();
-    mesh.config("gateway.yaml", &http_gateway(http, "[shop.example.test]"));
-    mesh.config(
-        "routes.yaml",
-        r#"apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: shop, namespace: shop}
-spec:
-  hosts: [shop.example.test]
-  gateways: [istio-system/gw]
-  http:
-  - directResponse: {status: 200, body: {string: "served"}}
----
-apiVersion: v1
-kind: ConfigMap
-metadata: {name: istio, namespace: istio-system}
-data:
-  mesh: |-
-    accessLogFile: /dev/stdout
-    accessLogEncoding: JSON
-"#,
+fn a_mesh_file_inside_the_config_directory_is_the_mesh_config() {
+    serves_with_a_json_access_log(
+        "mesh-inside",
+        (
+            "mesh.yaml",
+            "accessLogFile: /dev/stdout\naccessLogEncoding: JSON\n",
+        ),
+        &["--mesh", "{config}/mesh.yaml"],
     );
-    mesh.up(&[]);
-    let out = curl(&[
-        "-H",
-        "Host: shop.example.test",
-        &format!("http://127.0.0.1:{http}/x"),
-    ]);
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "served");
-    let up = mesh.up.as_ref().unwrap();
-    eventually(Duration::from_secs(5), "a JSON access log line", || {
-        up.stdout().contains("\"authority\":\"shop.example.test\"")
-    });
+}
+
+#[test]
+fn without_a_mesh_file_the_istio_config_map_is_the_mesh_config() {
+    serves_with_a_json_access_log(
+        "mesh-config-map",
+        (
+            "istio.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\ndata:\n  mesh: |-\n    accessLogFile: /dev/stdout\n    accessLogEncoding: JSON\n",
+        ),
+        &[],
+    );
 }
