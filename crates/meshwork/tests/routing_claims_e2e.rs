@@ -1,7 +1,9 @@
 //! The routing claims of docs/traffic.md that the other end-to-end files do not cover:
 //! VirtualServices merged oldest first, the legacy `name.namespace` gateway reference,
 //! ServiceEntry `DNS` resolution and `workloadSelector`, `appProtocol` choosing h2c,
-//! requests in flight finishing on the old config across a reload, and the TEXT access log.
+//! requests in flight finishing on the old config across a reload, the TEXT access log,
+//! header prefix and `gateways` matches, whole-path rewrites, destination header changes,
+//! and the empty 404 of an unrouted request.
 
 mod support;
 
@@ -256,4 +258,80 @@ fn the_text_access_log_writes_envoys_default_format() {
         "{line}"
     );
     assert!(!line.starts_with('{'), "not JSON: {line}");
+}
+
+#[test]
+fn header_prefix_and_gateway_matches_whole_path_rewrites_and_destination_headers() {
+    let mut mesh = Mesh::new("routing-more");
+    let http = free_port();
+    let backend = mesh.echo("web");
+    app_config(
+        &mesh,
+        http,
+        &[backend],
+        "    loadBalancer: {simple: ROUND_ROBIN}",
+        &format!(
+            r#"  - match: [{{headers: {{x-tier: {{prefix: gol}}}}}}]
+    {}
+  - match: [{{gateways: [istio-system/other], uri: {{prefix: /other}}}}]
+    {}
+  - match: [{{gateways: [istio-system/gw], uri: {{prefix: /other}}}}]
+    {}
+  - match: [{{uri: {{exact: /old/page}}}}]
+    rewrite: {{uri: /new}}
+    route:
+    - destination: {{host: app}}
+      headers:
+        request: {{add: {{x-added: "1"}}, remove: [x-drop]}}
+        response: {{add: {{x-dest: web}}, remove: [x-echo-name]}}
+"#,
+            reply("gold-ish"),
+            reply("other-gateway"),
+            reply("this-gateway"),
+        ),
+    );
+    mesh.up(&[]);
+    let base = format!("http://127.0.0.1:{http}");
+    let get = |path: &str, extra: &[&str]| {
+        let url = format!("{base}{path}");
+        let mut args = vec!["-H", APP_HOST, url.as_str()];
+        args.extend_from_slice(extra);
+        String::from_utf8_lossy(&curl(&args).stdout).into_owned()
+    };
+    assert_eq!(get("/x", &["-H", "x-tier: golden"]), "gold-ish");
+    assert_eq!(
+        get("/other", &[]),
+        "this-gateway",
+        "a match naming another gateway does not apply"
+    );
+    let out = curl(&[
+        "-D",
+        "/dev/stderr",
+        "-H",
+        APP_HOST,
+        "-H",
+        "x-drop: secret",
+        &format!("{base}/old/page?q=1"),
+    ]);
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        seen["path"], "/new?q=1",
+        "an exact match has its whole path replaced"
+    );
+    assert_eq!(seen["headers"]["x-added"], "1");
+    assert!(seen["headers"].get("x-drop").is_none());
+    let head = String::from_utf8_lossy(&out.stderr).to_ascii_lowercase();
+    assert!(
+        head.contains("x-dest: web") && !head.contains("x-echo-name"),
+        "{head}"
+    );
+    // No route: 404 with an empty body.
+    let out = curl(&[
+        "-H",
+        APP_HOST,
+        "-w",
+        "%{http_code}",
+        &format!("{base}/nothing"),
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "404");
 }

@@ -148,6 +148,40 @@ fn locality_disabled_uses_every_endpoint_whatever_its_locality() {
     );
 }
 
+#[test]
+fn an_endpoints_locality_comes_from_its_topology_labels() {
+    let mut mesh = Mesh::new("topology-labels");
+    let http = free_port();
+    let (near, far) = (mesh.echo("near"), mesh.echo("far"));
+    app_config(
+        &mesh,
+        http,
+        &[],
+        "    outlierDetection: {consecutive5xxErrors: 1, baseEjectionTime: 30s}",
+        APP_ROUTE,
+    );
+    let entry = |name: &str, region: &str, zone: &str, sub: &str, port: u16| {
+        format!(
+            "---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: {name}, namespace: apps}}\nspec:\n  address: 127.0.0.1\n  labels: {{app: app, topology.kubernetes.io/region: {region}, topology.kubernetes.io/zone: {zone}, topology.istio.io/subzone: {sub}}}\n  ports: {{http: {port}}}\n"
+        )
+    };
+    mesh.config(
+        "endpoints.yaml",
+        &(entry("near", "us-east", "zone1", "rack1", near)
+            + &entry("far", "us-east", "zone1", "rack2", far)),
+    );
+    mesh.up(&["--locality", "us-east/zone1/rack1"]);
+    assert_eq!(
+        answers(&[
+            "-H",
+            APP_HOST,
+            &format!("http://127.0.0.1:{http}/x?n=[1-20]")
+        ]),
+        [("200 near".to_string(), 20)].into(),
+        "the same subzone takes all traffic"
+    );
+}
+
 /// The protocol the echo backend saw for one request.
 fn upstream_protocol(http: u16, path: &str, extra: &[&str]) -> String {
     let mut args = vec!["-H", APP_HOST];

@@ -49,6 +49,38 @@ fn a_grpc_abort_answers_200_with_the_grpc_status() {
     );
 }
 
+#[test]
+fn an_http_abort_answers_with_the_fault_body_and_flag() {
+    let mut mesh = Mesh::new("http-abort");
+    let http = free_port();
+    let backend = mesh.echo("never");
+    let mesh_file = json_access_log(&mesh);
+    app_config(
+        &mesh,
+        http,
+        &[backend],
+        "    loadBalancer: {simple: ROUND_ROBIN}",
+        "  - fault: {abort: {httpStatus: 503}}\n    route: [{destination: {host: app}}]\n",
+    );
+    mesh.up(&["--mesh", &mesh_file]);
+    let out = curl(&[
+        "-H",
+        APP_HOST,
+        "-w",
+        " %{http_code}",
+        &format!("http://127.0.0.1:{http}/x"),
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "fault filter abort 503",
+        "no percentage means 100%"
+    );
+    let up = mesh.up.as_ref().unwrap();
+    eventually(Duration::from_secs(5), "the access log", || {
+        up.stdout().contains("\"response_flags\":\"FI\"")
+    });
+}
+
 /// The number of requests `backend` logged once it stops changing (copies are fire and
 /// forget: they may still arrive after the primary answers).
 fn settled(backend: &Proc) -> usize {
