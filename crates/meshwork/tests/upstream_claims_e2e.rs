@@ -1,6 +1,8 @@
 //! How the gateway picks and speaks to endpoints, as docs/resilience.md says: RANDOM,
-//! consistent hashing on a header, `localityLbSetting.enabled: false`, `h2UpgradePolicy`
-//! (DestinationRule and mesh config), `useClientProtocol`, and `http.idleTimeout`.
+//! PASSTHROUGH, consistent hashing on a header, locality from topology labels and
+//! `localityLbSetting.enabled: false`, the service namespace's DestinationRule first,
+//! `h2UpgradePolicy` (DestinationRule and mesh config), `useClientProtocol`,
+//! `maxRequestsPerConnection`, `http.idleTimeout` and `tcpKeepalive` on HTTP routes.
 
 mod support;
 

@@ -1,6 +1,7 @@
-//! The VirtualService claims of docs/resilience.md, end to end: gRPC aborts, `mirrors`
-//! with per-mirror percentages and `mirror` with `mirrorPercentage`, and CORS with prefix
-//! origins and `unmatchedPreflights: IGNORE`.
+//! The VirtualService claims of docs/resilience.md, end to end: gRPC aborts, HTTP aborts
+//! (body and flag), `mirrors` with per-mirror percentages and `mirror` with
+//! `mirrorPercentage`, bodies too large to mirror, and CORS with prefix origins and
+//! `unmatchedPreflights: IGNORE`.
 
 mod support;
 
