@@ -184,6 +184,44 @@ fn an_endpoints_locality_comes_from_its_topology_labels() {
     );
 }
 
+#[test]
+fn a_joining_endpoint_keeps_warming_up_across_a_reload() {
+    let mut mesh = Mesh::new("warmup-reload");
+    let http = free_port();
+    let old = mesh.echo("old");
+    let policy = "    loadBalancer: {simple: ROUND_ROBIN, warmupDurationSecs: 120s}";
+    app_config(&mesh, http, &[old], policy, APP_ROUTE);
+    mesh.up(&[]);
+    let new = mesh.echo("new");
+    app_config(&mesh, http, &[old, new], policy, APP_ROUTE);
+    let url = format!("http://127.0.0.1:{http}/x?n=[1-50]");
+    eventually(Duration::from_secs(10), "the new endpoint", || {
+        answers(&["-H", APP_HOST, &url]).contains_key("200 new")
+    });
+    // A reload that changes nothing about the endpoints: the one that joined is still
+    // warming, and the one present at start is still warm.
+    let routes = format!(
+        "  - match: [{{uri: {{prefix: /reloaded}}}}]\n    directResponse: {{status: 200, body: {{string: reloaded}}}}\n{APP_ROUTE}"
+    );
+    app_config(&mesh, http, &[old, new], policy, &routes);
+    eventually(Duration::from_secs(10), "the reload", || {
+        let out = curl(&["-H", APP_HOST, &format!("http://127.0.0.1:{http}/reloaded")]);
+        out.stdout == b"reloaded"
+    });
+    let got = answers(&[
+        "-H",
+        APP_HOST,
+        &format!("http://127.0.0.1:{http}/x?n=[1-400]"),
+    ]);
+    let to_new = got.get("200 new").copied().unwrap_or(0);
+    assert_eq!(got.values().sum::<usize>(), 400, "{got:?}");
+    // Round robin alone, or a reload that forgot the join times, would give it half.
+    assert!(
+        to_new < 120,
+        "the joining endpoint still gets a small share: {got:?}"
+    );
+}
+
 /// The protocol the echo backend saw for one request.
 fn upstream_protocol(http: u16, path: &str, extra: &[&str]) -> String {
     let mut args = vec!["-H", APP_HOST];
