@@ -1,7 +1,8 @@
 //! How the gateway picks and speaks to endpoints, as docs/resilience.md says: RANDOM,
 //! PASSTHROUGH, consistent hashing on a header, locality from topology labels and
 //! `localityLbSetting.enabled: false`, the service namespace's DestinationRule first,
-//! `h2UpgradePolicy` (DestinationRule and mesh config), `useClientProtocol`,
+//! `h2UpgradePolicy` (DestinationRule and mesh config), one HTTP/2 connection per endpoint,
+//! `useClientProtocol`,
 //! `maxRequestsPerConnection`, `http.idleTimeout` and `tcpKeepalive` on HTTP routes.
 
 mod support;
@@ -257,6 +258,44 @@ fn h2_upgrade_policy_speaks_http2_to_an_http1_port() {
         std::fs::write(&mesh_file, mesh_config).unwrap();
         mesh.up(&["--mesh", mesh_file.to_str().unwrap()]);
         assert_eq!(upstream_protocol(http, "/x", &[]), "HTTP/2.0", "{label}");
+    }
+}
+
+#[test]
+fn http2_requests_to_an_endpoint_share_one_connection() {
+    let mut mesh = Mesh::new("h2-multiplex");
+    let http = free_port();
+    let backend = mesh.echo_logged("multiplexed");
+    let log = mesh.backends.len() - 1;
+    app_config(
+        &mesh,
+        http,
+        &[backend],
+        "    connectionPool: {http: {h2UpgradePolicy: UPGRADE}}",
+        APP_ROUTE,
+    );
+    mesh.up(&[]);
+    let clients: Vec<_> = (0..5)
+        .map(|i| {
+            let url = format!("http://127.0.0.1:{http}/x?delay=5s&client={i}");
+            std::thread::spawn(move || status(&["-H", APP_HOST, &url]))
+        })
+        .collect();
+    // All five are at the backend and none has been answered: they are in flight together.
+    eventually(
+        Duration::from_secs(4),
+        "five requests at the backend",
+        || mesh.backends[log].stdout().lines().count() == 5,
+    );
+    assert!(clients.iter().all(|c| !c.is_finished()));
+    assert_eq!(
+        connections_to(backend),
+        1,
+        "one connection carries them: {}",
+        established_to(backend)
+    );
+    for c in clients {
+        assert_eq!(c.join().unwrap(), 200);
     }
 }
 
