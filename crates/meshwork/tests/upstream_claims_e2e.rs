@@ -1,9 +1,9 @@
 //! How the gateway picks and speaks to endpoints, as docs/resilience.md says: RANDOM,
 //! PASSTHROUGH, consistent hashing on a header, locality from topology labels and
 //! `localityLbSetting.enabled: false`, the service namespace's DestinationRule first,
-//! `h2UpgradePolicy` (DestinationRule and mesh config), one HTTP/2 connection per endpoint,
-//! `useClientProtocol`,
-//! `maxRequestsPerConnection`, `http.idleTimeout` and `tcpKeepalive` on HTTP routes.
+//! `h2UpgradePolicy` (DestinationRule and mesh config), one HTTP/2 connection per
+//! endpoint, `useClientProtocol`, `maxRequestsPerConnection`, `http.idleTimeout` and
+//! `tcpKeepalive` on HTTP routes.
 
 mod support;
 
