@@ -26,6 +26,43 @@ fn closed_by_gateway(port: u16, send: &[u8], limit: Duration) -> Vec<u8> {
     got
 }
 
+/// A passthrough Gateway on 443 with one server (`protocol`, `hosts`), and a TLS route that
+/// sends SNI `a.example.test` to the TLS backend on `backend`.
+fn passthrough_to_a(tcp: u16, tls: u16, protocol: &str, hosts: &str, backend: u16) -> String {
+    gateway_service(tcp, tls)
+        + &format!(
+            r#"apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: tls-gw, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 443, name: tls, protocol: {protocol}}}
+    hosts: {hosts}
+    tls: {{mode: PASSTHROUGH}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: a, namespace: apps}}
+spec:
+  hosts: [a.backend.internal]
+  ports: [{{number: 443, name: tls, protocol: TLS, targetPort: {backend}}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: a, namespace: apps}}
+spec:
+  hosts: [a.example.test]
+  gateways: [istio-system/tls-gw]
+  tls:
+  - match: [{{sniHosts: [a.example.test]}}]
+    route: [{{destination: {{host: a.backend.internal, port: {{number: 443}}}}}}]
+"#
+        )
+}
+
 #[test]
 fn tcp_connect_timeouts_and_missing_endpoints_close_with_uf_and_uh() {
     let mut mesh = Mesh::new("tcp-flags");
@@ -91,38 +128,7 @@ fn an_sni_without_a_tls_route_and_a_silent_client_are_closed_with_a_reason() {
     let backend = mesh.tls_backend("backend-a", &cert, &key);
     mesh.config(
         "config.yaml",
-        &(gateway_service(tcp, tls)
-            + &format!(
-                r#"apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {{name: tls-gw, namespace: istio-system}}
-spec:
-  selector: {{istio: ingressgateway}}
-  servers:
-  - port: {{number: 443, name: tls, protocol: TLS}}
-    hosts: ["*.example.test"]
-    tls: {{mode: PASSTHROUGH}}
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: a, namespace: apps}}
-spec:
-  hosts: [a.backend.internal]
-  ports: [{{number: 443, name: tls, protocol: TLS, targetPort: {backend}}}]
-  resolution: STATIC
-  endpoints: [{{address: 127.0.0.1}}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: a, namespace: apps}}
-spec:
-  hosts: [a.example.test]
-  gateways: [istio-system/tls-gw]
-  tls:
-  - match: [{{sniHosts: [a.example.test]}}]
-    route: [{{destination: {{host: a.backend.internal, port: {{number: 443}}}}}}]
-"#
-            )),
+        &passthrough_to_a(tcp, tls, "TLS", r#"["*.example.test"]"#, backend),
     );
     let ca_file = mesh.dir.path().join("ca.pem");
     std::fs::write(&ca_file, &ca.cert_pem).unwrap();
@@ -160,38 +166,7 @@ fn an_https_server_in_passthrough_mode_passes_tls_through() {
     let backend = mesh.tls_backend("backend-a", &cert, &key);
     mesh.config(
         "config.yaml",
-        &(gateway_service(tcp, tls)
-            + &format!(
-                r#"apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {{name: tls-gw, namespace: istio-system}}
-spec:
-  selector: {{istio: ingressgateway}}
-  servers:
-  - port: {{number: 443, name: https, protocol: HTTPS}}
-    hosts: [a.example.test]
-    tls: {{mode: PASSTHROUGH}}
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: a, namespace: apps}}
-spec:
-  hosts: [a.backend.internal]
-  ports: [{{number: 443, name: tls, protocol: TLS, targetPort: {backend}}}]
-  resolution: STATIC
-  endpoints: [{{address: 127.0.0.1}}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: a, namespace: apps}}
-spec:
-  hosts: [a.example.test]
-  gateways: [istio-system/tls-gw]
-  tls:
-  - match: [{{sniHosts: [a.example.test]}}]
-    route: [{{destination: {{host: a.backend.internal, port: {{number: 443}}}}}}]
-"#
-            )),
+        &passthrough_to_a(tcp, tls, "HTTPS", r#"[a.example.test]"#, backend),
     );
     let ca_file = mesh.dir.path().join("ca.pem");
     std::fs::write(&ca_file, &ca.cert_pem).unwrap();
