@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
 """Generates meshwork's typed Istio resources from Istio's CRD bundle.
 
-    python3 tools/gen_api.py [path/to/istio-crd-all.gen.yaml]
+    python3 tools/gen_api.py ../shared/reference/istio-crd-all.gen.yaml
 
-Reads the CRD bundle (default: crates/api/schema/istio-crd-all.gen.yaml) and writes
+The bundle is not kept in this tree: CI and developers have it in ../shared/reference/
+beside the checkout. Reads it and writes
   crates/api/src/generated/{common,networking,security,telemetry}.rs  (serde types)
   crates/api/schema/istio-schemas.json                                  (compact schemas
       without descriptions, used at run time for structural and CEL validation)
 Every field of every supported kind becomes a typed Rust field; identical object
 schemas share one type. Names follow Istio's protobuf message names (see NAMES).
+The generated code keeps the facts of the API (names, types, enums, required fields,
+bounds) and none of Istio's descriptions: each doc comment names the field's path in
+its kind and points to the kind's page in Istio's reference (REFERENCE).
 """
 import json
 import os
@@ -19,7 +23,10 @@ import sys
 import yaml
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SRC = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "crates/api/schema/istio-crd-all.gen.yaml")
+if len(sys.argv) != 2:
+    raise SystemExit("usage: python3 tools/gen_api.py path/to/istio-crd-all.gen.yaml "
+                     "(CI and developers: ../shared/reference/istio-crd-all.gen.yaml)")
+SRC = sys.argv[1]
 OUT_DIR = os.path.join(ROOT, "crates/api/src/generated")
 SCHEMA_OUT = os.path.join(ROOT, "crates/api/schema/istio-schemas.json")
 
@@ -30,6 +37,18 @@ KINDS = {
     "WorkloadGroup": "networking",
     "PeerAuthentication": "security", "AuthorizationPolicy": "security",
     "RequestAuthentication": "security",
+    "Telemetry": "telemetry",
+}
+
+# kind -> its page in Istio's reference, where every field is described.
+REFERENCE = {
+    "Gateway": "networking/gateway", "VirtualService": "networking/virtual-service",
+    "DestinationRule": "networking/destination-rule", "ServiceEntry": "networking/service-entry",
+    "Sidecar": "networking/sidecar", "WorkloadEntry": "networking/workload-entry",
+    "WorkloadGroup": "networking/workload-group",
+    "PeerAuthentication": "security/peer_authentication",
+    "AuthorizationPolicy": "security/authorization-policy",
+    "RequestAuthentication": "security/request_authentication",
     "Telemetry": "telemetry",
 }
 
@@ -214,15 +233,42 @@ def variant(value):
     return out
 
 
-def doc(desc, indent=""):
-    if not desc:
-        return ""
-    text = desc.strip()
-    lines = []
-    for line in text.splitlines():
-        line = line.rstrip()
-        lines.append(f"{indent}///" + (" " + line if line else ""))
-    return "\n".join(lines) + "\n"
+def doc(lines, indent=""):
+    return "".join(f"{indent}///" + (" " + line if line else "") + "\n" for line in lines)
+
+
+def field_path(path):
+    """`VirtualService.http[].match` -> ("VirtualService", "spec.http[].match")."""
+    kind, _, rest = path.partition(".")
+    return kind, "spec" + ("." + rest if rest else "")
+
+
+def reference(path):
+    """Where Istio's reference describes the field at `path`."""
+    kind, spec = field_path(path)
+    url = f"https://istio.io/latest/docs/reference/config/{REFERENCE[kind]}/"
+    return [f"{kind} `{spec}`.", f"See [Istio's reference]({url})."]
+
+
+def facts(s, required):
+    """The validation facts of a field's schema, in words."""
+    out = []
+    if required:
+        out.append("Required.")
+    for k, words in (("minimum", "At least"), ("maximum", "At most"),
+                     ("minLength", "At least this many characters:"),
+                     ("maxLength", "At most this many characters:"),
+                     ("minItems", "At least this many items:"),
+                     ("maxItems", "At most this many items:"),
+                     ("maxProperties", "At most this many entries:")):
+        if k in s:
+            out.append(f"{words} {s[k]}.")
+    if "format" in s:
+        out.append(f"Format `{s['format']}`.")
+    n = len(s.get("x-kubernetes-validations", []))
+    if n:
+        out.append(f"{n} CEL rule{'s' if n > 1 else ''} (in `istio-schemas.json`).")
+    return out
 
 
 MISSING = []
@@ -259,7 +305,7 @@ class Gen:
         required = set(schema.get("required", []))
         for prop, ps in schema["properties"].items():
             rty = self.rust_type(ps, f"{path}.{prop}", module)
-            fields.append((prop, rty, ps, prop in required))
+            fields.append((prop, rty, ps, prop in required, f"{path}.{prop}"))
         t["fields"] = fields
         return name
 
@@ -276,7 +322,7 @@ class Gen:
             MISSING.append(f"enum {path}")
             name = "Missing" + str(len(MISSING))
         self.names.add(name)
-        self.enums[k] = {"name": name, "values": values, "modules": {module}, "desc": schema.get("description")}
+        self.enums[k] = {"name": name, "values": values, "modules": {module}, "path": path}
         self.enum_order.append(k)
         return name
 
@@ -308,7 +354,7 @@ class Gen:
         raise SystemExit(f"gen_api: unsupported schema at {path}: {strip(s)}")
 
 
-def field_decl(prop, rty, ps, required, aliases=()):
+def field_decl(prop, rty, ps, required, path, aliases=()):
     fname = snake(prop)
     if fname in RUST_KEYWORDS:
         fname = fname + "_"
@@ -328,7 +374,8 @@ def field_decl(prop, rty, ps, required, aliases=()):
     else:
         attrs.append('default, skip_serializing_if = "Option::is_none"')
         ty = f"Option<{rty}>"
-    out = doc(ps.get("description"), "    ")
+    _, spec = field_path(path)
+    out = doc([f"`{spec}`." + "".join(" " + f for f in facts(ps, required))], "    ")
     if attrs:
         out += f"    #[serde({', '.join(attrs)})]\n"
     out += f"    pub {fname}: {ty},\n"
@@ -336,7 +383,7 @@ def field_decl(prop, rty, ps, required, aliases=()):
 
 
 def render_struct(t):
-    out = doc(t["schema"].get("description") or f"`{t['path']}`")
+    out = doc(reference(t["path"]))
     out += "#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]\n"
     out += '#[serde(rename_all = "camelCase", deny_unknown_fields)]\n'
     out += f"pub struct {t['name']} {{\n"
@@ -354,7 +401,8 @@ def render_struct(t):
 
 
 def render_enum(e):
-    out = doc(e["desc"])
+    what, where = reference(e["path"])
+    out = doc([f"The values of {what}", where])
     out += "#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]\n"
     out += f"pub enum {e['name']} {{\n"
     for i, v in enumerate(e["values"]):

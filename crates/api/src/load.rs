@@ -202,7 +202,17 @@ impl Loader {
                 .map_err(read_err)?;
             self.add_text(path, &text);
         } else if path.is_dir() {
+            // The mesh config is not a resource: when it lies inside a scanned directory
+            // (`meshwork up DIR --mesh DIR/mesh.yaml`), it is read as the mesh config only.
+            let mesh_file = self
+                .opts
+                .mesh_file
+                .as_ref()
+                .and_then(|m| m.canonicalize().ok());
             for file in config_files(path)? {
+                if mesh_file.is_some() && file.canonicalize().ok() == mesh_file {
+                    continue;
+                }
                 self.add_path(&file)?;
             }
         } else {
@@ -756,6 +766,34 @@ mod tests {
         let at = FieldPath::parse("spec.ports[0]");
         assert!(field_names::<Service>(at.segments()).contains(&"targetPort"));
         assert!(field_names::<Service>(FieldPath::parse("spec.nothing").segments()).is_empty());
+    }
+
+    #[test]
+    fn a_mesh_file_inside_a_scanned_directory_is_the_mesh_config_only() {
+        let dir = std::env::temp_dir().join(format!("meshwork-load-mesh-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::write(
+            dir.join("service.yaml"),
+            "apiVersion: v1\nkind: Service\nmetadata: {name: a}\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("mesh.yaml"), "accessLogFile: /dev/stdout\n").unwrap();
+        // Not the mesh file: a second file of the same name elsewhere is still a resource.
+        std::fs::write(dir.join("sub/mesh.yaml"), "accessLogFile: /dev/stdout\n").unwrap();
+        let opts = LoadOptions {
+            // Named by another spelling of the same path.
+            mesh_file: Some(dir.join("sub/../mesh.yaml")),
+            ..LoadOptions::default()
+        };
+        let outcome = load_paths(std::slice::from_ref(&dir), &opts).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let messages: Vec<String> = outcome.diagnostics.iter().map(|d| d.to_string()).collect();
+        assert!(
+            !messages.is_empty() && messages.iter().all(|m| m.contains("/sub/mesh.yaml:")),
+            "only the other file is read as a resource: {messages:#?}"
+        );
+        assert_eq!(outcome.config.objects.len(), 1);
+        assert_eq!(outcome.config.mesh.access_log_file, "/dev/stdout");
     }
 
     #[test]

@@ -362,45 +362,44 @@ fn hot_reload_under_load_loses_no_request_and_bad_changes_are_rejected() {
     mesh.up(&[]);
     let url = format!("http://127.0.0.1:{http}/web/x");
 
-    // Load: 1500 sequential keep-alive requests from one curl while the routes change.
-    let load_url = format!("{url}?n=[1-1500]");
-    let load = std::thread::spawn(move || {
-        curl(&[
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}\n",
+    // Load: 3000 sequential keep-alive requests from one curl while the routes change. Each
+    // answer's backend is recorded, so the test proves the reload happened during the load.
+    let answers = mesh.dir.path().join("load.txt");
+    let mut load = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "60", "-o", "/dev/null"])
+        .args(["-w", "%{http_code} %header{x-echo-name}\n"])
+        .args([
             "-H",
             "Host: shop.example.test",
-            &load_url,
+            &format!("{url}?n=[1-3000]"),
         ])
+        .stdout(std::fs::File::create(&answers).unwrap())
+        .spawn()
+        .unwrap();
+    let answered = || std::fs::read_to_string(&answers).unwrap_or_default();
+    eventually(Duration::from_secs(10), "the load to start", || {
+        answered().lines().count() >= 100
     });
-    std::thread::sleep(Duration::from_millis(100));
     let changed = ROUTES.replace(
         "- destination: {host: web}",
         "- destination: {host: api, subset: v2}",
     );
     mesh.config("routes.yaml", &changed);
-    support::eventually(Duration::from_secs(10), "the new route", || {
-        let out = curl(&[
-            "-D",
-            "-",
-            "-o",
-            "/dev/null",
-            "-H",
-            "Host: shop.example.test",
-            &url,
-        ]);
-        String::from_utf8_lossy(&out.stdout).contains("x-echo-name: api-v2")
-    });
-    let out = load.join().unwrap();
-    let codes = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(codes.lines().count(), 1500);
+    assert!(load.wait().unwrap().success());
+    let lines: Vec<String> = answered().lines().map(str::to_string).collect();
+    assert_eq!(lines.len(), 3000);
+    let failed: Vec<&String> = lines.iter().filter(|l| !l.starts_with("200 ")).collect();
     assert!(
-        codes.lines().all(|c| c == "200"),
-        "failed requests during reload: {:?}",
-        codes.lines().filter(|c| *c != "200").collect::<Vec<_>>()
+        failed.is_empty(),
+        "failed requests during reload: {failed:?}"
     );
+    // The old route answered first, then the new one, and never the old one again.
+    let switch = lines
+        .iter()
+        .position(|l| l == "200 api-v2")
+        .expect("the new route answered during the load");
+    assert!(switch > 0 && lines[..switch].iter().all(|l| l == "200 web"));
+    assert!(lines[switch..].iter().all(|l| l == "200 api-v2"));
 
     // An invalid change is rejected with the validate message; the last good config serves.
     mesh.config("routes.yaml", &changed.replace("weight: 90", "weigth: 90"));
@@ -1293,7 +1292,6 @@ spec:
     );
 
     // Every try of a slow backend times out after 100ms; after two retries: 504, URX.
-    let started = std::time::Instant::now();
     let out = curl(&[
         "-H",
         "Host: shop.example.test",
@@ -1304,10 +1302,6 @@ spec:
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "upstream request timeout 504"
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "the tries were cut short"
     );
     let up = mesh.up.as_ref().unwrap();
     eventually(Duration::from_secs(5), "the access log", || {

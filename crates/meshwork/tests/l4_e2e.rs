@@ -1,5 +1,6 @@
 //! L4 end to end: TCP routes with weights and half-close, TLS passthrough by SNI to HTTPS
-//! backends that keep their own certificates, TLS terminated then proxied as TCP, and
+//! backends that keep their own certificates (beside a terminated HTTPS host on the same
+//! port), TLS terminated then proxied as TCP, and
 //! clients that are refused (unknown SNI, not TLS) closed with a log line.
 
 mod support;
@@ -9,65 +10,6 @@ use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
 
 use support::*;
-
-fn gateway_service(http_target: u16, tls_target: u16) -> String {
-    format!(
-        r#"apiVersion: v1
-kind: Service
-metadata: {{name: istio-ingressgateway, namespace: istio-system}}
-spec:
-  selector: {{istio: ingressgateway}}
-  ports:
-  - {{name: tcp, port: 31400, targetPort: {http_target}}}
-  - {{name: tls, port: 443, targetPort: {tls_target}}}
----
-"#
-    )
-}
-
-/// A TCP gateway on `tcp` routing everything to one TCP backend (`name.apps.internal`),
-/// whose DestinationRule has this `connectionPool.tcp`.
-fn single_tcp_route(tcp: u16, tls: u16, name: &str, backend: u16, tcp_pool: &str) -> String {
-    gateway_service(tcp, tls)
-        + &format!(
-            r#"apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {{name: tcp-gw, namespace: istio-system}}
-spec:
-  selector: {{istio: ingressgateway}}
-  servers:
-  - port: {{number: 31400, name: tcp, protocol: TCP}}
-    hosts: ["*"]
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: {name}, namespace: apps}}
-spec:
-  hosts: [{name}.apps.internal]
-  ports: [{{number: 7000, name: tcp, protocol: TCP, targetPort: {backend}}}]
-  resolution: STATIC
-  endpoints: [{{address: 127.0.0.1}}]
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: {name}, namespace: apps}}
-spec:
-  host: {name}.apps.internal
-  trafficPolicy:
-    connectionPool:
-      tcp: {tcp_pool}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: tcp, namespace: apps}}
-spec:
-  hosts: ["*"]
-  gateways: [istio-system/tcp-gw]
-  tcp:
-  - route: [{{destination: {{host: {name}.apps.internal, port: {{number: 7000}}}}}}]
-"#
-        )
-}
 
 /// Reads the backend's greeting line, sends `msg`, closes our sending side, and reads the
 /// echo until the backend closes: half-close both ways.
@@ -250,9 +192,29 @@ spec:
 "#
             )),
     );
+    // The HTTPS host on the same port is terminated with the gateway's own certificate.
+    let (web_cert, web_key) = ca.leaf(&["web.example.test"], "gateway web");
+    mesh.config(
+        "secret.yaml",
+        &tls_secret("istio-system", "web-tls", &web_cert, &web_key, None),
+    );
     let ca_file = mesh.dir.path().join("ca.pem");
     std::fs::write(&ca_file, &ca.cert_pem).unwrap();
     mesh.up(&[]);
+    let resolve = format!("web.example.test:{tls}:127.0.0.1");
+    let out = curl(&[
+        "--resolve",
+        &resolve,
+        "--cacert",
+        ca_file.to_str().unwrap(),
+        "-v",
+        &format!("https://web.example.test:{tls}/"),
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "terminated at the gateway"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("CN=gateway web"));
     for (host, cn) in [
         ("a.example.test", "backend a"),
         ("b.example.test", "backend b"),
@@ -443,28 +405,6 @@ fn upstream_tcp_connections_get_the_destination_rule_keepalive() {
     let mut greeting = [0u8; 5];
     s.read_exact(&mut greeting).unwrap();
     // The gateway's socket to the backend carries a keepalive timer of about 77 s.
-    let out = std::process::Command::new("ss")
-        .args([
-            "-tnoH",
-            "state",
-            "established",
-            "dport",
-            "=",
-            &format!(":{backend}"),
-        ])
-        .output()
-        .expect("ss (iproute2) runs");
-    let text = String::from_utf8_lossy(&out.stdout);
-    // ss prints the remaining time as `1min16sec` or `59sec`.
-    let timer = text
-        .split("timer:(keepalive,")
-        .nth(1)
-        .and_then(|t| t.split(',').next())
-        .map(|t| {
-            let (min, sec) = t.split_once("min").unwrap_or(("0", t));
-            let secs = sec.trim_end_matches("sec").split('.').next().unwrap_or("0");
-            min.parse::<u64>().unwrap_or(0) * 60 + secs.parse::<u64>().unwrap_or(0)
-        })
-        .unwrap_or_else(|| panic!("no keepalive timer on the upstream socket: {text}"));
-    assert!((60..=77).contains(&timer), "{text}");
+    let timer = keepalive_timer(backend);
+    assert!((60..=77).contains(&timer), "{timer}");
 }

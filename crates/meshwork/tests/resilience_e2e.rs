@@ -15,62 +15,10 @@ use support::*;
 /// the given ports, a DestinationRule with `policy` (YAML under `trafficPolicy:`) and a
 /// VirtualService with extra `route_extra` lines.
 fn config(mesh: &Mesh, http: u16, ports: &[u16], policy: &str, route_extra: &str) {
-    let mut entries = String::new();
-    for (i, p) in ports.iter().enumerate() {
-        entries += &format!(
-            "---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: app-{i}, namespace: apps}}\nspec: {{address: 127.0.0.1, labels: {{app: app}}, ports: {{http: {p}}}}}\n"
-        );
-    }
-    mesh.config("endpoints.yaml", &entries);
-    mesh.config(
-        "config.yaml",
-        &format!(
-            r#"apiVersion: v1
-kind: Service
-metadata: {{name: istio-ingressgateway, namespace: istio-system}}
-spec:
-  selector: {{istio: ingressgateway}}
-  ports: [{{name: http2, port: 80, targetPort: {http}}}]
----
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {{name: gw, namespace: istio-system}}
-spec:
-  selector: {{istio: ingressgateway}}
-  servers:
-  - port: {{number: 80, name: http, protocol: HTTP}}
-    hosts: ["app.example.test"]
----
-apiVersion: v1
-kind: Service
-metadata: {{name: app, namespace: apps}}
-spec:
-  selector: {{app: app}}
-  ports: [{{name: http, port: 80}}]
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: app, namespace: apps}}
-spec:
-  host: app
-  trafficPolicy:
-{policy}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: app, namespace: apps}}
-spec:
-  hosts: [app.example.test]
-  gateways: [istio-system/gw]
-  http:
-  - match: [{{uri: {{prefix: /no-retry}}}}]
-    retries: {{attempts: 0}}
-    route: [{{destination: {{host: app}}}}]
-  - route: [{{destination: {{host: app}}}}]
-{route_extra}
-"#
-        ),
+    let routes = format!(
+        "  - match: [{{uri: {{prefix: /no-retry}}}}]\n    retries: {{attempts: 0}}\n    route: [{{destination: {{host: app}}}}]\n  - route: [{{destination: {{host: app}}}}]\n{route_extra}\n"
     );
+    app_config(mesh, http, ports, policy, &routes);
 }
 
 const HOST: &str = "Host: app.example.test";
@@ -150,7 +98,7 @@ fn a_dead_endpoint_is_ejected_and_comes_back_after_the_ejection_time() {
 fn a_tight_connection_pool_overflows_with_503_uo() {
     let mut mesh = Mesh::new("overflow");
     let http = free_port();
-    let backend = mesh.echo("slow");
+    let backend = mesh.echo_logged("slow");
     config(
         &mesh,
         http,
@@ -165,35 +113,42 @@ fn a_tight_connection_pool_overflows_with_503_uo() {
     )
     .unwrap();
     mesh.up(&["--mesh", mesh_file.to_str().unwrap()]);
+    // Two slow requests, seen at the backend, fill one connection and one pending request.
+    let held: Vec<_> = (0..2)
+        .map(|i| {
+            let url = format!("http://127.0.0.1:{http}/no-retry?delay=5s&held={i}");
+            std::thread::spawn(move || status(&["-H", HOST, &url]))
+        })
+        .collect();
+    let backend_log = mesh.backends.last().unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "two requests at the backend",
+        || backend_log.stdout().lines().count() >= 2,
+    );
     let out = curl(&[
-        "--parallel",
-        "--parallel-immediate",
-        "--parallel-max",
-        "10",
         "-o",
         "/dev/null",
         "-w",
         "%{http_code}\n",
         "-H",
         HOST,
-        &format!("http://127.0.0.1:{http}/no-retry?delay=500ms&n=[1-10]"),
+        &format!("http://127.0.0.1:{http}/no-retry?n=[1-10]"),
     ]);
     let text = String::from_utf8_lossy(&out.stdout);
-    let ok = text.lines().filter(|c| *c == "200").count();
-    let overflow = text.lines().filter(|c| *c == "503").count();
-    assert_eq!(ok + overflow, 10, "{text}");
-    assert!(
-        (1..=2).contains(&ok),
-        "one connection and one pending request are allowed: {text}"
+    assert_eq!(
+        text,
+        "503\n".repeat(10),
+        "every request past the limit overflows"
     );
+    for h in held {
+        assert_eq!(h.join().unwrap(), 200, "the held requests complete");
+    }
     let up = mesh.up.as_ref().unwrap();
     eventually(Duration::from_secs(5), "the access log", || {
-        up.stdout().lines().count() >= 10
+        up.stdout().lines().count() >= 12
     });
-    assert_eq!(
-        up.stdout().matches("\"response_flags\":\"UO\"").count(),
-        overflow
-    );
+    assert_eq!(up.stdout().matches("\"response_flags\":\"UO\"").count(), 10);
 }
 
 /// `key -> echo name` for each request of a query-parameter hash run.
@@ -219,10 +174,9 @@ fn hash_run(http: u16, keys: usize, repeats: usize) -> BTreeMap<String, BTreeSet
             .next()
             .unwrap()
             .to_string();
-        // A request that failed under load names no endpoint: it says nothing about hashing.
-        if !name.trim().is_empty() {
-            m.entry(user).or_default().insert(name.trim().to_string());
-        }
+        // A failed request names no endpoint: none may fail.
+        assert!(!name.trim().is_empty(), "a request failed: {line}");
+        m.entry(user).or_default().insert(name.trim().to_string());
     }
     m
 }

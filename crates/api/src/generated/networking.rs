@@ -13,9 +13,8 @@ use serde::{Deserialize, Serialize};
 #[allow(unused_imports)]
 use std::collections::BTreeMap;
 
-/// Specify if http1.1 connection should be upgraded to http2 for the associated destination.
-///
-/// Valid Options: DEFAULT, DO_NOT_UPGRADE, UPGRADE
+/// The values of DestinationRule `spec.subsets[].trafficPolicy.connectionPool.http.h2UpgradePolicy`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/destination-rule/).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub enum H2UpgradePolicy {
     #[default]
@@ -38,9 +37,8 @@ impl H2UpgradePolicy {
     }
 }
 
-/// Standard load balancing algorithms that require no tuning.
-///
-/// Valid Options: LEAST_CONN, RANDOM, PASSTHROUGH, ROUND_ROBIN, LEAST_REQUEST
+/// The values of DestinationRule `spec.subsets[].trafficPolicy.loadBalancer.simple`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/destination-rule/).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub enum SimpleLb {
     #[default]
@@ -72,9 +70,8 @@ impl SimpleLb {
     }
 }
 
-/// Indicates whether connections to this port should be secured using TLS.
-///
-/// Valid Options: DISABLE, SIMPLE, MUTUAL, ISTIO_MUTUAL
+/// The values of DestinationRule `spec.subsets[].trafficPolicy.portLevelSettings[].tls.mode`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/destination-rule/).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub enum ClientTlsMode {
     #[default]
@@ -100,9 +97,8 @@ impl ClientTlsMode {
     }
 }
 
-/// The PROXY protocol version to use.
-///
-/// Valid Options: V1, V2
+/// The values of DestinationRule `spec.subsets[].trafficPolicy.proxyProtocol.version`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/destination-rule/).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub enum ProxyProtocolVersion {
     #[default]
@@ -122,9 +118,8 @@ impl ProxyProtocolVersion {
     }
 }
 
-/// Optional: Maximum TLS protocol version.
-///
-/// Valid Options: TLS_AUTO, TLSV1_0, TLSV1_1, TLSV1_2, TLSV1_3
+/// The values of Gateway `spec.servers[].tls.maxProtocolVersion`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/gateway/).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub enum TlsProtocol {
     #[default]
@@ -153,9 +148,8 @@ impl TlsProtocol {
     }
 }
 
-/// Optional: Indicates whether connections to this port should be secured using TLS.
-///
-/// Valid Options: PASSTHROUGH, SIMPLE, MUTUAL, AUTO_PASSTHROUGH, ISTIO_MUTUAL, OPTIONAL_MUTUAL
+/// The values of Gateway `spec.servers[].tls.mode`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/gateway/).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub enum ServerTlsMode {
     #[default]
@@ -187,9 +181,8 @@ impl ServerTlsMode {
     }
 }
 
-/// Specify whether the service should be considered external to the mesh or part of the mesh.
-///
-/// Valid Options: MESH_EXTERNAL, MESH_INTERNAL
+/// The values of ServiceEntry `spec.location`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/service-entry/).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub enum ServiceEntryLocation {
     #[default]
@@ -209,9 +202,8 @@ impl ServiceEntryLocation {
     }
 }
 
-/// Service resolution mode for the hosts.
-///
-/// Valid Options: NONE, STATIC, DNS, DNS_ROUND_ROBIN, DYNAMIC_DNS
+/// The values of ServiceEntry `spec.resolution`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/service-entry/).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub enum ServiceEntryResolution {
     #[default]
@@ -240,9 +232,8 @@ impl ServiceEntryResolution {
     }
 }
 
-/// When the bind address is an IP, the captureMode option dictates how traffic to the listener is expected to be captured (or not).
-///
-/// Valid Options: DEFAULT, IPTABLES, NONE
+/// The values of Sidecar `spec.egress[].captureMode`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/sidecar/).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub enum CaptureMode {
     #[default]
@@ -265,7 +256,8 @@ impl CaptureMode {
     }
 }
 
-/// Valid Options: REGISTRY_ONLY, ALLOW_ANY
+/// The values of Sidecar `spec.outboundTrafficPolicy.mode`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/sidecar/).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub enum OutboundTrafficPolicyMode {
     #[default]
@@ -285,9 +277,8 @@ impl OutboundTrafficPolicyMode {
     }
 }
 
-/// Indicates whether preflight requests not matching the configured allowed origin shouldn't be forwarded to the upstream.
-///
-/// Valid Options: FORWARD, IGNORE
+/// The values of VirtualService `spec.http[].corsPolicy.unmatchedPreflights`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/virtual-service/).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub enum UnmatchedPreflights {
     #[default]
@@ -310,9 +301,8 @@ impl UnmatchedPreflights {
     }
 }
 
-/// On a redirect, dynamically set the port: * FROM_PROTOCOL_DEFAULT: automatically set to 80 for HTTP and 443 for HTTPS.
-///
-/// Valid Options: FROM_PROTOCOL_DEFAULT, FROM_REQUEST_PORT
+/// The values of VirtualService `spec.http[].redirect.derivePort`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/virtual-service/).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub enum RedirectPortSelection {
     #[default]
@@ -332,1437 +322,1524 @@ impl RedirectPortSelection {
     }
 }
 
-/// Configuration affecting load balancing, outlier detection, etc. See more details at: https://istio.io/docs/reference/config/networking/destination-rule.html
+/// DestinationRule `spec`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/destination-rule/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DestinationRuleSpec {
-    /// A list of namespaces to which this destination rule is exported.
+    /// `spec.exportTo`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub export_to: Vec<String>,
-    /// The name of a service from the service registry.
+    /// `spec.host`. Required.
     pub host: String,
-    /// One or more named sets that represent individual versions of a service.
+    /// `spec.subsets`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subsets: Vec<Subset>,
-    /// Traffic policies to apply (load balancing policy, connection pool sizes, outlier detection).
+    /// `spec.trafficPolicy`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traffic_policy: Option<TrafficPolicy>,
-    /// Criteria used to select the specific set of pods/VMs on which this `DestinationRule` configuration should be applied.
+    /// `spec.workloadSelector`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload_selector: Option<WorkloadSelector>,
 }
 
-/// `DestinationRule.subsets[]`
+/// DestinationRule `spec.subsets[]`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/destination-rule/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Subset {
-    /// Labels apply a filter over the endpoints of a service in the service registry.
+    /// `spec.subsets[].labels`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
-    /// Name of the subset.
+    /// `spec.subsets[].name`. Required.
     pub name: String,
-    /// Traffic policies that apply to this subset.
+    /// `spec.subsets[].trafficPolicy`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traffic_policy: Option<TrafficPolicy>,
 }
 
-/// Traffic policies that apply to this subset.
+/// DestinationRule `spec.subsets[].trafficPolicy`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/destination-rule/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TrafficPolicy {
+    /// `spec.subsets[].trafficPolicy.connectionPool`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection_pool: Option<ConnectionPoolSettings>,
-    /// Settings controlling the load balancer algorithms.
+    /// `spec.subsets[].trafficPolicy.loadBalancer`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_balancer: Option<LoadBalancerSettings>,
+    /// `spec.subsets[].trafficPolicy.outlierDetection`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outlier_detection: Option<OutlierDetection>,
-    /// Traffic policies specific to individual ports.
+    /// `spec.subsets[].trafficPolicy.portLevelSettings`. At most this many items: 4096.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub port_level_settings: Vec<PortTrafficPolicy>,
-    /// The upstream PROXY protocol settings.
+    /// `spec.subsets[].trafficPolicy.proxyProtocol`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy_protocol: Option<ProxyProtocol>,
-    /// Specifies a limit on concurrent retries in relation to the number of active requests.
+    /// `spec.subsets[].trafficPolicy.retryBudget`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_budget: Option<RetryBudget>,
-    /// TLS related settings for connections to the upstream service.
+    /// `spec.subsets[].trafficPolicy.tls`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ClientTlsSettings>,
-    /// Configuration of tunneling TCP over other transport or application layers for the host configured in the DestinationRule.
+    /// `spec.subsets[].trafficPolicy.tunnel`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tunnel: Option<TunnelSettings>,
 }
 
-/// `DestinationRule.subsets[].trafficPolicy.connectionPool`
+/// DestinationRule `spec.subsets[].trafficPolicy.connectionPool`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/destination-rule/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConnectionPoolSettings {
-    /// HTTP connection pool settings.
+    /// `spec.subsets[].trafficPolicy.connectionPool.http`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpConnectionPoolSettings>,
-    /// Settings common to both HTTP and TCP upstream connections.
+    /// `spec.subsets[].trafficPolicy.connectionPool.tcp`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp: Option<TcpConnectionPoolSettings>,
 }
 
-/// HTTP connection pool settings.
+/// DestinationRule `spec.subsets[].trafficPolicy.connectionPool.http`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/destination-rule/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpConnectionPoolSettings {
-    /// Specify if http1.1 connection should be upgraded to http2 for the associated destination.
-    ///
-    /// Valid Options: DEFAULT, DO_NOT_UPGRADE, UPGRADE
+    /// `spec.subsets[].trafficPolicy.connectionPool.http.h2UpgradePolicy`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub h2_upgrade_policy: Option<H2UpgradePolicy>,
-    /// Maximum number of requests that will be queued while waiting for a ready connection pool connection.
+    /// `spec.subsets[].trafficPolicy.connectionPool.http.http1MaxPendingRequests`. Format `int32`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http1_max_pending_requests: Option<i32>,
-    /// Configure HTTP/2 PING frames for upstream connections.
+    /// `spec.subsets[].trafficPolicy.connectionPool.http.http2KeepAlive`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http2_keep_alive: Option<Http2KeepAlive>,
-    /// Maximum number of active requests to a destination.
+    /// `spec.subsets[].trafficPolicy.connectionPool.http.http2MaxRequests`. Format `int32`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http2_max_requests: Option<i32>,
-    /// The idle timeout for upstream connection pool connections.
+    /// `spec.subsets[].trafficPolicy.connectionPool.http.idleTimeout`. 1 CEL rule (in `istio-schemas.json`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout: Option<String>,
-    /// The maximum number of concurrent streams allowed for a peer on one HTTP/2 connection.
+    /// `spec.subsets[].trafficPolicy.connectionPool.http.maxConcurrentStreams`. Format `int32`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrent_streams: Option<i32>,
-    /// Maximum number of requests per connection to a backend.
+    /// `spec.subsets[].trafficPolicy.connectionPool.http.maxRequestsPerConnection`. Format `int32`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_requests_per_connection: Option<i32>,
-    /// Maximum number of retries that can be outstanding to all hosts in a cluster at a given time.
+    /// `spec.subsets[].trafficPolicy.connectionPool.http.maxRetries`. Format `int32`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_retries: Option<i32>,
-    /// If set to true, client protocol will be preserved while initiating connection to backend.
+    /// `spec.subsets[].trafficPolicy.connectionPool.http.useClientProtocol`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub use_client_protocol: Option<bool>,
 }
 
-/// Configure HTTP/2 PING frames for upstream connections.
+/// DestinationRule `spec.subsets[].trafficPolicy.connectionPool.http.http2KeepAlive`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/destination-rule/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Http2KeepAlive {
-    /// Send HTTP/2 PING frames at this interval.
+    /// `spec.subsets[].trafficPolicy.connectionPool.http.http2KeepAlive.interval`. 1 CEL rule (in `istio-schemas.json`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<String>,
-    /// How long to wait for a response to an HTTP/2 PING frame before closing the connection.
+    /// `spec.subsets[].trafficPolicy.connectionPool.http.http2KeepAlive.timeout`. 1 CEL rule (in `istio-schemas.json`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
 }
 
-/// Settings common to both HTTP and TCP upstream connections.
+/// DestinationRule `spec.subsets[].trafficPolicy.connectionPool.tcp`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/destination-rule/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TcpConnectionPoolSettings {
-    /// TCP connection timeout.
+    /// `spec.subsets[].trafficPolicy.connectionPool.tcp.connectTimeout`. 1 CEL rule (in `istio-schemas.json`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect_timeout: Option<String>,
-    /// The idle timeout for TCP connections.
+    /// `spec.subsets[].trafficPolicy.connectionPool.tcp.idleTimeout`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_timeout: Option<String>,
-    /// The maximum duration of a connection.
+    /// `spec.subsets[].trafficPolicy.connectionPool.tcp.maxConnectionDuration`. 1 CEL rule (in `istio-schemas.json`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_connection_duration: Option<String>,
-    /// Maximum number of HTTP1 /TCP connections to a destination host.
+    /// `spec.subsets[].trafficPolicy.connectionPool.tcp.maxConnections`. Format `int32`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<i32>,
-    /// If set then set SO_KEEPALIVE on the socket to enable TCP Keepalives.
+    /// `spec.subsets[].trafficPolicy.connectionPool.tcp.tcpKeepalive`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp_keepalive: Option<TcpKeepalive>,
 }
 
-/// If set then set SO_KEEPALIVE on the socket to enable TCP Keepalives.
+/// DestinationRule `spec.subsets[].trafficPolicy.connectionPool.tcp.tcpKeepalive`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/destination-rule/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TcpKeepalive {
-    /// The time duration between keep-alive probes.
+    /// `spec.subsets[].trafficPolicy.connectionPool.tcp.tcpKeepalive.interval`. 1 CEL rule (in `istio-schemas.json`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<String>,
-    /// Maximum number of keepalive probes to send without response before deciding the connection is dead.
+    /// `spec.subsets[].trafficPolicy.connectionPool.tcp.tcpKeepalive.probes`. At least 0. At most 4294967295.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probes: Option<u32>,
-    /// The time duration a connection needs to be idle before keep-alive probes start being sent.
+    /// `spec.subsets[].trafficPolicy.connectionPool.tcp.tcpKeepalive.time`. 1 CEL rule (in `istio-schemas.json`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time: Option<String>,
 }
 
-/// Settings controlling the load balancer algorithms.
+/// DestinationRule `spec.subsets[].trafficPolicy.loadBalancer`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/destination-rule/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LoadBalancerSettings {
-    /// Utilization-based load balancing that uses backend-reported ORCA metrics to weight endpoints by their current load.
+    /// `spec.subsets[].trafficPolicy.loadBalancer.backendUtilization`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend_utilization: Option<BackendUtilizationSettings>,
-    /// Consistent Hash-based load balancing can be used to provide soft session affinity based on HTTP headers, cookies or other properties.
+    /// `spec.subsets[].trafficPolicy.loadBalancer.consistentHash`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consistent_hash: Option<ConsistentHashLb>,
-    /// Locality load balancer settings.
+    /// `spec.subsets[].trafficPolicy.loadBalancer.localityLbSetting`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locality_lb_setting: Option<LocalityLbSetting>,
-    /// Standard load balancing algorithms that require no tuning.
-    ///
-    /// Valid Options: LEAST_CONN, RANDOM, PASSTHROUGH, ROUND_ROBIN, LEAST_REQUEST
+    /// `spec.subsets[].trafficPolicy.loadBalancer.simple`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub simple: Option<SimpleLb>,
-    /// Represents the warmup configuration of Service.
+    /// `spec.subsets[].trafficPolicy.loadBalancer.warmup`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warmup: Option<WarmupConfiguration>,
-    /// Deprecated: use `warmup` instead.
+    /// `spec.subsets[].trafficPolicy.loadBalancer.warmupDurationSecs`. 1 CEL rule (in `istio-schemas.json`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warmup_duration_secs: Option<String>,
-    /// Zone Aware load balancer settings.
+    /// `spec.subsets[].trafficPolicy.loadBalancer.zoneAwareLbSetting`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zone_aware_lb_setting: Option<ZoneAwareLbSetting>,
 }
 
-/// Utilization-based load balancing that uses backend-reported ORCA metrics to weight endpoints by their current load.
+/// DestinationRule `spec.subsets[].trafficPolicy.loadBalancer.backendUtilization`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/destination-rule/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BackendUtilizationSettings {
-    /// Additional penalty applied to endpoints that return errors, expressed as a percentage of the utilization.
+    /// `spec.subsets[].trafficPolicy.loadBalancer.backendUtilization.errorUtilizationPenaltyPercent`. At least 0. At most 4294967295.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_utilization_penalty_percent: Option<u32>,
-    /// Custom ORCA metric names used to compute utilization.
+    /// `spec.subsets[].trafficPolicy.loadBalancer.backendUtilization.metricNamesForComputingUtilization`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub metric_names_for_computing_utilization: Vec<String>,
-    /// If an endpoint stops reporting utilization metrics for this long, its reported weight is discarded and it reverts to the default (equal) weight.
+    /// `spec.subsets[].trafficPolicy.loadBalancer.backendUtilization.weightExpirationPeriod`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight_expiration_period: Option<String>,
-    /// Duration after an endpoint first reports metrics before its weight is trusted.
+    /// `spec.subsets[].trafficPolicy.loadBalancer.backendUtilization.weightStabilizationPeriod`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight_stabilization_period: Option<String>,
-    /// How often the load balancer recomputes endpoint weights from the latest reported utilization data.
+    /// `spec.subsets[].trafficPolicy.loadBalancer.backendUtilization.weightUpdatePeriod`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight_update_period: Option<String>,
 }
 
-/// Consistent Hash-based load balancing can be used to provide soft session affinity based on HTTP headers, cookies or other properties.
+/// DestinationRule `spec.subsets[].trafficPolicy.loadBalancer.consistentHash`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/destination-rule/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConsistentHashLb {
-    /// Hash based on HTTP cookie.
+    /// `spec.subsets[].trafficPolicy.loadBalancer.consistentHash.httpCookie`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_cookie: Option<HttpCookie>,
-    /// Hash based on a specific HTTP header.
+    /// `spec.subsets[].trafficPolicy.loadBalancer.consistentHash.httpHeaderName`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_header_name: Option<String>,
-    /// Hash based on a specific HTTP query parameter.
+    /// `spec.subsets[].trafficPolicy.loadBalancer.consistentHash.httpQueryParameterName`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_query_parameter_name: Option<String>,
-    /// The Maglev load balancer implements consistent hashing to backend hosts.
+    /// `spec.subsets[].trafficPolicy.loadBalancer.consistentHash.maglev`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maglev: Option<MagLev>,
-    /// Deprecated.
+    /// `spec.subsets[].trafficPolicy.loadBalancer.consistentHash.minimumRingSize`. At least 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub minimum_ring_size: Option<u64>,
-    /// The ring/modulo hash load balancer implements consistent hashing to backend hosts.
+    /// `spec.subsets[].trafficPolicy.loadBalancer.consistentHash.ringHash`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ring_hash: Option<RingHash>,
-    /// Hash based on the source IP address.
+    /// `spec.subsets[].trafficPolicy.loadBalancer.consistentHash.useSourceIp`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub use_source_ip: Option<bool>,
 }
 
-/// Hash based on HTTP cookie.
+/// DestinationRule `spec.subsets[].trafficPolicy.loadBalancer.consistentHash.httpCookie`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/destination-rule/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpCookie {
-    /// Additional attributes for the cookie.
+    /// `spec.subsets[].trafficPolicy.loadBalancer.consistentHash.httpCookie.attributes`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub attributes: Vec<CookieAttribute>,
-    /// Name of the cookie.
+    /// `spec.subsets[].trafficPolicy.loadBalancer.consistentHash.httpCookie.name`. Required.
     pub name: String,
-    /// Path to set for the cookie.
+    /// `spec.subsets[].trafficPolicy.loadBalancer.consistentHash.httpCookie.path`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
-    /// Lifetime of the cookie.
+    /// `spec.subsets[].trafficPolicy.loadBalancer.consistentHash.httpCookie.ttl`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl: Option<String>,
 }
 
-/// `DestinationRule.subsets[].trafficPolicy.loadBalancer.consistentHash.httpCookie.attributes[]`
+/// DestinationRule `spec.subsets[].trafficPolicy.loadBalancer.consistentHash.httpCookie.attributes[]`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/destination-rule/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CookieAttribute {
-    /// The name of the cookie attribute.
+    /// `spec.subsets[].trafficPolicy.loadBalancer.consistentHash.httpCookie.attributes[].name`. Required.
     pub name: String,
-    /// The optional value of the cookie attribute.
+    /// `spec.subsets[].trafficPolicy.loadBalancer.consistentHash.httpCookie.attributes[].value`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
 }
 
-/// The Maglev load balancer implements consistent hashing to backend hosts.
+/// DestinationRule `spec.subsets[].trafficPolicy.loadBalancer.consistentHash.maglev`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/destination-rule/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MagLev {
-    /// The table size for Maglev hashing.
+    /// `spec.subsets[].trafficPolicy.loadBalancer.consistentHash.maglev.tableSize`. At least 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table_size: Option<u64>,
 }
 
-/// The ring/modulo hash load balancer implements consistent hashing to backend hosts.
+/// DestinationRule `spec.subsets[].trafficPolicy.loadBalancer.consistentHash.ringHash`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/destination-rule/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RingHash {
-    /// The minimum number of virtual nodes to use for the hash ring.
+    /// `spec.subsets[].trafficPolicy.loadBalancer.consistentHash.ringHash.minimumRingSize`. At least 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub minimum_ring_size: Option<u64>,
 }
 
-/// Locality load balancer settings.
+/// DestinationRule `spec.subsets[].trafficPolicy.loadBalancer.localityLbSetting`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/destination-rule/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LocalityLbSetting {
-    /// Optional: only one of distribute, failover or failoverPriority can be set.
+    /// `spec.subsets[].trafficPolicy.loadBalancer.localityLbSetting.distribute`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub distribute: Vec<LocalityDistribute>,
-    /// Enable locality load balancing.
+    /// `spec.subsets[].trafficPolicy.loadBalancer.localityLbSetting.enabled`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
-    /// Optional: only one of distribute, failover or failoverPriority can be set.
+    /// `spec.subsets[].trafficPolicy.loadBalancer.localityLbSetting.failover`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failover: Vec<LocalityFailover>,
-    /// failoverPriority is an ordered list of labels used to sort endpoints to do priority based load balancing.
+    /// `spec.subsets[].trafficPolicy.loadBalancer.localityLbSetting.failoverPriority`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failover_priority: Vec<String>,
 }
 
-/// `DestinationRule.subsets[].trafficPolicy.loadBalancer.localityLbSetting.distribute[]`
+/// DestinationRule `spec.subsets[].trafficPolicy.loadBalancer.localityLbSetting.distribute[]`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/destination-rule/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LocalityDistribute {
-    /// Originating locality, '/' separated, e.g.
+    /// `spec.subsets[].trafficPolicy.loadBalancer.localityLbSetting.distribute[].from`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
-    /// Map of upstream localities to traffic distribution weights.
+    /// `spec.subsets[].trafficPolicy.loadBalancer.localityLbSetting.distribute[].to`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub to: BTreeMap<String, u32>,
 }
 
-/// `DestinationRule.subsets[].trafficPolicy.loadBalancer.localityLbSetting.failover[]`
+/// DestinationRule `spec.subsets[].trafficPolicy.loadBalancer.localityLbSetting.failover[]`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/destination-rule/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LocalityFailover {
-    /// Originating region.
+    /// `spec.subsets[].trafficPolicy.loadBalancer.localityLbSetting.failover[].from`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<String>,
-    /// Destination region the traffic will fail over to when endpoints in the 'from' region becomes unhealthy.
+    /// `spec.subsets[].trafficPolicy.loadBalancer.localityLbSetting.failover[].to`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub to: Option<String>,
 }
 
-/// Represents the warmup configuration of Service.
+/// DestinationRule `spec.subsets[].trafficPolicy.loadBalancer.warmup`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/destination-rule/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WarmupConfiguration {
-    /// This parameter controls the speed of traffic increase over the warmup duration.
+    /// `spec.subsets[].trafficPolicy.loadBalancer.warmup.aggression`. At least 0. Format `double`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aggression: Option<f64>,
+    /// `spec.subsets[].trafficPolicy.loadBalancer.warmup.duration`. Required. 1 CEL rule (in `istio-schemas.json`).
     pub duration: String,
+    /// `spec.subsets[].trafficPolicy.loadBalancer.warmup.minimumPercent`. At least 0. At most 100. Format `double`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub minimum_percent: Option<f64>,
 }
 
-/// Zone Aware load balancer settings.
+/// DestinationRule `spec.subsets[].trafficPolicy.loadBalancer.zoneAwareLbSetting`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/destination-rule/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ZoneAwareLbSetting {
-    /// Enable zone aware load balancing.
+    /// `spec.subsets[].trafficPolicy.loadBalancer.zoneAwareLbSetting.enabled`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
-    /// Optional.
+    /// `spec.subsets[].trafficPolicy.loadBalancer.zoneAwareLbSetting.failover`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failover: Vec<LocalityFailover>,
-    /// failoverPriority is an ordered list of labels used to sort endpoints for priority-based load balancing.
+    /// `spec.subsets[].trafficPolicy.loadBalancer.zoneAwareLbSetting.failoverPriority`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failover_priority: Vec<String>,
-    /// Minimum number of hosts in the upstream cluster's local region required for zone-aware load balancing to be enabled.
+    /// `spec.subsets[].trafficPolicy.loadBalancer.zoneAwareLbSetting.minClusterSize`. At least 1. At most 4294967295.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_cluster_size: Option<u32>,
 }
 
-/// `DestinationRule.subsets[].trafficPolicy.outlierDetection`
+/// DestinationRule `spec.subsets[].trafficPolicy.outlierDetection`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/destination-rule/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OutlierDetection {
-    /// Minimum ejection duration.
+    /// `spec.subsets[].trafficPolicy.outlierDetection.baseEjectionTime`. 1 CEL rule (in `istio-schemas.json`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_ejection_time: Option<String>,
-    /// Number of 5xx errors before a host is ejected from the connection pool.
+    /// `spec.subsets[].trafficPolicy.outlierDetection.consecutive5xxErrors`. At least 0. At most 4294967295.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consecutive5xx_errors: Option<u32>,
+    /// `spec.subsets[].trafficPolicy.outlierDetection.consecutiveErrors`. Format `int32`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consecutive_errors: Option<i32>,
-    /// Number of gateway errors before a host is ejected from the connection pool.
+    /// `spec.subsets[].trafficPolicy.outlierDetection.consecutiveGatewayErrors`. At least 0. At most 4294967295.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consecutive_gateway_errors: Option<u32>,
-    /// The number of consecutive locally originated failures before ejection occurs.
+    /// `spec.subsets[].trafficPolicy.outlierDetection.consecutiveLocalOriginFailures`. At least 0. At most 4294967295.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consecutive_local_origin_failures: Option<u32>,
-    /// Time interval between ejection sweep analysis.
+    /// `spec.subsets[].trafficPolicy.outlierDetection.interval`. 1 CEL rule (in `istio-schemas.json`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<String>,
-    /// Maximum % of hosts in the load balancing pool for the upstream service that can be ejected.
+    /// `spec.subsets[].trafficPolicy.outlierDetection.maxEjectionPercent`. Format `int32`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_ejection_percent: Option<i32>,
-    /// Outlier detection will be enabled as long as the associated load balancing pool has at least `minHealthPercent` hosts in healthy mode.
+    /// `spec.subsets[].trafficPolicy.outlierDetection.minHealthPercent`. Format `int32`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_health_percent: Option<i32>,
-    /// Specifies the HTTP response status codes that are treated as outlier detection errors.
+    /// `spec.subsets[].trafficPolicy.outlierDetection.outlierDetectionHttpErrorCodes`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outlier_detection_http_error_codes: Vec<u32>,
-    /// Determines whether to distinguish local origin failures from external errors.
+    /// `spec.subsets[].trafficPolicy.outlierDetection.splitExternalLocalOriginErrors`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub split_external_local_origin_errors: Option<bool>,
 }
 
-/// `DestinationRule.subsets[].trafficPolicy.portLevelSettings[]`
+/// DestinationRule `spec.subsets[].trafficPolicy.portLevelSettings[]`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/destination-rule/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PortTrafficPolicy {
+    /// `spec.subsets[].trafficPolicy.portLevelSettings[].connectionPool`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection_pool: Option<ConnectionPoolSettings>,
-    /// Settings controlling the load balancer algorithms.
+    /// `spec.subsets[].trafficPolicy.portLevelSettings[].loadBalancer`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load_balancer: Option<LoadBalancerSettings>,
+    /// `spec.subsets[].trafficPolicy.portLevelSettings[].outlierDetection`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outlier_detection: Option<OutlierDetection>,
-    /// Specifies the number of a port on the destination service on which this policy is being applied.
+    /// `spec.subsets[].trafficPolicy.portLevelSettings[].port`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<PortSelector>,
-    /// TLS related settings for connections to the upstream service.
+    /// `spec.subsets[].trafficPolicy.portLevelSettings[].tls`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ClientTlsSettings>,
 }
 
-/// Specifies the number of a port on the destination service on which this policy is being applied.
+/// DestinationRule `spec.subsets[].trafficPolicy.portLevelSettings[].port`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/destination-rule/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PortSelector {
+    /// `spec.subsets[].trafficPolicy.portLevelSettings[].port.number`. At least 0. At most 4294967295.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub number: Option<u32>,
 }
 
-/// TLS related settings for connections to the upstream service.
+/// DestinationRule `spec.subsets[].trafficPolicy.portLevelSettings[].tls`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/destination-rule/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClientTlsSettings {
-    /// OPTIONAL: The path to the file containing certificate authority certificates to use in verifying a presented server certificate.
+    /// `spec.subsets[].trafficPolicy.portLevelSettings[].tls.caCertificates`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_certificates: Option<String>,
-    /// OPTIONAL: The path to the file containing the certificate revocation list (CRL) to use in verifying a presented server certificate.
+    /// `spec.subsets[].trafficPolicy.portLevelSettings[].tls.caCrl`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_crl: Option<String>,
-    /// REQUIRED if mode is `MUTUAL`.
+    /// `spec.subsets[].trafficPolicy.portLevelSettings[].tls.clientCertificate`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_certificate: Option<String>,
-    /// The name of the secret that holds the TLS certs for the client including the CA certificates.
+    /// `spec.subsets[].trafficPolicy.portLevelSettings[].tls.credentialName`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential_name: Option<String>,
-    /// `insecureSkipVerify` specifies whether the proxy should skip verifying the CA signature and SAN for the server certificate corresponding to the host.
+    /// `spec.subsets[].trafficPolicy.portLevelSettings[].tls.insecureSkipVerify`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub insecure_skip_verify: Option<bool>,
-    /// Indicates whether connections to this port should be secured using TLS.
-    ///
-    /// Valid Options: DISABLE, SIMPLE, MUTUAL, ISTIO_MUTUAL
+    /// `spec.subsets[].trafficPolicy.portLevelSettings[].tls.mode`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<ClientTlsMode>,
-    /// REQUIRED if mode is `MUTUAL`.
+    /// `spec.subsets[].trafficPolicy.portLevelSettings[].tls.privateKey`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub private_key: Option<String>,
-    /// SNI string to present to the server during TLS handshake.
+    /// `spec.subsets[].trafficPolicy.portLevelSettings[].tls.sni`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sni: Option<String>,
-    /// A list of alternate names to verify the subject identity in the certificate.
+    /// `spec.subsets[].trafficPolicy.portLevelSettings[].tls.subjectAltNames`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subject_alt_names: Vec<String>,
 }
 
-/// The upstream PROXY protocol settings.
+/// DestinationRule `spec.subsets[].trafficPolicy.proxyProtocol`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/destination-rule/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProxyProtocol {
-    /// The PROXY protocol version to use.
-    ///
-    /// Valid Options: V1, V2
+    /// `spec.subsets[].trafficPolicy.proxyProtocol.version`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<ProxyProtocolVersion>,
 }
 
-/// Specifies a limit on concurrent retries in relation to the number of active requests.
+/// DestinationRule `spec.subsets[].trafficPolicy.retryBudget`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/destination-rule/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RetryBudget {
-    /// Specifies the duration in which requests will be considered when calculating the budget for retries.
+    /// `spec.subsets[].trafficPolicy.retryBudget.budgetInterval`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget_interval: Option<String>,
-    /// Specifies the minimum retry concurrency allowed for the retry budget.
+    /// `spec.subsets[].trafficPolicy.retryBudget.minRetryConcurrency`. At least 0. At most 4294967295.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_retry_concurrency: Option<u32>,
-    /// Specifies the limit on concurrent retries as a percentage of the sum of active requests and active pending requests.
+    /// `spec.subsets[].trafficPolicy.retryBudget.percent`. At least 0. At most 100. Format `double`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub percent: Option<f64>,
 }
 
-/// Configuration of tunneling TCP over other transport or application layers for the host configured in the DestinationRule.
+/// DestinationRule `spec.subsets[].trafficPolicy.tunnel`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/destination-rule/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TunnelSettings {
-    /// Specifies which protocol to use for tunneling the downstream connection.
+    /// `spec.subsets[].trafficPolicy.tunnel.protocol`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<String>,
-    /// Specifies a host to which the downstream connection is tunneled.
+    /// `spec.subsets[].trafficPolicy.tunnel.targetHost`. Required.
     pub target_host: String,
-    /// Specifies a port to which the downstream connection is tunneled.
+    /// `spec.subsets[].trafficPolicy.tunnel.targetPort`. Required. At least 0. At most 4294967295.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_port: Option<u32>,
 }
 
-/// Configuration affecting edge load balancer. See more details at: https://istio.io/docs/reference/config/networking/gateway.html
+/// Gateway `spec`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/gateway/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GatewaySpec {
-    /// One or more labels that indicate a specific set of pods/VMs on which this gateway configuration should be applied.
+    /// `spec.selector`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub selector: BTreeMap<String, String>,
-    /// A list of server specifications.
+    /// `spec.servers`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub servers: Vec<Server>,
 }
 
-/// `Gateway.servers[]`
+/// Gateway `spec.servers[]`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/gateway/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Server {
-    /// The ip or the Unix domain socket to which the listener should be bound to.
+    /// `spec.servers[].bind`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bind: Option<String>,
+    /// `spec.servers[].defaultEndpoint`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_endpoint: Option<String>,
-    /// One or more hosts exposed by this gateway.
+    /// `spec.servers[].hosts`. Required.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<String>,
-    /// An optional name of the server, when set must be unique across all servers.
+    /// `spec.servers[].name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// The Port on which the proxy should listen for incoming connections.
+    /// `spec.servers[].port`. Required.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<ServerPort>,
-    /// Set of TLS related options that govern the server's behavior.
+    /// `spec.servers[].tls`. 3 CEL rules (in `istio-schemas.json`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ServerTlsSettings>,
 }
 
-/// The Port on which the proxy should listen for incoming connections.
+/// Gateway `spec.servers[].port`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/gateway/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServerPort {
-    /// Label assigned to the port.
+    /// `spec.servers[].port.name`. Required.
     pub name: String,
-    /// A valid non-negative integer port number.
+    /// `spec.servers[].port.number`. Required. At least 0. At most 4294967295.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub number: Option<u32>,
-    /// The protocol exposed on the port.
+    /// `spec.servers[].port.protocol`. Required.
     pub protocol: String,
+    /// `spec.servers[].port.targetPort`. At least 0. At most 4294967295.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_port: Option<u32>,
 }
 
-/// Set of TLS related options that govern the server's behavior.
+/// Gateway `spec.servers[].tls`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/gateway/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServerTlsSettings {
-    /// For mutual TLS, the name of the secret or the configmap that holds CA certificates.
+    /// `spec.servers[].tls.caCertCredentialName`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_cert_credential_name: Option<String>,
-    /// REQUIRED if mode is `MUTUAL` or `OPTIONAL_MUTUAL`.
+    /// `spec.servers[].tls.caCertificates`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_certificates: Option<String>,
-    /// OPTIONAL: The path to the file containing the certificate revocation list (CRL) to use in verifying a presented client side certificate.
+    /// `spec.servers[].tls.caCrl`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_crl: Option<String>,
-    /// Optional: If specified, only support the specified cipher list.
+    /// `spec.servers[].tls.cipherSuites`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cipher_suites: Vec<String>,
-    /// For gateways running on Kubernetes, the name of the secret that holds the TLS certs including the CA certificates.
+    /// `spec.servers[].tls.credentialName`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential_name: Option<String>,
-    /// Same as CredentialName but for multiple certificates.
+    /// `spec.servers[].tls.credentialNames`. At least this many items: 1. At most this many items: 2.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub credential_names: Vec<String>,
-    /// Optional: If specified, only support the specified ecdh curves.
+    /// `spec.servers[].tls.ecdhCurves`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ecdh_curves: Vec<String>,
-    /// If set to true, the load balancer will send a 301 redirect for all http connections, asking the clients to use HTTPS.
+    /// `spec.servers[].tls.httpsRedirect`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub https_redirect: Option<bool>,
-    /// Optional: If set to true, the proxy will try to validate the certificate, but even if the validation fails, it will allow the connection through.
+    /// `spec.servers[].tls.insecureSkipVerify`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub insecure_skip_verify: Option<bool>,
-    /// Optional: Maximum TLS protocol version.
-    ///
-    /// Valid Options: TLS_AUTO, TLSV1_0, TLSV1_1, TLSV1_2, TLSV1_3
+    /// `spec.servers[].tls.maxProtocolVersion`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_protocol_version: Option<TlsProtocol>,
-    /// Optional: Minimum TLS protocol version.
-    ///
-    /// Valid Options: TLS_AUTO, TLSV1_0, TLSV1_1, TLSV1_2, TLSV1_3
+    /// `spec.servers[].tls.minProtocolVersion`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_protocol_version: Option<TlsProtocol>,
-    /// Optional: Indicates whether connections to this port should be secured using TLS.
-    ///
-    /// Valid Options: PASSTHROUGH, SIMPLE, MUTUAL, AUTO_PASSTHROUGH, ISTIO_MUTUAL, OPTIONAL_MUTUAL
+    /// `spec.servers[].tls.mode`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<ServerTlsMode>,
-    /// REQUIRED if mode is `SIMPLE` or `MUTUAL`.
+    /// `spec.servers[].tls.privateKey`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub private_key: Option<String>,
-    /// REQUIRED if mode is `SIMPLE` or `MUTUAL`.
+    /// `spec.servers[].tls.serverCertificate`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_certificate: Option<String>,
-    /// A list of alternate names to verify the subject identity in the certificate presented by the client.
+    /// `spec.servers[].tls.subjectAltNames`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subject_alt_names: Vec<String>,
-    /// Only one of `server_certificate`, `private_key` or `credential_name` or `credential_names` or `tls_certificates` should be specified.
+    /// `spec.servers[].tls.tlsCertificates`. At least this many items: 1. At most this many items: 2.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tls_certificates: Vec<TlsCertificate>,
-    /// An optional list of hex-encoded SHA-256 hashes of the authorized client certificates.
+    /// `spec.servers[].tls.verifyCertificateHash`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub verify_certificate_hash: Vec<String>,
-    /// An optional list of base64-encoded SHA-256 hashes of the SPKIs of authorized client certificates.
+    /// `spec.servers[].tls.verifyCertificateSpki`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub verify_certificate_spki: Vec<String>,
 }
 
-/// `Gateway.servers[].tls.tlsCertificates[]`
+/// Gateway `spec.servers[].tls.tlsCertificates[]`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/gateway/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TlsCertificate {
+    /// `spec.servers[].tls.tlsCertificates[].caCertificates`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_certificates: Option<String>,
-    /// REQUIRED if mode is `SIMPLE` or `MUTUAL`.
+    /// `spec.servers[].tls.tlsCertificates[].privateKey`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub private_key: Option<String>,
-    /// REQUIRED if mode is `SIMPLE` or `MUTUAL`.
+    /// `spec.servers[].tls.tlsCertificates[].serverCertificate`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_certificate: Option<String>,
 }
 
-/// Configuration affecting service registry. See more details at: https://istio.io/docs/reference/config/networking/service-entry.html
+/// ServiceEntry `spec`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/service-entry/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServiceEntrySpec {
-    /// The virtual IP addresses associated with the service.
+    /// `spec.addresses`. At most this many items: 256.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub addresses: Vec<String>,
-    /// One or more endpoints associated with the service.
+    /// `spec.endpoints`. At most this many items: 4096.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub endpoints: Vec<WorkloadEntrySpec>,
-    /// A list of namespaces to which this service is exported.
+    /// `spec.exportTo`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub export_to: Vec<String>,
-    /// The hosts associated with the ServiceEntry.
+    /// `spec.hosts`. Required. At least this many items: 1. At most this many items: 256.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<String>,
-    /// Specify whether the service should be considered external to the mesh or part of the mesh.
-    ///
-    /// Valid Options: MESH_EXTERNAL, MESH_INTERNAL
+    /// `spec.location`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub location: Option<ServiceEntryLocation>,
-    /// The ports associated with the external service.
+    /// `spec.ports`. At most this many items: 256. 1 CEL rule (in `istio-schemas.json`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<ServicePort>,
-    /// Service resolution mode for the hosts.
-    ///
-    /// Valid Options: NONE, STATIC, DNS, DNS_ROUND_ROBIN, DYNAMIC_DNS
+    /// `spec.resolution`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolution: Option<ServiceEntryResolution>,
-    /// If specified, the proxy will verify that the server certificate's subject alternate name matches one of the specified values.
+    /// `spec.subjectAltNames`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub subject_alt_names: Vec<String>,
-    /// Applicable only for MESH_INTERNAL services.
+    /// `spec.workloadSelector`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload_selector: Option<WorkloadLabelSelector>,
 }
 
-/// `ServiceEntry.endpoints[]`
+/// ServiceEntry `spec.endpoints[]`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/service-entry/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkloadEntrySpec {
-    /// Address associated with the network endpoint without the port.
+    /// `spec.endpoints[].address`. At most this many characters: 256. 2 CEL rules (in `istio-schemas.json`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
-    /// One or more labels associated with the endpoint.
+    /// `spec.endpoints[].labels`. At most this many entries: 256.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
-    /// The locality associated with the endpoint.
+    /// `spec.endpoints[].locality`. At most this many characters: 2048.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locality: Option<String>,
-    /// Network enables Istio to group endpoints resident in the same L3 domain/network.
+    /// `spec.endpoints[].network`. At most this many characters: 2048.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
-    /// Set of ports associated with the endpoint.
+    /// `spec.endpoints[].ports`. At most this many entries: 128. 1 CEL rule (in `istio-schemas.json`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub ports: BTreeMap<String, u32>,
-    /// The service account associated with the workload if a sidecar is present in the workload.
+    /// `spec.endpoints[].serviceAccount`. At most this many characters: 253.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account: Option<String>,
-    /// The load balancing weight associated with the endpoint.
+    /// `spec.endpoints[].weight`. At least 0. At most 4294967295.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<u32>,
 }
 
-/// `ServiceEntry.ports[]`
+/// ServiceEntry `spec.ports[]`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/service-entry/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServicePort {
-    /// Label assigned to the port.
+    /// `spec.ports[].name`. Required. At most this many characters: 256.
     pub name: String,
-    /// A valid non-negative integer port number.
+    /// `spec.ports[].number`. Required. At least 0. At most 4294967295. 1 CEL rule (in `istio-schemas.json`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub number: Option<u32>,
-    /// The protocol exposed on the port.
+    /// `spec.ports[].protocol`. At most this many characters: 256.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<String>,
-    /// The port number on the endpoint where the traffic will be received.
+    /// `spec.ports[].targetPort`. At least 0. At most 4294967295. 1 CEL rule (in `istio-schemas.json`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_port: Option<u32>,
 }
 
-/// Applicable only for MESH_INTERNAL services.
+/// ServiceEntry `spec.workloadSelector`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/service-entry/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkloadLabelSelector {
-    /// One or more labels that indicate a specific set of pods/VMs on which the configuration should be applied.
+    /// `spec.workloadSelector.labels`. At most this many entries: 256.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
 }
 
-/// Configuration affecting network reachability of a sidecar. See more details at: https://istio.io/docs/reference/config/networking/sidecar.html
+/// Sidecar `spec`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/sidecar/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SidecarSpec {
-    /// Egress specifies the configuration of the sidecar for processing outbound traffic from the attached workload instance to other services in the mesh.
+    /// `spec.egress`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub egress: Vec<IstioEgressListener>,
-    /// Settings controlling the volume of connections Envoy will accept from the network.
+    /// `spec.inboundConnectionPool`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inbound_connection_pool: Option<ConnectionPoolSettings>,
-    /// Ingress specifies the configuration of the sidecar for processing inbound traffic to the attached workload instance.
+    /// `spec.ingress`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ingress: Vec<IstioIngressListener>,
-    /// Set the default behavior of the sidecar for handling outbound traffic from the application.
+    /// `spec.outboundTrafficPolicy`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outbound_traffic_policy: Option<OutboundTrafficPolicy>,
-    /// Criteria used to select the specific set of pods/VMs on which this `Sidecar` configuration should be applied.
+    /// `spec.workloadSelector`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload_selector: Option<WorkloadLabelSelector>,
 }
 
-/// `Sidecar.egress[]`
+/// Sidecar `spec.egress[]`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/sidecar/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IstioEgressListener {
-    /// The IP(IPv4 or IPv6) or the Unix domain socket to which the listener should be bound to.
+    /// `spec.egress[].bind`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bind: Option<String>,
-    /// When the bind address is an IP, the captureMode option dictates how traffic to the listener is expected to be captured (or not).
-    ///
-    /// Valid Options: DEFAULT, IPTABLES, NONE
+    /// `spec.egress[].captureMode`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capture_mode: Option<CaptureMode>,
-    /// One or more service hosts exposed by the listener in `namespace/dnsName` format.
+    /// `spec.egress[].hosts`. Required.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<String>,
-    /// The port associated with the listener.
+    /// `spec.egress[].port`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<SidecarPort>,
 }
 
-/// The port associated with the listener.
+/// Sidecar `spec.egress[].port`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/sidecar/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SidecarPort {
-    /// Label assigned to the port.
+    /// `spec.egress[].port.name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// A valid non-negative integer port number.
+    /// `spec.egress[].port.number`. At least 0. At most 4294967295.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub number: Option<u32>,
-    /// The protocol exposed on the port.
+    /// `spec.egress[].port.protocol`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<String>,
+    /// `spec.egress[].port.targetPort`. At least 0. At most 4294967295.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_port: Option<u32>,
 }
 
-/// `Sidecar.ingress[]`
+/// Sidecar `spec.ingress[]`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/sidecar/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IstioIngressListener {
-    /// The IP(IPv4 or IPv6) to which the listener should be bound.
+    /// `spec.ingress[].bind`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bind: Option<String>,
-    /// The captureMode option dictates how traffic to the listener is expected to be captured (or not).
-    ///
-    /// Valid Options: DEFAULT, IPTABLES, NONE
+    /// `spec.ingress[].captureMode`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capture_mode: Option<CaptureMode>,
-    /// Settings controlling the volume of connections Envoy will accept from the network.
+    /// `spec.ingress[].connectionPool`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection_pool: Option<ConnectionPoolSettings>,
-    /// The IP endpoint or Unix domain socket to which traffic should be forwarded to.
+    /// `spec.ingress[].defaultEndpoint`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_endpoint: Option<String>,
-    /// The port associated with the listener.
+    /// `spec.ingress[].port`. Required.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<SidecarPort>,
-    /// Set of TLS related options that will enable TLS termination on the sidecar for requests originating from outside the mesh.
+    /// `spec.ingress[].tls`. 3 CEL rules (in `istio-schemas.json`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ServerTlsSettings>,
 }
 
-/// Set the default behavior of the sidecar for handling outbound traffic from the application.
+/// Sidecar `spec.outboundTrafficPolicy`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/sidecar/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OutboundTrafficPolicy {
+    /// `spec.outboundTrafficPolicy.egressProxy`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress_proxy: Option<Destination>,
-    /// Valid Options: REGISTRY_ONLY, ALLOW_ANY
+    /// `spec.outboundTrafficPolicy.mode`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<OutboundTrafficPolicyMode>,
 }
 
-/// `Sidecar.outboundTrafficPolicy.egressProxy`
+/// Sidecar `spec.outboundTrafficPolicy.egressProxy`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/sidecar/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Destination {
-    /// The name of a service from the service registry.
+    /// `spec.outboundTrafficPolicy.egressProxy.host`. Required.
     pub host: String,
-    /// Specifies the port on the host that is being addressed.
+    /// `spec.outboundTrafficPolicy.egressProxy.port`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<PortSelector>,
-    /// The name of a subset within the service.
+    /// `spec.outboundTrafficPolicy.egressProxy.subset`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subset: Option<String>,
 }
 
-/// Configuration affecting label/content routing, sni routing, etc. See more details at: https://istio.io/docs/reference/config/networking/virtual-service.html
+/// VirtualService `spec`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/virtual-service/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VirtualServiceSpec {
-    /// A list of namespaces to which this virtual service is exported.
+    /// `spec.exportTo`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub export_to: Vec<String>,
-    /// The names of gateways and sidecars that should apply these routes.
+    /// `spec.gateways`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gateways: Vec<String>,
-    /// The destination hosts to which traffic is being sent.
+    /// `spec.hosts`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<String>,
-    /// An ordered list of route rules for HTTP traffic.
+    /// `spec.http`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub http: Vec<HttpRoute>,
-    /// An ordered list of route rules for opaque TCP traffic.
+    /// `spec.tcp`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tcp: Vec<TcpRoute>,
-    /// An ordered list of route rule for non-terminated TLS & HTTPS traffic.
+    /// `spec.tls`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tls: Vec<TlsRoute>,
 }
 
-/// `VirtualService.http[]`
+/// VirtualService `spec.http[]`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/virtual-service/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpRoute {
-    /// Cross-Origin Resource Sharing policy (CORS).
+    /// `spec.http[].corsPolicy`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors_policy: Option<CorsPolicy>,
-    /// Delegate is used to specify the particular VirtualService which can be used to define delegate HTTPRoute.
+    /// `spec.http[].delegate`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delegate: Option<Delegate>,
-    /// A HTTP rule can either return a direct_response, redirect or forward (default) traffic.
+    /// `spec.http[].directResponse`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub direct_response: Option<HttpDirectResponse>,
-    /// Fault injection policy to apply on HTTP traffic at the client side.
+    /// `spec.http[].fault`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fault: Option<HttpFaultInjection>,
+    /// `spec.http[].headers`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers: Option<Headers>,
-    /// Match conditions to be satisfied for the rule to be activated.
+    /// `spec.http[].match`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub match_: Vec<HttpMatchRequest>,
-    /// Mirror HTTP traffic to a another destination in addition to forwarding the requests to the intended destination.
+    /// `spec.http[].mirror`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mirror: Option<Destination>,
+    /// `spec.http[].mirrorPercent`. At least 0. At most 4294967295.
     #[serde(
         alias = "mirror_percent",
         default,
         skip_serializing_if = "Option::is_none"
     )]
     pub mirror_percent: Option<u32>,
-    /// Percentage of the traffic to be mirrored by the `mirror` field.
+    /// `spec.http[].mirrorPercentage`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mirror_percentage: Option<Percent>,
-    /// Specifies the destinations to mirror HTTP traffic in addition to the original destination.
+    /// `spec.http[].mirrors`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mirrors: Vec<HttpMirrorPolicy>,
-    /// The name assigned to the route for debugging purposes.
+    /// `spec.http[].name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// A HTTP rule can either return a direct_response, redirect or forward (default) traffic.
+    /// `spec.http[].redirect`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redirect: Option<HttpRedirect>,
-    /// Retry policy for HTTP requests.
+    /// `spec.http[].retries`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<HttpRetry>,
-    /// Rewrite HTTP URIs and Authority headers.
+    /// `spec.http[].rewrite`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rewrite: Option<HttpRewrite>,
-    /// A HTTP rule can either return a direct_response, redirect or forward (default) traffic.
+    /// `spec.http[].route`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub route: Vec<HttpRouteDestination>,
-    /// Timeout for HTTP requests, default is disabled.
+    /// `spec.http[].timeout`. 1 CEL rule (in `istio-schemas.json`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
 }
 
-/// Cross-Origin Resource Sharing policy (CORS).
+/// VirtualService `spec.http[].corsPolicy`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/virtual-service/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CorsPolicy {
-    /// Indicates whether the caller is allowed to send the actual request (not the preflight) using credentials.
+    /// `spec.http[].corsPolicy.allowCredentials`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_credentials: Option<bool>,
-    /// List of HTTP headers that can be used when requesting the resource.
+    /// `spec.http[].corsPolicy.allowHeaders`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_headers: Vec<String>,
-    /// List of HTTP methods allowed to access the resource.
+    /// `spec.http[].corsPolicy.allowMethods`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_methods: Vec<String>,
+    /// `spec.http[].corsPolicy.allowOrigin`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_origin: Vec<String>,
-    /// String patterns that match allowed origins.
+    /// `spec.http[].corsPolicy.allowOrigins`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub allow_origins: Vec<StringMatch>,
-    /// A list of HTTP headers that the browsers are allowed to access.
+    /// `spec.http[].corsPolicy.exposeHeaders`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub expose_headers: Vec<String>,
-    /// Specifies how long the results of a preflight request can be cached.
+    /// `spec.http[].corsPolicy.maxAge`. 1 CEL rule (in `istio-schemas.json`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_age: Option<String>,
-    /// Indicates whether preflight requests not matching the configured allowed origin shouldn't be forwarded to the upstream.
-    ///
-    /// Valid Options: FORWARD, IGNORE
+    /// `spec.http[].corsPolicy.unmatchedPreflights`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unmatched_preflights: Option<UnmatchedPreflights>,
 }
 
-/// `VirtualService.http[].corsPolicy.allowOrigins[]`
+/// VirtualService `spec.http[].corsPolicy.allowOrigins[]`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/virtual-service/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct StringMatch {
+    /// `spec.http[].corsPolicy.allowOrigins[].exact`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exact: Option<String>,
+    /// `spec.http[].corsPolicy.allowOrigins[].prefix`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
-    /// [RE2 style regex-based match](https://github.com/google/re2/wiki/Syntax).
+    /// `spec.http[].corsPolicy.allowOrigins[].regex`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub regex: Option<String>,
 }
 
-/// Delegate is used to specify the particular VirtualService which can be used to define delegate HTTPRoute.
+/// VirtualService `spec.http[].delegate`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/virtual-service/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Delegate {
-    /// Name specifies the name of the delegate VirtualService.
+    /// `spec.http[].delegate.name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// Namespace specifies the namespace where the delegate VirtualService resides.
+    /// `spec.http[].delegate.namespace`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
 }
 
-/// A HTTP rule can either return a direct_response, redirect or forward (default) traffic.
+/// VirtualService `spec.http[].directResponse`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/virtual-service/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpDirectResponse {
-    /// Specifies the content of the response body.
+    /// `spec.http[].directResponse.body`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<HttpBody>,
-    /// Specifies the HTTP response status to be returned.
+    /// `spec.http[].directResponse.status`. Required. At least 0. At most 4294967295.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<u32>,
 }
 
-/// Specifies the content of the response body.
+/// VirtualService `spec.http[].directResponse.body`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/virtual-service/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpBody {
-    /// response body as base64 encoded bytes.
+    /// `spec.http[].directResponse.body.bytes`. Format `byte`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes: Option<String>,
+    /// `spec.http[].directResponse.body.string`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub string: Option<String>,
 }
 
-/// Fault injection policy to apply on HTTP traffic at the client side.
+/// VirtualService `spec.http[].fault`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/virtual-service/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpFaultInjection {
-    /// Abort Http request attempts and return error codes back to downstream service, giving the impression that the upstream service is faulty.
+    /// `spec.http[].fault.abort`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abort: Option<Abort>,
-    /// Delay requests before forwarding, emulating various failures such as network issues, overloaded upstream service, etc.
+    /// `spec.http[].fault.delay`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delay: Option<Delay>,
 }
 
-/// Abort Http request attempts and return error codes back to downstream service, giving the impression that the upstream service is faulty.
+/// VirtualService `spec.http[].fault.abort`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/virtual-service/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Abort {
-    /// GRPC status code to use to abort the request.
+    /// `spec.http[].fault.abort.grpcStatus`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grpc_status: Option<String>,
+    /// `spec.http[].fault.abort.http2Error`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http2_error: Option<String>,
-    /// HTTP status code to use to abort the Http request.
+    /// `spec.http[].fault.abort.httpStatus`. Format `int32`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_status: Option<i32>,
-    /// Percentage of requests to be aborted with the error code provided.
+    /// `spec.http[].fault.abort.percentage`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub percentage: Option<Percent>,
 }
 
-/// Percentage of requests to be aborted with the error code provided.
+/// VirtualService `spec.http[].fault.abort.percentage`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/virtual-service/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Percent {
+    /// `spec.http[].fault.abort.percentage.value`. Format `double`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<f64>,
 }
 
-/// Delay requests before forwarding, emulating various failures such as network issues, overloaded upstream service, etc.
+/// VirtualService `spec.http[].fault.delay`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/virtual-service/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Delay {
+    /// `spec.http[].fault.delay.exponentialDelay`. 1 CEL rule (in `istio-schemas.json`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exponential_delay: Option<String>,
-    /// Add a fixed delay before forwarding the request.
+    /// `spec.http[].fault.delay.fixedDelay`. 1 CEL rule (in `istio-schemas.json`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fixed_delay: Option<String>,
-    /// Percentage of requests on which the delay will be injected (0-100).
+    /// `spec.http[].fault.delay.percent`. Format `int32`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub percent: Option<i32>,
-    /// Percentage of requests on which the delay will be injected.
+    /// `spec.http[].fault.delay.percentage`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub percentage: Option<Percent>,
 }
 
-/// `VirtualService.http[].headers`
+/// VirtualService `spec.http[].headers`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/virtual-service/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Headers {
+    /// `spec.http[].headers.request`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<HeaderOperations>,
+    /// `spec.http[].headers.response`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response: Option<HeaderOperations>,
 }
 
-/// `VirtualService.http[].headers.request`
+/// VirtualService `spec.http[].headers.request`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/virtual-service/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HeaderOperations {
+    /// `spec.http[].headers.request.add`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub add: BTreeMap<String, String>,
+    /// `spec.http[].headers.request.remove`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub remove: Vec<String>,
+    /// `spec.http[].headers.request.set`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub set: BTreeMap<String, String>,
 }
 
-/// `VirtualService.http[].match[]`
+/// VirtualService `spec.http[].match[]`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/virtual-service/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpMatchRequest {
-    /// HTTP Authority values are case-sensitive and formatted as follows: - `exact: "value"` for exact string match - `prefix: "value"` for prefix-based match - `regex: "value"` for [RE2 style regex-based match](https://github.com/google/re2/wiki/Syntax).
+    /// `spec.http[].match[].authority`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authority: Option<StringMatch>,
-    /// Names of gateways where the rule should be applied.
+    /// `spec.http[].match[].gateways`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gateways: Vec<String>,
-    /// The header keys must be lowercase and use hyphen as the separator, e.g.
+    /// `spec.http[].match[].headers`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, StringMatch>,
-    /// Flag to specify whether the URI matching should be case-insensitive.
+    /// `spec.http[].match[].ignoreUriCase`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ignore_uri_case: Option<bool>,
-    /// HTTP Method values are case-sensitive and formatted as follows: - `exact: "value"` for exact string match - `prefix: "value"` for prefix-based match - `regex: "value"` for [RE2 style regex-based match](https://github.com/google/re2/wiki/Syntax).
+    /// `spec.http[].match[].method`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<StringMatch>,
-    /// The name assigned to a match.
+    /// `spec.http[].match[].name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// Specifies the ports on the host that is being addressed.
+    /// `spec.http[].match[].port`. At least 0. At most 4294967295.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u32>,
-    /// Query parameters for matching.
+    /// `spec.http[].match[].queryParams`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub query_params: BTreeMap<String, StringMatch>,
-    /// URI Scheme values are case-sensitive and formatted as follows: - `exact: "value"` for exact string match - `prefix: "value"` for prefix-based match - `regex: "value"` for [RE2 style regex-based match](https://github.com/google/re2/wiki/Syntax).
+    /// `spec.http[].match[].scheme`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheme: Option<StringMatch>,
-    /// One or more labels that constrain the applicability of a rule to source (client) workloads with the given labels.
+    /// `spec.http[].match[].sourceLabels`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub source_labels: BTreeMap<String, String>,
-    /// Source namespace constraining the applicability of a rule to workloads in that namespace.
+    /// `spec.http[].match[].sourceNamespace`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_namespace: Option<String>,
-    /// The human readable prefix to use when emitting statistics for this route.
+    /// `spec.http[].match[].statPrefix`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stat_prefix: Option<String>,
-    /// URI to match values are case-sensitive and formatted as follows: - `exact: "value"` for exact string match - `prefix: "value"` for prefix-based match - `regex: "value"` for [RE2 style regex-based match](https://github.com/google/re2/wiki/Syntax).
+    /// `spec.http[].match[].uri`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uri: Option<StringMatch>,
-    /// withoutHeader has the same syntax with the header, but has opposite meaning.
+    /// `spec.http[].match[].withoutHeaders`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub without_headers: BTreeMap<String, StringMatch>,
 }
 
-/// `VirtualService.http[].mirrors[]`
+/// VirtualService `spec.http[].mirrors[]`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/virtual-service/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpMirrorPolicy {
-    /// Destination specifies the target of the mirror operation.
+    /// `spec.http[].mirrors[].destination`. Required.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destination: Option<Destination>,
-    /// Percentage of the traffic to be mirrored by the `destination` field.
+    /// `spec.http[].mirrors[].percentage`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub percentage: Option<Percent>,
 }
 
-/// A HTTP rule can either return a direct_response, redirect or forward (default) traffic.
+/// VirtualService `spec.http[].redirect`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/virtual-service/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpRedirect {
-    /// On a redirect, overwrite the Authority/Host portion of the URL with this value.
+    /// `spec.http[].redirect.authority`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authority: Option<String>,
-    /// On a redirect, dynamically set the port: * FROM_PROTOCOL_DEFAULT: automatically set to 80 for HTTP and 443 for HTTPS.
-    ///
-    /// Valid Options: FROM_PROTOCOL_DEFAULT, FROM_REQUEST_PORT
+    /// `spec.http[].redirect.derivePort`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub derive_port: Option<RedirectPortSelection>,
-    /// On a redirect, overwrite the port portion of the URL with this value.
+    /// `spec.http[].redirect.port`. At least 0. At most 4294967295.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u32>,
-    /// On a redirect, replace the matched prefix with this value.
+    /// `spec.http[].redirect.prefixRewrite`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix_rewrite: Option<String>,
-    /// On a redirect, Specifies the HTTP status code to use in the redirect response.
+    /// `spec.http[].redirect.redirectCode`. At least 0. At most 4294967295.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redirect_code: Option<u32>,
-    /// On a redirect, overwrite the scheme portion of the URL with this value.
+    /// `spec.http[].redirect.scheme`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheme: Option<String>,
-    /// On a redirect, overwrite the Path portion of the URL with this value.
+    /// `spec.http[].redirect.uri`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uri: Option<String>,
 }
 
-/// Retry policy for HTTP requests.
+/// VirtualService `spec.http[].retries`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/virtual-service/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpRetry {
-    /// Number of retries to be allowed for a given request.
+    /// `spec.http[].retries.attempts`. Format `int32`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempts: Option<i32>,
-    /// Specifies the minimum duration between retry attempts.
+    /// `spec.http[].retries.backoff`. 1 CEL rule (in `istio-schemas.json`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff: Option<String>,
-    /// Timeout per attempt for a given request, including the initial call and any retries.
+    /// `spec.http[].retries.perTryTimeout`. 1 CEL rule (in `istio-schemas.json`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_try_timeout: Option<String>,
-    /// Flag to specify whether the retries should ignore previously tried hosts during retry.
+    /// `spec.http[].retries.retryIgnorePreviousHosts`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_ignore_previous_hosts: Option<bool>,
-    /// Specifies the conditions under which retry takes place.
+    /// `spec.http[].retries.retryOn`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_on: Option<String>,
-    /// Flag to specify whether the retries should retry to other localities.
+    /// `spec.http[].retries.retryRemoteLocalities`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_remote_localities: Option<bool>,
 }
 
-/// Rewrite HTTP URIs and Authority headers.
+/// VirtualService `spec.http[].rewrite`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/virtual-service/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpRewrite {
-    /// rewrite the Authority/Host header with this value.
+    /// `spec.http[].rewrite.authority`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authority: Option<String>,
-    /// rewrite the path (or the prefix) portion of the URI with this value.
+    /// `spec.http[].rewrite.uri`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uri: Option<String>,
-    /// rewrite the path portion of the URI with the specified regex.
+    /// `spec.http[].rewrite.uriRegexRewrite`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uri_regex_rewrite: Option<RegexRewrite>,
 }
 
-/// rewrite the path portion of the URI with the specified regex.
+/// VirtualService `spec.http[].rewrite.uriRegexRewrite`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/virtual-service/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RegexRewrite {
-    /// [RE2 style regex-based match](https://github.com/google/re2/wiki/Syntax).
+    /// `spec.http[].rewrite.uriRegexRewrite.match`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub match_: Option<String>,
-    /// The string that should replace into matching portions of original URI.
+    /// `spec.http[].rewrite.uriRegexRewrite.rewrite`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rewrite: Option<String>,
 }
 
-/// `VirtualService.http[].route[]`
+/// VirtualService `spec.http[].route[]`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/virtual-service/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpRouteDestination {
-    /// Destination uniquely identifies the instances of a service to which the request/connection should be forwarded to.
+    /// `spec.http[].route[].destination`. Required.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destination: Option<Destination>,
+    /// `spec.http[].route[].headers`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headers: Option<Headers>,
-    /// Weight specifies the relative proportion of traffic to be forwarded to the destination.
+    /// `spec.http[].route[].weight`. Format `int32`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<i32>,
 }
 
-/// `VirtualService.tcp[]`
+/// VirtualService `spec.tcp[]`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/virtual-service/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TcpRoute {
-    /// Match conditions to be satisfied for the rule to be activated.
+    /// `spec.tcp[].match`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub match_: Vec<L4MatchAttributes>,
-    /// The destination to which the connection should be forwarded to.
+    /// `spec.tcp[].route`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub route: Vec<RouteDestination>,
 }
 
-/// `VirtualService.tcp[].match[]`
+/// VirtualService `spec.tcp[].match[]`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/virtual-service/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct L4MatchAttributes {
-    /// IPv4 or IPv6 ip addresses of destination with optional subnet.
+    /// `spec.tcp[].match[].destinationSubnets`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub destination_subnets: Vec<String>,
-    /// Names of gateways where the rule should be applied.
+    /// `spec.tcp[].match[].gateways`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gateways: Vec<String>,
-    /// Specifies the port on the host that is being addressed.
+    /// `spec.tcp[].match[].port`. At least 0. At most 4294967295.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u32>,
-    /// One or more labels that constrain the applicability of a rule to workloads with the given labels.
+    /// `spec.tcp[].match[].sourceLabels`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub source_labels: BTreeMap<String, String>,
-    /// Source namespace constraining the applicability of a rule to workloads in that namespace.
+    /// `spec.tcp[].match[].sourceNamespace`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_namespace: Option<String>,
+    /// `spec.tcp[].match[].sourceSubnet`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_subnet: Option<String>,
 }
 
-/// `VirtualService.tcp[].route[]`
+/// VirtualService `spec.tcp[].route[]`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/virtual-service/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RouteDestination {
-    /// Destination uniquely identifies the instances of a service to which the request/connection should be forwarded to.
+    /// `spec.tcp[].route[].destination`. Required.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destination: Option<Destination>,
-    /// Weight specifies the relative proportion of traffic to be forwarded to the destination.
+    /// `spec.tcp[].route[].weight`. Format `int32`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<i32>,
 }
 
-/// `VirtualService.tls[]`
+/// VirtualService `spec.tls[]`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/virtual-service/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TlsRoute {
-    /// Match conditions to be satisfied for the rule to be activated.
+    /// `spec.tls[].match`. Required.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub match_: Vec<TlsMatchAttributes>,
-    /// The destination to which the connection should be forwarded to.
+    /// `spec.tls[].route`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub route: Vec<RouteDestination>,
 }
 
-/// `VirtualService.tls[].match[]`
+/// VirtualService `spec.tls[].match[]`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/virtual-service/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TlsMatchAttributes {
-    /// IPv4 or IPv6 ip addresses of destination with optional subnet.
+    /// `spec.tls[].match[].destinationSubnets`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub destination_subnets: Vec<String>,
-    /// Names of gateways where the rule should be applied.
+    /// `spec.tls[].match[].gateways`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gateways: Vec<String>,
-    /// Specifies the port on the host that is being addressed.
+    /// `spec.tls[].match[].port`. At least 0. At most 4294967295.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u32>,
-    /// SNI (server name indicator) to match on.
+    /// `spec.tls[].match[].sniHosts`. Required.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sni_hosts: Vec<String>,
-    /// One or more labels that constrain the applicability of a rule to workloads with the given labels.
+    /// `spec.tls[].match[].sourceLabels`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub source_labels: BTreeMap<String, String>,
-    /// Source namespace constraining the applicability of a rule to workloads in that namespace.
+    /// `spec.tls[].match[].sourceNamespace`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_namespace: Option<String>,
 }
 
-/// Describes a collection of workload instances. See more details at: https://istio.io/docs/reference/config/networking/workload-group.html
+/// WorkloadGroup `spec`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/workload-group/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkloadGroupSpec {
-    /// Metadata that will be used for all corresponding `WorkloadEntries`.
+    /// `spec.metadata`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<WorkloadGroupMetadata>,
-    /// `ReadinessProbe` describes the configuration the user must provide for healthchecking on their workload.
+    /// `spec.probe`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe: Option<ReadinessProbe>,
-    /// Template to be used for the generation of `WorkloadEntry` resources that belong to this `WorkloadGroup`.
+    /// `spec.template`. Required. 1 CEL rule (in `istio-schemas.json`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<WorkloadTemplate>,
 }
 
-/// Metadata that will be used for all corresponding `WorkloadEntries`.
+/// WorkloadGroup `spec.metadata`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/workload-group/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkloadGroupMetadata {
+    /// `spec.metadata.annotations`. At most this many entries: 256.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    /// `spec.metadata.labels`. At most this many entries: 256.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
 }
 
-/// `ReadinessProbe` describes the configuration the user must provide for healthchecking on their workload.
+/// WorkloadGroup `spec.probe`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/workload-group/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ReadinessProbe {
-    /// Health is determined by how the command that is executed exited.
+    /// `spec.probe.exec`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exec: Option<ExecHealthCheckConfig>,
-    /// Minimum consecutive failures for the probe to be considered failed after having succeeded.
+    /// `spec.probe.failureThreshold`. At least 0. Format `int32`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_threshold: Option<u64>,
-    /// GRPC call is made and response/error is used to determine health.
+    /// `spec.probe.grpc`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grpc: Option<GrpcHealthCheckConfig>,
-    /// `httpGet` is performed to a given endpoint and the status/able to connect determines health.
+    /// `spec.probe.httpGet`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_get: Option<HttpHealthCheckConfig>,
-    /// Number of seconds after the container has started before readiness probes are initiated.
+    /// `spec.probe.initialDelaySeconds`. At least 0. Format `int32`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initial_delay_seconds: Option<u64>,
-    /// How often (in seconds) to perform the probe.
+    /// `spec.probe.periodSeconds`. At least 0. Format `int32`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub period_seconds: Option<u64>,
-    /// Minimum consecutive successes for the probe to be considered successful after having failed.
+    /// `spec.probe.successThreshold`. At least 0. Format `int32`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub success_threshold: Option<u64>,
-    /// Health is determined by if the proxy is able to connect.
+    /// `spec.probe.tcpSocket`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp_socket: Option<TcpHealthCheckConfig>,
-    /// Number of seconds after which the probe times out.
+    /// `spec.probe.timeoutSeconds`. At least 0. Format `int32`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<u64>,
 }
 
-/// Health is determined by how the command that is executed exited.
+/// WorkloadGroup `spec.probe.exec`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/workload-group/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExecHealthCheckConfig {
-    /// Command to run.
+    /// `spec.probe.exec.command`. Required.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub command: Vec<String>,
 }
 
-/// GRPC call is made and response/error is used to determine health.
+/// WorkloadGroup `spec.probe.grpc`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/workload-group/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GrpcHealthCheckConfig {
-    /// Port on which the endpoint lives.
+    /// `spec.probe.grpc.port`. At least 0. At most 4294967295. 1 CEL rule (in `istio-schemas.json`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u32>,
+    /// `spec.probe.grpc.service`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
 }
 
-/// `httpGet` is performed to a given endpoint and the status/able to connect determines health.
+/// WorkloadGroup `spec.probe.httpGet`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/workload-group/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpHealthCheckConfig {
-    /// Host name to connect to, defaults to the pod IP.
+    /// `spec.probe.httpGet.host`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
-    /// Headers the proxy will pass on to make the request.
+    /// `spec.probe.httpGet.httpHeaders`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub http_headers: Vec<HttpHeader>,
-    /// Path to access on the HTTP server.
+    /// `spec.probe.httpGet.path`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
-    /// Port on which the endpoint lives.
+    /// `spec.probe.httpGet.port`. Required. At least 0. At most 4294967295. 1 CEL rule (in `istio-schemas.json`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u32>,
+    /// `spec.probe.httpGet.scheme`. 1 CEL rule (in `istio-schemas.json`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheme: Option<String>,
 }
 
-/// `WorkloadGroup.probe.httpGet.httpHeaders[]`
+/// WorkloadGroup `spec.probe.httpGet.httpHeaders[]`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/workload-group/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HttpHeader {
+    /// `spec.probe.httpGet.httpHeaders[].name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// `spec.probe.httpGet.httpHeaders[].value`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
 }
 
-/// Health is determined by if the proxy is able to connect.
+/// WorkloadGroup `spec.probe.tcpSocket`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/workload-group/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TcpHealthCheckConfig {
+    /// `spec.probe.tcpSocket.host`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// `spec.probe.tcpSocket.port`. Required. At least 0. At most 4294967295. 1 CEL rule (in `istio-schemas.json`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u32>,
 }
 
-/// Template to be used for the generation of `WorkloadEntry` resources that belong to this `WorkloadGroup`.
+/// WorkloadGroup `spec.template`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/networking/workload-group/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkloadTemplate {
-    /// Address associated with the network endpoint without the port.
+    /// `spec.template.address`. At most this many characters: 256. 2 CEL rules (in `istio-schemas.json`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
-    /// One or more labels associated with the endpoint.
+    /// `spec.template.labels`. At most this many entries: 256.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
-    /// The locality associated with the endpoint.
+    /// `spec.template.locality`. At most this many characters: 2048.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locality: Option<String>,
-    /// Network enables Istio to group endpoints resident in the same L3 domain/network.
+    /// `spec.template.network`. At most this many characters: 2048.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<String>,
-    /// Set of ports associated with the endpoint.
+    /// `spec.template.ports`. At most this many entries: 128. 1 CEL rule (in `istio-schemas.json`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub ports: BTreeMap<String, u32>,
-    /// The service account associated with the workload if a sidecar is present in the workload.
+    /// `spec.template.serviceAccount`. At most this many characters: 253.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account: Option<String>,
-    /// The load balancing weight associated with the endpoint.
+    /// `spec.template.weight`. At least 0. At most 4294967295.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<u32>,
 }

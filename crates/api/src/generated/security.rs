@@ -13,9 +13,8 @@ use serde::{Deserialize, Serialize};
 #[allow(unused_imports)]
 use std::collections::BTreeMap;
 
-/// Optional.
-///
-/// Valid Options: ALLOW, DENY, AUDIT, CUSTOM
+/// The values of AuthorizationPolicy `spec.action`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/security/authorization-policy/).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub enum AuthorizationAction {
     #[default]
@@ -41,9 +40,8 @@ impl AuthorizationAction {
     }
 }
 
-/// Defines the mTLS mode used for peer authentication.
-///
-/// Valid Options: DISABLE, PERMISSIVE, STRICT
+/// The values of PeerAuthentication `spec.mtls.mode`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/security/peer_authentication/).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub enum MutualTlsMode {
     #[default]
@@ -69,9 +67,8 @@ impl MutualTlsMode {
     }
 }
 
-/// Configures whether the JWT token must be present in the request.
-///
-/// Valid Options: OPTIONAL, REQUIRED
+/// The values of RequestAuthentication `spec.jwtRules[].presence`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/security/request_authentication/).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub enum JwtPresence {
     #[default]
@@ -91,272 +88,282 @@ impl JwtPresence {
     }
 }
 
-/// Configuration for access control on workloads. See more details at: https://istio.io/docs/reference/config/security/authorization-policy.html
+/// AuthorizationPolicy `spec`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/security/authorization-policy/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AuthorizationPolicySpec {
-    /// Optional.
-    ///
-    /// Valid Options: ALLOW, DENY, AUDIT, CUSTOM
+    /// `spec.action`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<AuthorizationAction>,
-    /// Specifies detailed configuration of the CUSTOM action.
+    /// `spec.provider`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provider: Option<ExtensionProvider>,
-    /// Optional.
+    /// `spec.rules`. At most this many items: 512.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<Rule>,
-    /// Optional.
+    /// `spec.selector`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<WorkloadSelector>,
+    /// `spec.targetRef`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_ref: Option<PolicyTargetReference>,
-    /// Optional.
+    /// `spec.targetRefs`. At most this many items: 16.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub target_refs: Vec<PolicyTargetReference>,
 }
 
-/// Specifies detailed configuration of the CUSTOM action.
+/// AuthorizationPolicy `spec.provider`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/security/authorization-policy/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExtensionProvider {
-    /// Specifies the name of the extension provider.
+    /// `spec.provider.name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
 }
 
-/// `AuthorizationPolicy.rules[]`
+/// AuthorizationPolicy `spec.rules[]`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/security/authorization-policy/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Rule {
-    /// Optional.
+    /// `spec.rules[].from`. At most this many items: 512.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub from: Vec<RuleFrom>,
-    /// Optional.
+    /// `spec.rules[].to`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub to: Vec<RuleTo>,
-    /// Optional.
+    /// `spec.rules[].when`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub when: Vec<Condition>,
 }
 
-/// `AuthorizationPolicy.rules[].from[]`
+/// AuthorizationPolicy `spec.rules[].from[]`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/security/authorization-policy/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RuleFrom {
-    /// Source specifies the source of a request.
+    /// `spec.rules[].from[].source`. 1 CEL rule (in `istio-schemas.json`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<Source>,
 }
 
-/// Source specifies the source of a request.
+/// AuthorizationPolicy `spec.rules[].from[].source`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/security/authorization-policy/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Source {
-    /// Optional.
+    /// `spec.rules[].from[].source.ipBlocks`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ip_blocks: Vec<String>,
-    /// Optional.
+    /// `spec.rules[].from[].source.namespaces`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub namespaces: Vec<String>,
-    /// Optional.
+    /// `spec.rules[].from[].source.notIpBlocks`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_ip_blocks: Vec<String>,
-    /// Optional.
+    /// `spec.rules[].from[].source.notNamespaces`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_namespaces: Vec<String>,
-    /// Optional.
+    /// `spec.rules[].from[].source.notPrincipals`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_principals: Vec<String>,
-    /// Optional.
+    /// `spec.rules[].from[].source.notRemoteIpBlocks`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_remote_ip_blocks: Vec<String>,
-    /// Optional.
+    /// `spec.rules[].from[].source.notRequestPrincipals`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_request_principals: Vec<String>,
-    /// Optional.
+    /// `spec.rules[].from[].source.notServiceAccounts`. At most this many items: 16.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_service_accounts: Vec<String>,
-    /// Optional.
+    /// `spec.rules[].from[].source.notTrustDomains`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_trust_domains: Vec<String>,
-    /// Optional.
+    /// `spec.rules[].from[].source.principals`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub principals: Vec<String>,
-    /// Optional.
+    /// `spec.rules[].from[].source.remoteIpBlocks`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub remote_ip_blocks: Vec<String>,
-    /// Optional.
+    /// `spec.rules[].from[].source.requestPrincipals`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub request_principals: Vec<String>,
-    /// Optional.
+    /// `spec.rules[].from[].source.serviceAccounts`. At most this many items: 16.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub service_accounts: Vec<String>,
-    /// Optional.
+    /// `spec.rules[].from[].source.trustDomains`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trust_domains: Vec<String>,
 }
 
-/// `AuthorizationPolicy.rules[].to[]`
+/// AuthorizationPolicy `spec.rules[].to[]`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/security/authorization-policy/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RuleTo {
-    /// Operation specifies the operation of a request.
+    /// `spec.rules[].to[].operation`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operation: Option<Operation>,
 }
 
-/// Operation specifies the operation of a request.
+/// AuthorizationPolicy `spec.rules[].to[].operation`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/security/authorization-policy/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Operation {
-    /// Optional.
+    /// `spec.rules[].to[].operation.hosts`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<String>,
-    /// Optional.
+    /// `spec.rules[].to[].operation.methods`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub methods: Vec<String>,
-    /// Optional.
+    /// `spec.rules[].to[].operation.notHosts`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_hosts: Vec<String>,
-    /// Optional.
+    /// `spec.rules[].to[].operation.notMethods`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_methods: Vec<String>,
-    /// Optional.
+    /// `spec.rules[].to[].operation.notPaths`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_paths: Vec<String>,
-    /// Optional.
+    /// `spec.rules[].to[].operation.notPorts`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_ports: Vec<String>,
-    /// Optional.
+    /// `spec.rules[].to[].operation.paths`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub paths: Vec<String>,
-    /// Optional.
+    /// `spec.rules[].to[].operation.ports`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<String>,
 }
 
-/// `AuthorizationPolicy.rules[].when[]`
+/// AuthorizationPolicy `spec.rules[].when[]`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/security/authorization-policy/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Condition {
-    /// The name of an Istio attribute.
+    /// `spec.rules[].when[].key`. Required.
     pub key: String,
-    /// Optional.
+    /// `spec.rules[].when[].notValues`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_values: Vec<String>,
-    /// Optional.
+    /// `spec.rules[].when[].values`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub values: Vec<String>,
 }
 
-/// Peer authentication configuration for workloads. See more details at: https://istio.io/docs/reference/config/security/peer_authentication.html
+/// PeerAuthentication `spec`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/security/peer_authentication/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PeerAuthenticationSpec {
-    /// Mutual TLS settings for workload.
+    /// `spec.mtls`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtls: Option<MutualTls>,
-    /// Port specific mutual TLS settings.
+    /// `spec.portLevelMtls`. 1 CEL rule (in `istio-schemas.json`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub port_level_mtls: BTreeMap<String, MutualTls>,
-    /// The selector determines the workloads to apply the PeerAuthentication on.
+    /// `spec.selector`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<WorkloadSelector>,
 }
 
-/// Mutual TLS settings for workload.
+/// PeerAuthentication `spec.mtls`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/security/peer_authentication/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MutualTls {
-    /// Defines the mTLS mode used for peer authentication.
-    ///
-    /// Valid Options: DISABLE, PERMISSIVE, STRICT
+    /// `spec.mtls.mode`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<MutualTlsMode>,
 }
 
-/// Request authentication configuration for workloads. See more details at: https://istio.io/docs/reference/config/security/request_authentication.html
+/// RequestAuthentication `spec`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/security/request_authentication/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RequestAuthenticationSpec {
-    /// Define the list of JWTs that can be validated at the selected workloads' proxy.
+    /// `spec.jwtRules`. At most this many items: 4096.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub jwt_rules: Vec<JwtRule>,
-    /// Optional.
+    /// `spec.selector`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<WorkloadSelector>,
+    /// `spec.targetRef`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_ref: Option<PolicyTargetReference>,
-    /// Optional.
+    /// `spec.targetRefs`. At most this many items: 16.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub target_refs: Vec<PolicyTargetReference>,
 }
 
-/// `RequestAuthentication.jwtRules[]`
+/// RequestAuthentication `spec.jwtRules[]`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/security/request_authentication/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct JwtRule {
-    /// The list of JWT [audiences](https://tools.ietf.org/html/rfc7519#section-4.1.3) that are allowed to access.
+    /// `spec.jwtRules[].audiences`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub audiences: Vec<String>,
-    /// If set to true, the original token will be kept for the upstream request.
+    /// `spec.jwtRules[].forwardOriginalToken`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forward_original_token: Option<bool>,
-    /// List of cookie names from which JWT is expected.
+    /// `spec.jwtRules[].fromCookies`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub from_cookies: Vec<String>,
-    /// List of header locations from which JWT is expected.
+    /// `spec.jwtRules[].fromHeaders`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub from_headers: Vec<JwtHeader>,
-    /// List of query parameters from which JWT is expected.
+    /// `spec.jwtRules[].fromParams`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub from_params: Vec<String>,
-    /// Identifies the issuer that issued the JWT.
+    /// `spec.jwtRules[].issuer`. At least this many characters: 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
-    /// JSON Web Key Set of public keys to validate signature of the JWT.
+    /// `spec.jwtRules[].jwks`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks: Option<String>,
-    /// URL of the provider's public key set to validate signature of the JWT.
+    /// `spec.jwtRules[].jwksUri`. At least this many characters: 1. At most this many characters: 2048. 1 CEL rule (in `istio-schemas.json`).
     #[serde(alias = "jwks_uri", default, skip_serializing_if = "Option::is_none")]
     pub jwks_uri: Option<String>,
-    /// This field specifies a list of operations to copy the claim to HTTP headers on a successfully verified token.
+    /// `spec.jwtRules[].outputClaimToHeaders`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub output_claim_to_headers: Vec<ClaimToHeader>,
-    /// This field specifies the header name to output a successfully verified JWT payload to the backend.
+    /// `spec.jwtRules[].outputPayloadToHeader`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_payload_to_header: Option<String>,
-    /// Configures whether the JWT token must be present in the request.
-    ///
-    /// Valid Options: OPTIONAL, REQUIRED
+    /// `spec.jwtRules[].presence`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub presence: Option<JwtPresence>,
-    /// List of JWT claim names that should be treated as space-delimited strings.
+    /// `spec.jwtRules[].spaceDelimitedClaims`. At most this many items: 64.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub space_delimited_claims: Vec<String>,
-    /// The maximum amount of time that the resolver, determined by the PILOT_JWT_ENABLE_REMOTE_JWKS environment variable, will spend waiting for the JWKS to be fetched.
+    /// `spec.jwtRules[].timeout`. 1 CEL rule (in `istio-schemas.json`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
 }
 
-/// `RequestAuthentication.jwtRules[].fromHeaders[]`
+/// RequestAuthentication `spec.jwtRules[].fromHeaders[]`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/security/request_authentication/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct JwtHeader {
-    /// The HTTP header name.
+    /// `spec.jwtRules[].fromHeaders[].name`. Required. At least this many characters: 1.
     pub name: String,
-    /// The prefix that should be stripped before decoding the token.
+    /// `spec.jwtRules[].fromHeaders[].prefix`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
 }
 
-/// `RequestAuthentication.jwtRules[].outputClaimToHeaders[]`
+/// RequestAuthentication `spec.jwtRules[].outputClaimToHeaders[]`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/security/request_authentication/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClaimToHeader {
-    /// The name of the claim to be copied from.
+    /// `spec.jwtRules[].outputClaimToHeaders[].claim`. Required. At least this many characters: 1.
     pub claim: String,
-    /// The name of the header to be created.
+    /// `spec.jwtRules[].outputClaimToHeaders[].header`. Required. At least this many characters: 1.
     pub header: String,
 }

@@ -13,9 +13,8 @@ use serde::{Deserialize, Serialize};
 #[allow(unused_imports)]
 use std::collections::BTreeMap;
 
-/// This determines whether or not to apply the access logging configuration based on the direction of traffic relative to the proxied workload.
-///
-/// Valid Options: CLIENT_AND_SERVER, CLIENT, SERVER
+/// The values of Telemetry `spec.accessLogging[].match.mode`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/telemetry/).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub enum WorkloadMode {
     #[default]
@@ -38,9 +37,8 @@ impl WorkloadMode {
     }
 }
 
-/// One of the well-known [Istio Standard Metrics](https://istio.io/latest/docs/reference/config/metrics/).
-///
-/// Valid Options: ALL_METRICS, REQUEST_COUNT, REQUEST_DURATION, REQUEST_SIZE, RESPONSE_SIZE, TCP_OPENED_CONNECTIONS, TCP_CLOSED_CONNECTIONS, TCP_SENT_BYTES, TCP_RECEIVED_BYTES, GRPC_REQUEST_MESSAGES, GRPC_RESPONSE_MESSAGES
+/// The values of Telemetry `spec.metrics[].overrides[].match.metric`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/telemetry/).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub enum IstioMetric {
     #[default]
@@ -87,9 +85,8 @@ impl IstioMetric {
     }
 }
 
-/// Operation controls whether or not to update/add a tag, or to remove it.
-///
-/// Valid Options: UPSERT, REMOVE
+/// The values of Telemetry `spec.metrics[].overrides[].tagOverrides{}.operation`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/telemetry/).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 pub enum TagOperation {
     #[default]
@@ -109,200 +106,207 @@ impl TagOperation {
     }
 }
 
-/// Telemetry configuration for workloads. See more details at: https://istio.io/docs/reference/config/telemetry.html
+/// Telemetry `spec`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/telemetry/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TelemetrySpec {
-    /// Optional.
+    /// `spec.accessLogging`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub access_logging: Vec<AccessLogging>,
-    /// Optional.
+    /// `spec.metrics`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub metrics: Vec<Metrics>,
-    /// Optional.
+    /// `spec.selector`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<WorkloadSelector>,
+    /// `spec.targetRef`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_ref: Option<PolicyTargetReference>,
-    /// Optional.
+    /// `spec.targetRefs`. At most this many items: 16.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub target_refs: Vec<PolicyTargetReference>,
-    /// Optional.
+    /// `spec.tracing`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tracing: Vec<Tracing>,
 }
 
-/// `Telemetry.accessLogging[]`
+/// Telemetry `spec.accessLogging[]`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/telemetry/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AccessLogging {
-    /// Controls logging.
+    /// `spec.accessLogging[].disabled`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disabled: Option<bool>,
-    /// Optional.
+    /// `spec.accessLogging[].filter`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<AccessLoggingFilter>,
-    /// Allows tailoring of logging behavior to specific conditions.
+    /// `spec.accessLogging[].match`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub match_: Option<WorkloadModeSelector>,
-    /// Optional.
+    /// `spec.accessLogging[].providers`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub providers: Vec<ProviderRef>,
 }
 
-/// Optional.
+/// Telemetry `spec.accessLogging[].filter`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/telemetry/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AccessLoggingFilter {
-    /// CEL expression for selecting when requests/connections should be logged.
+    /// `spec.accessLogging[].filter.expression`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expression: Option<String>,
 }
 
-/// Allows tailoring of logging behavior to specific conditions.
+/// Telemetry `spec.accessLogging[].match`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/telemetry/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkloadModeSelector {
-    /// This determines whether or not to apply the access logging configuration based on the direction of traffic relative to the proxied workload.
-    ///
-    /// Valid Options: CLIENT_AND_SERVER, CLIENT, SERVER
+    /// `spec.accessLogging[].match.mode`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<WorkloadMode>,
 }
 
-/// `Telemetry.accessLogging[].providers[]`
+/// Telemetry `spec.accessLogging[].providers[]`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/telemetry/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProviderRef {
-    /// Required.
+    /// `spec.accessLogging[].providers[].name`. Required. At least this many characters: 1.
     pub name: String,
 }
 
-/// `Telemetry.metrics[]`
+/// Telemetry `spec.metrics[]`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/telemetry/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Metrics {
-    /// Optional.
+    /// `spec.metrics[].overrides`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub overrides: Vec<MetricsOverrides>,
-    /// Optional.
+    /// `spec.metrics[].providers`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub providers: Vec<ProviderRef>,
-    /// Optional.
+    /// `spec.metrics[].reportingInterval`. 1 CEL rule (in `istio-schemas.json`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reporting_interval: Option<String>,
 }
 
-/// `Telemetry.metrics[].overrides[]`
+/// Telemetry `spec.metrics[].overrides[]`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/telemetry/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MetricsOverrides {
-    /// Optional.
+    /// `spec.metrics[].overrides[].disabled`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disabled: Option<bool>,
-    /// Match allows providing the scope of the override.
+    /// `spec.metrics[].overrides[].match`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub match_: Option<MetricSelector>,
-    /// Optional.
+    /// `spec.metrics[].overrides[].tagOverrides`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tag_overrides: BTreeMap<String, TagOverride>,
 }
 
-/// Match allows providing the scope of the override.
+/// Telemetry `spec.metrics[].overrides[].match`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/telemetry/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MetricSelector {
-    /// Allows free-form specification of a metric.
+    /// `spec.metrics[].overrides[].match.customMetric`. At least this many characters: 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub custom_metric: Option<String>,
-    /// One of the well-known [Istio Standard Metrics](https://istio.io/latest/docs/reference/config/metrics/).
-    ///
-    /// Valid Options: ALL_METRICS, REQUEST_COUNT, REQUEST_DURATION, REQUEST_SIZE, RESPONSE_SIZE, TCP_OPENED_CONNECTIONS, TCP_CLOSED_CONNECTIONS, TCP_SENT_BYTES, TCP_RECEIVED_BYTES, GRPC_REQUEST_MESSAGES, GRPC_RESPONSE_MESSAGES
+    /// `spec.metrics[].overrides[].match.metric`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metric: Option<IstioMetric>,
-    /// Controls which mode of metrics generation is selected: `CLIENT`, `SERVER`, or `CLIENT_AND_SERVER`.
-    ///
-    /// Valid Options: CLIENT_AND_SERVER, CLIENT, SERVER
+    /// `spec.metrics[].overrides[].match.mode`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<WorkloadMode>,
 }
 
-/// `Telemetry.metrics[].overrides[].tagOverrides{}`
+/// Telemetry `spec.metrics[].overrides[].tagOverrides{}`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/telemetry/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TagOverride {
-    /// Operation controls whether or not to update/add a tag, or to remove it.
-    ///
-    /// Valid Options: UPSERT, REMOVE
+    /// `spec.metrics[].overrides[].tagOverrides{}.operation`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operation: Option<TagOperation>,
-    /// Value is only considered if the operation is `UPSERT`.
+    /// `spec.metrics[].overrides[].tagOverrides{}.value`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
 }
 
-/// `Telemetry.tracing[]`
+/// Telemetry `spec.tracing[]`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/telemetry/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Tracing {
-    /// Optional.
+    /// `spec.tracing[].customTags`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub custom_tags: BTreeMap<String, CustomTag>,
-    /// Controls whether trace context headers (e.g., `traceparent`/`tracestate` for W3C, `X-B3-*` for Zipkin) are propagated in forwarded requests.
+    /// `spec.tracing[].disableContextPropagation`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disable_context_propagation: Option<bool>,
-    /// Controls span reporting.
+    /// `spec.tracing[].disableSpanReporting`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disable_span_reporting: Option<bool>,
-    /// Determines whether or not trace spans generated by Envoy will include Istio specific tags.
+    /// `spec.tracing[].enableIstioTags`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enable_istio_tags: Option<bool>,
-    /// Allows tailoring of behavior to specific conditions.
+    /// `spec.tracing[].match`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub match_: Option<WorkloadModeSelector>,
-    /// Optional.
+    /// `spec.tracing[].providers`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub providers: Vec<ProviderRef>,
-    /// Controls the rate at which traffic will be selected for tracing if no prior sampling decision has been made.
+    /// `spec.tracing[].randomSamplingPercentage`. At least 0. At most 100. Format `double`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub random_sampling_percentage: Option<f64>,
+    /// `spec.tracing[].useRequestIdForTraceSampling`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub use_request_id_for_trace_sampling: Option<bool>,
 }
 
-/// `Telemetry.tracing[].customTags{}`
+/// Telemetry `spec.tracing[].customTags{}`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/telemetry/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CustomTag {
-    /// Environment adds the value of an environment variable to each span.
+    /// `spec.tracing[].customTags{}.environment`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment: Option<EnvironmentTag>,
-    /// Formatter adds the value of access logging substitution formatter.
+    /// `spec.tracing[].customTags{}.formatter`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub formatter: Option<FormatterTag>,
-    /// RequestHeader adds the value of an header from the request to each span.
+    /// `spec.tracing[].customTags{}.header`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub header: Option<EnvironmentTag>,
-    /// Literal adds the same, hard-coded value to each span.
+    /// `spec.tracing[].customTags{}.literal`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub literal: Option<FormatterTag>,
 }
 
-/// Environment adds the value of an environment variable to each span.
+/// Telemetry `spec.tracing[].customTags{}.environment`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/telemetry/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EnvironmentTag {
-    /// Optional.
+    /// `spec.tracing[].customTags{}.environment.defaultValue`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_value: Option<String>,
-    /// Name of the environment variable from which to extract the tag value.
+    /// `spec.tracing[].customTags{}.environment.name`. Required. At least this many characters: 1.
     pub name: String,
 }
 
-/// Formatter adds the value of access logging substitution formatter.
+/// Telemetry `spec.tracing[].customTags{}.formatter`.
+/// See [Istio's reference](https://istio.io/latest/docs/reference/config/telemetry/).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FormatterTag {
-    /// The formatter tag value to use, same formatter as HTTP access logging (e.g.
+    /// `spec.tracing[].customTags{}.formatter.value`. Required. At least this many characters: 1.
     pub value: String,
 }

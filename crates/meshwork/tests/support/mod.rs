@@ -211,12 +211,21 @@ impl Mesh {
 
     /// Starts an echo backend on a free port and returns the port.
     pub fn echo(&mut self, name: &str) -> u16 {
+        self.echo_with(name, &[])
+    }
+
+    /// Starts an echo backend that logs one JSON line per request on its stdout (the last
+    /// of `backends`), and returns the port.
+    pub fn echo_logged(&mut self, name: &str) -> u16 {
+        self.echo_with(name, &["--log"])
+    }
+
+    fn echo_with(&mut self, name: &str, extra: &[&str]) -> u16 {
         let port = free_port();
-        let p = Proc::start(
-            self.dir.path(),
-            name,
-            &["echo", "--port", &port.to_string(), "--name", name],
-        );
+        let port_arg = port.to_string();
+        let mut args = vec!["echo", "--port", &port_arg, "--name", name];
+        args.extend_from_slice(extra);
+        let p = Proc::start(self.dir.path(), name, &args);
         eventually(Duration::from_secs(10), "the echo backend", || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
@@ -371,6 +380,17 @@ pub fn tls_secret(namespace: &str, name: &str, cert: &str, key: &str, ca: Option
     out
 }
 
+/// An `Opaque` Secret with these keys (base64 `data`).
+pub fn opaque_secret(namespace: &str, name: &str, data: &[(&str, &str)]) -> String {
+    let mut out = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\n  namespace: {namespace}\ntype: Opaque\ndata:\n"
+    );
+    for (key, value) in data {
+        out.push_str(&format!("  {key}: {}\n", base64_encode(value.as_bytes())));
+    }
+    out
+}
+
 fn base64_encode(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
@@ -390,4 +410,381 @@ fn base64_encode(data: &[u8]) -> String {
         }
     }
     out
+}
+
+/// The `istio-ingressgateway` Service (port 80 bound on `http`) and a Gateway `gw` in
+/// istio-system that serves `hosts` (a YAML list) over plain HTTP on port 80.
+pub fn http_gateway(http: u16, hosts: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Service
+metadata: {{name: istio-ingressgateway, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  ports: [{{name: http2, port: 80, targetPort: {http}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 80, name: http, protocol: HTTP}}
+    hosts: {hosts}
+"#
+    )
+}
+
+/// Runs curl (URL globs allowed) and counts the answers as `"STATUS ECHO-NAME"`: `"200 web"`
+/// for a backend's answer, `"503 "` for a gateway's, `"000 "` for a failed request.
+pub fn answers(args: &[&str]) -> std::collections::BTreeMap<String, usize> {
+    let mut all = vec![
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %header{x-echo-name}\n",
+    ];
+    all.extend_from_slice(args);
+    let out = curl(&all);
+    let mut counts = std::collections::BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        *counts.entry(line.to_string()).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// What a [`Scripted`] backend does with a request.
+pub enum Reply {
+    /// Answer at once with this status.
+    Status(u16),
+    /// Keep the request until [`Scripted::release`] (at most 20 s), then answer 200.
+    Hold,
+    /// Close the connection without an answer (a reset before headers).
+    Close,
+}
+
+/// An HTTP/1.1 backend in the test process whose answer to each request is decided by the
+/// test: `reply(path_and_query, n)` where `n` counts the requests for that path (1 for the
+/// first). It reads the whole request body (content-length or chunked), answers with
+/// `x-echo-name` and, as body, `name body_bytes`, and records every request it saw.
+pub struct Scripted {
+    pub port: u16,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(String, usize)>>>,
+    released: std::sync::Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+}
+
+impl Scripted {
+    pub fn start(
+        name: &str,
+        reply: impl Fn(&str, usize) -> Reply + Send + Sync + 'static,
+    ) -> Scripted {
+        use std::sync::{Arc, Condvar, Mutex};
+        let listener = TcpListener::bind(("127.0.0.1", free_port())).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen: Arc<Mutex<Vec<(String, usize)>>> = Arc::default();
+        let released = Arc::new((Mutex::new(false), Condvar::new()));
+        let (name, reply) = (Arc::<str>::from(name), Arc::new(reply));
+        let (seen2, released2) = (seen.clone(), released.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().map_while(Result::ok) {
+                let (name, reply, seen, released) = (
+                    name.clone(),
+                    reply.clone(),
+                    seen2.clone(),
+                    released2.clone(),
+                );
+                std::thread::spawn(move || {
+                    let _ = serve_scripted(stream, &name, &*reply, &seen, &released);
+                });
+            }
+        });
+        Scripted {
+            port,
+            seen,
+            released,
+        }
+    }
+
+    /// Every request so far: its path and query, and the size of its body.
+    pub fn seen(&self) -> Vec<(String, usize)> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    /// How many requests for this path and query arrived.
+    pub fn count(&self, path: &str) -> usize {
+        self.seen().iter().filter(|(p, _)| p == path).count()
+    }
+
+    /// Lets every held request (and every later one) answer.
+    pub fn release(&self) {
+        *self.released.0.lock().unwrap() = true;
+        self.released.1.notify_all();
+    }
+}
+
+fn serve_scripted(
+    stream: std::net::TcpStream,
+    name: &str,
+    reply: &(dyn Fn(&str, usize) -> Reply + Send + Sync),
+    seen: &std::sync::Mutex<Vec<(String, usize)>>,
+    released: &(std::sync::Mutex<bool>, std::sync::Condvar),
+) -> std::io::Result<()> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut writer = stream.try_clone()?;
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line)? == 0 {
+            return Ok(());
+        }
+        let path = request_line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("/")
+            .to_string();
+        let (mut length, mut chunked) = (0usize, false);
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line)?;
+            let line = line.trim_end().to_ascii_lowercase();
+            if line.is_empty() {
+                break;
+            }
+            if let Some(v) = line.strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+            if line.starts_with("transfer-encoding:") && line.contains("chunked") {
+                chunked = true;
+            }
+        }
+        let mut body = 0;
+        if chunked {
+            loop {
+                let mut size = String::new();
+                reader.read_line(&mut size)?;
+                let n = usize::from_str_radix(size.trim().split(';').next().unwrap_or("0"), 16)
+                    .unwrap_or(0);
+                let mut chunk = vec![0u8; n + 2];
+                reader.read_exact(&mut chunk)?;
+                body += n;
+                if n == 0 {
+                    break;
+                }
+            }
+        } else {
+            let mut rest = vec![0u8; length];
+            reader.read_exact(&mut rest)?;
+            body = length;
+        }
+        let n = {
+            let mut seen = seen.lock().unwrap();
+            seen.push((path.clone(), body));
+            seen.iter().filter(|(p, _)| *p == path).count()
+        };
+        let status = match reply(&path, n) {
+            Reply::Status(s) => s,
+            Reply::Close => return Ok(()),
+            Reply::Hold => {
+                let (lock, cv) = released;
+                let guard = lock.lock().unwrap();
+                let _ = cv
+                    .wait_timeout_while(guard, Duration::from_secs(20), |r| !*r)
+                    .unwrap();
+                200
+            }
+        };
+        let text = format!("{name} {body}");
+        write!(
+            writer,
+            "HTTP/1.1 {status} Scripted\r\nx-echo-name: {name}\r\ncontent-length: {}\r\n\r\n{text}",
+            text.len()
+        )?;
+    }
+}
+
+/// The host of [`app_config`].
+pub const APP_HOST: &str = "Host: app.example.test";
+
+/// A route of [`app_config`] to `app` without retries.
+pub const APP_ROUTE: &str = "  - retries: {attempts: 0}\n    route: [{destination: {host: app}}]\n";
+
+/// Writes a config for host `app.example.test` on gateway port `http`: a Service `app`
+/// (namespace apps, port `http`) whose endpoints are WorkloadEntries at 127.0.0.1 on
+/// `ports`, a DestinationRule whose `trafficPolicy` is `policy` (YAML indented by 4), and
+/// a VirtualService whose `http` routes are `routes` (YAML list items indented by 2).
+pub fn app_config(mesh: &Mesh, http: u16, ports: &[u16], policy: &str, routes: &str) {
+    let mut entries = String::new();
+    for (i, p) in ports.iter().enumerate() {
+        entries += &format!(
+            "---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: app-{i}, namespace: apps}}\nspec: {{address: 127.0.0.1, labels: {{app: app}}, ports: {{http: {p}}}}}\n"
+        );
+    }
+    mesh.config("endpoints.yaml", &entries);
+    let gateway = http_gateway(http, r#"["app.example.test"]"#);
+    mesh.config(
+        "config.yaml",
+        &format!(
+            r#"{gateway}---
+apiVersion: v1
+kind: Service
+metadata: {{name: app, namespace: apps}}
+spec:
+  selector: {{app: app}}
+  ports: [{{name: http, port: 80}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: app, namespace: apps}}
+spec:
+  host: app
+  trafficPolicy:
+{policy}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: app, namespace: apps}}
+spec:
+  hosts: [app.example.test]
+  gateways: [istio-system/gw]
+  http:
+{routes}"#
+        ),
+    );
+}
+
+/// Writes a mesh config with a JSON access log on stdout and returns its path.
+pub fn json_access_log(mesh: &Mesh) -> String {
+    let file = mesh.dir.path().join("mesh.yaml");
+    std::fs::write(
+        &file,
+        "accessLogFile: /dev/stdout\naccessLogEncoding: JSON\n",
+    )
+    .unwrap();
+    file.to_str().unwrap().to_string()
+}
+
+/// The `istio-ingressgateway` Service with a TCP port (31400 bound on `http_target`) and a
+/// TLS port (443 bound on `tls_target`), followed by `---`.
+pub fn gateway_service(http_target: u16, tls_target: u16) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Service
+metadata: {{name: istio-ingressgateway, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  ports:
+  - {{name: tcp, port: 31400, targetPort: {http_target}}}
+  - {{name: tls, port: 443, targetPort: {tls_target}}}
+---
+"#
+    )
+}
+
+/// A TCP gateway on `tcp` routing everything to one TCP backend (`name.apps.internal`),
+/// whose DestinationRule has this `connectionPool.tcp`.
+pub fn single_tcp_route(tcp: u16, tls: u16, name: &str, backend: u16, tcp_pool: &str) -> String {
+    gateway_service(tcp, tls)
+        + &format!(
+            r#"apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: tcp-gw, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 31400, name: tcp, protocol: TCP}}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: {name}, namespace: apps}}
+spec:
+  hosts: [{name}.apps.internal]
+  ports: [{{number: 7000, name: tcp, protocol: TCP, targetPort: {backend}}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: {name}, namespace: apps}}
+spec:
+  host: {name}.apps.internal
+  trafficPolicy:
+    connectionPool:
+      tcp: {tcp_pool}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: tcp, namespace: apps}}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/tcp-gw]
+  tcp:
+  - route: [{{destination: {{host: {name}.apps.internal, port: {{number: 7000}}}}}}]
+"#
+        )
+}
+
+/// A listener that never accepts, with its accept queue filled: further SYNs are dropped,
+/// so a connect to it neither succeeds nor fails. Keep the value alive while it is used.
+pub struct Silent {
+    pub port: u16,
+    _listener: TcpListener,
+    _fillers: Vec<std::net::TcpStream>,
+}
+
+impl Silent {
+    pub fn new() -> Silent {
+        let listener = TcpListener::bind(("127.0.0.1", free_port())).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut fillers = Vec::new();
+        while let Ok(s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            fillers.push(s);
+            assert!(fillers.len() < 10_000, "the accept queue never filled");
+        }
+        Silent {
+            port: addr.port(),
+            _listener: listener,
+            _fillers: fillers,
+        }
+    }
+}
+
+/// The seconds left on the keepalive timer of the established connection to `port` (the
+/// gateway's upstream socket), from `ss`.
+pub fn keepalive_timer(port: u16) -> u64 {
+    let text = established_to(port);
+    // ss prints the remaining time as `1min16sec` or `59sec`.
+    text.split("timer:(keepalive,")
+        .nth(1)
+        .and_then(|t| t.split(',').next())
+        .map(|t| {
+            let (min, sec) = t.split_once("min").unwrap_or(("0", t));
+            let secs = sec.trim_end_matches("sec").split('.').next().unwrap_or("0");
+            min.parse::<u64>().unwrap_or(0) * 60 + secs.parse::<u64>().unwrap_or(0)
+        })
+        .unwrap_or_else(|| panic!("no keepalive timer on the upstream socket: {text}"))
+}
+
+/// `ss`'s lines (with timers) for the established connections to `port`: the gateway's
+/// upstream sockets.
+pub fn established_to(port: u16) -> String {
+    let out = Command::new("ss")
+        .args([
+            "-tnoH",
+            "state",
+            "established",
+            "dport",
+            "=",
+            &format!(":{port}"),
+        ])
+        .output()
+        .expect("ss (iproute2) runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A file of `size` bytes in the mesh's directory, as curl's `--data-binary` argument.
+pub fn body_file(mesh: &Mesh, size: usize) -> String {
+    let file = mesh.dir.path().join(format!("body-{size}"));
+    std::fs::write(&file, vec![b'b'; size]).unwrap();
+    format!("@{}", file.display())
 }
