@@ -110,8 +110,21 @@ spec:
     eventually(Duration::from_secs(5), "TCP access log lines", || {
         up.stdout().lines().count() >= 201
     });
-    let first: serde_json::Value =
-        serde_json::from_str(up.stdout().lines().next().unwrap()).unwrap();
+    // Each line is written when its connection has closed on both sides, so the first
+    // exchange's line is not always the first line: it is the one with 14 bytes in.
+    let lines: Vec<serde_json::Value> = up
+        .stdout()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let with_14: Vec<_> = lines.iter().filter(|e| e["bytes_received"] == 14).collect();
+    assert_eq!(with_14.len(), 1, "one exchange sent 14 bytes: {lines:?}");
+    assert_eq!(
+        lines.iter().filter(|e| e["bytes_received"] == 1).count(),
+        200,
+        "and 200 sent one byte"
+    );
+    let first = with_14[0];
     assert_eq!(first["bytes_received"], 14);
     assert_eq!(first["bytes_sent"], 14 + 6, "greeting line and echo");
     assert_eq!(first["response_flags"], "-");

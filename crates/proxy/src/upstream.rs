@@ -57,6 +57,14 @@ impl Pool {
         None
     }
 
+    /// Closes the idle connections older than `idle_timeout`.
+    fn prune(&self, idle_timeout: Duration) {
+        self.idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(sender, since)| !sender.is_closed() && since.elapsed() < idle_timeout);
+    }
+
     fn release(&self, sender: http1::SendRequest<Body>) {
         if sender.is_closed() {
             return;
@@ -95,12 +103,28 @@ impl Upstreams {
     }
 
     fn pool(&self, key: PoolKey) -> Arc<Pool> {
-        self.pools
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(key)
-            .or_default()
-            .clone()
+        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(pool) = pools.get(&key) {
+            return pool.clone();
+        }
+        let pool = Arc::new(Pool::default());
+        // Idle connections close after the cluster's `http.idleTimeout`, used or not: a
+        // reaper per pool, which ends when the pool is dropped.
+        let idle_timeout = Duration::from_millis(key.settings.http_idle_timeout_ms);
+        let weak = Arc::downgrade(&pool);
+        tokio::spawn(async move {
+            let every =
+                (idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(30));
+            loop {
+                tokio::time::sleep(every).await;
+                match weak.upgrade() {
+                    Some(pool) => pool.prune(idle_timeout),
+                    None => return,
+                }
+            }
+        });
+        pools.insert(key, pool.clone());
+        pool
     }
 }
 
