@@ -37,6 +37,8 @@ pub struct UpOptions {
     pub locality: Option<String>,
     /// Limits and timeouts of downstream connections.
     pub settings: meshwork_proxy::settings::ProxySettings,
+    /// Where Istio's standard metrics are served (`/stats/prometheus`), if anywhere.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// `meshwork up` could not start.
@@ -71,6 +73,7 @@ pub struct Gateways {
     admin: Arc<AdminState>,
     locality: Option<String>,
     settings: meshwork_proxy::settings::ProxySettings,
+    metrics: Option<Arc<meshwork_proxy::metrics::Metrics>>,
 }
 
 impl Gateways {
@@ -109,11 +112,11 @@ impl Gateways {
             config.node.locality = self.locality.clone();
             let name = config.node.id.clone();
             seen.push(name.clone());
-            let settings = &self.settings;
+            let (settings, metrics) = (&self.settings, &self.metrics);
             let proxy = self
                 .proxies
                 .entry(name.clone())
-                .or_insert_with(|| Proxy::with_settings(settings.clone()));
+                .or_insert_with(|| Proxy::with_metrics(settings.clone(), metrics.clone()));
             let report = proxy.apply(config).await;
             for r in &report.rejected {
                 match secret_origin(&r.name, loaded) {
@@ -206,6 +209,17 @@ pub async fn run(opts: UpOptions) -> Result<(), UpError> {
             .map_err(|source| UpError::Bind { addr, source })?;
         tokio::spawn(admin::serve(listener, admin.clone()));
     }
+    let metrics = match opts.metrics {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| UpError::Bind { addr, source })?;
+            let metrics = Arc::new(meshwork_proxy::metrics::Metrics::default());
+            tokio::spawn(admin::serve_metrics(listener, metrics.clone()));
+            Some(metrics)
+        }
+        None => None,
+    };
     let first = Gateways::load(&opts)?;
     if first.has_errors() {
         return Err(UpError::Invalid(
@@ -224,6 +238,7 @@ pub async fn run(opts: UpOptions) -> Result<(), UpError> {
         admin: admin.clone(),
         locality: opts.locality.clone(),
         settings: opts.settings.clone(),
+        metrics,
     };
     let ready = gateways.apply(&last_good, &mesh).await;
     admin.set_ready(ready);

@@ -185,6 +185,7 @@ fn compile_one(
         node: Node {
             id: selector_name(selector),
             role: Role::Gateway,
+            workload_name: gateway_service(selector, objects).unwrap_or_default(),
             namespace,
             labels: selector.clone(),
             ..Node::default()
@@ -202,6 +203,18 @@ fn compile_one(
             json: mesh.access_log_encoding == AccessLogEncoding::Json,
         }),
     }
+}
+
+/// The name of the Service that selects the gateway's pods (`istio-ingressgateway`): the
+/// gateway's workload name, as its Deployment is usually named.
+fn gateway_service(selector: &BTreeMap<String, String>, objects: &[Object]) -> Option<String> {
+    objects.iter().find_map(|o| {
+        let Object::Service(svc) = o else { return None };
+        let sel = svc.spec.as_ref()?.selector.clone().unwrap_or_default();
+        (!sel.is_empty() && sel.iter().all(|(k, v)| selector.get(k) == Some(v)))
+            .then(|| svc.metadata.name.clone())
+            .flatten()
+    })
 }
 
 fn new_listener(bind_port: u16, gateway_port: u32) -> Listener {

@@ -86,6 +86,42 @@ fn respond(admin: &AdminState, req: &Request<Incoming>) -> Response<Body> {
     r
 }
 
+/// Serves Istio's standard metrics on `listener` (`/stats/prometheus`, and `/metrics`)
+/// until the process ends.
+pub async fn serve_metrics(listener: TcpListener, metrics: Arc<crate::metrics::Metrics>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req: Request<Incoming>| {
+                let r = match req.uri().path() {
+                    "/stats/prometheus" | "/metrics" => {
+                        let mut r = Response::new(full(metrics.encode()));
+                        r.headers_mut().insert(
+                            header::CONTENT_TYPE,
+                            header::HeaderValue::from_static(
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            ),
+                        );
+                        r
+                    }
+                    _ => {
+                        let mut r = Response::new(full("not found\n"));
+                        *r.status_mut() = StatusCode::NOT_FOUND;
+                        r
+                    }
+                };
+                async move { Ok::<_, Infallible>(r) }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
 /// Serves the admin endpoints on `listener` until the process ends.
 pub async fn serve(listener: TcpListener, admin: Arc<AdminState>) {
     loop {

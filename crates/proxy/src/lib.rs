@@ -15,6 +15,7 @@ pub mod connections;
 pub mod error;
 pub mod flags;
 pub mod inspect;
+pub mod metrics;
 pub mod listener;
 pub mod recorder;
 pub mod request;
@@ -116,11 +117,22 @@ impl Proxy {
 
     /// A proxy with nothing applied yet.
     pub fn with_settings(settings: settings::ProxySettings) -> Proxy {
+        Self::with_metrics(settings, None)
+    }
+
+    /// A proxy with nothing applied yet that counts Istio's standard metrics in `metrics`.
+    pub fn with_metrics(
+        settings: settings::ProxySettings,
+        metrics: Option<Arc<metrics::Metrics>>,
+    ) -> Proxy {
         Proxy {
             shared: Arc::new(Shared {
                 state: ArcSwap::from_pointee(Runtime::default()),
                 upstreams: Upstreams::default(),
-                recorder: recorder::Recorder::default(),
+                recorder: recorder::Recorder {
+                    metrics,
+                    ..recorder::Recorder::default()
+                },
                 connections: Arc::default(),
                 settings,
                 loggers: Mutex::new(HashMap::new()),

@@ -117,12 +117,7 @@ fn record_refusal(
     refusal: Refusal,
 ) {
     info!(%peer, %bind, sni = sni.as_deref().unwrap_or("-"), reason = %refusal.why, "connection closed before routing");
-    let outcome = Outcome {
-        kind: Kind::Refused,
-        status: 0,
-        flags: refusal.flags,
-        details: refusal.details.into(),
-    };
+    let outcome = Outcome::new(Kind::Refused, 0, refusal.flags, refusal.details.into());
     let logger = state
         .config
         .access_log

@@ -3,10 +3,13 @@
 //! It counts them (by kind and by response flag) and writes the access log entry when the
 //! log is on. Metrics hook in here.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::access_log::Entry;
 use crate::flags::ResponseFlags;
+use crate::metrics::{Metrics, PeerLabels, RequestSample};
+
 
 /// What was recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +34,41 @@ pub struct Outcome {
     pub flags: ResponseFlags,
     /// Envoy's `response_code_details`.
     pub details: std::borrow::Cow<'static, str>,
+    /// Who talked to whom, for the metrics; `None` when no destination was chosen.
+    pub peer: Option<Arc<PeerLabels>>,
+    /// A gRPC request.
+    pub grpc: bool,
+    /// The gRPC status of the response, when its headers carry one.
+    pub grpc_status: Option<u16>,
+    /// Milliseconds from arrival to the end of the response (or of the connection).
+    pub duration_ms: f64,
+    /// Bytes received from the client (request body, or TCP).
+    pub request_bytes: u64,
+    /// Bytes sent to the client (response body, or TCP).
+    pub response_bytes: u64,
+}
+
+impl Outcome {
+    /// An outcome with nothing measured yet.
+    pub fn new(
+        kind: Kind,
+        status: u16,
+        flags: ResponseFlags,
+        details: std::borrow::Cow<'static, str>,
+    ) -> Outcome {
+        Outcome {
+            kind,
+            status,
+            flags,
+            details,
+            peer: None,
+            grpc: false,
+            grpc_status: None,
+            duration_ms: 0.0,
+            request_bytes: 0,
+            response_bytes: 0,
+        }
+    }
 }
 
 /// Counters of what the proxy served.
@@ -55,6 +93,8 @@ pub struct Counters {
 pub struct Recorder {
     /// What was counted.
     pub counters: Counters,
+    /// Istio's standard metrics, when they are served.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl Recorder {
@@ -78,6 +118,27 @@ impl Recorder {
             }
             Kind::Refused => {
                 c.refused_connections.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if let Some(metrics) = &self.metrics {
+            match (outcome.kind, outcome.peer.clone()) {
+                (Kind::Http, Some(peer)) => metrics.request(RequestSample {
+                    peer,
+                    grpc: outcome.grpc,
+                    code: outcome.status,
+                    grpc_status: outcome.grpc_status,
+                    flags: outcome.flags,
+                    duration_ms: outcome.duration_ms,
+                    request_bytes: outcome.request_bytes,
+                    response_bytes: outcome.response_bytes,
+                }),
+                (Kind::Tcp, Some(peer)) => metrics.tcp_closed(
+                    peer,
+                    outcome.flags,
+                    outcome.response_bytes,
+                    outcome.request_bytes,
+                ),
+                _ => {}
             }
         }
         if let Some((mut entry, logger, json)) = log {

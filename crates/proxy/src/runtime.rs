@@ -76,6 +76,8 @@ pub struct ClusterState {
     pub clients: ClusterClient,
     /// Versions of the secrets its TLS was built with.
     secret_versions: Vec<(String, usize)>,
+    /// The metrics labels of requests from this proxy to this cluster.
+    pub peer: Arc<crate::metrics::PeerLabels>,
 }
 
 impl ClusterState {
@@ -101,6 +103,8 @@ pub struct Runtime {
     pub clusters: HashMap<String, Arc<ClusterState>>,
     /// Secrets by name, with the number of times each was swapped.
     pub secrets: HashMap<String, (Arc<SecretHandle>, usize)>,
+    /// The metrics labels of requests that reach no cluster (no route, direct responses).
+    pub no_destination: Option<Arc<crate::metrics::PeerLabels>>,
 }
 
 impl Runtime {
@@ -247,6 +251,7 @@ pub fn apply(
                     .with_locality(config.node.locality.clone())
                     .with_labels(config.node.labels.clone()),
                     clients: upstreams.for_cluster(cluster, tls),
+                    peer: Arc::new(crate::metrics::PeerLabels::new(&config.node, Some(cluster))),
                     cluster: cluster.clone(),
                     endpoints,
                     secret_versions,
@@ -262,6 +267,7 @@ pub fn apply(
     upstreams.retain(&in_use);
 
     let runtime = Runtime {
+        no_destination: Some(Arc::new(crate::metrics::PeerLabels::new(&config.node, None))),
         config: Arc::new(accepted),
         listeners,
         route_tables,

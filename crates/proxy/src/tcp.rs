@@ -27,7 +27,7 @@ use crate::inspect::PG_SSL_REQUEST;
 use crate::recorder::{Kind, Outcome as Recorded};
 use crate::route::pick_weighted;
 use crate::route_table::domain_match;
-use crate::runtime::Runtime as State;
+use crate::runtime::{ClusterState, Runtime as State};
 
 /// The first route that accepts this SNI and destination address.
 pub fn pick_route<'a>(
@@ -132,23 +132,31 @@ pub async fn forward<S>(
         request_id: "-".into(),
         ..Default::default()
     };
-    let outcome = connect_and_splice(
-        client,
-        route,
-        state,
-        conn,
-        pg_ssl_request,
-        replay,
-        &mut entry,
-    )
-    .await;
+    // The weighted destination, and its cluster.
+    let total = route.destinations.iter().map(|d| d.weight).sum();
+    let pick = pick_weighted(route.destinations.iter().map(|d| d.weight), total)
+        .or((route.destinations.len() == 1).then_some(0));
+    let dest = pick.map(|i| &route.destinations[i]);
+    entry.upstream_cluster = dest.map(|d| d.cluster.clone());
+    let cluster = dest.and_then(|d| state.clusters.get(&d.cluster));
+    if let (Some(c), Some(metrics)) = (cluster, &shared.recorder.metrics) {
+        metrics.tcp_opened(c.peer.clone());
+    }
+    let outcome = match (dest, cluster) {
+        (None, _) => Some((ResponseFlags::NO_HEALTHY_UPSTREAM, "no_healthy_upstream".into())),
+        (Some(_), None) => Some((ResponseFlags::NO_CLUSTER_FOUND, "cluster_not_found".into())),
+        (Some(_), Some(cluster)) => {
+            connect_and_splice(client, cluster, conn, pg_ssl_request, replay, &mut entry).await
+        }
+    };
     entry.duration = start.elapsed().as_millis() as u64;
     let (flags, details) = outcome.unwrap_or((ResponseFlags::NONE, Cow::Borrowed("via_upstream")));
     let recorded = Recorded {
-        kind: Kind::Tcp,
-        status: 0,
-        flags,
-        details,
+        peer: cluster.map(|c| c.peer.clone()),
+        request_bytes: entry.bytes_received,
+        response_bytes: entry.bytes_sent,
+        duration_ms: start.elapsed().as_secs_f64() * 1000.0,
+        ..Recorded::new(Kind::Tcp, 0, flags, details)
     };
     let logger = state
         .config
@@ -173,8 +181,7 @@ fn connect_failed() -> Failure {
 /// Returns Envoy's response flag and details when the connection ended abnormally.
 async fn connect_and_splice<S>(
     client: S,
-    route: &L4Route,
-    state: &State,
+    cluster: &ClusterState,
     conn: &Connection,
     pg_ssl_request: bool,
     replay: Vec<u8>,
@@ -183,19 +190,6 @@ async fn connect_and_splice<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let total = route.destinations.iter().map(|d| d.weight).sum();
-    let pick = pick_weighted(route.destinations.iter().map(|d| d.weight), total).or(
-        if route.destinations.len() == 1 {
-            Some(0)
-        } else {
-            None
-        },
-    )?;
-    let dest = &route.destinations[pick];
-    entry.upstream_cluster = Some(dest.cluster.clone());
-    let Some(cluster) = state.clusters.get(&dest.cluster) else {
-        return Some((ResponseFlags::NO_CLUSTER_FOUND, "cluster_not_found".into()));
-    };
     let hash = match &cluster.cluster.policy.lb {
         LbPolicy::RingHash {
             key: HashKey::SourceIp,
@@ -208,7 +202,7 @@ where
         _ => None,
     };
     let Some((index, endpoint)) = cluster.pick(hash) else {
-        info!(peer = %conn.peer, cluster = %dest.cluster, "no healthy upstream; connection closed");
+        info!(peer = %conn.peer, cluster = %cluster.cluster.name, "no healthy upstream; connection closed");
         return Some((
             ResponseFlags::NO_HEALTHY_UPSTREAM,
             "no_healthy_upstream".into(),
@@ -217,7 +211,7 @@ where
     let balancer = &cluster.balancer;
     let limit = cluster.cluster.policy.circuit_breakers.max_connections;
     let Some(_open) = InFlight::try_acquire(&balancer.counters.active_connections, limit) else {
-        info!(peer = %conn.peer, cluster = %dest.cluster, limit, "maxConnections reached; connection refused");
+        info!(peer = %conn.peer, cluster = %cluster.cluster.name, limit, "maxConnections reached; connection refused");
         return Some((
             ResponseFlags::UPSTREAM_OVERFLOW,
             "upstream_reset_before_response_started{overflow}".into(),

@@ -25,6 +25,10 @@ pub struct Args {
     /// gateway pod learns from its node's topology labels in a cluster).
     #[arg(long, value_name = "REGION/ZONE/SUBZONE")]
     locality: Option<String>,
+    /// Serve Istio's standard metrics at this address (`/stats/prometheus`; Istio's port is
+    /// 15020).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
     /// How long a client may take to send a request's headers.
     #[arg(long, default_value = "10s", value_parser = duration)]
     request_headers_timeout: std::time::Duration,
@@ -55,6 +59,7 @@ pub fn run(args: Args) -> ExitCode {
         admin: args.admin,
         health: args.health,
         locality: args.locality,
+        metrics: args.metrics,
         settings: meshwork_proxy::settings::ProxySettings {
             request_headers_timeout: args.request_headers_timeout,
             idle_timeout: args.idle_timeout,

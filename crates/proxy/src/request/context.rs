@@ -34,6 +34,8 @@ pub struct RequestContext {
     pub flags: ResponseFlags,
     /// Envoy's `response_code_details`.
     pub details: Cow<'static, str>,
+    /// Who talks to whom, for the metrics: the chosen cluster's labels.
+    pub peer: Option<Arc<crate::metrics::PeerLabels>>,
 }
 
 impl RequestContext {
@@ -51,6 +53,7 @@ impl RequestContext {
             service_time: None,
             flags: ResponseFlags::NONE,
             details: Cow::Borrowed("via_upstream"),
+            peer: None,
         }
     }
 

@@ -59,6 +59,7 @@ pub async fn forward(
         }
     };
     ctx.cluster = Some(dest.cluster.clone());
+    ctx.peer = Some(cluster.peer.clone());
     let (authority, downstream_upgrade) = upstream_headers(ctx, &mut parts, route, dest, cluster);
     let path_and_query = upstream_path(route, matched, &parts.uri);
 

@@ -55,14 +55,21 @@ pub async fn handle(
     let (mut parts, body) = req.into_parts();
     let request_id = ensure_request_id(&mut parts.headers);
     let mut ctx = RequestContext::new(conn, &parts);
-    // The access log entry (and the byte counting it needs) only when the log is on.
-    let received = Arc::new(AtomicU64::new(0));
+    ctx.peer = state.no_destination.clone();
+    let grpc = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    // The access log entry only when the log is on; the byte counting when the log or the
+    // metrics are on.
     let entry = state
         .config
         .access_log
         .as_ref()
         .map(|_| ctx.entry(&parts, request_id));
-    let body = if entry.is_some() {
+    let measured = entry.is_some() || shared.recorder.metrics.is_some();
+    let received = Arc::new(AtomicU64::new(0));
+    let body = if measured {
         boxed(Counted::new(boxed(body), received.clone(), None))
     } else {
         boxed(body)
@@ -88,30 +95,36 @@ pub async fn handle(
     rparts
         .headers
         .insert(header::SERVER, HeaderValue::from_static("meshwork"));
-    let outcome = Outcome {
-        kind: Kind::Http,
-        status: rparts.status.as_u16(),
-        flags: ctx.flags,
-        details: ctx.details,
-    };
-    let (Some(mut entry), Some(access_log)) = (entry, state.config.access_log.as_ref()) else {
+    let mut outcome = Outcome::new(Kind::Http, rparts.status.as_u16(), ctx.flags, ctx.details);
+    outcome.peer = ctx.peer.take();
+    outcome.grpc = grpc;
+    outcome.grpc_status = rparts
+        .headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok()?.parse().ok());
+    if !measured {
         shared.recorder.record(outcome, None);
         return Ok(Response::from_parts(rparts, rbody));
-    };
-    entry.response_code = rparts.status.as_u16();
-    entry.upstream_cluster = ctx.cluster;
-    entry.upstream_host = ctx.upstream_host;
-    entry.upstream_service_time = ctx.service_time;
-    entry.route_name = ctx.route;
-    let json = access_log.json;
-    let logger = shared.access_logger(&access_log.path);
+    }
+    let entry = entry.map(|mut entry| {
+        entry.response_code = rparts.status.as_u16();
+        entry.upstream_cluster = ctx.cluster;
+        entry.upstream_host = ctx.upstream_host;
+        entry.upstream_service_time = ctx.service_time;
+        entry.route_name = ctx.route;
+        entry
+    });
+    let logger = state
+        .config
+        .access_log
+        .as_ref()
+        .and_then(|log| Some((shared.access_logger(&log.path)?, log.json)));
     let sent = Arc::new(AtomicU64::new(0));
     let sent_end = sent.clone();
     let start = ctx.start;
     let recorder = shared.clone();
     // Recorded when the response body ends, with the bytes each way.
     let on_end = Box::new(move |end: BodyEnd| {
-        let mut outcome = outcome;
         // A body cut short: the upstream failed mid-body (UC), or the client left (DC).
         match end {
             BodyEnd::Complete => {}
@@ -122,10 +135,15 @@ pub async fn handle(
                 .flags
                 .insert(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION),
         }
-        entry.duration = start.elapsed().as_millis() as u64;
-        entry.bytes_received = received.load(Ordering::Relaxed);
-        entry.bytes_sent = sent_end.load(Ordering::Relaxed);
-        let log = logger.as_ref().map(|l| (entry, l, json));
+        outcome.duration_ms = start.elapsed().as_secs_f64() * 1000.0;
+        outcome.request_bytes = received.load(Ordering::Relaxed);
+        outcome.response_bytes = sent_end.load(Ordering::Relaxed);
+        let log = entry.zip(logger.as_ref()).map(|(mut entry, (l, json))| {
+            entry.duration = outcome.duration_ms as u64;
+            entry.bytes_received = outcome.request_bytes;
+            entry.bytes_sent = outcome.response_bytes;
+            (entry, l, *json)
+        });
         recorder.recorder.record(outcome, log);
     });
     Ok(Response::from_parts(
@@ -146,12 +164,12 @@ impl Drop for Unanswered {
         if self.answered {
             return;
         }
-        let outcome = Outcome {
-            kind: Kind::Http,
-            status: 0,
-            flags: ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION,
-            details: std::borrow::Cow::Borrowed("downstream_remote_disconnect"),
-        };
+        let outcome = Outcome::new(
+            Kind::Http,
+            0,
+            ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION,
+            std::borrow::Cow::Borrowed("downstream_remote_disconnect"),
+        );
         let logged = self.entry.take().and_then(|(mut entry, log)| {
             entry.response_code = 0;
             Some((entry, self.shared.access_logger(&log.path)?, log.json))

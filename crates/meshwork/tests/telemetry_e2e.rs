@@ -1,0 +1,179 @@
+//! Istio's standard metrics at the gateway, scraped by a real Prometheus server (Debian's
+//! `prometheus`, started here on a free port) and queried with PromQL through its HTTP
+//! API, as an Istio user's dashboards query them.
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use support::*;
+
+const HOST: &str = "Host: app.example.test";
+
+struct Prometheus {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Prometheus scraping `target` every second.
+fn prometheus(dir: &std::path::Path, target: u16) -> Prometheus {
+    let bin = ["/usr/bin/prometheus", "/usr/local/bin/prometheus"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("Prometheus is not installed: scripts/test.sh installs Debian's prometheus package");
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n- job_name: gateway\n  metrics_path: /stats/prometheus\n  static_configs: [{{targets: [\"127.0.0.1:{target}\"]}}]\n"
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let child = Command::new(bin)
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.tsdb.path={}", dir.join("tsdb").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--log.level=warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("prometheus.stderr")).unwrap())
+        .spawn()
+        .expect("prometheus starts");
+    eventually(Duration::from_secs(20), "Prometheus ready", || {
+        status(&[&format!("http://127.0.0.1:{port}/-/ready")]) == 200
+    });
+    Prometheus { child, port }
+}
+
+/// The value of a PromQL query that returns one sample, if it does.
+fn query(prom: &Prometheus, promql: &str) -> Option<f64> {
+    let out = curl(&[
+        "-s",
+        "-G",
+        &format!("http://127.0.0.1:{}/api/v1/query", prom.port),
+        "--data-urlencode",
+        &format!("query={promql}"),
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+}
+
+#[test]
+fn prometheus_scrapes_istio_request_metrics_from_the_gateway() {
+    let mut mesh = Mesh::new("metrics");
+    let (http, metrics) = (free_port(), free_port());
+    let app = mesh.echo("app");
+    mesh.config(
+        "config.yaml",
+        &format!(
+            r#"apiVersion: v1
+kind: Service
+metadata: {{name: istio-ingressgateway, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  ports: [{{name: http2, port: 80, targetPort: {http}}}]
+---
+apiVersion: networking.istio.io/v1beta1
+kind: Gateway
+metadata: {{name: public, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 80, name: http, protocol: HTTP}}
+    hosts: ["*"]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: app, namespace: shop}}
+spec:
+  selector: {{app: app}}
+  ports: [{{name: http, port: 80}}]
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: app, namespace: shop}}
+spec: {{address: 127.0.0.1, labels: {{app: app}}, ports: {{http: {app}}}}}
+---
+apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: {{name: app, namespace: shop}}
+spec:
+  hosts: [app.example.test]
+  gateways: [istio-system/public]
+  http:
+  - retries: {{attempts: 0}}
+    route: [{{destination: {{host: app}}}}]
+"#
+        ),
+    );
+    mesh.up(&["--metrics", &format!("127.0.0.1:{metrics}")]);
+    let url = format!("http://127.0.0.1:{http}/");
+    for _ in 0..7 {
+        assert_eq!(status(&["-H", HOST, &url]), 200);
+    }
+    for _ in 0..3 {
+        assert_eq!(status(&["-H", HOST, &format!("{url}?status=503")]), 503);
+    }
+    assert_eq!(status(&["-H", "Host: nobody.test", &url]), 404);
+
+    // The exposition itself: names, Istio's labels and buckets.
+    let text = String::from_utf8_lossy(
+        &curl(&[&format!("http://127.0.0.1:{metrics}/stats/prometheus")]).stdout,
+    )
+    .into_owned();
+    for needle in [
+        "istio_requests_total{",
+        "reporter=\"source\"",
+        "source_workload=\"istio-ingressgateway\"",
+        "source_workload_namespace=\"istio-system\"",
+        "destination_service=\"app.shop.svc.cluster.local\"",
+        "destination_service_name=\"app\"",
+        "destination_service_namespace=\"shop\"",
+        "request_protocol=\"http\"",
+        "response_flags=\"-\"",
+        "connection_security_policy=\"unknown\"",
+        "istio_request_duration_milliseconds_bucket{",
+        "le=\"0.5\"",
+        "le=\"3600000.0\"",
+        "istio_request_bytes_bucket{",
+        "istio_response_bytes_bucket{",
+        "le=\"1000000000.0\"",
+    ] {
+        assert!(text.contains(needle), "{needle} in:\n{text}");
+    }
+
+    // What a dashboard asks, through a real Prometheus.
+    let prom = prometheus(mesh.dir.path(), metrics);
+    let by = |code: &str| {
+        format!(
+            "sum(istio_requests_total{{destination_service_name=\"app\",response_code=\"{code}\"}})"
+        )
+    };
+    eventually(Duration::from_secs(20), "7 requests answered 200", || {
+        query(&prom, &by("200")) == Some(7.0)
+    });
+    assert_eq!(query(&prom, &by("503")), Some(3.0));
+    assert_eq!(
+        query(
+            &prom,
+            "sum(istio_requests_total{destination_service=\"unknown\",response_code=\"404\",response_flags=\"NR\"})"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        query(
+            &prom,
+            "sum(istio_request_duration_milliseconds_count{destination_service_name=\"app\"})"
+        ),
+        Some(10.0)
+    );
+}

@@ -1,0 +1,345 @@
+//! Istio's standard metrics, in the Prometheus text format (OpenMetrics), as a proxy's
+//! `:15020/stats/prometheus` serves them: `istio_requests_total`,
+//! `istio_request_duration_milliseconds`, `istio_request_bytes`, `istio_response_bytes`
+//! and the `istio_tcp_*` counters, with Istio's label names, `unknown` for what is not
+//! known, and Istio's histogram buckets.
+//!
+//! Labels are resolved when config is applied: the labels that describe the source and
+//! destination of a cluster ([`PeerLabels`]) are built once per cluster and shared; a
+//! request adds only its protocol, response code, gRPC status and flags, so a known series
+//! is found without allocating.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use meshwork_resources::{Cluster, Node};
+
+use crate::flags::ResponseFlags;
+
+/// Istio's buckets for request durations, in milliseconds.
+pub const DURATION_BUCKETS: [f64; 19] = [
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
+    30000.0, 60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+];
+
+/// Istio's buckets for request and response sizes, in bytes.
+pub const SIZE_BUCKETS: [f64; 10] = [1.0, 10.0, 100.0, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9];
+
+/// The label names of a source and destination, in Istio's order.
+const PEER_LABELS: [&str; 21] = [
+    "reporter",
+    "source_workload",
+    "source_workload_namespace",
+    "source_principal",
+    "source_app",
+    "source_version",
+    "source_canonical_service",
+    "source_canonical_revision",
+    "source_cluster",
+    "destination_workload",
+    "destination_workload_namespace",
+    "destination_principal",
+    "destination_app",
+    "destination_version",
+    "destination_service",
+    "destination_service_name",
+    "destination_service_namespace",
+    "destination_canonical_service",
+    "destination_canonical_revision",
+    "destination_cluster",
+    "connection_security_policy",
+];
+
+/// The labels that describe who talks to whom, resolved once per cluster.
+#[derive(Debug)]
+pub struct PeerLabels {
+    values: [String; 21],
+    id: u64,
+}
+
+const UNKNOWN: &str = "unknown";
+
+fn label_or<'a>(labels: &'a std::collections::BTreeMap<String, String>, keys: &[&str]) -> Option<&'a str> {
+    keys.iter().find_map(|k| labels.get(*k).map(String::as_str))
+}
+
+impl PeerLabels {
+    /// The labels of requests from `node` to `cluster` (`None`: no destination, as for a
+    /// request that matched no route).
+    pub fn new(node: &Node, cluster: Option<&Cluster>) -> PeerLabels {
+        let unknown = || UNKNOWN.to_string();
+        let or_unknown = |s: &str| if s.is_empty() { unknown() } else { s.to_string() };
+        let workload = or_unknown(&node.workload_name);
+        let app = label_or(&node.labels, &["app", "app.kubernetes.io/name"]);
+        let canonical = label_or(
+            &node.labels,
+            &["service.istio.io/canonical-name", "app.kubernetes.io/name", "app"],
+        )
+        .map(str::to_string)
+        .unwrap_or_else(|| workload.clone());
+        let revision = label_or(
+            &node.labels,
+            &["service.istio.io/canonical-revision", "app.kubernetes.io/version", "version"],
+        )
+        .unwrap_or("latest");
+        let (service, name, namespace) = match cluster {
+            Some(c) => {
+                let mut parts = c.host.split('.');
+                let name = parts.next().unwrap_or(UNKNOWN).to_string();
+                let ns = match (parts.next(), parts.next()) {
+                    (Some(ns), Some("svc")) => ns.to_string(),
+                    _ => unknown(),
+                };
+                (c.host.clone(), name, ns)
+            }
+            None => (unknown(), unknown(), unknown()),
+        };
+        let values = [
+            // A gateway reports as the source of what it forwards, as Istio's do.
+            "source".to_string(),
+            workload,
+            or_unknown(&node.namespace),
+            unknown(),
+            app.map_or_else(unknown, str::to_string),
+            label_or(&node.labels, &["version", "app.kubernetes.io/version"])
+                .map_or_else(unknown, str::to_string),
+            canonical,
+            revision.to_string(),
+            "Kubernetes".to_string(),
+            unknown(),
+            namespace.clone(),
+            unknown(),
+            unknown(),
+            unknown(),
+            service,
+            name,
+            namespace,
+            unknown(),
+            "latest".to_string(),
+            unknown(),
+            unknown(),
+        ];
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        values.hash(&mut h);
+        PeerLabels {
+            id: h.finish(),
+            values,
+        }
+    }
+
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        for (name, value) in PEER_LABELS.iter().zip(&self.values) {
+            (*name, value.as_str()).encode(encoder.encode_label())?;
+        }
+        Ok(())
+    }
+}
+
+/// The series of one kind of request.
+#[derive(Debug, Clone)]
+pub struct RequestLabels {
+    peer: Arc<PeerLabels>,
+    grpc: bool,
+    code: u16,
+    grpc_status: Option<u16>,
+    flags: ResponseFlags,
+}
+
+impl PartialEq for RequestLabels {
+    fn eq(&self, o: &Self) -> bool {
+        self.peer.id == o.peer.id
+            && self.grpc == o.grpc
+            && self.code == o.code
+            && self.grpc_status == o.grpc_status
+            && self.flags == o.flags
+    }
+}
+
+impl Eq for RequestLabels {}
+
+impl Hash for RequestLabels {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        (self.peer.id, self.grpc, self.code, self.grpc_status, self.flags).hash(h);
+    }
+}
+
+impl EncodeLabelSet for RequestLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        self.peer.encode(encoder)?;
+        let protocol = if self.grpc { "grpc" } else { "http" };
+        ("request_protocol", protocol).encode(encoder.encode_label())?;
+        let code = self.code.to_string();
+        ("response_code", code.as_str()).encode(encoder.encode_label())?;
+        let grpc = self.grpc_status.map(|s| s.to_string()).unwrap_or_default();
+        ("grpc_response_status", grpc.as_str()).encode(encoder.encode_label())?;
+        let flags = self.flags.to_string();
+        ("response_flags", flags.as_str()).encode(encoder.encode_label())
+    }
+}
+
+/// The series of one kind of TCP connection.
+#[derive(Debug, Clone)]
+pub struct TcpLabels {
+    peer: Arc<PeerLabels>,
+    flags: ResponseFlags,
+}
+
+impl PartialEq for TcpLabels {
+    fn eq(&self, o: &Self) -> bool {
+        self.peer.id == o.peer.id && self.flags == o.flags
+    }
+}
+
+impl Eq for TcpLabels {}
+
+impl Hash for TcpLabels {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        (self.peer.id, self.flags).hash(h);
+    }
+}
+
+impl EncodeLabelSet for TcpLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        self.peer.encode(encoder)?;
+        ("request_protocol", "tcp").encode(encoder.encode_label())?;
+        let flags = self.flags.to_string();
+        ("response_flags", flags.as_str()).encode(encoder.encode_label())
+    }
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS)
+}
+
+fn size_histogram() -> Histogram {
+    Histogram::new(SIZE_BUCKETS)
+}
+
+/// One finished request, as the metrics count it.
+#[derive(Debug, Clone)]
+pub struct RequestSample {
+    /// Who talked to whom.
+    pub peer: Arc<PeerLabels>,
+    /// A gRPC request (`content-type: application/grpc...`).
+    pub grpc: bool,
+    /// The status sent.
+    pub code: u16,
+    /// The gRPC status, when known from the response headers.
+    pub grpc_status: Option<u16>,
+    /// Envoy's response flags.
+    pub flags: ResponseFlags,
+    /// Milliseconds from the request's arrival to the end of its response.
+    pub duration_ms: f64,
+    /// Request body bytes.
+    pub request_bytes: u64,
+    /// Response body bytes.
+    pub response_bytes: u64,
+}
+
+/// Istio's standard metrics of one process.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    duration: Histograms<RequestLabels>,
+    request_bytes: Histograms<RequestLabels>,
+    response_bytes: Histograms<RequestLabels>,
+    tcp_opened: Family<TcpLabels, Counter>,
+    tcp_closed: Family<TcpLabels, Counter>,
+    tcp_sent: Family<TcpLabels, Counter>,
+    tcp_received: Family<TcpLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        let duration: Histograms<RequestLabels> = Family::new_with_constructor(duration_histogram);
+        let request_bytes: Histograms<RequestLabels> = Family::new_with_constructor(size_histogram);
+        let response_bytes: Histograms<RequestLabels> =
+            Family::new_with_constructor(size_histogram);
+        let tcp_opened = Family::<TcpLabels, Counter>::default();
+        let tcp_closed = Family::<TcpLabels, Counter>::default();
+        let tcp_sent = Family::<TcpLabels, Counter>::default();
+        let tcp_received = Family::<TcpLabels, Counter>::default();
+        registry.register("istio_requests", "Requests", requests.clone());
+        registry.register(
+            "istio_request_duration_milliseconds",
+            "Request durations",
+            duration.clone(),
+        );
+        registry.register("istio_request_bytes", "Request body sizes", request_bytes.clone());
+        registry.register("istio_response_bytes", "Response body sizes", response_bytes.clone());
+        registry.register("istio_tcp_connections_opened", "TCP connections opened", tcp_opened.clone());
+        registry.register("istio_tcp_connections_closed", "TCP connections closed", tcp_closed.clone());
+        registry.register("istio_tcp_sent_bytes", "Bytes sent to TCP clients", tcp_sent.clone());
+        registry.register(
+            "istio_tcp_received_bytes",
+            "Bytes received from TCP clients",
+            tcp_received.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            duration,
+            request_bytes,
+            response_bytes,
+            tcp_opened,
+            tcp_closed,
+            tcp_sent,
+            tcp_received,
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts a finished request.
+    pub fn request(&self, s: RequestSample) {
+        let labels = RequestLabels {
+            peer: s.peer,
+            grpc: s.grpc,
+            code: s.code,
+            grpc_status: s.grpc_status,
+            flags: s.flags,
+        };
+        self.requests.get_or_create(&labels).inc();
+        self.duration.get_or_create(&labels).observe(s.duration_ms);
+        self.request_bytes
+            .get_or_create(&labels)
+            .observe(s.request_bytes as f64);
+        self.response_bytes
+            .get_or_create(&labels)
+            .observe(s.response_bytes as f64);
+    }
+
+    /// Counts a TCP connection opened to `peer`'s destination.
+    pub fn tcp_opened(&self, peer: Arc<PeerLabels>) {
+        let labels = TcpLabels {
+            peer,
+            flags: ResponseFlags::NONE,
+        };
+        self.tcp_opened.get_or_create(&labels).inc();
+    }
+
+    /// Counts a TCP connection closed, with the bytes each way.
+    pub fn tcp_closed(&self, peer: Arc<PeerLabels>, flags: ResponseFlags, sent: u64, received: u64) {
+        let labels = TcpLabels { peer, flags };
+        self.tcp_closed.get_or_create(&labels).inc();
+        self.tcp_sent.get_or_create(&labels).inc_by(sent);
+        self.tcp_received.get_or_create(&labels).inc_by(received);
+    }
+
+    /// The metrics in the Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
