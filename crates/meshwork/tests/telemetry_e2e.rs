@@ -28,7 +28,9 @@ fn prometheus(dir: &std::path::Path, target: u16) -> Prometheus {
     let bin = ["/usr/bin/prometheus", "/usr/local/bin/prometheus"]
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())
-        .expect("Prometheus is not installed: scripts/test.sh installs Debian's prometheus package");
+        .expect(
+            "Prometheus is not installed: scripts/test.sh installs Debian's prometheus package",
+        );
     let config = dir.join("prometheus.yml");
     std::fs::write(
         &config,
@@ -40,7 +42,10 @@ fn prometheus(dir: &std::path::Path, target: u16) -> Prometheus {
     let port = free_port();
     let child = Command::new(bin)
         .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.join("tsdb").display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("tsdb").display()
+        ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .arg("--log.level=warn")
         .stdin(Stdio::null())

@@ -194,7 +194,7 @@ fn simple_tls_verifies_the_chain_and_the_names() {
 
     // A name the certificate does not carry: 503, and the log says why.
     let tls = format!(
-        "      mode: SIMPLE\n      caCertificates: {ca_file}\n      subjectAltNames: [other.backend.test]"
+        "      mode: SIMPLE\n      caCertificates: {ca_file}\n      subjectAltNames: [other.backend.test]\n      sni: app.backend.test"
     );
     config(&mut mesh, http, backend.port, &tls, "");
     eventually(Duration::from_secs(10), "the SAN mismatch", || {
@@ -235,6 +235,55 @@ fn simple_tls_verifies_the_chain_and_the_names() {
     eventually(Duration::from_secs(10), "insecureSkipVerify", || {
         get(http).0 == 200
     });
+}
+
+#[test]
+fn subject_alt_names_pin_a_spiffe_identity() {
+    let mut mesh = Mesh::new("tls-spiffe");
+    let http = free_port();
+    let ca = TestCa::new("mesh root");
+    let (cert, key) = ca.leaf_with_uri(
+        &["app.backend.test"],
+        "spiffe://cluster.local/ns/shop/sa/app",
+    );
+    let backend = tls_backend(&mesh, "backend", &cert, &key, None);
+    let ca_file = write(&mesh, "ca.pem", &ca.cert_pem);
+    let pinned = |id: &str| {
+        format!(
+            "      mode: SIMPLE\n      caCertificates: {ca_file}\n      sni: app.backend.test\n      subjectAltNames: [\"{id}\"]"
+        )
+    };
+    config(
+        &mut mesh,
+        http,
+        backend.port,
+        &pinned("spiffe://cluster.local/ns/shop/sa/app"),
+        "",
+    );
+    up(&mut mesh);
+    assert_eq!(
+        get(http).0,
+        200,
+        "the certificate carries the pinned SPIFFE id"
+    );
+    // Another identity from the same CA, with a matching SNI, is refused.
+    config(
+        &mut mesh,
+        http,
+        backend.port,
+        &pinned("spiffe://cluster.local/ns/shop/sa/other"),
+        "",
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the other identity refused",
+        || {
+            get(http).0 == 503
+                && last_entry(&mesh)["response_code_details"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("CERTIFICATE_VERIFY_FAILED:name_mismatch"))
+        },
+    );
 }
 
 #[test]

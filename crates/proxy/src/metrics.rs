@@ -12,19 +12,19 @@
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
+use meshwork_resources::{Cluster, Node};
 use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use meshwork_resources::{Cluster, Node};
 
 use crate::flags::ResponseFlags;
 
 /// Istio's buckets for request durations, in milliseconds.
 pub const DURATION_BUCKETS: [f64; 19] = [
-    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
-    30000.0, 60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
 ];
 
 /// Istio's buckets for request and response sizes, in bytes.
@@ -64,7 +64,10 @@ pub struct PeerLabels {
 
 const UNKNOWN: &str = "unknown";
 
-fn label_or<'a>(labels: &'a std::collections::BTreeMap<String, String>, keys: &[&str]) -> Option<&'a str> {
+fn label_or<'a>(
+    labels: &'a std::collections::BTreeMap<String, String>,
+    keys: &[&str],
+) -> Option<&'a str> {
     keys.iter().find_map(|k| labels.get(*k).map(String::as_str))
 }
 
@@ -73,18 +76,32 @@ impl PeerLabels {
     /// request that matched no route).
     pub fn new(node: &Node, cluster: Option<&Cluster>) -> PeerLabels {
         let unknown = || UNKNOWN.to_string();
-        let or_unknown = |s: &str| if s.is_empty() { unknown() } else { s.to_string() };
+        let or_unknown = |s: &str| {
+            if s.is_empty() {
+                unknown()
+            } else {
+                s.to_string()
+            }
+        };
         let workload = or_unknown(&node.workload_name);
         let app = label_or(&node.labels, &["app", "app.kubernetes.io/name"]);
         let canonical = label_or(
             &node.labels,
-            &["service.istio.io/canonical-name", "app.kubernetes.io/name", "app"],
+            &[
+                "service.istio.io/canonical-name",
+                "app.kubernetes.io/name",
+                "app",
+            ],
         )
         .map(str::to_string)
         .unwrap_or_else(|| workload.clone());
         let revision = label_or(
             &node.labels,
-            &["service.istio.io/canonical-revision", "app.kubernetes.io/version", "version"],
+            &[
+                "service.istio.io/canonical-revision",
+                "app.kubernetes.io/version",
+                "version",
+            ],
         )
         .unwrap_or("latest");
         let (service, name, namespace) = match cluster {
@@ -164,7 +181,14 @@ impl Eq for RequestLabels {}
 
 impl Hash for RequestLabels {
     fn hash<H: Hasher>(&self, h: &mut H) {
-        (self.peer.id, self.grpc, self.code, self.grpc_status, self.flags).hash(h);
+        (
+            self.peer.id,
+            self.grpc,
+            self.code,
+            self.grpc_status,
+            self.flags,
+        )
+            .hash(h);
     }
 }
 
@@ -275,11 +299,31 @@ impl Default for Metrics {
             "Request durations",
             duration.clone(),
         );
-        registry.register("istio_request_bytes", "Request body sizes", request_bytes.clone());
-        registry.register("istio_response_bytes", "Response body sizes", response_bytes.clone());
-        registry.register("istio_tcp_connections_opened", "TCP connections opened", tcp_opened.clone());
-        registry.register("istio_tcp_connections_closed", "TCP connections closed", tcp_closed.clone());
-        registry.register("istio_tcp_sent_bytes", "Bytes sent to TCP clients", tcp_sent.clone());
+        registry.register(
+            "istio_request_bytes",
+            "Request body sizes",
+            request_bytes.clone(),
+        );
+        registry.register(
+            "istio_response_bytes",
+            "Response body sizes",
+            response_bytes.clone(),
+        );
+        registry.register(
+            "istio_tcp_connections_opened",
+            "TCP connections opened",
+            tcp_opened.clone(),
+        );
+        registry.register(
+            "istio_tcp_connections_closed",
+            "TCP connections closed",
+            tcp_closed.clone(),
+        );
+        registry.register(
+            "istio_tcp_sent_bytes",
+            "Bytes sent to TCP clients",
+            tcp_sent.clone(),
+        );
         registry.register(
             "istio_tcp_received_bytes",
             "Bytes received from TCP clients",
@@ -329,7 +373,13 @@ impl Metrics {
     }
 
     /// Counts a TCP connection closed, with the bytes each way.
-    pub fn tcp_closed(&self, peer: Arc<PeerLabels>, flags: ResponseFlags, sent: u64, received: u64) {
+    pub fn tcp_closed(
+        &self,
+        peer: Arc<PeerLabels>,
+        flags: ResponseFlags,
+        sent: u64,
+        received: u64,
+    ) {
         let labels = TcpLabels { peer, flags };
         self.tcp_closed.get_or_create(&labels).inc();
         self.tcp_sent.get_or_create(&labels).inc_by(sent);

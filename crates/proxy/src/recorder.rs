@@ -10,7 +10,6 @@ use crate::access_log::Entry;
 use crate::flags::ResponseFlags;
 use crate::metrics::{Metrics, PeerLabels, RequestSample};
 
-
 /// What was recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {

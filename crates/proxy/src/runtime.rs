@@ -267,7 +267,10 @@ pub fn apply(
     upstreams.retain(&in_use);
 
     let runtime = Runtime {
-        no_destination: Some(Arc::new(crate::metrics::PeerLabels::new(&config.node, None))),
+        no_destination: Some(Arc::new(crate::metrics::PeerLabels::new(
+            &config.node,
+            None,
+        ))),
         config: Arc::new(accepted),
         listeners,
         route_tables,

@@ -134,8 +134,11 @@ pub async fn forward<S>(
     };
     // The weighted destination, and its cluster.
     let total = route.destinations.iter().map(|d| d.weight).sum();
-    let pick = pick_weighted(route.destinations.iter().map(|d| d.weight), total)
-        .or((route.destinations.len() == 1).then_some(0));
+    let pick = pick_weighted(route.destinations.iter().map(|d| d.weight), total).or((route
+        .destinations
+        .len()
+        == 1)
+        .then_some(0));
     let dest = pick.map(|i| &route.destinations[i]);
     entry.upstream_cluster = dest.map(|d| d.cluster.clone());
     let cluster = dest.and_then(|d| state.clusters.get(&d.cluster));
@@ -143,7 +146,10 @@ pub async fn forward<S>(
         metrics.tcp_opened(c.peer.clone());
     }
     let outcome = match (dest, cluster) {
-        (None, _) => Some((ResponseFlags::NO_HEALTHY_UPSTREAM, "no_healthy_upstream".into())),
+        (None, _) => Some((
+            ResponseFlags::NO_HEALTHY_UPSTREAM,
+            "no_healthy_upstream".into(),
+        )),
         (Some(_), None) => Some((ResponseFlags::NO_CLUSTER_FOUND, "cluster_not_found".into())),
         (Some(_), Some(cluster)) => {
             connect_and_splice(client, cluster, conn, pg_ssl_request, replay, &mut entry).await

@@ -8,8 +8,8 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use meshwork_resources::cluster::{UpstreamTls, UpstreamTlsMode};
+use rustls::client::ResolvesClientCert;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
@@ -65,12 +65,46 @@ impl ResolvesClientCert for SecretClientCert {
 /// Verifies the server: the chain against the roots, then the names.
 #[derive(Debug)]
 struct NameVerifier {
-    /// None when nothing is trusted: every certificate is refused.
-    webpki: Option<Arc<WebPkiServerVerifier>>,
+    /// The trusted CAs; none trusted means every certificate is refused.
+    roots: Arc<RootCertStore>,
     provider: Arc<rustls::crypto::CryptoProvider>,
-    /// Names of which the certificate must carry one; empty means the SNI.
-    names: Vec<ServerName<'static>>,
+    /// `subjectAltNames`: the certificate must carry one of them exactly, as a DNS, URI
+    /// (SPIFFE) or IP SAN. Empty means the SNI is checked instead.
+    names: Vec<String>,
     skip: bool,
+}
+
+/// Whether the certificate carries one of `names` as a SAN (DNS names compared without
+/// case; `*.x` SANs cover one label).
+fn has_subject_alt_name(der: &[u8], names: &[String]) -> bool {
+    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+    let Ok((_, cert)) = X509Certificate::from_der(der) else {
+        return false;
+    };
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return false;
+    };
+    san.value.general_names.iter().any(|g| match g {
+        GeneralName::URI(uri) => names.iter().any(|n| n == uri),
+        GeneralName::DNSName(dns) => names.iter().any(|n| {
+            n.eq_ignore_ascii_case(dns)
+                || dns.strip_prefix("*.").is_some_and(|suffix| {
+                    n.split_once('.')
+                        .is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(suffix))
+                })
+        }),
+        GeneralName::IPAddress(bytes) => {
+            let ip = match bytes.len() {
+                4 => <[u8; 4]>::try_from(*bytes).ok().map(std::net::IpAddr::from),
+                16 => <[u8; 16]>::try_from(*bytes)
+                    .ok()
+                    .map(std::net::IpAddr::from),
+                _ => None,
+            };
+            ip.is_some_and(|ip| names.iter().any(|n| n.parse() == Ok(ip)))
+        }
+        _ => false,
+    })
 }
 
 impl ServerCertVerifier for NameVerifier {
@@ -79,34 +113,33 @@ impl ServerCertVerifier for NameVerifier {
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
         server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
+        _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         if self.skip {
             return Ok(ServerCertVerified::assertion());
         }
-        let Some(webpki) = &self.webpki else {
+        if self.roots.is_empty() {
             return Err(rustls::Error::InvalidCertificate(
                 rustls::CertificateError::UnknownIssuer,
             ));
-        };
+        }
+        let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
+        rustls::client::verify_server_cert_signed_by_trust_anchor(
+            &cert,
+            &self.roots,
+            intermediates,
+            now,
+            self.provider.signature_verification_algorithms.all,
+        )?;
         if self.names.is_empty() {
-            return webpki.verify_server_cert(
-                end_entity,
-                intermediates,
-                server_name,
-                ocsp_response,
-                now,
-            );
+            rustls::client::verify_server_name(&cert, server_name)?;
+        } else if !has_subject_alt_name(end_entity, &self.names) {
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForName,
+            ));
         }
-        let mut last = None;
-        for name in &self.names {
-            match webpki.verify_server_cert(end_entity, intermediates, name, ocsp_response, now) {
-                Ok(v) => return Ok(v),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(last.unwrap_or(rustls::Error::General("no subjectAltNames".into())))
+        Ok(ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -174,23 +207,10 @@ pub fn origination(
     for c in roots {
         let _ = store.add(c);
     }
-    let webpki = if store.is_empty() {
-        None
-    } else {
-        Some(
-            WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider.clone())
-                .build()
-                .map_err(|e| rustls::Error::General(e.to_string()))?,
-        )
-    };
     let verifier = NameVerifier {
-        webpki,
+        roots: Arc::new(store),
         provider: provider.clone(),
-        names: tls
-            .subject_alt_names
-            .iter()
-            .filter_map(|n| ServerName::try_from(n.clone()).ok())
-            .collect(),
+        names: tls.subject_alt_names.clone(),
         skip: tls.insecure_skip_verify,
     };
     let builder = ClientConfig::builder_with_provider(provider)

@@ -364,6 +364,20 @@ impl TestCa {
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         (cert.pem(), key.serialize_pem())
     }
+
+    /// A leaf certificate for DNS `names` that also carries the URI SAN `uri` (a SPIFFE
+    /// id), and its private key, as PEM.
+    pub fn leaf_with_uri(&self, names: &[&str], uri: &str) -> (String, String) {
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::URI(uri.try_into().unwrap()));
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
 }
 
 /// A `kubernetes.io/tls` Secret as cert-manager writes it (base64 `data`).
