@@ -550,3 +550,34 @@ fn a_malformed_chunked_body_is_400_before_anything_reaches_the_backend() {
         );
     }
 }
+
+#[test]
+fn encoded_dot_segments_are_normalized_before_routing() {
+    let mut mesh = Mesh::new("dots");
+    let http = free_port();
+    let echo = mesh.echo("app");
+    config(&mesh, http, echo, "");
+    mesh.config(
+        "deny.yaml",
+        "apiVersion: networking.istio.io/v1beta1\nkind: VirtualService\nmetadata: {name: deny, namespace: shop}\nspec:\n  hosts: [admin.example.test]\n  gateways: [istio-system/public]\n  http:\n  - match: [{uri: {prefix: /admin}}]\n    directResponse: {status: 403, body: {string: denied}}\n  - match: [{uri: {prefix: /public}}]\n    route: [{destination: {host: app}}]\n",
+    );
+    mesh.up(&[]);
+    for path in [
+        "/public/../admin",
+        "/public/%2e%2e/admin",
+        "/public/%2E%2E/admin",
+        "/public/.%2e/admin",
+    ] {
+        let answer = raw(
+            http,
+            format!("GET {path} HTTP/1.1\r\nHost: admin.example.test\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        );
+        assert!(answer.starts_with("HTTP/1.1 403"), "{path}: {answer}");
+    }
+    let fine = raw(
+        http,
+        b"GET /public/x HTTP/1.1\r\nHost: admin.example.test\r\nConnection: close\r\n\r\n",
+    );
+    assert!(fine.starts_with("HTTP/1.1 200"), "{fine}");
+}

@@ -1,12 +1,13 @@
-//! Istio's default path normalization (BASE, RFC 3986): `.` and `..` segments are
-//! resolved before routing, and the normalized path is what goes upstream.
+//! Istio's default path normalization (BASE, RFC 3986): `.` and `..` segments, also when
+//! their dots are percent-encoded (`%2e`, `%2E`), are resolved before routing, and the
+//! normalized path is what goes upstream.
 
 use http::Uri;
 
 /// Normalizes the request's path in place.
 pub fn normalize(parts: &mut http::request::Parts) {
     let path = parts.uri.path();
-    if !path.split('/').any(|seg| seg == "." || seg == "..") {
+    if !path.split('/').any(|seg| dots(seg).is_some()) {
         return;
     }
     let normalized = remove_dot_segments(path);
@@ -23,6 +24,17 @@ pub fn normalize(parts: &mut http::request::Parts) {
     }
 }
 
+/// A segment that is a dot segment once `%2e` is decoded: `Some(1)` for `.`, `Some(2)`
+/// for `..`.
+fn dots(seg: &str) -> Option<usize> {
+    let decoded = seg.replace("%2e", ".").replace("%2E", ".");
+    match decoded.as_str() {
+        "." => Some(1),
+        ".." => Some(2),
+        _ => None,
+    }
+}
+
 /// RFC 3986 section 5.2.4, for absolute paths.
 fn remove_dot_segments(path: &str) -> String {
     let mut out: Vec<&str> = Vec::new();
@@ -30,14 +42,14 @@ fn remove_dot_segments(path: &str) -> String {
     let last = segments.len().saturating_sub(1);
     let mut trailing_slash = false;
     for (i, seg) in segments.iter().enumerate() {
-        match *seg {
-            "." => trailing_slash = i == last,
-            ".." => {
+        match dots(seg) {
+            Some(1) => trailing_slash = i == last,
+            Some(_) => {
                 out.pop();
                 trailing_slash = i == last;
             }
-            s => {
-                out.push(s);
+            None => {
+                out.push(seg);
                 trailing_slash = false;
             }
         }
@@ -60,5 +72,9 @@ mod tests {
         assert_eq!(remove_dot_segments("/../../x"), "/x");
         assert_eq!(remove_dot_segments("/a/b/.."), "/a/");
         assert_eq!(remove_dot_segments("/a/b/."), "/a/b/");
+        assert_eq!(remove_dot_segments("/public/%2e%2e/admin"), "/admin");
+        assert_eq!(remove_dot_segments("/public/%2E%2e/admin"), "/admin");
+        assert_eq!(remove_dot_segments("/a/.%2e/b/%2E/c"), "/b/c");
+        assert_eq!(remove_dot_segments("/a/%2e%2ex"), "/a/%2e%2ex");
     }
 }
