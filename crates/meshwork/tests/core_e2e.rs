@@ -656,3 +656,69 @@ fn sigterm_drains_requests_in_flight_and_refuses_new_connections() {
     );
     assert!(up.stderr().contains("drained; exiting"), "{}", up.stderr());
 }
+
+#[test]
+fn a_kept_alive_mutual_connection_closes_when_its_client_ca_changes() {
+    let mut mesh = Mesh::new("ca-change");
+    let (http, https) = (free_port(), free_port());
+    let backend = mesh.echo("app");
+    config(
+        &mesh,
+        http,
+        https,
+        MUTUAL_SERVER,
+        &[backend],
+        "    loadBalancer: {simple: ROUND_ROBIN}",
+        "  - route: [{destination: {host: app}}]\n",
+    );
+    let server_ca = TestCa::new("server root");
+    let client_ca = TestCa::new("client root");
+    let other_ca = TestCa::new("other client root");
+    let (cert, key) = server_ca.leaf(&["app.example.test"], "app");
+    let secret = |ca: &str| tls_secret("istio-system", "app-tls", &cert, &key, Some(ca));
+    mesh.config("secret.yaml", &secret(&client_ca.cert_pem));
+    let dir = mesh.dir.path().to_path_buf();
+    let (ccert, ckey) = client_ca.leaf(&["client.test"], "client");
+    std::fs::write(dir.join("client.pem"), &ccert).unwrap();
+    std::fs::write(dir.join("client.key"), &ckey).unwrap();
+    mesh.up(&[]);
+    let out = std::fs::File::create(dir.join("s_client.out")).unwrap();
+    let mut client = Command::new("openssl")
+        .args([
+            "s_client",
+            "-quiet",
+            "-connect",
+            &format!("127.0.0.1:{https}"),
+            "-servername",
+            "app.example.test",
+            "-cert",
+            dir.join("client.pem").to_str().unwrap(),
+            "-key",
+            dir.join("client.key").to_str().unwrap(),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(out)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = client.stdin.take().unwrap();
+    use std::io::Write;
+    stdin
+        .write_all(b"GET / HTTP/1.1\r\nHost: app.example.test\r\n\r\n")
+        .unwrap();
+    eventually(Duration::from_secs(10), "the first answer", || {
+        std::fs::read_to_string(dir.join("s_client.out"))
+            .unwrap_or_default()
+            .contains("HTTP/1.1 200")
+    });
+    // The server now trusts another CA: the kept-alive connection, verified under the old
+    // one, is closed.
+    mesh.config("secret.yaml", &secret(&other_ca.cert_pem));
+    eventually(
+        Duration::from_secs(15),
+        "the connection verified under the old CA closed",
+        || matches!(client.try_wait(), Ok(Some(_))),
+    );
+    let _ = client.kill();
+    let _ = client.wait();
+}

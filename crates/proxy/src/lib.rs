@@ -151,28 +151,45 @@ impl Proxy {
             rejected,
             bind_errors: Vec::new(),
         };
-        {
-            let mut listeners = self.listeners.lock().await;
-            for addr in &addrs {
-                if listeners.contains_key(addr) {
-                    continue;
+        let mut listeners = self.listeners.lock().await;
+        for addr in &addrs {
+            if listeners.contains_key(addr) {
+                continue;
+            }
+            match listener::start(*addr, self.shared.clone()).await {
+                Ok(handle) => {
+                    listeners.insert(*addr, handle);
                 }
-                match listener::start(*addr, self.shared.clone()).await {
-                    Ok(handle) => {
-                        listeners.insert(*addr, handle);
-                    }
-                    Err(source) => report.bind_errors.push(BindError {
-                        addr: *addr,
-                        source,
-                    }),
-                }
+                Err(source) => report.bind_errors.push(BindError {
+                    addr: *addr,
+                    source,
+                }),
+            }
+        }
+        // A listener whose state changed (its servers, TLS or client CA) tells the
+        // connections it accepted under the old state to finish and close, so that none
+        // keeps a handshake the new config would refuse.
+        for (addr, new) in &runtime.listeners {
+            if let (Some(old), Some(handle)) = (previous.listeners.get(addr), listeners.get(addr))
+                && !Arc::ptr_eq(old, new)
+            {
+                handle.changed();
             }
         }
         self.shared.state.store(Arc::new(runtime));
-        self.listeners
-            .lock()
-            .await
-            .retain(|addr, _| addrs.contains(addr));
+        listeners.retain(|addr, _| addrs.contains(addr));
+        // An address in use by a listener just removed (0.0.0.0:P giving way to
+        // 127.0.0.1:P) can be bound now.
+        let mut still_failing = Vec::new();
+        for e in report.bind_errors.drain(..) {
+            match listener::start(e.addr, self.shared.clone()).await {
+                Ok(handle) => {
+                    listeners.insert(e.addr, handle);
+                }
+                Err(_) => still_failing.push(e),
+            }
+        }
+        report.bind_errors = still_failing;
         report
     }
 

@@ -39,6 +39,53 @@ pub struct ListenerHandle {
     /// The address actually bound.
     pub addr: SocketAddr,
     stop: watch::Sender<bool>,
+    generation: watch::Sender<u64>,
+}
+
+impl ListenerHandle {
+    /// The listener's state changed: connections accepted before finish their requests in
+    /// flight and close.
+    pub fn changed(&self) {
+        self.generation.send_modify(|g| *g += 1);
+    }
+}
+
+/// What a connection watches of its listener.
+struct ListenerSignals {
+    /// Set when the listener is removed.
+    removed: watch::Receiver<bool>,
+    /// Bumped when the listener's state changes.
+    generation: watch::Receiver<u64>,
+}
+
+/// The terms a TLS connection was accepted under: its server and the version of the CA
+/// that verified its client. When the listener changes, a connection whose terms no
+/// longer hold (its server changed, or its CA rotated) finishes and closes; others go on.
+#[derive(Debug, Clone, PartialEq)]
+struct AcceptedUnder {
+    server: meshwork_resources::listener::ServerChain,
+    ca_version: Option<usize>,
+}
+
+impl AcceptedUnder {
+    /// The terms the runtime in force gives a connection to `bind` with this SNI.
+    fn now(state: &Runtime, bind: SocketAddr, sni: Option<&str>) -> Option<AcceptedUnder> {
+        let listener = state.listeners.get(&bind)?;
+        let server = &listener.servers[listener.server_for(sni)?];
+        let ca_version = server
+            .chain
+            .tls
+            .as_ref()
+            .and_then(|t| t.client_ca.as_ref())
+            .and_then(|ca| state.secrets.get(ca).map(|(_, v)| *v));
+        // Where the server stands in its Gateway is not one of its terms.
+        let mut chain = server.chain.clone();
+        chain.source.clear();
+        Some(AcceptedUnder {
+            server: chain,
+            ca_version,
+        })
+    }
 }
 
 impl Drop for ListenerHandle {
@@ -52,6 +99,7 @@ pub async fn start(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<Lis
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let (stop, mut stopped) = watch::channel(false);
+    let (generation, generations) = watch::channel(0u64);
     let mut draining = shared.connections.drain_signal();
     info!(addr = %bound, "listener bound");
     // Connections open on this listener, against its cap.
@@ -69,9 +117,13 @@ pub async fn start(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<Lis
                             continue;
                         }
                         let registered = shared.connections.register();
-                        let (shared, open, removed) = (shared.clone(), open.clone(), stopped.clone());
+                        let (shared, open) = (shared.clone(), open.clone());
+                        let signals = ListenerSignals {
+                            removed: stopped.clone(),
+                            generation: generations.clone(),
+                        };
                         tokio::spawn(async move {
-                            serve_connection(stream, peer, addr, shared, removed).await;
+                            serve_connection(stream, peer, addr, shared, signals).await;
                             drop(registered);
                             open.fetch_sub(1, Ordering::AcqRel);
                         });
@@ -87,7 +139,11 @@ pub async fn start(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<Lis
         }
         info!(%addr, "listener closed");
     });
-    Ok(ListenerHandle { addr: bound, stop })
+    Ok(ListenerHandle {
+        addr: bound,
+        stop,
+        generation,
+    })
 }
 
 /// Why a connection was closed before it was routed, for the recorder.
@@ -145,13 +201,13 @@ async fn serve_connection(
     peer: SocketAddr,
     bind: SocketAddr,
     shared: Arc<Shared>,
-    removed: watch::Receiver<bool>,
+    signals: ListenerSignals,
 ) {
     let _ = stream.set_nodelay(true);
     let state = shared.state.load_full();
     let mut sni = None;
     if let Err(refusal) =
-        route_connection(stream, peer, bind, &shared, &state, &mut sni, removed).await
+        route_connection(stream, peer, bind, &shared, &state, &mut sni, signals).await
     {
         record_refusal(&shared, &state, peer, bind, sni, refusal);
     }
@@ -166,7 +222,7 @@ async fn route_connection(
     shared: &Arc<Shared>,
     state: &Arc<Runtime>,
     sni_seen: &mut Option<String>,
-    removed: watch::Receiver<bool>,
+    signals: ListenerSignals,
 ) -> Result<(), Refusal> {
     let no_chain = |why: &str| {
         Refusal::new(
@@ -191,7 +247,7 @@ async fn route_connection(
             tcp::forward(stream, route, state, shared, &conn, false, Vec::new()).await;
             return Ok(());
         }
-        serve_http(TokioIo::new(stream), conn, shared.clone(), removed).await;
+        serve_http(TokioIo::new(stream), conn, shared.clone(), signals, None).await;
         return Ok(());
     }
 
@@ -264,24 +320,37 @@ async fn route_connection(
         return Ok(());
     }
     conn.scheme = "https";
-    serve_http(TokioIo::new(tls), conn, shared.clone(), removed).await;
+    let terms = AcceptedUnder::now(state, bind, conn.sni.as_deref());
+    serve_http(TokioIo::new(tls), conn, shared.clone(), signals, terms).await;
     Ok(())
 }
 
+/// Completes once the flag is set, or its sender is gone; also when it was set before.
+async fn until_set(flag: &mut watch::Receiver<bool>) {
+    let _ = flag.wait_for(|set| *set).await.map(|_| ());
+}
+
 /// Serves HTTP on a connection until it closes, the proxy drains, the listener is removed
-/// from config (both finish the requests in flight, then close), or it idles too long.
+/// from config or its state changes (these finish the requests in flight, then close), or
+/// it idles too long.
 async fn serve_http<I>(
     io: TokioIo<I>,
     conn: Connection,
     shared: Arc<Shared>,
-    mut removed: watch::Receiver<bool>,
+    signals: ListenerSignals,
+    terms: Option<AcceptedUnder>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let (conn_bind, conn_sni) = (conn.bind, conn.sni.clone());
     let conn = Arc::new(conn);
     let peer = conn.peer;
     let settings = shared.settings.clone();
     let mut draining = shared.connections.drain_signal();
+    let ListenerSignals {
+        mut removed,
+        mut generation,
+    } = signals;
     let activity = Activity::default();
     let io = TokioIo::new(Tracked::new(io.into_inner(), activity.clone()));
     let recorder = shared.clone();
@@ -301,22 +370,35 @@ async fn serve_http<I>(
         );
     let connection = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(connection);
-    let result = tokio::select! {
-        r = connection.as_mut() => r,
-        _ = draining.changed() => {
-            // Finish the requests in flight, then close (GOAWAY on HTTP/2).
-            connection.as_mut().graceful_shutdown();
-            connection.await
-        }
-        _ = removed.changed() => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
-        }
-        () = activity.idle_for(settings.idle_timeout) => {
-            recorder.recorder.counters.idle_timeouts.fetch_add(1, Ordering::Relaxed);
-            debug!(%peer, "idle timeout; connection closed");
-            connection.as_mut().graceful_shutdown();
-            connection.await
+    let bind = conn_bind;
+    let sni = conn_sni;
+    let result = loop {
+        tokio::select! {
+            r = connection.as_mut() => break r,
+            () = until_set(&mut draining) => {
+                // Finish the requests in flight, then close (GOAWAY on HTTP/2).
+                connection.as_mut().graceful_shutdown();
+                break connection.await;
+            }
+            () = until_set(&mut removed) => {
+                connection.as_mut().graceful_shutdown();
+                break connection.await;
+            }
+            changed = generation.changed(), if terms.is_some() => {
+                let state = recorder.state.load();
+                let now = AcceptedUnder::now(&state, bind, sni.as_deref());
+                if changed.is_err() || now != terms {
+                    debug!(%peer, "the connection's server or CA changed; closing it");
+                    connection.as_mut().graceful_shutdown();
+                    break connection.await;
+                }
+            }
+            () = activity.idle_for(settings.idle_timeout) => {
+                recorder.recorder.counters.idle_timeouts.fetch_add(1, Ordering::Relaxed);
+                debug!(%peer, "idle timeout; connection closed");
+                connection.as_mut().graceful_shutdown();
+                break connection.await;
+            }
         }
     };
     if let Err(e) = result {

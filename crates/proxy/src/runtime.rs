@@ -60,8 +60,11 @@ pub struct ListenerState {
     pub resource: Listener,
     /// Servers in config order, less those left out.
     pub servers: Vec<ServerState>,
-    /// Versions of the CA secrets the TLS configs were built with.
-    ca_versions: Vec<(String, usize)>,
+    /// Versions of the CA secrets the TLS configs were built with, and of every secret of
+    /// a server that was left out (a missing one as `usize::MAX`), so that a fixed secret
+    /// brings its server back. A rotated server certificate is not among them: it is
+    /// swapped into its handle without a rebuild.
+    secret_versions: Vec<(String, usize)>,
 }
 
 /// An upstream cluster with its endpoints, balancer and connection pools.
@@ -193,6 +196,13 @@ pub fn apply(
                 &previous.config.listeners,
                 &listener.name,
             );
+            if let Some((addr, old)) = previous
+                .listeners
+                .iter()
+                .find(|(_, l)| l.resource.name == listener.name)
+            {
+                listeners.insert(*addr, old.clone());
+            }
             continue;
         };
         let old = previous.listeners.get(&addr);
@@ -310,6 +320,13 @@ fn keep_previous<T: Clone>(
     }
 }
 
+/// A number no secret version had before, so that a secret removed and added again is
+/// never taken for the version it had.
+fn next_generation() -> usize {
+    static GENERATION: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+    GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
 /// The handle for a secret: the previous one, with new material swapped in when the
 /// resource or its files changed.
 fn apply_secret(
@@ -321,12 +338,12 @@ fn apply_secret(
         Some((handle, version)) if handle.current.load().same_as(&material) => {
             (handle.clone(), *version)
         }
-        Some((handle, version)) => {
+        Some((handle, _)) => {
             handle.current.store(Arc::new(material));
             tracing::info!(secret = %secret.name, "secret updated");
-            (handle.clone(), version + 1)
+            (handle.clone(), next_generation())
         }
-        None => (SecretHandle::new(material), 0),
+        None => (SecretHandle::new(material), next_generation()),
     })
 }
 
@@ -339,15 +356,21 @@ fn build_listener(
     secrets: &HashMap<String, (Arc<SecretHandle>, usize)>,
     rejected: &mut Vec<Rejection>,
 ) -> Arc<ListenerState> {
-    let ca_version = |name: &String| secrets.get(name).map_or(usize::MAX, |(_, v)| *v);
+    let version = |name: &String| secrets.get(name).map_or(usize::MAX, |(_, v)| *v);
     if let Some(p) = previous
         && p.resource == *listener
-        && p.ca_versions.iter().all(|(n, v)| ca_version(n) == *v)
+        && p.secret_versions.iter().all(|(n, v)| version(n) == *v)
     {
         return p.clone();
     }
     let mut servers = Vec::new();
-    let mut ca_versions = Vec::new();
+    let mut secret_versions: Vec<(String, usize)> = listener
+        .servers
+        .iter()
+        .filter_map(|s| s.tls.as_ref())
+        .flat_map(|t| &t.client_ca)
+        .map(|n| (n.clone(), version(n)))
+        .collect();
     for chain in &listener.servers {
         let Some(ctx) = &chain.tls else {
             servers.push(ServerState {
@@ -362,10 +385,9 @@ fn build_listener(
                 .ok_or_else(|| format!("secret {} is not available", ctx.certificate))?;
             let ca = match &ctx.client_ca {
                 Some(name) => {
-                    let (handle, version) = secrets
+                    let (handle, _) = secrets
                         .get(name)
                         .ok_or_else(|| format!("secret {name} is not available"))?;
-                    ca_versions.push((name.clone(), *version));
                     Some(handle.current.load_full())
                 }
                 None => None,
@@ -383,17 +405,20 @@ fn build_listener(
                 chain: chain.clone(),
                 tls: Some(tls),
             }),
-            Err(reason) => rejected.push(Rejection {
-                kind: ResourceType::Listener,
-                name: listener.name.clone(),
-                reason: format!("server {}: {reason}; the server is left out", chain.source),
-            }),
+            Err(reason) => {
+                secret_versions.push((ctx.certificate.clone(), version(&ctx.certificate)));
+                rejected.push(Rejection {
+                    kind: ResourceType::Listener,
+                    name: listener.name.clone(),
+                    reason: format!("server {}: {reason}; the server is left out", chain.source),
+                });
+            }
         }
     }
     Arc::new(ListenerState {
         resource: listener.clone(),
         servers,
-        ca_versions,
+        secret_versions,
     })
 }
 

@@ -76,7 +76,12 @@ pub fn server_config(
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions(ctx.min_version, ctx.max_version))?;
     let builder = match (&ctx.mode, client_ca) {
-        (TlsMode::Simple, _) | (_, None) => builder.with_no_client_auth(),
+        (TlsMode::Simple, _) => builder.with_no_client_auth(),
+        (_, None) => {
+            return Err(TlsError::ClientCa(
+                "MUTUAL TLS needs a CA to verify client certificates".into(),
+            ));
+        }
         (mode, Some(ca)) => {
             let mut roots = RootCertStore::empty();
             for c in &ca.trusted_ca {

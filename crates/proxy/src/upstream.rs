@@ -66,7 +66,9 @@ impl Pool {
     }
 
     fn release(&self, sender: http1::SendRequest<Body>) {
-        if sender.is_closed() {
+        // Only a connection that can take the next request now: one whose request body is
+        // still streaming (the upstream answered early) would make the next user wait.
+        if sender.is_closed() || !sender.is_ready() {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
@@ -164,6 +166,7 @@ impl ClusterClient {
                 host
             }
         });
+        let host = host.trim_start_matches('[').trim_end_matches(']');
         tls.sni
             .clone()
             .or_else(|| (!host.is_empty()).then(|| host.to_string()))

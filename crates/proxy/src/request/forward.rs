@@ -147,6 +147,8 @@ pub async fn forward(
                 }
                 return result.map_err(PhaseError::from);
             }
+            // The previous retry's slot is given back before the next is taken.
+            _retry_slot = None;
             _retry_slot = retry_slot(cluster);
             if _retry_slot.is_none() {
                 return result.map_err(PhaseError::from);
@@ -293,8 +295,12 @@ async fn hold_body(
     }
 }
 
-/// Reads a chunked body up to the retry buffer: held when it ended within it (and a copy
-/// is wanted), else streamed from what was read on.
+/// How long a chunked body is read ahead before it is streamed on regardless, so that a
+/// client that sends a little and waits for an answer is not held up.
+const READ_AHEAD_WAIT: Duration = Duration::from_millis(200);
+
+/// Reads a chunked body up to the retry buffer, for at most [`READ_AHEAD_WAIT`]: held when
+/// it ended within both (and a copy is wanted), else streamed from what was read on.
 async fn read_ahead(
     mut body: Body,
     wants_copy: bool,
@@ -302,8 +308,12 @@ async fn read_ahead(
     let mut frames: Vec<hyper::body::Frame<Bytes>> = Vec::new();
     let mut size = 0u64;
     let mut only_data = true;
+    let deadline = tokio::time::Instant::now() + READ_AHEAD_WAIT;
     while size <= RETRY_BUFFER_LIMIT {
-        match body.frame().await {
+        let Ok(next) = tokio::time::timeout_at(deadline, body.frame()).await else {
+            break;
+        };
+        match next {
             None => {
                 if wants_copy && only_data {
                     let mut all = bytes::BytesMut::with_capacity(size as usize);

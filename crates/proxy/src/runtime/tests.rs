@@ -275,6 +275,20 @@ fn a_server_with_a_bad_secret_is_left_out_and_a_rotated_secret_is_swapped_in_pla
     assert_eq!(listener.servers.len(), 1, "the sibling keeps serving");
     assert_eq!(listener.servers[0].chain.hosts, ["a.test"]);
 
+    // Fixing the bad secret brings its server back, with the listener resource unchanged.
+    let mut fixed = c.clone();
+    fixed
+        .secrets
+        .insert("bad".into(), cert_secret("bad", "b.test"));
+    let (repaired, rejected) = apply_to(fixed, &first);
+    assert!(rejected.is_empty(), "{rejected:?}");
+    assert_eq!(
+        repaired.listeners[&"0.0.0.0:8443".parse().unwrap()]
+            .servers
+            .len(),
+        2
+    );
+
     // Rotating the good secret swaps it into the same handle; the listener is kept.
     let handle = first.secrets["good"].0.clone();
     let before = handle.current.load_full();
