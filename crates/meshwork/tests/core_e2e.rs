@@ -722,3 +722,71 @@ fn a_kept_alive_mutual_connection_closes_when_its_client_ca_changes() {
     let _ = client.kill();
     let _ = client.wait();
 }
+
+/// A backend that sends its headers at once and its 5-byte body 1.5 s later.
+fn slow_body_backend() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                use std::io::{BufRead, Write};
+                let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n");
+                std::thread::sleep(Duration::from_millis(1500));
+                let _ = stream.write_all(b"hello");
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn circuit_breakers_count_a_request_until_its_response_body_ends() {
+    let mut mesh = Mesh::new("streaming-limits");
+    let http = free_port();
+    let backend = slow_body_backend();
+    config(
+        &mesh,
+        http,
+        free_port(),
+        "",
+        &[backend],
+        "    connectionPool: {tcp: {maxConnections: 1}, http: {http1MaxPendingRequests: 1}}",
+        "  - retries: {attempts: 0}\n    route: [{destination: {host: app}}]\n",
+    );
+    mesh.up(&[]);
+    let out = curl(&[
+        "--parallel",
+        "--parallel-immediate",
+        "--parallel-max",
+        "10",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}\n",
+        "-H",
+        HOST,
+        &format!("http://127.0.0.1:{http}/?n=[1-4]"),
+    ]);
+    let mut codes: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    codes.sort();
+    assert_eq!(
+        codes,
+        ["200", "200", "503", "503"],
+        "two streaming responses fill the limits of two; the others overflow"
+    );
+}

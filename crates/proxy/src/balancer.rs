@@ -52,6 +52,43 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// A unit of a counter held by something that outlives a borrow of it (a response body
+/// that streams after its request's handler returned), given back when dropped.
+pub struct Held<T: Send + Sync + 'static> {
+    owner: Arc<T>,
+    counter: fn(&T) -> &AtomicU32,
+}
+
+impl<T: Send + Sync + 'static> Held<T> {
+    /// Takes a unit of `owner`'s `counter` if fewer than `limit` are in use.
+    pub fn try_acquire(owner: &Arc<T>, counter: fn(&T) -> &AtomicU32, limit: u32) -> Option<Self> {
+        let c = counter(owner);
+        if c.fetch_add(1, Ordering::Relaxed) >= limit {
+            c.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(Held {
+            owner: owner.clone(),
+            counter,
+        })
+    }
+
+    /// Takes a unit regardless of any limit.
+    pub fn acquire(owner: &Arc<T>, counter: fn(&T) -> &AtomicU32) -> Self {
+        counter(owner).fetch_add(1, Ordering::Relaxed);
+        Held {
+            owner: owner.clone(),
+            counter,
+        }
+    }
+}
+
+impl<T: Send + Sync + 'static> Drop for Held<T> {
+    fn drop(&mut self) {
+        (self.counter)(&self.owner).fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// What became of a request to an endpoint, for outlier detection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {

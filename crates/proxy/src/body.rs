@@ -159,3 +159,36 @@ impl HttpBody for Prefixed {
         self.read.is_empty() && self.rest.as_ref().is_none_or(|r| r.is_end_stream())
     }
 }
+
+/// A body that holds something (counter units) until it is done.
+pub struct Holding<G> {
+    inner: Body,
+    _held: G,
+}
+
+impl<G> Holding<G> {
+    /// `inner`, holding `held` until it is dropped.
+    pub fn new(inner: Body, held: G) -> Holding<G> {
+        Holding { inner, _held: held }
+    }
+}
+
+impl<G: Unpin> HttpBody for Holding<G> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

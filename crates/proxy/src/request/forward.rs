@@ -15,7 +15,8 @@ use hyper::body::Body as _;
 use meshwork_resources::cluster::UpstreamProtocol;
 use meshwork_resources::route::{RetryOn, RetryPolicy, StringMatcher, WeightedCluster};
 
-use crate::balancer::{InFlight, Outcome};
+use crate::balancer::{Held, InFlight, Outcome};
+use crate::body::Holding;
 use crate::body::{Body, boxed, empty, full};
 use crate::error::UpstreamError;
 use crate::flags::ResponseFlags;
@@ -82,7 +83,7 @@ pub async fn forward(
         true => UpstreamProtocol::Http1,
         false => cluster.cluster.protocol,
     };
-    let _in_flight = pick::admit(cluster, protocol)?;
+    let in_flight = pick::admit(cluster, protocol)?;
     let (hash, new_cookie) = pick::hash_key(
         &cluster.cluster.policy.lb,
         &parts.headers,
@@ -107,7 +108,7 @@ pub async fn forward(
             let (index, endpoint) = cluster
                 .pick(hash)
                 .ok_or(PhaseError::Pick(PickError::NoHealthyUpstream))?;
-            let _endpoint_active = InFlight::acquire(&balancer.endpoints[index].active);
+            let endpoint_active = Held::acquire(&balancer.endpoints[index], |e| &e.active);
             let addr = endpoint.authority();
             ctx.upstream_host = Some(addr.clone());
             let mut req = Request::builder()
@@ -145,29 +146,32 @@ pub async fn forward(
                     ctx.flags
                         .insert(ResponseFlags::UPSTREAM_RETRY_LIMIT_EXCEEDED);
                 }
-                return result.map_err(PhaseError::from);
+                return result
+                    .map(|r| (r, endpoint_active))
+                    .map_err(PhaseError::from);
             }
+            drop(endpoint_active);
             // The previous retry's slot is given back before the next is taken.
             _retry_slot = None;
             _retry_slot = retry_slot(cluster);
             if _retry_slot.is_none() {
-                return result.map_err(PhaseError::from);
+                return result
+                    .map(|r| (r, Held::acquire(&balancer.endpoints[index], |e| &e.active)))
+                    .map_err(PhaseError::from);
             }
             tokio::time::sleep(backoff(attempt)).await;
         }
     };
-    let response = match route.route.timeout_ms {
+    let (response, endpoint_active) = match route.route.timeout_ms {
         Some(ms) => tokio::time::timeout(Duration::from_millis(ms), attempts)
             .await
             .unwrap_or(Err(PhaseError::Upstream(UpstreamError::Timeout)))?,
         None => attempts.await?,
     };
-    Ok(downstream_response(
-        response,
-        downstream_upgrade,
-        dest,
-        new_cookie,
-    ))
+    let response = downstream_response(response, downstream_upgrade, dest, new_cookie);
+    // The request is in flight, for the circuit breakers and least-request balancing,
+    // until its response body has ended.
+    Ok(response.map(|body| boxed(Holding::new(body, (in_flight, endpoint_active)))))
 }
 
 /// Sets the headers as Envoy sends them upstream; returns the authority to send and the

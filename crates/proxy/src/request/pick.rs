@@ -6,7 +6,7 @@ use http::header::{self, HeaderMap};
 use meshwork_resources::cluster::{HashKey, LbPolicy, UpstreamProtocol};
 use meshwork_resources::route::WeightedCluster;
 
-use crate::balancer::{InFlight, hash64};
+use crate::balancer::{ClusterCounters, Held, hash64};
 use crate::connection::Connection;
 use crate::request::context::header_str;
 use crate::request::reply::PickError;
@@ -34,11 +34,12 @@ pub fn destination<'a>(
     Ok((dest, cluster))
 }
 
-/// Admission by the cluster's circuit breakers: a unit of its requests in flight.
+/// Admission by the cluster's circuit breakers: a unit of its requests in flight, held
+/// until the response has ended.
 pub fn admit(
     cluster: &ClusterState,
     protocol: UpstreamProtocol,
-) -> Result<InFlight<'_>, PickError> {
+) -> Result<Held<ClusterCounters>, PickError> {
     let limits = &cluster.cluster.policy.circuit_breakers;
     let concurrency = match protocol {
         // HTTP/1.1: one request per connection, plus those waiting for one.
@@ -49,8 +50,12 @@ pub fn admit(
         ),
         UpstreamProtocol::Http2 => limits.max_requests,
     };
-    InFlight::try_acquire(&cluster.balancer.counters.active_requests, concurrency)
-        .ok_or(PickError::Overflow)
+    Held::try_acquire(
+        &cluster.balancer.counters,
+        |c| &c.active_requests,
+        concurrency,
+    )
+    .ok_or(PickError::Overflow)
 }
 
 /// The consistent-hash value of a request, and a `Set-Cookie` to send when the hash cookie
