@@ -581,3 +581,34 @@ fn encoded_dot_segments_are_normalized_before_routing() {
     );
     assert!(fine.starts_with("HTTP/1.1 200"), "{fine}");
 }
+
+#[test]
+fn an_upgraded_websocket_stays_counted_against_the_listener_cap() {
+    let (mesh, http) = gateway("ws-cap", &["--max-connections-per-listener", "1"]);
+    let mut ws = TcpStream::connect(("127.0.0.1", http)).unwrap();
+    ws.write_all(
+        b"GET /socket HTTP/1.1\r\nHost: app.example.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .unwrap();
+    ws.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 1024];
+    let n = ws.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 101"));
+    // The spliced stream still echoes, and still counts.
+    ws.write_all(b"ping").unwrap();
+    let n = ws.read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"ping");
+    let stats = format!("http://127.0.0.1:{}/stats", mesh.admin);
+    let text = String::from_utf8_lossy(&curl(&[&stats]).stdout).to_string();
+    assert!(text.contains("downstream_cx_active: 1"), "{text}");
+    assert!(
+        closed_after(http, b"", Duration::from_secs(5)).is_some(),
+        "a second connection is over the cap of one"
+    );
+    let text = String::from_utf8_lossy(&curl(&[&stats]).stdout).to_string();
+    assert!(
+        text.contains("listener.downstream_cx_overflow: 1"),
+        "{text}"
+    );
+    drop(ws);
+}

@@ -2,9 +2,10 @@
 //! downstream connection, shared by the HTTP and TCP paths and by every request on it.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 /// One downstream connection.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Connection {
     /// The client.
     pub peer: SocketAddr,
@@ -24,6 +25,9 @@ pub struct Connection {
     /// The verified client identity: the SPIFFE URI SAN of its certificate, else the
     /// certificate's subject.
     pub peer_identity: Option<String>,
+    /// Keeps the connection counted (registry, listener cap) for as long as anything
+    /// serves it, an upgraded (WebSocket) stream included.
+    pub guard: Option<Arc<dyn std::any::Any + Send + Sync>>,
 }
 
 impl Connection {
@@ -38,6 +42,7 @@ impl Connection {
             sni: None,
             alpn: None,
             peer_identity: None,
+            guard: None,
         }
     }
 }

@@ -50,8 +50,22 @@ impl ListenerHandle {
     }
 }
 
-/// What a connection watches of its listener.
+/// Counts a connection as open (registry and listener cap) until dropped.
+struct Counted {
+    _registered: crate::connections::Registered,
+    open: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What a connection watches of its listener, and what keeps it counted.
 struct ListenerSignals {
+    /// Held by the connection and whatever serves it.
+    counted: Arc<Counted>,
     /// Set when the listener is removed.
     removed: watch::Receiver<bool>,
     /// Bumped when the listener's state changes.
@@ -116,17 +130,17 @@ pub async fn start(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<Lis
                             debug!(%addr, %peer, limit, "listener at its most connections; closed");
                             continue;
                         }
-                        let registered = shared.connections.register();
-                        let (shared, open) = (shared.clone(), open.clone());
+                        let counted = Arc::new(Counted {
+                            _registered: shared.connections.register(),
+                            open: open.clone(),
+                        });
+                        let shared = shared.clone();
                         let signals = ListenerSignals {
+                            counted,
                             removed: stopped.clone(),
                             generation: generations.clone(),
                         };
-                        tokio::spawn(async move {
-                            serve_connection(stream, peer, addr, shared, signals).await;
-                            drop(registered);
-                            open.fetch_sub(1, Ordering::AcqRel);
-                        });
+                        tokio::spawn(serve_connection(stream, peer, addr, shared, signals));
                     }
                     Err(e) => {
                         warn!(%addr, error = %e, "accept failed");
@@ -235,6 +249,7 @@ async fn route_connection(
         return Err(no_chain("the listener is gone"));
     };
     let mut conn = Connection::new(peer, stream.local_addr().ok(), bind);
+    conn.guard = Some(signals.counted.clone());
     let local_ip = conn.local.map(|a| a.ip());
     if !listener.inspects_tls() {
         if let Some(server) = listener
@@ -350,6 +365,7 @@ async fn serve_http<I>(
     let ListenerSignals {
         mut removed,
         mut generation,
+        ..
     } = signals;
     let activity = Activity::default();
     let io = TokioIo::new(Tracked::new(io.into_inner(), activity.clone()));

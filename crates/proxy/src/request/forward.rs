@@ -168,7 +168,12 @@ pub async fn forward(
             .unwrap_or(Err(PhaseError::Upstream(UpstreamError::Timeout)))?,
         None => attempts.await?,
     };
-    let response = downstream_response(response, downstream_upgrade, dest, new_cookie);
+    let response = downstream_response(
+        response,
+        downstream_upgrade.map(|u| (u, ctx.conn.clone())),
+        dest,
+        new_cookie,
+    );
     // The request is in flight, for the circuit breakers and least-request balancing,
     // until its response body has ended.
     Ok(response.map(|body| boxed(Holding::new(body, (in_flight, endpoint_active)))))
@@ -401,14 +406,21 @@ fn retry_slot(cluster: &ClusterState) -> Option<InFlight<'_>> {
 /// The upstream's response as it goes back to the client.
 fn downstream_response(
     mut response: Response<Body>,
-    downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    downstream_upgrade: Option<(
+        hyper::upgrade::OnUpgrade,
+        std::sync::Arc<crate::connection::Connection>,
+    )>,
     dest: &WeightedCluster,
     new_cookie: Option<String>,
 ) -> Response<Body> {
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(downstream) = downstream_upgrade {
+        if let Some((downstream, conn)) = downstream_upgrade {
             let upstream = hyper::upgrade::on(&mut response);
-            tokio::spawn(splice_upgraded(downstream, upstream));
+            tokio::spawn(async move {
+                splice_upgraded(downstream, upstream).await;
+                // The connection stays counted (drain, listener cap) while it is spliced.
+                drop(conn);
+            });
         }
         let (parts, _) = response.into_parts();
         return Response::from_parts(parts, empty());
