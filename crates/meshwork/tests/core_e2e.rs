@@ -302,7 +302,8 @@ fn openssl(args: &[&str], dir: &std::path::Path) {
     );
 }
 
-/// A CA and a client certificate made as MUTUAL-gateway tutorials make them:
+/// A CA (always named `CN=tutorial root`) and a client certificate made as MUTUAL-gateway
+/// tutorials make them:
 /// `openssl x509 -req` with no extension file, which writes an X.509 v1 certificate.
 fn tutorial_client_cert(dir: &std::path::Path, name: &str) -> (String, String, String) {
     let f = |ext: &str| format!("{name}{ext}");
@@ -316,7 +317,8 @@ fn tutorial_client_cert(dir: &std::path::Path, name: &str) -> (String, String, S
             "-days",
             "1",
             "-subj",
-            &format!("/CN={name} root"),
+            // Every CA here has the same name: only the signature tells them apart.
+            "/CN=tutorial root",
             "-keyout",
             &f("-ca.key"),
             "-out",
@@ -448,8 +450,6 @@ fn a_v1_client_certificate_is_accepted_at_a_mutual_server() {
         0,
         "a v1 certificate from another CA is refused"
     );
-    // The rogue key with the good certificate cannot sign the handshake.
-    assert_eq!(with(&cert, &rogue_key, "--tlsv1.3"), 0);
 }
 
 #[test]

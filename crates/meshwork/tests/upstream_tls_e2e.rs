@@ -343,6 +343,14 @@ fn mutual_tls_presents_a_client_certificate_from_files_or_a_secret() {
         .contains("kubernetes://istio-system/backend-client")
     });
     assert_eq!(get(http).0, 200, "{}", mesh.log());
+    let dump = String::from_utf8_lossy(
+        &curl(&[&format!("http://127.0.0.1:{}/config_dump", mesh.admin)]).stdout,
+    )
+    .into_owned();
+    assert!(
+        dump.contains("\"client_certificate\": \"kubernetes://istio-system/backend-client\""),
+        "the cluster presents the Secret's certificate: {dump}"
+    );
 }
 
 #[test]
