@@ -374,7 +374,12 @@ fn a_port_level_disable_overrides_the_top_level_tls() {
     eventually(
         Duration::from_secs(10),
         "TLS to a plaintext backend fails",
-        || get(http).0 == 503,
+        || {
+            get(http).0 == 503
+                && last_entry(&mesh)["response_code_details"]
+                    .as_str()
+                    .is_some_and(|d| d.contains("TLS_error"))
+        },
     );
 }
 
