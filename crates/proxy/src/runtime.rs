@@ -270,11 +270,12 @@ pub fn apply(
         };
         clusters.insert(name.clone(), state);
     }
-    let in_use = clusters
-        .values()
-        .flat_map(|c| c.endpoints.endpoints.iter().map(|e| e.authority()))
-        .collect();
-    upstreams.retain(&in_use);
+    upstreams.retain(clusters.values().flat_map(|c| {
+        c.endpoints
+            .endpoints
+            .iter()
+            .map(move |e| (&c.clients, e.authority()))
+    }));
 
     let runtime = Runtime {
         no_destination: Some(Arc::new(crate::metrics::PeerLabels::new(

@@ -96,12 +96,30 @@ impl Upstreams {
         }
     }
 
-    /// Drops the pools of endpoints that no cluster has any more.
-    pub fn retain(&self, endpoints: &HashSet<String>) {
+    /// Drops the pools that no cluster would use any more: of endpoints that are gone, or
+    /// made with TLS or connection settings that no cluster of the endpoint has now.
+    pub fn retain<'a>(&self, in_use: impl Iterator<Item = (&'a ClusterClient, String)>) {
+        let scopes: HashSet<(String, Option<u64>, u64, ConnectionSettings)> = in_use
+            .map(|(client, addr)| {
+                (
+                    addr,
+                    client.tls.as_ref().map(|t| t.identity),
+                    client.connect_timeout_ms,
+                    client.settings.clone(),
+                )
+            })
+            .collect();
         self.pools
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .retain(|k, _| endpoints.contains(&k.addr));
+            .retain(|k, _| {
+                scopes.contains(&(
+                    k.addr.clone(),
+                    k.tls.as_ref().map(|(identity, _)| *identity),
+                    k.connect_timeout_ms,
+                    k.settings.clone(),
+                ))
+            });
     }
 
     fn pool(&self, key: PoolKey) -> Arc<Pool> {
