@@ -81,8 +81,15 @@ impl AcceptV1 {
         message: &[u8],
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
+        tls13: bool,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
         let bad = || rustls::Error::InvalidCertificate(CertificateError::BadSignature);
+        // TLS 1.3 allows fewer schemes (no PKCS#1 v1.5, ECDSA bound to its curve).
+        if tls13 && !tls13_scheme(dss.scheme) {
+            return Err(rustls::Error::PeerMisbehaved(
+                rustls::PeerMisbehaved::SignedHandshakeWithUnadvertisedSigScheme,
+            ));
+        }
         let leaf = parse(cert).ok_or_else(bad)?;
         let key = &leaf.public_key().subject_public_key.data;
         let algs = self
@@ -101,6 +108,23 @@ impl AcceptV1 {
             .then(HandshakeSignatureValid::assertion)
             .ok_or_else(bad)
     }
+}
+
+/// The schemes TLS 1.3 allows for a handshake signature (RFC 8446, 4.2.3): no PKCS#1
+/// v1.5, no SHA-1.
+fn tls13_scheme(scheme: SignatureScheme) -> bool {
+    use SignatureScheme as S;
+    matches!(
+        scheme,
+        S::ECDSA_NISTP256_SHA256
+            | S::ECDSA_NISTP384_SHA384
+            | S::ECDSA_NISTP521_SHA512
+            | S::RSA_PSS_SHA256
+            | S::RSA_PSS_SHA384
+            | S::RSA_PSS_SHA512
+            | S::ED25519
+            | S::ED448
+    )
 }
 
 impl ClientCertVerifier for AcceptV1 {
@@ -138,7 +162,7 @@ impl ClientCertVerifier for AcceptV1 {
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
         if is_v1(cert) {
-            return self.verify_signature_v1(message, cert, dss);
+            return self.verify_signature_v1(message, cert, dss, false);
         }
         self.inner.verify_tls12_signature(message, cert, dss)
     }
@@ -150,7 +174,7 @@ impl ClientCertVerifier for AcceptV1 {
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
         if is_v1(cert) {
-            return self.verify_signature_v1(message, cert, dss);
+            return self.verify_signature_v1(message, cert, dss, true);
         }
         self.inner.verify_tls13_signature(message, cert, dss)
     }
