@@ -183,10 +183,15 @@ pub fn build_clusters(
             .and_then(|t| parse_duration(t).ok())
             .map(|d| d.as_millis() as u64)
             .unwrap_or(3_600_000);
-        let tls = merged
-            .tls
-            .as_ref()
-            .and_then(|t| upstream_tls(t, protocol, ctx, dr, &name, &mut out.secrets, warnings));
+        // ALPN only where the port carries HTTP: opaque TCP and TLS ports offer none.
+        let port_protocol = service.and_then(|s| s.port(key.port)).map(|p| p.protocol);
+        let alpn_protocol = match port_protocol {
+            Some(Protocol::Tcp | Protocol::Tls) => None,
+            _ => Some(protocol),
+        };
+        let tls = merged.tls.as_ref().and_then(|t| {
+            upstream_tls(t, alpn_protocol, ctx, dr, &name, &mut out.secrets, warnings)
+        });
         out.endpoints.insert(
             name.clone(),
             EndpointSet {
@@ -218,7 +223,7 @@ pub fn build_clusters(
 /// the cluster without TLS, with a warning, as istiod does.
 fn upstream_tls(
     t: &ClientTlsSettings,
-    protocol: UpstreamProtocol,
+    protocol: Option<UpstreamProtocol>,
     ctx: &ClusterContext<'_>,
     dr: Option<&DestinationRule>,
     cluster: &str,
@@ -297,9 +302,10 @@ fn upstream_tls(
         subject_alt_names: t.subject_alt_names.clone(),
         insecure_skip_verify: t.insecure_skip_verify == Some(true),
         min_version: None,
-        alpn: vec![match protocol {
-            UpstreamProtocol::Http2 => "h2".into(),
-            UpstreamProtocol::Http1 => "http/1.1".into(),
-        }],
+        alpn: match protocol {
+            Some(UpstreamProtocol::Http2) => vec!["h2".into()],
+            Some(UpstreamProtocol::Http1) => vec!["http/1.1".into()],
+            None => Vec::new(),
+        },
     })
 }

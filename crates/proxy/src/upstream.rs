@@ -204,13 +204,17 @@ impl ClusterClient {
             }
             _ => None,
         };
-        self.connect(addr, sni.as_deref()).await
+        self.connect(addr, sni.as_deref(), None).await
     }
 
+    /// Connects to `addr`, with TLS when there is an SNI (and so TLS origination); the
+    /// ALPN offered is the cluster's, or `protocol`'s alone when the cluster speaks the
+    /// client's protocol (`useClientProtocol`).
     async fn connect(
         &self,
         addr: &str,
         sni: Option<&str>,
+        protocol: Option<UpstreamProtocol>,
     ) -> Result<Box<dyn IoBox>, UpstreamError> {
         let timeout = Duration::from_millis(self.connect_timeout_ms);
         let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
@@ -238,7 +242,13 @@ impl ClusterClient {
                 message: format!("{sni:?}: {e}"),
             }
         })?;
-        let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+        let config = match protocol {
+            _ if !self.settings.use_client_protocol => tls.config.clone(),
+            Some(UpstreamProtocol::Http1) => tls.by_protocol[0].clone(),
+            Some(UpstreamProtocol::Http2) => tls.by_protocol[1].clone(),
+            None => tls.config.clone(),
+        };
+        let connector = tokio_rustls::TlsConnector::from(config);
         let tls_stream = tokio::time::timeout(timeout, connector.connect(name, stream))
             .await
             .map_err(|_| UpstreamError::Tls {
@@ -280,7 +290,7 @@ impl ClusterClient {
             let (mut sender, reused) = match pool.checkout(idle_timeout) {
                 Some(s) => (s, true),
                 None => {
-                    let io = self.connect(addr, sni).await?;
+                    let io = self.connect(addr, sni, Some(UpstreamProtocol::Http1)).await?;
                     let (sender, conn) = http1::Builder::new()
                         .handshake(TokioIo::new(io))
                         .await
@@ -334,7 +344,7 @@ impl ClusterClient {
         let mut sender = match cached {
             Some(s) => s,
             None => {
-                let io = self.connect(addr, sni).await?;
+                let io = self.connect(addr, sni, Some(UpstreamProtocol::Http2)).await?;
                 let mut builder = http2::Builder::new(TokioExecutor::new());
                 builder.timer(TokioTimer::new());
                 if let Some((_, Some(interval), _)) = self.settings.tcp_keepalive {

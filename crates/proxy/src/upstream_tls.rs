@@ -36,8 +36,11 @@ pub enum UpstreamTlsError {
 /// A cluster's TLS origination, ready to connect with.
 #[derive(Debug)]
 pub struct TlsOrigination {
-    /// The rustls config.
+    /// The rustls config, with the cluster's ALPN.
     pub config: Arc<ClientConfig>,
+    /// The same, offering `h2` and `http/1.1` alone, for requests that speak the client's
+    /// HTTP version (`useClientProtocol`).
+    pub by_protocol: [Arc<ClientConfig>; 2],
     /// The SNI to send when the settings fix one.
     pub sni: Option<String>,
     /// What makes connections with these settings reusable for one another.
@@ -229,7 +232,13 @@ pub fn origination(
         _ => builder.with_no_client_auth(),
     };
     config.alpn_protocols = tls.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    let with_alpn = |alpn: &[u8]| {
+        let mut c = config.clone();
+        c.alpn_protocols = vec![alpn.to_vec()];
+        Arc::new(c)
+    };
     Ok(TlsOrigination {
+        by_protocol: [with_alpn(b"http/1.1"), with_alpn(b"h2")],
         config: Arc::new(config),
         sni: tls.sni.clone(),
         identity: identity.finish(),
