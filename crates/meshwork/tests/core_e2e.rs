@@ -616,7 +616,13 @@ fn sigterm_drains_requests_in_flight_and_refuses_new_connections() {
         "    loadBalancer: {simple: ROUND_ROBIN}",
         "  - route: [{destination: {host: app}}]\n",
     );
-    mesh.up(&[]);
+    let mesh_file = mesh.dir.path().join("mesh.yaml");
+    std::fs::write(
+        &mesh_file,
+        "defaultConfig:\n  terminationDrainDuration: 20s\n",
+    )
+    .unwrap();
+    mesh.up(&["--mesh", mesh_file.to_str().unwrap()]);
     let in_flight = std::thread::spawn(move || {
         status(&[
             "-H",
@@ -652,6 +658,13 @@ fn sigterm_drains_requests_in_flight_and_refuses_new_connections() {
     assert!(
         exit.is_some_and(|s| s.success()),
         "exits cleanly after draining: {exit:?}\n{}",
+        up.stderr()
+    );
+    assert!(
+        up.stderr()
+            .lines()
+            .any(|l| l.contains("draining") && l.contains("20s")),
+        "the mesh config's terminationDrainDuration: {}",
         up.stderr()
     );
     assert!(up.stderr().contains("drained; exiting"), "{}", up.stderr());

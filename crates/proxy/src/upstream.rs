@@ -290,7 +290,9 @@ impl ClusterClient {
             let (mut sender, reused) = match pool.checkout(idle_timeout) {
                 Some(s) => (s, true),
                 None => {
-                    let io = self.connect(addr, sni, Some(UpstreamProtocol::Http1)).await?;
+                    let io = self
+                        .connect(addr, sni, Some(UpstreamProtocol::Http1))
+                        .await?;
                     let (sender, conn) = http1::Builder::new()
                         .handshake(TokioIo::new(io))
                         .await
@@ -344,7 +346,9 @@ impl ClusterClient {
         let mut sender = match cached {
             Some(s) => s,
             None => {
-                let io = self.connect(addr, sni, Some(UpstreamProtocol::Http2)).await?;
+                let io = self
+                    .connect(addr, sni, Some(UpstreamProtocol::Http2))
+                    .await?;
                 let mut builder = http2::Builder::new(TokioExecutor::new());
                 builder.timer(TokioTimer::new());
                 if let Some((_, Some(interval), _)) = self.settings.tcp_keepalive {
