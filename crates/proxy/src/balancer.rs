@@ -363,6 +363,24 @@ impl Balancer {
             return None;
         }
         let now = now_ms();
+        // The common case, without allocating: nothing ejected, no locality or slow start.
+        let plain = self.policy.locality.is_none()
+            && self.policy.warmup.is_none()
+            && (self.policy.outlier.is_none() || !(0..n).any(|i| self.is_ejected(i, now)));
+        if plain {
+            match &self.policy.lb {
+                LbPolicy::RoundRobin => {
+                    return Some(self.cursor.fetch_add(1, Ordering::Relaxed) % n);
+                }
+                LbPolicy::Random => return Some(fastrand::usize(..n)),
+                LbPolicy::LeastRequest => {
+                    let (a, b) = (fastrand::usize(..n), fastrand::usize(..n));
+                    let load = |i: usize| self.endpoints[i].active.load(Ordering::Relaxed);
+                    return Some(if load(b) < load(a) { b } else { a });
+                }
+                _ => {}
+            }
+        }
         let healthy: Vec<usize> = (0..n).filter(|i| !self.is_ejected(*i, now)).collect();
         let min_health = self
             .policy

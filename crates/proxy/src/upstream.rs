@@ -93,6 +93,7 @@ impl Upstreams {
             settings: cluster.connections.clone(),
             tls: tls.map(Arc::new),
             default_sni: cluster.host.clone(),
+            cache: Arc::default(),
         }
     }
 
@@ -157,7 +158,13 @@ pub struct ClusterClient {
     tls: Option<Arc<TlsOrigination>>,
     /// The SNI when neither the settings nor the request name one.
     default_sni: String,
+    /// This cluster's pools by endpoint address and protocol (HTTP/1.1, HTTP/2), found
+    /// without building a key: for clusters whose SNI does not depend on the request.
+    cache: Arc<std::sync::RwLock<EndpointPools>>,
 }
+
+/// A cluster's pools by endpoint address: HTTP/1.1, then HTTP/2.
+type EndpointPools = HashMap<String, [Option<Arc<Pool>>; 2]>;
 
 impl ClusterClient {
     /// Whether connections are TLS.
@@ -269,9 +276,30 @@ impl ClusterClient {
         host: &str,
         req: Request<Body>,
     ) -> Result<Response<Body>, UpstreamError> {
-        let key = self.key(addr, protocol, host);
-        let sni = key.tls.as_ref().map(|(_, sni)| sni.clone());
-        let pool = self.upstreams.pool(key);
+        let slot = match protocol {
+            UpstreamProtocol::Http1 => 0,
+            UpstreamProtocol::Http2 => 1,
+        };
+        // The SNI is fixed unless TLS takes it from the request's host.
+        let fixed = self.tls.as_ref().is_none_or(|t| t.sni.is_some());
+        let cached = fixed
+            .then(|| {
+                let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
+                cache.get(addr).and_then(|pools| pools[slot].clone())
+            })
+            .flatten();
+        let sni = self.tls.as_ref().map(|t| self.sni(t, host));
+        let pool = match cached {
+            Some(pool) => pool,
+            None => {
+                let pool = self.upstreams.pool(self.key(addr, protocol, host));
+                if fixed {
+                    let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+                    cache.entry(addr.to_string()).or_default()[slot] = Some(pool.clone());
+                }
+                pool
+            }
+        };
         match protocol {
             UpstreamProtocol::Http1 => self.send_http1(&pool, addr, sni.as_deref(), req).await,
             UpstreamProtocol::Http2 => self.send_http2(&pool, addr, sni.as_deref(), req).await,
