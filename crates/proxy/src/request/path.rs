@@ -27,6 +27,13 @@ pub fn normalize(parts: &mut http::request::Parts) {
 /// A segment that is a dot segment once `%2e` is decoded: `Some(1)` for `.`, `Some(2)`
 /// for `..`.
 fn dots(seg: &str) -> Option<usize> {
+    match seg {
+        "." => return Some(1),
+        ".." => return Some(2),
+        // At most `%2e%2e`; most segments have no `%` at all and cost no allocation.
+        _ if seg.len() > 6 || !seg.contains('%') => return None,
+        _ => {}
+    }
     let decoded = seg.replace("%2e", ".").replace("%2E", ".");
     match decoded.as_str() {
         "." => Some(1),
