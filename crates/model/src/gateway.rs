@@ -181,6 +181,8 @@ fn compile_one(
     };
     let clusters = build_clusters(&cluster_keys, &ctx, warnings);
     secrets.extend(clusters.secrets);
+    let authorization =
+        crate::authorization::for_workload(objects, mesh, &namespace, selector, warnings);
     ProxyConfig {
         node: Node {
             id: selector_name(selector),
@@ -202,6 +204,7 @@ fn compile_one(
             path: mesh.access_log_file.clone(),
             json: mesh.access_log_encoding == AccessLogEncoding::Json,
         }),
+        authorization,
     }
 }
 

@@ -3,6 +3,7 @@
 //! deterministic, table-tested (see docs/architecture.md).
 #![forbid(unsafe_code)]
 
+pub mod authorization;
 pub mod clusters;
 pub mod gateway;
 pub mod policy;

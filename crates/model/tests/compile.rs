@@ -276,3 +276,93 @@ spec:
     let lp = cluster.policy.locality.as_ref().unwrap();
     assert_eq!(lp.failover_priority, ["network"]);
 }
+
+#[test]
+fn authorization_policies_apply_by_namespace_and_selector() {
+    let policies = r#"
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: mesh-wide, namespace: istio-system}
+spec: {action: DENY, rules: [{to: [{operation: {paths: ["/admin*"], ports: ["8443"]}}]}]}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: for-the-gateway, namespace: istio-system}
+spec:
+  selector: {matchLabels: {istio: ingressgateway}}
+  rules:
+  - from: [{source: {serviceAccounts: ["default/sleep"]}}, {source: {notNamespaces: ["prod"]}}]
+    when: [{key: "request.headers[X-Role]", values: ["admin"]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: other-workload, namespace: istio-system}
+spec: {selector: {matchLabels: {app: other}}, rules: [{}]}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: elsewhere, namespace: shop}
+spec: {rules: [{}]}
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: by-target, namespace: istio-system}
+spec:
+  targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: public}]
+  rules: [{}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: external, namespace: istio-system}
+spec:
+  action: CUSTOM
+  provider: {name: my-authz}
+  rules: [{to: [{operation: {paths: ["/checked*"]}}]}]
+"#;
+    let c = compile(&format!("{SEED_003}{policies}"));
+    let g = &c.gateways[0];
+    let names: Vec<&str> = g.authorization.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "istio-system/external",
+            "istio-system/for-the-gateway",
+            "istio-system/mesh-wide"
+        ],
+        "targetRefs are not applied"
+    );
+    use meshwork_resources::authorization::{AuthzAction, ConditionKey, Pattern};
+    // CUSTOM is not supported yet: what it would check is denied, with a warning.
+    assert_eq!(g.authorization[0].action, AuthzAction::Deny);
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.contains("istio-system/external") && w.contains("CUSTOM")),
+        "{:?}",
+        c.warnings
+    );
+    let g_authorization = &g.authorization[1..];
+    let gw = &g_authorization[0];
+    assert_eq!(gw.action, AuthzAction::Allow, "ALLOW is the default action");
+    let from = &gw.rules[0].from;
+    assert_eq!(
+        from[0].principals.values,
+        [Pattern::Suffix("/ns/default/sa/sleep".into())]
+    );
+    assert_eq!(
+        from[1].namespaces.not_values,
+        [Pattern::Exact("prod".into())]
+    );
+    assert_eq!(
+        gw.rules[0].when[0].key,
+        ConditionKey::RequestHeader("x-role".into())
+    );
+    let deny = &g_authorization[1];
+    assert_eq!(deny.action, AuthzAction::Deny);
+    assert_eq!(deny.rules[0].to[0].ports.values, [8443]);
+    assert_eq!(
+        deny.rules[0].to[0].paths.values,
+        [Pattern::Prefix("/admin".into())]
+    );
+}

@@ -8,6 +8,7 @@
 //! live only in [`secret::Secret`]s; [`ProxyConfig::redacted`] is what admin pages show.
 #![forbid(unsafe_code)]
 
+pub mod authorization;
 pub mod cluster;
 pub mod endpoint;
 pub mod listener;
@@ -51,6 +52,10 @@ pub struct ProxyConfig {
     /// Where and how to write the access log, when it is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_log: Option<AccessLog>,
+    /// The AuthorizationPolicies that apply to the proxy, in no particular order
+    /// (evaluation is DENY, then ALLOW).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub authorization: Vec<authorization::AuthorizationPolicy>,
 }
 
 impl ProxyConfig {

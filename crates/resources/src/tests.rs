@@ -322,6 +322,59 @@ fn sample() -> ProxyConfig {
             path: "/dev/stdout".into(),
             json: true,
         }),
+        authorization: vec![authorization()],
+    }
+}
+
+fn authorization() -> crate::authorization::AuthorizationPolicy {
+    use crate::authorization::*;
+    let f = |v: &[&str]| Field {
+        values: v.iter().map(|s| Pattern::parse(s)).collect(),
+        not_values: vec![Pattern::Any],
+    };
+    let keys = [
+        ConditionKey::RequestHeader("x-a".into()),
+        ConditionKey::SourceIp,
+        ConditionKey::RemoteIp,
+        ConditionKey::SourceNamespace,
+        ConditionKey::SourcePrincipal,
+        ConditionKey::DestinationIp,
+        ConditionKey::DestinationPort,
+        ConditionKey::ConnectionSni,
+        ConditionKey::RequestAuth("request.auth.principal".into()),
+    ];
+    AuthorizationPolicy {
+        name: "istio-system/p".into(),
+        action: AuthzAction::Deny,
+        rules: vec![AuthzRule {
+            from: vec![AuthzSource {
+                principals: f(&["cluster.local/ns/default/sa/sleep", "a*", "*b"]),
+                request_principals: f(&["*"]),
+                namespaces: f(&["default"]),
+                ip_blocks: Field {
+                    values: vec!["10.0.0.0/8".into()],
+                    not_values: vec!["10.1.2.3".into()],
+                },
+                remote_ip_blocks: Field::default(),
+            }],
+            to: vec![AuthzOperation {
+                hosts: f(&["*.example.com"]),
+                ports: Field {
+                    values: vec![443],
+                    not_values: vec![80],
+                },
+                methods: f(&["GET"]),
+                paths: f(&["/admin*"]),
+            }],
+            when: keys
+                .into_iter()
+                .map(|key| AuthzCondition {
+                    key,
+                    values: vec![Pattern::parse("v")],
+                    not_values: vec![],
+                })
+                .collect(),
+        }],
     }
 }
 
@@ -343,6 +396,9 @@ fn every_resource_type_round_trips() {
     }
     for s in config.secrets.values() {
         round_trip(s);
+    }
+    for p in &config.authorization {
+        round_trip(p);
     }
     round_trip(&config);
     for r in [

@@ -16,6 +16,7 @@
 //! The accept, inspection and TLS phases before these are in [`crate::listener`]. Every
 //! request ends at the recorder ([`crate::recorder`]), whether or not the access log is on.
 
+pub mod authz;
 pub mod checks;
 pub mod context;
 pub mod forward;
@@ -204,7 +205,7 @@ async fn run(
         ));
     }
     let (route, matched) = select::route(ctx, state, server, &parts)?;
-    let cors = match policy::apply(ctx, route, &parts).await {
+    let cors = match policy::apply(ctx, route, &parts, &state.config.authorization).await {
         Decision::Continue(cors) => cors,
         Decision::Answer(r) => return Ok(r),
     };

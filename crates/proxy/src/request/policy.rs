@@ -1,7 +1,6 @@
-//! The policy phase: what may stop or change a matched request before it is forwarded.
-//! Today CORS preflights and injected faults (delays `DI`, aborts `FI`); authorization
-//! (AuthorizationPolicy, JWT) and rate limits take their place here, in that order
-//! before faults, as Envoy's filter chain orders them.
+//! The policy phase: what may stop or change a matched request before it is forwarded:
+//! authorization (AuthorizationPolicy, [`authz`]), then CORS preflights and injected
+//! faults (delays `DI`, aborts `FI`). JWT and rate limits take their place here too.
 
 use std::time::Duration;
 
@@ -11,7 +10,7 @@ use meshwork_resources::route::CorsPolicy;
 use crate::body::{Body, empty};
 use crate::flags::ResponseFlags;
 use crate::request::context::{RequestContext, header_str};
-use crate::request::respond;
+use crate::request::{authz, respond};
 use crate::route_table::CompiledRoute;
 
 /// What the policy phase decided.
@@ -27,12 +26,46 @@ pub fn roll(percent: f64) -> bool {
     percent >= 100.0 || fastrand::f64() * 100.0 < percent
 }
 
-/// Runs the route's policies on the request.
+/// Runs the proxy's authorization, then the route's policies, on the request.
 pub async fn apply<'a>(
     ctx: &mut RequestContext,
     route: &'a CompiledRoute,
     parts: &http::request::Parts,
+    authorization: &[meshwork_resources::authorization::AuthorizationPolicy],
 ) -> Decision<'a> {
+    if !authorization.is_empty() {
+        let conn = &ctx.conn;
+        let attributes = authz::Attributes {
+            principal: conn
+                .peer_identity
+                .as_deref()
+                .map(|id| id.strip_prefix("spiffe://").unwrap_or(id)),
+            source_ip: conn.peer.ip(),
+            remote_ip: conn.peer.ip(),
+            destination_ip: conn.local.map(|l| l.ip()),
+            port: conn.local.map_or(conn.bind.port(), |l| l.port()),
+            host: &ctx.host,
+            authority: &ctx.authority,
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+            headers: &parts.headers,
+            sni: conn.sni.as_deref(),
+        };
+        if let authz::Verdict::Deny(policy) = authz::evaluate(authorization, &attributes) {
+            ctx.flags.insert(ResponseFlags::UNAUTHORIZED);
+            ctx.details = std::borrow::Cow::Owned(format!(
+                "rbac_access_denied_matched_policy[{}]",
+                policy.as_deref().unwrap_or("none")
+            ));
+            let mut r = Response::new(crate::body::full("RBAC: access denied"));
+            *r.status_mut() = http::StatusCode::FORBIDDEN;
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain"),
+            );
+            return Decision::Answer(r);
+        }
+    }
     // CORS: preflights from allowed origins are answered here; others go upstream
     // (FORWARD, the default) or are answered without CORS headers (IGNORE).
     let mut allowed_origin = None;

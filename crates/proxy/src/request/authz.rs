@@ -1,0 +1,181 @@
+//! Authorization in the policy phase, with Istio's semantics: a request matching any DENY
+//! policy is denied; otherwise, when ALLOW policies apply, it must match one of them; with
+//! none, it is allowed. A denied request gets 403 `RBAC: access denied`, flag `RBAC`, and
+//! `rbac_access_denied_matched_policy[ns/name]` (`[none]` when no ALLOW policy matched).
+
+use std::net::IpAddr;
+
+use http::header::HeaderMap;
+use meshwork_resources::authorization::{
+    AuthorizationPolicy, AuthzAction, AuthzCondition, AuthzOperation, AuthzRule, AuthzSource,
+    ConditionKey, Field, Pattern,
+};
+
+/// What a request is authorized on.
+pub struct Attributes<'a> {
+    /// The peer's principal: its SPIFFE id without `spiffe://`, else its certificate subject.
+    pub principal: Option<&'a str>,
+    /// The peer's address.
+    pub source_ip: IpAddr,
+    /// The original client's address (the peer's, at a gateway with no trusted proxies).
+    pub remote_ip: IpAddr,
+    /// The address the connection arrived on.
+    pub destination_ip: Option<IpAddr>,
+    /// The port the connection arrived on.
+    pub port: u16,
+    /// The request's host, lower case, without port.
+    pub host: &'a str,
+    /// The request's authority as sent.
+    pub authority: &'a str,
+    /// The method.
+    pub method: &'a str,
+    /// The path without query.
+    pub path: &'a str,
+    /// The request headers.
+    pub headers: &'a HeaderMap,
+    /// The connection's SNI.
+    pub sni: Option<&'a str>,
+}
+
+/// The outcome.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Go on.
+    Allow,
+    /// Denied, by this policy (`None`: no ALLOW policy matched).
+    Deny(Option<String>),
+}
+
+/// The namespace of a principal `trust-domain/ns/NS/sa/SA`.
+fn namespace_of(principal: &str) -> Option<&str> {
+    let mut parts = principal.split('/');
+    while let Some(p) = parts.next() {
+        if p == "ns" {
+            return parts.next();
+        }
+    }
+    None
+}
+
+fn any(patterns: &[Pattern], value: Option<&str>, ignore_case: bool) -> bool {
+    value.is_some_and(|v| patterns.iter().any(|p| p.matches(v, ignore_case)))
+}
+
+/// A field holds when the value matches one of `values` (if any) and none of `not_values`.
+fn holds(f: &Field<Pattern>, value: Option<&str>, ignore_case: bool) -> bool {
+    (f.values.is_empty() || any(&f.values, value, ignore_case))
+        && !any(&f.not_values, value, ignore_case)
+}
+
+fn in_block(block: &str, ip: IpAddr) -> bool {
+    match block.parse::<ipnet::IpNet>() {
+        Ok(net) => net.contains(&ip),
+        Err(_) => block.parse::<IpAddr>() == Ok(ip),
+    }
+}
+
+fn ip_holds(f: &Field<String>, ip: IpAddr) -> bool {
+    (f.values.is_empty() || f.values.iter().any(|b| in_block(b, ip)))
+        && !f.not_values.iter().any(|b| in_block(b, ip))
+}
+
+fn source_matches(s: &AuthzSource, a: &Attributes<'_>) -> bool {
+    holds(&s.principals, a.principal, false)
+        && holds(&s.request_principals, None, false)
+        && holds(&s.namespaces, a.principal.and_then(namespace_of), false)
+        && ip_holds(&s.ip_blocks, a.source_ip)
+        && ip_holds(&s.remote_ip_blocks, a.remote_ip)
+}
+
+fn operation_matches(o: &AuthzOperation, a: &Attributes<'_>) -> bool {
+    let host_ok = |f: &Field<Pattern>| {
+        // Istio matches hosts with and without the port.
+        let one = |v: &str| f.values.iter().any(|p| p.matches(v, true));
+        let none = |v: &str| !f.not_values.iter().any(|p| p.matches(v, true));
+        (f.values.is_empty() || one(a.host) || one(a.authority))
+            && none(a.host)
+            && none(a.authority)
+    };
+    host_ok(&o.hosts)
+        && (o.ports.values.is_empty() || o.ports.values.contains(&a.port))
+        && !o.ports.not_values.contains(&a.port)
+        && holds(&o.methods, Some(a.method), false)
+        && holds(&o.paths, Some(a.path), false)
+}
+
+fn condition_holds(c: &AuthzCondition, a: &Attributes<'_>) -> bool {
+    let header;
+    let text;
+    let value: Option<&str> = match &c.key {
+        ConditionKey::RequestHeader(name) => {
+            header = a
+                .headers
+                .get_all(name.as_str())
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect::<Vec<_>>()
+                .join(",");
+            (!header.is_empty() || a.headers.contains_key(name.as_str())).then_some(header.as_str())
+        }
+        ConditionKey::SourceIp | ConditionKey::RemoteIp | ConditionKey::DestinationIp => {
+            let ip = match &c.key {
+                ConditionKey::SourceIp => Some(a.source_ip),
+                ConditionKey::RemoteIp => Some(a.remote_ip),
+                _ => a.destination_ip,
+            };
+            let Some(ip) = ip else { return false };
+            let block = |p: &Pattern| match p {
+                Pattern::Exact(b) => in_block(b, ip),
+                Pattern::Any => true,
+                _ => false,
+            };
+            return (c.values.is_empty() || c.values.iter().any(block))
+                && !c.not_values.iter().any(block);
+        }
+        ConditionKey::SourceNamespace => a.principal.and_then(namespace_of),
+        ConditionKey::SourcePrincipal => a.principal,
+        ConditionKey::DestinationPort => {
+            text = a.port.to_string();
+            Some(text.as_str())
+        }
+        ConditionKey::ConnectionSni => a.sni,
+        // JWT attributes need RequestAuthentication, which is not applied yet.
+        ConditionKey::RequestAuth(_) => None,
+    };
+    (c.values.is_empty() || any(&c.values, value, false)) && !any(&c.not_values, value, false)
+}
+
+fn rule_matches(r: &AuthzRule, a: &Attributes<'_>) -> bool {
+    (r.from.is_empty() || r.from.iter().any(|s| source_matches(s, a)))
+        && (r.to.is_empty() || r.to.iter().any(|o| operation_matches(o, a)))
+        && r.when.iter().all(|c| condition_holds(c, a))
+}
+
+fn policy_matches(p: &AuthorizationPolicy, a: &Attributes<'_>) -> bool {
+    p.rules.iter().any(|r| rule_matches(r, a))
+}
+
+/// Evaluates the policies for a request.
+pub fn evaluate(policies: &[AuthorizationPolicy], a: &Attributes<'_>) -> Verdict {
+    if let Some(p) = policies
+        .iter()
+        .find(|p| p.action == AuthzAction::Deny && policy_matches(p, a))
+    {
+        return Verdict::Deny(Some(p.name.clone()));
+    }
+    let mut allows = policies
+        .iter()
+        .filter(|p| p.action == AuthzAction::Allow)
+        .peekable();
+    if allows.peek().is_none() {
+        return Verdict::Allow;
+    }
+    if allows.any(|p| policy_matches(p, a)) {
+        Verdict::Allow
+    } else {
+        Verdict::Deny(None)
+    }
+}
+
+#[cfg(test)]
+mod tests;

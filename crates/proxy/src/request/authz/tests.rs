@@ -1,0 +1,543 @@
+//! A table of policies and requests, with Istio's semantics.
+
+use std::net::IpAddr;
+
+use http::HeaderMap;
+use meshwork_resources::authorization::*;
+
+use super::*;
+
+fn attrs<'a>(
+    principal: Option<&'a str>,
+    method: &'a str,
+    path: &'a str,
+    headers: &'a HeaderMap,
+) -> Attributes<'a> {
+    Attributes {
+        principal,
+        source_ip: "10.1.2.3".parse::<IpAddr>().unwrap(),
+        remote_ip: "10.1.2.3".parse::<IpAddr>().unwrap(),
+        destination_ip: Some("127.0.0.1".parse().unwrap()),
+        port: 8443,
+        host: "app.example.test",
+        authority: "app.example.test:8443",
+        method,
+        path,
+        headers,
+        sni: Some("app.example.test"),
+    }
+}
+
+fn f(values: &[&str]) -> Field<Pattern> {
+    Field {
+        values: values.iter().map(|v| Pattern::parse(v)).collect(),
+        not_values: vec![],
+    }
+}
+
+fn not(values: &[&str]) -> Field<Pattern> {
+    Field {
+        values: vec![],
+        not_values: values.iter().map(|v| Pattern::parse(v)).collect(),
+    }
+}
+
+fn policy(name: &str, action: AuthzAction, rules: Vec<AuthzRule>) -> AuthorizationPolicy {
+    AuthorizationPolicy {
+        name: name.into(),
+        action,
+        rules,
+    }
+}
+
+fn from(s: AuthzSource) -> AuthzRule {
+    AuthzRule {
+        from: vec![s],
+        ..Default::default()
+    }
+}
+
+fn to(o: AuthzOperation) -> AuthzRule {
+    AuthzRule {
+        to: vec![o],
+        ..Default::default()
+    }
+}
+
+const SLEEP: &str = "cluster.local/ns/default/sa/sleep";
+const OTHER: &str = "cluster.local/ns/prod/sa/web";
+
+#[test]
+fn the_policy_table() {
+    let h = HeaderMap::new();
+    let mut admin = HeaderMap::new();
+    admin.insert("x-role", "admin".parse().unwrap());
+    let allow_sleep_get = policy(
+        "default/sleep",
+        AuthzAction::Allow,
+        vec![AuthzRule {
+            from: vec![AuthzSource {
+                principals: f(&[SLEEP]),
+                ..Default::default()
+            }],
+            to: vec![AuthzOperation {
+                methods: f(&["GET"]),
+                ..Default::default()
+            }],
+            when: vec![],
+        }],
+    );
+    let deny_admin = policy(
+        "default/no-admin",
+        AuthzAction::Deny,
+        vec![to(AuthzOperation {
+            paths: f(&["/admin*"]),
+            ..Default::default()
+        })],
+    );
+    let allow_nothing = policy("default/allow-nothing", AuthzAction::Allow, vec![]);
+    let allow_all = policy(
+        "default/allow-all",
+        AuthzAction::Allow,
+        vec![AuthzRule::default()],
+    );
+    let cases: Vec<(&str, Vec<AuthorizationPolicy>, Attributes<'_>, Verdict)> = vec![
+        (
+            "no policy allows",
+            vec![],
+            attrs(None, "GET", "/", &h),
+            Verdict::Allow,
+        ),
+        (
+            "principal and method",
+            vec![allow_sleep_get.clone()],
+            attrs(Some(SLEEP), "GET", "/", &h),
+            Verdict::Allow,
+        ),
+        (
+            "wrong method",
+            vec![allow_sleep_get.clone()],
+            attrs(Some(SLEEP), "POST", "/", &h),
+            Verdict::Deny(None),
+        ),
+        (
+            "wrong principal",
+            vec![allow_sleep_get.clone()],
+            attrs(Some(OTHER), "GET", "/", &h),
+            Verdict::Deny(None),
+        ),
+        (
+            "no principal",
+            vec![allow_sleep_get.clone()],
+            attrs(None, "GET", "/", &h),
+            Verdict::Deny(None),
+        ),
+        (
+            "deny wins over allow",
+            vec![allow_all.clone(), deny_admin.clone()],
+            attrs(None, "GET", "/admin/x", &h),
+            Verdict::Deny(Some("default/no-admin".into())),
+        ),
+        (
+            "deny does not match",
+            vec![deny_admin.clone()],
+            attrs(None, "GET", "/public", &h),
+            Verdict::Allow,
+        ),
+        (
+            "an empty ALLOW denies all",
+            vec![allow_nothing.clone()],
+            attrs(Some(SLEEP), "GET", "/", &h),
+            Verdict::Deny(None),
+        ),
+        (
+            "an empty rule allows all",
+            vec![allow_all.clone()],
+            attrs(None, "DELETE", "/x", &h),
+            Verdict::Allow,
+        ),
+        (
+            "namespaces",
+            vec![policy(
+                "p",
+                AuthzAction::Allow,
+                vec![from(AuthzSource {
+                    namespaces: f(&["prod"]),
+                    ..Default::default()
+                })],
+            )],
+            attrs(Some(OTHER), "GET", "/", &h),
+            Verdict::Allow,
+        ),
+        (
+            "not namespaces",
+            vec![policy(
+                "p",
+                AuthzAction::Allow,
+                vec![from(AuthzSource {
+                    namespaces: not(&["prod"]),
+                    ..Default::default()
+                })],
+            )],
+            attrs(Some(OTHER), "GET", "/", &h),
+            Verdict::Deny(None),
+        ),
+        (
+            "principal prefix",
+            vec![policy(
+                "p",
+                AuthzAction::Allow,
+                vec![from(AuthzSource {
+                    principals: f(&["cluster.local/ns/default/*"]),
+                    ..Default::default()
+                })],
+            )],
+            attrs(Some(SLEEP), "GET", "/", &h),
+            Verdict::Allow,
+        ),
+        (
+            "principal any needs one",
+            vec![policy(
+                "p",
+                AuthzAction::Allow,
+                vec![from(AuthzSource {
+                    principals: f(&["*"]),
+                    ..Default::default()
+                })],
+            )],
+            attrs(None, "GET", "/", &h),
+            Verdict::Deny(None),
+        ),
+        (
+            "ipBlocks",
+            vec![policy(
+                "p",
+                AuthzAction::Allow,
+                vec![from(AuthzSource {
+                    ip_blocks: Field {
+                        values: vec!["10.1.0.0/16".into()],
+                        not_values: vec![],
+                    },
+                    ..Default::default()
+                })],
+            )],
+            attrs(None, "GET", "/", &h),
+            Verdict::Allow,
+        ),
+        (
+            "notIpBlocks",
+            vec![policy(
+                "p",
+                AuthzAction::Deny,
+                vec![from(AuthzSource {
+                    ip_blocks: Field {
+                        values: vec![],
+                        not_values: vec!["10.1.2.3".into()],
+                    },
+                    ..Default::default()
+                })],
+            )],
+            attrs(None, "GET", "/", &h),
+            Verdict::Allow,
+        ),
+        (
+            "remoteIpBlocks",
+            vec![policy(
+                "p",
+                AuthzAction::Deny,
+                vec![from(AuthzSource {
+                    remote_ip_blocks: Field {
+                        values: vec!["10.0.0.0/8".into()],
+                        not_values: vec![],
+                    },
+                    ..Default::default()
+                })],
+            )],
+            attrs(None, "GET", "/", &h),
+            Verdict::Deny(Some("p".into())),
+        ),
+        (
+            "hosts ignore case and port",
+            vec![policy(
+                "p",
+                AuthzAction::Allow,
+                vec![to(AuthzOperation {
+                    hosts: f(&["APP.example.test"]),
+                    ..Default::default()
+                })],
+            )],
+            attrs(None, "GET", "/", &h),
+            Verdict::Allow,
+        ),
+        (
+            "host suffix",
+            vec![policy(
+                "p",
+                AuthzAction::Allow,
+                vec![to(AuthzOperation {
+                    hosts: f(&["*.example.test"]),
+                    ..Default::default()
+                })],
+            )],
+            attrs(None, "GET", "/", &h),
+            Verdict::Allow,
+        ),
+        (
+            "notHosts",
+            vec![policy(
+                "p",
+                AuthzAction::Allow,
+                vec![to(AuthzOperation {
+                    hosts: not(&["app.example.test"]),
+                    ..Default::default()
+                })],
+            )],
+            attrs(None, "GET", "/", &h),
+            Verdict::Deny(None),
+        ),
+        (
+            "ports",
+            vec![policy(
+                "p",
+                AuthzAction::Allow,
+                vec![to(AuthzOperation {
+                    ports: Field {
+                        values: vec![8443],
+                        not_values: vec![],
+                    },
+                    ..Default::default()
+                })],
+            )],
+            attrs(None, "GET", "/", &h),
+            Verdict::Allow,
+        ),
+        (
+            "notPorts",
+            vec![policy(
+                "p",
+                AuthzAction::Deny,
+                vec![to(AuthzOperation {
+                    ports: Field {
+                        values: vec![],
+                        not_values: vec![8443],
+                    },
+                    ..Default::default()
+                })],
+            )],
+            attrs(None, "GET", "/", &h),
+            Verdict::Allow,
+        ),
+        (
+            "path suffix",
+            vec![policy(
+                "p",
+                AuthzAction::Deny,
+                vec![to(AuthzOperation {
+                    paths: f(&["*.php"]),
+                    ..Default::default()
+                })],
+            )],
+            attrs(None, "GET", "/x/index.php", &h),
+            Verdict::Deny(Some("p".into())),
+        ),
+        (
+            "notPaths",
+            vec![policy(
+                "p",
+                AuthzAction::Allow,
+                vec![to(AuthzOperation {
+                    paths: not(&["/private*"]),
+                    ..Default::default()
+                })],
+            )],
+            attrs(None, "GET", "/private/x", &h),
+            Verdict::Deny(None),
+        ),
+        (
+            "notMethods",
+            vec![policy(
+                "p",
+                AuthzAction::Allow,
+                vec![to(AuthzOperation {
+                    methods: not(&["DELETE"]),
+                    ..Default::default()
+                })],
+            )],
+            attrs(None, "GET", "/", &h),
+            Verdict::Allow,
+        ),
+        (
+            "header condition",
+            vec![policy(
+                "p",
+                AuthzAction::Allow,
+                vec![AuthzRule {
+                    when: vec![AuthzCondition {
+                        key: ConditionKey::RequestHeader("x-role".into()),
+                        values: vec![Pattern::parse("admin")],
+                        not_values: vec![],
+                    }],
+                    ..Default::default()
+                }],
+            )],
+            attrs(None, "GET", "/", &admin),
+            Verdict::Allow,
+        ),
+        (
+            "header condition absent",
+            vec![policy(
+                "p",
+                AuthzAction::Allow,
+                vec![AuthzRule {
+                    when: vec![AuthzCondition {
+                        key: ConditionKey::RequestHeader("x-role".into()),
+                        values: vec![Pattern::parse("admin")],
+                        not_values: vec![],
+                    }],
+                    ..Default::default()
+                }],
+            )],
+            attrs(None, "GET", "/", &h),
+            Verdict::Deny(None),
+        ),
+        (
+            "source.ip condition",
+            vec![policy(
+                "p",
+                AuthzAction::Deny,
+                vec![AuthzRule {
+                    when: vec![AuthzCondition {
+                        key: ConditionKey::SourceIp,
+                        values: vec![Pattern::parse("10.1.0.0/16")],
+                        not_values: vec![],
+                    }],
+                    ..Default::default()
+                }],
+            )],
+            attrs(None, "GET", "/", &h),
+            Verdict::Deny(Some("p".into())),
+        ),
+        (
+            "destination.port condition",
+            vec![policy(
+                "p",
+                AuthzAction::Allow,
+                vec![AuthzRule {
+                    when: vec![AuthzCondition {
+                        key: ConditionKey::DestinationPort,
+                        values: vec![Pattern::parse("8443")],
+                        not_values: vec![],
+                    }],
+                    ..Default::default()
+                }],
+            )],
+            attrs(None, "GET", "/", &h),
+            Verdict::Allow,
+        ),
+        (
+            "connection.sni condition",
+            vec![policy(
+                "p",
+                AuthzAction::Deny,
+                vec![AuthzRule {
+                    when: vec![AuthzCondition {
+                        key: ConditionKey::ConnectionSni,
+                        values: vec![],
+                        not_values: vec![Pattern::parse("app.example.test")],
+                    }],
+                    ..Default::default()
+                }],
+            )],
+            attrs(None, "GET", "/", &h),
+            Verdict::Allow,
+        ),
+        (
+            "source.namespace condition",
+            vec![policy(
+                "p",
+                AuthzAction::Allow,
+                vec![AuthzRule {
+                    when: vec![AuthzCondition {
+                        key: ConditionKey::SourceNamespace,
+                        values: vec![Pattern::parse("default")],
+                        not_values: vec![],
+                    }],
+                    ..Default::default()
+                }],
+            )],
+            attrs(Some(SLEEP), "GET", "/", &h),
+            Verdict::Allow,
+        ),
+        (
+            "JWT attributes never match without RequestAuthentication",
+            vec![policy(
+                "p",
+                AuthzAction::Allow,
+                vec![AuthzRule {
+                    when: vec![AuthzCondition {
+                        key: ConditionKey::RequestAuth("request.auth.claims[iss]".into()),
+                        values: vec![Pattern::Any],
+                        not_values: vec![],
+                    }],
+                    ..Default::default()
+                }],
+            )],
+            attrs(Some(SLEEP), "GET", "/", &h),
+            Verdict::Deny(None),
+        ),
+        (
+            "requestPrincipals need a JWT",
+            vec![policy(
+                "p",
+                AuthzAction::Allow,
+                vec![from(AuthzSource {
+                    request_principals: f(&["*"]),
+                    ..Default::default()
+                })],
+            )],
+            attrs(Some(SLEEP), "GET", "/", &h),
+            Verdict::Deny(None),
+        ),
+        (
+            "any rule of a policy",
+            vec![policy(
+                "p",
+                AuthzAction::Allow,
+                vec![
+                    to(AuthzOperation {
+                        paths: f(&["/a"]),
+                        ..Default::default()
+                    }),
+                    to(AuthzOperation {
+                        paths: f(&["/b"]),
+                        ..Default::default()
+                    }),
+                ],
+            )],
+            attrs(None, "GET", "/b", &h),
+            Verdict::Allow,
+        ),
+        (
+            "AUDIT does not deny",
+            vec![policy("p", AuthzAction::Audit, vec![AuthzRule::default()])],
+            attrs(None, "GET", "/", &h),
+            Verdict::Allow,
+        ),
+    ];
+    let n = cases.len();
+    for (what, policies, a, expected) in cases {
+        assert_eq!(evaluate(&policies, &a), expected, "{what}");
+    }
+    assert!(n >= 30, "{n} cases");
+}
+
+#[test]
+fn patterns_follow_istio() {
+    assert!(Pattern::parse("*").matches("x", false));
+    assert!(!Pattern::parse("*").matches("", false));
+    assert!(Pattern::parse("/api/*").matches("/api/v1", false));
+    assert!(!Pattern::parse("/api/*").matches("/apix", false));
+    assert!(Pattern::parse("*.php").matches("/a.php", false));
+    assert!(Pattern::parse("Exact").matches("exact", true));
+    assert!(!Pattern::parse("Exact").matches("exact", false));
+}

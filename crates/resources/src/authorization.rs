@@ -1,0 +1,199 @@
+//! Authorization policies as the proxy runs them: Istio's AuthorizationPolicy with its
+//! value patterns compiled (`exact`, `prefix*`, `*suffix`, `*`) and its condition keys
+//! named by an enum.
+
+use serde::{Deserialize, Serialize};
+
+/// One AuthorizationPolicy that applies to the proxy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthorizationPolicy {
+    /// `ns/name`, for logs and `rbac_access_denied_matched_policy[...]`.
+    pub name: String,
+    /// What a matching request gets.
+    pub action: AuthzAction,
+    /// The policy matches a request when any rule does; no rule matches nothing.
+    #[serde(default)]
+    pub rules: Vec<AuthzRule>,
+}
+
+/// The action of a policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AuthzAction {
+    /// Requests must match an ALLOW policy when there is any.
+    Allow,
+    /// Matching requests are denied.
+    Deny,
+    /// Matching requests are marked in the access log.
+    Audit,
+}
+
+/// A rule: any `from` (none: any source), any `to` (none: any operation), and every
+/// `when`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthzRule {
+    /// Sources, any of which matches.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub from: Vec<AuthzSource>,
+    /// Operations, any of which matches.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub to: Vec<AuthzOperation>,
+    /// Conditions, all of which must hold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub when: Vec<AuthzCondition>,
+}
+
+/// Values a request attribute must (`values`) and must not (`not_values`) match; both
+/// empty means the attribute is not constrained.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(bound(deserialize = "T: Deserialize<'de>"))]
+pub struct Field<T> {
+    /// The attribute must match one of these (when any).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<T>,
+    /// The attribute must match none of these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_values: Vec<T>,
+}
+
+impl<T> Default for Field<T> {
+    fn default() -> Self {
+        Field {
+            values: Vec::new(),
+            not_values: Vec::new(),
+        }
+    }
+}
+
+impl<T> Field<T> {
+    /// Whether nothing is constrained.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty() && self.not_values.is_empty()
+    }
+}
+
+/// Who sent the request; every constrained field must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthzSource {
+    /// Peer principals (`cluster.local/ns/default/sa/sleep`, the SPIFFE id without
+    /// `spiffe://`).
+    #[serde(default, skip_serializing_if = "Field::is_empty")]
+    pub principals: Field<Pattern>,
+    /// Request principals (`iss/sub` of a JWT).
+    #[serde(default, skip_serializing_if = "Field::is_empty")]
+    pub request_principals: Field<Pattern>,
+    /// Namespaces of the peer principal.
+    #[serde(default, skip_serializing_if = "Field::is_empty")]
+    pub namespaces: Field<Pattern>,
+    /// The peer's address, as CIDRs or addresses.
+    #[serde(default, skip_serializing_if = "Field::is_empty")]
+    pub ip_blocks: Field<String>,
+    /// The original client's address (X-Forwarded-For at a gateway), as CIDRs.
+    #[serde(default, skip_serializing_if = "Field::is_empty")]
+    pub remote_ip_blocks: Field<String>,
+}
+
+/// What the request asks for; every constrained field must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthzOperation {
+    /// Hosts (case-insensitive).
+    #[serde(default, skip_serializing_if = "Field::is_empty")]
+    pub hosts: Field<Pattern>,
+    /// Ports the connection arrived on.
+    #[serde(default, skip_serializing_if = "Field::is_empty")]
+    pub ports: Field<u16>,
+    /// Methods.
+    #[serde(default, skip_serializing_if = "Field::is_empty")]
+    pub methods: Field<Pattern>,
+    /// Paths (without query).
+    #[serde(default, skip_serializing_if = "Field::is_empty")]
+    pub paths: Field<Pattern>,
+}
+
+/// A `when` condition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthzCondition {
+    /// The attribute.
+    pub key: ConditionKey,
+    /// Values, any of which matches (none: not constrained).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<Pattern>,
+    /// Values none of which may match.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_values: Vec<Pattern>,
+}
+
+/// The attributes a condition can name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConditionKey {
+    /// `request.headers[name]` (name lower case).
+    RequestHeader(String),
+    /// `source.ip`.
+    SourceIp,
+    /// `remote.ip`.
+    RemoteIp,
+    /// `source.namespace`.
+    SourceNamespace,
+    /// `source.principal`.
+    SourcePrincipal,
+    /// `destination.ip`.
+    DestinationIp,
+    /// `destination.port`.
+    DestinationPort,
+    /// `connection.sni`.
+    ConnectionSni,
+    /// `request.auth.principal` and the other JWT attributes, which need
+    /// RequestAuthentication: without it they never match.
+    RequestAuth(String),
+}
+
+/// A value pattern: exact, `prefix*`, `*suffix`, or `*` (any non-empty value).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Pattern {
+    /// Equal.
+    Exact(String),
+    /// Starts with.
+    Prefix(String),
+    /// Ends with.
+    Suffix(String),
+    /// Present.
+    Any,
+}
+
+impl Pattern {
+    /// Compiles Istio's `*` forms.
+    pub fn parse(text: &str) -> Pattern {
+        if text == "*" {
+            Pattern::Any
+        } else if let Some(p) = text.strip_suffix('*') {
+            Pattern::Prefix(p.to_string())
+        } else if let Some(s) = text.strip_prefix('*') {
+            Pattern::Suffix(s.to_string())
+        } else {
+            Pattern::Exact(text.to_string())
+        }
+    }
+
+    /// Whether `value` matches (`ignore_case` for hosts).
+    pub fn matches(&self, value: &str, ignore_case: bool) -> bool {
+        let eq = |a: &str, b: &str| {
+            if ignore_case {
+                a.eq_ignore_ascii_case(b)
+            } else {
+                a == b
+            }
+        };
+        match self {
+            Pattern::Any => !value.is_empty(),
+            Pattern::Exact(s) => eq(s, value),
+            Pattern::Prefix(p) => value.get(..p.len()).is_some_and(|v| eq(v, p)),
+            Pattern::Suffix(s) => value
+                .len()
+                .checked_sub(s.len())
+                .and_then(|i| value.get(i..))
+                .is_some_and(|v| eq(v, s)),
+        }
+    }
+}
