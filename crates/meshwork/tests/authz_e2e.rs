@@ -32,49 +32,17 @@ fn authorization_policies_decide_by_principal_method_and_path() {
     let mut mesh = Mesh::new("authz");
     let (http, https) = (free_port(), free_port());
     let app = mesh.echo("app");
+    let servers = "  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [\"app.example.test\"]\n    tls: {mode: MUTUAL, credentialName: app-tls}\n";
     mesh.config(
         "config.yaml",
         &format!(
-            r#"apiVersion: v1
-kind: Service
-metadata: {{name: istio-ingressgateway, namespace: istio-system}}
-spec:
-  selector: {{istio: ingressgateway}}
-  ports:
-  - {{name: http2, port: 80, targetPort: {http}}}
-  - {{name: https, port: 443, targetPort: {https}}}
----
-apiVersion: networking.istio.io/v1beta1
-kind: Gateway
-metadata: {{name: public, namespace: istio-system}}
-spec:
-  selector: {{istio: ingressgateway}}
-  servers:
-  - port: {{number: 443, name: https, protocol: HTTPS}}
-    hosts: ["app.example.test"]
-    tls: {{mode: MUTUAL, credentialName: app-tls}}
----
-apiVersion: v1
-kind: Service
-metadata: {{name: app, namespace: shop}}
-spec:
-  selector: {{app: app}}
-  ports: [{{name: http, port: 80}}]
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {{name: app, namespace: shop}}
-spec: {{address: 127.0.0.1, labels: {{app: app}}, ports: {{http: {app}}}}}
----
-apiVersion: networking.istio.io/v1beta1
-kind: VirtualService
-metadata: {{name: app, namespace: shop}}
-spec:
-  hosts: [app.example.test]
-  gateways: [istio-system/public]
-  http:
-  - route: [{{destination: {{host: app}}}}]
-"#
+            "{}---\n{}---\n{}",
+            public_gateway(http, https, servers),
+            app_service(&[app]),
+            app_routes(
+                "[app.example.test]",
+                "  - route: [{destination: {host: app}}]\n"
+            )
         ),
     );
     mesh.config("policies.yaml", POLICIES);

@@ -23,71 +23,20 @@ fn config(
     policy: &str,
     routes: &str,
 ) {
-    let entries: String = backends
-        .iter()
-        .enumerate()
-        .map(|(i, port)| {
-            format!(
-                "---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: app-{i}, namespace: shop}}\nspec: {{address: 127.0.0.1, labels: {{app: app}}, ports: {{http: {port}}}}}\n"
-            )
-        })
-        .collect();
+    let http_server =
+        "  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [\"app.example.test\"]\n";
     mesh.config(
         "gateway.yaml",
-        &format!(
-            r#"apiVersion: v1
-kind: Service
-metadata: {{name: istio-ingressgateway, namespace: istio-system}}
-spec:
-  selector: {{istio: ingressgateway}}
-  ports:
-  - {{name: http2, port: 80, targetPort: {http}}}
-  - {{name: https, port: 443, targetPort: {https}}}
----
-apiVersion: networking.istio.io/v1beta1
-kind: Gateway
-metadata: {{name: public, namespace: istio-system}}
-spec:
-  selector: {{istio: ingressgateway}}
-  servers:
-  - port: {{number: 80, name: http, protocol: HTTP}}
-    hosts: ["app.example.test"]
-{servers}"#
-        ),
+        &public_gateway(http, https, &format!("{http_server}{servers}")),
     );
     mesh.config(
         "services.yaml",
         &format!(
-            r#"apiVersion: v1
-kind: Service
-metadata: {{name: app, namespace: shop}}
-spec:
-  selector: {{app: app}}
-  ports: [{{name: http, port: 80}}]
-{entries}---
-apiVersion: networking.istio.io/v1beta1
-kind: DestinationRule
-metadata: {{name: app, namespace: shop}}
-spec:
-  host: app
-  trafficPolicy:
-{policy}
-"#
+            "{}---\napiVersion: networking.istio.io/v1beta1\nkind: DestinationRule\nmetadata: {{name: app, namespace: shop}}\nspec:\n  host: app\n  trafficPolicy:\n{policy}\n",
+            app_service(backends)
         ),
     );
-    mesh.config(
-        "routes.yaml",
-        &format!(
-            r#"apiVersion: networking.istio.io/v1beta1
-kind: VirtualService
-metadata: {{name: app, namespace: shop}}
-spec:
-  hosts: [app.example.test]
-  gateways: [istio-system/public]
-  http:
-{routes}"#
-        ),
-    );
+    mesh.config("routes.yaml", &app_routes("[app.example.test]", routes));
 }
 
 fn access_log_on(mesh: &Mesh) -> String {

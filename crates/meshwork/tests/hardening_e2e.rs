@@ -58,46 +58,17 @@ const HOST: &str = "Host: app.example.test";
 /// A gateway on `http` routing `app.example.test` to a service on `backend`, with
 /// `route_extra` on the route.
 fn config(mesh: &Mesh, http: u16, backend: u16, route_extra: &str) {
+    let servers = "  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n";
     mesh.config(
         "config.yaml",
         &format!(
-            r#"apiVersion: v1
-kind: Service
-metadata: {{name: istio-ingressgateway, namespace: istio-system}}
-spec:
-  selector: {{istio: ingressgateway}}
-  ports: [{{name: http2, port: 80, targetPort: {http}}}]
----
-apiVersion: networking.istio.io/v1beta1
-kind: Gateway
-metadata: {{name: public, namespace: istio-system}}
-spec:
-  selector: {{istio: ingressgateway}}
-  servers:
-  - port: {{number: 80, name: http, protocol: HTTP}}
-    hosts: ["*"]
----
-apiVersion: v1
-kind: Service
-metadata: {{name: app, namespace: shop}}
-spec:
-  selector: {{app: app}}
-  ports: [{{name: http, port: 80}}]
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {{name: app, namespace: shop}}
-spec: {{address: 127.0.0.1, labels: {{app: app}}, ports: {{http: {backend}}}}}
----
-apiVersion: networking.istio.io/v1beta1
-kind: VirtualService
-metadata: {{name: app, namespace: shop}}
-spec:
-  hosts: ["*"]
-  gateways: [istio-system/public]
-  http:
-  - route: [{{destination: {{host: app}}}}]
-{route_extra}"#
+            "{}---\n{}---\n{}",
+            public_gateway(http, free_port(), servers),
+            app_service(&[backend]),
+            app_routes(
+                "[\"*\"]",
+                &format!("  - route: [{{destination: {{host: app}}}}]\n{route_extra}")
+            )
         ),
     );
 }

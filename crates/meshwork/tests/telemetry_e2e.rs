@@ -77,47 +77,17 @@ fn prometheus_scrapes_istio_request_metrics_from_the_gateway() {
     let mut mesh = Mesh::new("metrics");
     let (http, metrics) = (free_port(), free_port());
     let app = mesh.echo("app");
+    let servers = "  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n";
     mesh.config(
         "config.yaml",
         &format!(
-            r#"apiVersion: v1
-kind: Service
-metadata: {{name: istio-ingressgateway, namespace: istio-system}}
-spec:
-  selector: {{istio: ingressgateway}}
-  ports: [{{name: http2, port: 80, targetPort: {http}}}]
----
-apiVersion: networking.istio.io/v1beta1
-kind: Gateway
-metadata: {{name: public, namespace: istio-system}}
-spec:
-  selector: {{istio: ingressgateway}}
-  servers:
-  - port: {{number: 80, name: http, protocol: HTTP}}
-    hosts: ["*"]
----
-apiVersion: v1
-kind: Service
-metadata: {{name: app, namespace: shop}}
-spec:
-  selector: {{app: app}}
-  ports: [{{name: http, port: 80}}]
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: {{name: app, namespace: shop}}
-spec: {{address: 127.0.0.1, labels: {{app: app}}, ports: {{http: {app}}}}}
----
-apiVersion: networking.istio.io/v1beta1
-kind: VirtualService
-metadata: {{name: app, namespace: shop}}
-spec:
-  hosts: [app.example.test]
-  gateways: [istio-system/public]
-  http:
-  - retries: {{attempts: 0}}
-    route: [{{destination: {{host: app}}}}]
-"#
+            "{}---\n{}---\n{}",
+            public_gateway(http, free_port(), servers),
+            app_service(&[app]),
+            app_routes(
+                "[app.example.test]",
+                "  - retries: {attempts: 0}\n    route: [{destination: {host: app}}]\n"
+            )
         ),
     );
     mesh.up(&["--metrics", &format!("127.0.0.1:{metrics}")]);

@@ -802,3 +802,45 @@ pub fn body_file(mesh: &Mesh, size: usize) -> String {
     std::fs::write(&file, vec![b'b'; size]).unwrap();
     format!("@{}", file.display())
 }
+
+/// The gateway Service (80 to `http`, 443 to `https`) and the Gateway
+/// `istio-system/public` with these `servers` (YAML list items, indented two spaces).
+pub fn public_gateway(http: u16, https: u16, servers: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Service
+metadata: {{name: istio-ingressgateway, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  ports:
+  - {{name: http2, port: 80, targetPort: {http}}}
+  - {{name: https, port: 443, targetPort: {https}}}
+---
+apiVersion: networking.istio.io/v1beta1
+kind: Gateway
+metadata: {{name: public, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+{servers}"#
+    )
+}
+
+/// The Service `shop/app` backed by one WorkloadEntry on 127.0.0.1 per port.
+pub fn app_service(ports: &[u16]) -> String {
+    let mut out = "apiVersion: v1\nkind: Service\nmetadata: {name: app, namespace: shop}\nspec:\n  selector: {app: app}\n  ports: [{name: http, port: 80}]\n".to_string();
+    for (i, port) in ports.iter().enumerate() {
+        out += &format!(
+            "---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{name: app-{i}, namespace: shop}}\nspec: {{address: 127.0.0.1, labels: {{app: app}}, ports: {{http: {port}}}}}\n"
+        );
+    }
+    out
+}
+
+/// The VirtualService `shop/app` for `hosts` on `istio-system/public`, with these `http`
+/// routes (YAML list items, indented two spaces).
+pub fn app_routes(hosts: &str, routes: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1beta1\nkind: VirtualService\nmetadata: {{name: app, namespace: shop}}\nspec:\n  hosts: {hosts}\n  gateways: [istio-system/public]\n  http:\n{routes}"
+    )
+}
