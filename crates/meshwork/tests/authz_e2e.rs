@@ -144,3 +144,71 @@ fn authorization_policies_decide_by_principal_method_and_path() {
     .into_owned();
     assert!(dump.contains("istio-system/sleep-reads") && dump.contains("istio-system/no-admin"));
 }
+
+#[test]
+fn a_tcp_connection_a_deny_policy_matches_is_closed() {
+    let mut mesh = Mesh::new("authz-tcp");
+    let tcp = free_port();
+    let backend = mesh.tcp_echo("tcp-app");
+    mesh.config(
+        "config.yaml",
+        &format!(
+            r#"apiVersion: networking.istio.io/v1beta1
+kind: Gateway
+metadata: {{name: tcp, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: {tcp}, name: tcp, protocol: TCP}}
+    hosts: ["*"]
+---
+apiVersion: networking.istio.io/v1beta1
+kind: ServiceEntry
+metadata: {{name: db, namespace: shop}}
+spec:
+  hosts: [db.internal]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: 7000, name: tcp, protocol: TCP, targetPort: {backend}}}]
+  endpoints: [{{address: 127.0.0.1}}]
+---
+apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: {{name: db, namespace: shop}}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/tcp]
+  tcp:
+  - route: [{{destination: {{host: db.internal, port: {{number: 7000}}}}}}]
+"#
+        ),
+    );
+    let mesh_file = mesh.dir.path().join("mesh.yaml");
+    std::fs::write(
+        &mesh_file,
+        "accessLogFile: /dev/stdout\naccessLogEncoding: JSON\n",
+    )
+    .unwrap();
+    mesh.up(&["--mesh", mesh_file.to_str().unwrap()]);
+    use std::io::Read;
+    let greeting = |port: u16| {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 64];
+        s.read(&mut buf).unwrap_or(0)
+    };
+    assert!(greeting(tcp) > 0, "the backend greets through the gateway");
+    mesh.config(
+        "policy.yaml",
+        "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: no-local, namespace: istio-system}\nspec:\n  action: DENY\n  rules:\n  - from: [{source: {ipBlocks: [\"127.0.0.0/8\"]}}]\n    to: [{operation: {methods: [\"GET\"]}}]\n",
+    );
+    eventually(Duration::from_secs(10), "the connection refused", || {
+        greeting(tcp) == 0
+    });
+    let up = mesh.up.as_ref().unwrap();
+    eventually(Duration::from_secs(5), "the RBAC entry", || {
+        up.stdout().contains(
+            "\"response_flags\":\"RBAC\",\"response_code_details\":\"rbac_access_denied_matched_policy[istio-system/no-local]\"",
+        )
+    });
+}

@@ -145,7 +145,9 @@ pub async fn forward<S>(
     if let (Some(c), Some(metrics)) = (cluster, &shared.recorder.metrics) {
         metrics.tcp_opened(c.peer.clone());
     }
+    let denied = authorize(state, conn);
     let outcome = match (dest, cluster) {
+        _ if denied.is_some() => denied,
         (None, _) => Some((
             ResponseFlags::NO_HEALTHY_UPSTREAM,
             "no_healthy_upstream".into(),
@@ -172,6 +174,45 @@ pub async fn forward<S>(
     shared
         .recorder
         .record(recorded, logger.as_ref().map(|(l, json)| (entry, l, *json)));
+}
+
+/// Authorizes a routed TCP connection; the flag and details when it is denied.
+fn authorize(state: &State, conn: &Connection) -> Option<Failure> {
+    use crate::request::authz;
+    if state.config.authorization.is_empty() {
+        return None;
+    }
+    let headers = http::HeaderMap::new();
+    let attributes = authz::Attributes {
+        principal: conn
+            .peer_identity
+            .as_deref()
+            .map(|id| id.strip_prefix("spiffe://").unwrap_or(id)),
+        source_ip: conn.peer.ip(),
+        remote_ip: conn.peer.ip(),
+        destination_ip: conn.local.map(|l| l.ip()),
+        port: conn.local.map_or(conn.bind.port(), |l| l.port()),
+        host: "",
+        authority: "",
+        method: "",
+        path: "",
+        headers: &headers,
+        sni: conn.sni.as_deref(),
+    };
+    match authz::evaluate_tcp(&state.config.authorization, &attributes) {
+        authz::Verdict::Allow => None,
+        authz::Verdict::Deny(policy) => {
+            info!(peer = %conn.peer, policy = policy.as_deref().unwrap_or("none"), "connection denied by authorization");
+            Some((
+                ResponseFlags::UNAUTHORIZED,
+                format!(
+                    "rbac_access_denied_matched_policy[{}]",
+                    policy.as_deref().unwrap_or("none")
+                )
+                .into(),
+            ))
+        }
+    }
 }
 
 /// A TCP-level failure: its flag and Envoy's details.

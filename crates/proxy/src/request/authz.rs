@@ -2,6 +2,11 @@
 //! policy is denied; otherwise, when ALLOW policies apply, it must match one of them; with
 //! none, it is allowed. A denied request gets 403 `RBAC: access denied`, flag `RBAC`, and
 //! `rbac_access_denied_matched_policy[ns/name]` (`[none]` when no ALLOW policy matched).
+//!
+//! TCP connections are authorized too, when routed ([`evaluate_tcp`]). Fields only HTTP
+//! has (hosts, methods, paths, request principals, request headers and JWT attributes)
+//! are treated as Istio treats them there: a rule that uses one can never match for
+//! ALLOW, and for DENY it matches on its other fields.
 
 use std::net::IpAddr;
 
@@ -11,7 +16,7 @@ use meshwork_resources::authorization::{
     ConditionKey, Field, Pattern,
 };
 
-/// What a request is authorized on.
+/// What a request is authorized on (for a TCP connection: no method, path or headers).
 pub struct Attributes<'a> {
     /// The peer's principal: its SPIFFE id without `spiffe://`, else its certificate subject.
     pub principal: Option<&'a str>,
@@ -153,6 +158,70 @@ fn rule_matches(r: &AuthzRule, a: &Attributes<'_>) -> bool {
 
 fn policy_matches(p: &AuthorizationPolicy, a: &Attributes<'_>) -> bool {
     p.rules.iter().any(|r| rule_matches(r, a))
+}
+
+/// Whether a rule names something only HTTP has.
+fn uses_http_fields(r: &AuthzRule) -> bool {
+    r.from.iter().any(|s| !s.request_principals.is_empty())
+        || r.to
+            .iter()
+            .any(|o| !o.hosts.is_empty() || !o.methods.is_empty() || !o.paths.is_empty())
+        || r.when.iter().any(|c| {
+            matches!(
+                c.key,
+                ConditionKey::RequestHeader(_) | ConditionKey::RequestAuth(_)
+            )
+        })
+}
+
+/// The rule with its HTTP-only parts removed (for DENY on TCP).
+fn without_http_fields(r: &AuthzRule) -> AuthzRule {
+    let mut r = r.clone();
+    for s in &mut r.from {
+        s.request_principals = Field::default();
+    }
+    for o in &mut r.to {
+        o.hosts = Field::default();
+        o.methods = Field::default();
+        o.paths = Field::default();
+    }
+    r.when.retain(|c| {
+        !matches!(
+            c.key,
+            ConditionKey::RequestHeader(_) | ConditionKey::RequestAuth(_)
+        )
+    });
+    r
+}
+
+/// Evaluates the policies for a TCP connection (`a` has no method, path or headers).
+pub fn evaluate_tcp(policies: &[AuthorizationPolicy], a: &Attributes<'_>) -> Verdict {
+    let deny = policies.iter().find(|p| {
+        p.action == AuthzAction::Deny
+            && p.rules
+                .iter()
+                .any(|r| rule_matches(&without_http_fields(r), a))
+    });
+    if let Some(p) = deny {
+        return Verdict::Deny(Some(p.name.clone()));
+    }
+    let mut allows = policies
+        .iter()
+        .filter(|p| p.action == AuthzAction::Allow)
+        .peekable();
+    if allows.peek().is_none() {
+        return Verdict::Allow;
+    }
+    let allowed = allows.any(|p| {
+        p.rules
+            .iter()
+            .any(|r| !uses_http_fields(r) && rule_matches(r, a))
+    });
+    if allowed {
+        Verdict::Allow
+    } else {
+        Verdict::Deny(None)
+    }
 }
 
 /// Evaluates the policies for a request.

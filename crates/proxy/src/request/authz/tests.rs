@@ -541,3 +541,66 @@ fn patterns_follow_istio() {
     assert!(Pattern::parse("Exact").matches("exact", true));
     assert!(!Pattern::parse("Exact").matches("exact", false));
 }
+
+#[test]
+fn on_tcp_http_only_fields_never_allow_and_are_ignored_by_deny() {
+    let h = HeaderMap::new();
+    let tcp = |principal| Attributes {
+        method: "",
+        path: "",
+        host: "",
+        authority: "",
+        ..attrs(principal, "", "", &h)
+    };
+    let allow_paths = policy(
+        "allow-paths",
+        AuthzAction::Allow,
+        vec![to(AuthzOperation {
+            paths: f(&["/*"]),
+            ..Default::default()
+        })],
+    );
+    assert_eq!(
+        evaluate_tcp(std::slice::from_ref(&allow_paths), &tcp(None)),
+        Verdict::Deny(None),
+        "an ALLOW rule with paths cannot match a TCP connection"
+    );
+    let allow_port = policy(
+        "allow-port",
+        AuthzAction::Allow,
+        vec![to(AuthzOperation {
+            ports: Field {
+                values: vec![8443],
+                not_values: vec![],
+            },
+            ..Default::default()
+        })],
+    );
+    assert_eq!(
+        evaluate_tcp(&[allow_paths, allow_port], &tcp(None)),
+        Verdict::Allow
+    );
+    let deny_ip_and_path = policy(
+        "deny",
+        AuthzAction::Deny,
+        vec![AuthzRule {
+            from: vec![AuthzSource {
+                ip_blocks: Field {
+                    values: vec!["10.0.0.0/8".into()],
+                    not_values: vec![],
+                },
+                ..Default::default()
+            }],
+            to: vec![AuthzOperation {
+                methods: f(&["POST"]),
+                ..Default::default()
+            }],
+            when: vec![],
+        }],
+    );
+    assert_eq!(
+        evaluate_tcp(&[deny_ip_and_path], &tcp(None)),
+        Verdict::Deny(Some("deny".into())),
+        "DENY matches on its other fields"
+    );
+}
