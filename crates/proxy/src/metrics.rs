@@ -267,10 +267,18 @@ pub struct RequestSample {
     pub response_bytes: u64,
 }
 
+/// The most series a process keeps by default; past it, new series are counted in
+/// `meshwork_metrics_series_overflow_total` and not recorded.
+pub const MAX_SERIES: usize = 10_000;
+
 /// Istio's standard metrics of one process.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    /// The request series seen, by the hash of their labels, up to `max_series`.
+    series: std::sync::RwLock<std::collections::HashSet<u64>>,
+    max_series: usize,
+    overflow: Counter,
     requests: Family<RequestLabels, Counter>,
     duration: Histograms<RequestLabels>,
     request_bytes: Histograms<RequestLabels>,
@@ -283,6 +291,13 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
+        Metrics::with_max_series(MAX_SERIES)
+    }
+}
+
+impl Metrics {
+    /// Metrics that keep at most `max_series` request series.
+    pub fn with_max_series(max_series: usize) -> Metrics {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
         let duration: Histograms<RequestLabels> = Family::new_with_constructor(duration_histogram);
@@ -329,8 +344,17 @@ impl Default for Metrics {
             "Bytes received from TCP clients",
             tcp_received.clone(),
         );
+        let overflow = Counter::default();
+        registry.register(
+            "meshwork_metrics_series_overflow",
+            "Requests not recorded because the series cap was reached",
+            overflow.clone(),
+        );
         Metrics {
             registry,
+            series: Default::default(),
+            max_series,
+            overflow,
             requests,
             duration,
             request_bytes,
@@ -341,9 +365,26 @@ impl Default for Metrics {
             tcp_received,
         }
     }
-}
 
-impl Metrics {
+    /// Whether the series with this key may be recorded: known, or new within the cap.
+    fn admit(&self, key: u64) -> bool {
+        if self
+            .series
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&key)
+        {
+            return true;
+        }
+        let mut series = self.series.write().unwrap_or_else(|e| e.into_inner());
+        if series.len() >= self.max_series && !series.contains(&key) {
+            self.overflow.inc();
+            return false;
+        }
+        series.insert(key);
+        true
+    }
+
     /// Counts a finished request.
     pub fn request(&self, s: RequestSample) {
         let labels = RequestLabels {
@@ -353,6 +394,11 @@ impl Metrics {
             grpc_status: s.grpc_status,
             flags: s.flags,
         };
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        labels.hash(&mut h);
+        if !self.admit(h.finish()) {
+            return;
+        }
         self.requests.get_or_create(&labels).inc();
         self.duration.get_or_create(&labels).observe(s.duration_ms);
         self.request_bytes
@@ -391,5 +437,50 @@ impl Metrics {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(code: u16) -> RequestSample {
+        RequestSample {
+            peer: Arc::new(PeerLabels::new(&Node::default(), None)),
+            grpc: false,
+            code,
+            grpc_status: None,
+            flags: ResponseFlags::NONE,
+            duration_ms: 1.0,
+            request_bytes: 0,
+            response_bytes: 10,
+        }
+    }
+
+    #[test]
+    fn series_past_the_cap_are_counted_as_overflow() {
+        let m = Metrics::with_max_series(2);
+        for code in [200, 200, 404, 503, 503] {
+            m.request(sample(code));
+        }
+        let text = m.encode();
+        assert!(text.contains("response_code=\"200\""), "{text}");
+        assert!(text.contains("response_code=\"404\""));
+        assert!(!text.contains("response_code=\"503\""), "past the cap");
+        assert!(
+            text.contains("meshwork_metrics_series_overflow_total 2"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn istio_buckets_and_unknowns() {
+        let m = Metrics::default();
+        m.request(sample(200));
+        let text = m.encode();
+        assert!(text.contains("destination_service=\"unknown\""));
+        for b in DURATION_BUCKETS {
+            assert!(text.contains(&format!("le=\"{b:?}\"")), "bucket {b}");
+        }
     }
 }
