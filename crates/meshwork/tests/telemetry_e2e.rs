@@ -151,4 +151,9 @@ fn prometheus_scrapes_istio_request_metrics_from_the_gateway() {
         ),
         Some(10.0)
     );
+    // The process's own metrics come with them.
+    assert!(
+        query(&prom, "process_resident_memory_bytes").is_some_and(|rss| rss > 1_000_000.0),
+        "the gateway's resident memory"
+    );
 }

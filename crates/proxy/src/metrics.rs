@@ -432,17 +432,86 @@ impl Metrics {
         self.tcp_received.get_or_create(&labels).inc_by(received);
     }
 
-    /// The metrics in the Prometheus text format.
+    /// The metrics in the Prometheus text format, with the process's own.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        let process = process_metrics();
+        match out.rfind("# EOF") {
+            Some(i) => out.insert_str(i, &process),
+            None => out.push_str(&process),
+        }
         out
     }
+}
+
+/// The process metrics Prometheus clients export (`process_*`), from /proc.
+fn process_metrics() -> String {
+    let mut out = String::new();
+    let mut gauge = |name: &str, help: &str, value: f64| {
+        out.push_str(&format!(
+            "# HELP {name} {help}.\n# TYPE {name} gauge\n{name} {value}\n"
+        ));
+    };
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = |field: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+    };
+    if let Some(rss) = kib("VmRSS:") {
+        gauge(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes",
+            rss * 1024.0,
+        );
+    }
+    if let Some(vsz) = kib("VmSize:") {
+        gauge(
+            "process_virtual_memory_bytes",
+            "Virtual memory size in bytes",
+            vsz * 1024.0,
+        );
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        gauge(
+            "process_open_fds",
+            "Open file descriptors",
+            fds.count() as f64,
+        );
+    }
+    // utime and stime (fields 14 and 15 of /proc/self/stat), in clock ticks of 1/100 s.
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    if let (Some(u), Some(s)) = (fields.get(11), fields.get(12))
+        && let (Ok(u), Ok(s)) = (u.parse::<f64>(), s.parse::<f64>())
+    {
+        out.push_str(&format!(
+            "# HELP process_cpu_seconds User and system CPU time spent in seconds.\n# TYPE process_cpu_seconds counter\nprocess_cpu_seconds_total {}\n",
+            (u + s) / 100.0
+        ));
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_process_metrics_are_there() {
+        let text = Metrics::default().encode();
+        for name in [
+            "process_resident_memory_bytes ",
+            "process_open_fds ",
+            "process_cpu_seconds_total ",
+        ] {
+            assert!(text.contains(name), "{name} in {text}");
+        }
+        assert!(text.trim_end().ends_with("# EOF"), "{text}");
+    }
 
     fn sample(code: u16) -> RequestSample {
         RequestSample {
