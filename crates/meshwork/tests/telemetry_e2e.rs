@@ -157,3 +157,55 @@ fn prometheus_scrapes_istio_request_metrics_from_the_gateway() {
         "the gateway's resident memory"
     );
 }
+
+#[test]
+fn a_telemetry_resource_turns_the_access_log_on() {
+    let mut mesh = Mesh::new("telemetry-log");
+    let http = free_port();
+    let app = mesh.echo("app");
+    let servers = "  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n";
+    mesh.config(
+        "config.yaml",
+        &format!(
+            "{}---\n{}---\n{}",
+            public_gateway(http, free_port(), servers),
+            app_service(&[app]),
+            app_routes(
+                "[app.example.test]",
+                "  - route: [{destination: {host: app}}]\n"
+            )
+        ),
+    );
+    // As the user's write-up enables it: no mesh config at all.
+    mesh.config(
+        "telemetry.yaml",
+        "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata:\n  name: access-logs\n  namespace: istio-system\nspec:\n  accessLogging:\n    - providers:\n        - name: envoy\n",
+    );
+    mesh.up(&[]);
+    assert_eq!(
+        status(&["-H", HOST, &format!("http://127.0.0.1:{http}/logged")]),
+        200
+    );
+    let up = mesh.up.as_ref().unwrap();
+    eventually(Duration::from_secs(5), "a text access log line", || {
+        up.stdout().contains("\"GET /logged HTTP/1.1\" 200")
+    });
+    // Disabled for the gateway: no more lines.
+    mesh.config(
+        "telemetry-off.yaml",
+        "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: quiet, namespace: istio-system}\nspec:\n  selector: {matchLabels: {istio: ingressgateway}}\n  accessLogging:\n  - disabled: true\n",
+    );
+    let admin = format!("http://127.0.0.1:{}/config_dump", mesh.admin);
+    eventually(Duration::from_secs(10), "the log turned off", || {
+        !String::from_utf8_lossy(&curl(&[&admin]).stdout).contains("\"access_log\"")
+    });
+    assert_eq!(
+        status(&["-H", HOST, &format!("http://127.0.0.1:{http}/unlogged")]),
+        200
+    );
+    assert_eq!(
+        status(&["-H", HOST, &format!("http://127.0.0.1:{http}/logged-not")]),
+        200
+    );
+    assert!(!up.stdout().contains("/unlogged"), "{}", up.stdout());
+}

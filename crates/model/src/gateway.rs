@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use meshwork_api::generated::networking::{Server, ServerTlsMode, TlsProtocol};
 use meshwork_api::k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use meshwork_api::mesh::{AccessLogEncoding, MeshConfig};
+use meshwork_api::mesh::MeshConfig;
 use meshwork_api::resource::{Gateway, Object, VirtualService};
 use meshwork_api::validate::common::hosts_match;
 
@@ -14,7 +14,7 @@ use meshwork_resources::listener::{
     CipherSuite, L4Route, Listener, ServerChain, ServerProtocol, TlsContext, TlsMode, TlsVersion,
 };
 use meshwork_resources::route::{RouteTable, VirtualHost, WeightedCluster};
-use meshwork_resources::{AccessLog, Node, ProxyConfig, Role, Secret};
+use meshwork_resources::{Node, ProxyConfig, Role, Secret};
 
 use crate::clusters::{ClusterContext, build_clusters};
 use crate::registry::{Registry, resolve_host};
@@ -183,6 +183,7 @@ fn compile_one(
     secrets.extend(clusters.secrets);
     let authorization =
         crate::authorization::for_workload(objects, mesh, &namespace, selector, warnings);
+    let access_log = crate::telemetry::access_log(objects, mesh, &namespace, selector, warnings);
     ProxyConfig {
         node: Node {
             id: selector_name(selector),
@@ -200,10 +201,7 @@ fn compile_one(
         clusters: clusters.clusters,
         endpoints: clusters.endpoints,
         secrets,
-        access_log: (!mesh.access_log_file.is_empty()).then(|| AccessLog {
-            path: mesh.access_log_file.clone(),
-            json: mesh.access_log_encoding == AccessLogEncoding::Json,
-        }),
+        access_log,
         authorization,
     }
 }

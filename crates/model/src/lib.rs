@@ -10,6 +10,7 @@ pub mod policy;
 pub mod registry;
 pub mod routes;
 pub mod secrets;
+pub mod telemetry;
 
 pub use gateway::{Compiled, compile_gateways};
 pub use meshwork_resources as resources;

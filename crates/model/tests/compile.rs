@@ -366,3 +366,45 @@ spec:
         [Pattern::Prefix("/admin".into())]
     );
 }
+
+/// The access log a gateway gets from these Telemetry documents, with the mesh config's
+/// `accessLogEncoding: JSON` when `json`.
+fn access_log_with(
+    telemetry: &str,
+    json: bool,
+) -> (Option<meshwork_resources::AccessLog>, Vec<String>) {
+    let yaml = format!("{SEED_003}{telemetry}");
+    let out = load_str(Path::new("t.yaml"), &yaml, &LoadOptions::default());
+    assert!(!out.has_errors(), "{:#?}", out.diagnostics);
+    let objects: Vec<Object> = out.config.objects.into_iter().map(|o| o.object).collect();
+    let mut mesh = out.config.mesh;
+    if json {
+        mesh.access_log_encoding = meshwork_api::mesh::AccessLogEncoding::Json;
+    }
+    let c = compile_gateways(&objects, &mesh);
+    (c.gateways[0].access_log.clone(), c.warnings)
+}
+
+#[test]
+fn the_telemetry_api_turns_the_access_log_on_and_off() {
+    let mesh_wide = "---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: access-logs, namespace: istio-system}\nspec:\n  accessLogging:\n  - providers: [{name: envoy}]\n";
+    let (log, warnings) = access_log_with("", false);
+    assert_eq!(log, None, "off by default");
+    assert!(warnings.is_empty());
+    let (log, _) = access_log_with(mesh_wide, false);
+    let log = log.expect("the seed's Telemetry turns it on");
+    assert_eq!((log.path.as_str(), log.json), ("/dev/stdout", false));
+    let (log, _) = access_log_with(mesh_wide, true);
+    assert!(log.unwrap().json, "JSON with accessLogEncoding: JSON");
+    // The gateway's namespace is istio-system here: a selector Telemetry there wins.
+    let off_for_gateway = "---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: quiet, namespace: istio-system}\nspec:\n  selector: {matchLabels: {istio: ingressgateway}}\n  accessLogging:\n  - disabled: true\n";
+    let (log, _) = access_log_with(&format!("{mesh_wide}{off_for_gateway}"), false);
+    assert_eq!(log, None, "the workload's Telemetry turns it off");
+    let unknown = "---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: odd, namespace: istio-system}\nspec:\n  accessLogging:\n  - providers: [{name: nowhere}]\n";
+    let (log, warnings) = access_log_with(unknown, false);
+    assert_eq!(log, None);
+    assert!(
+        warnings.iter().any(|w| w.contains("provider nowhere")),
+        "{warnings:?}"
+    );
+}

@@ -1,0 +1,109 @@
+//! The Telemetry API's access logging for a workload (a gateway today): the most specific
+//! Telemetry that configures `accessLogging` decides (a workload selector in the
+//! workload's namespace, then that namespace's Telemetry without selector, then the root
+//! namespace's); its providers name the mesh config's `extensionProviders` (the built-in
+//! `envoy` writes to `/dev/stdout`, JSON when `accessLogEncoding: JSON`), or
+//! `defaultProviders.accessLogging` when it names none. Without any such Telemetry, the
+//! mesh config's `accessLogFile` applies.
+
+use std::collections::BTreeMap;
+
+use meshwork_api::mesh::{AccessLogEncoding, MeshConfig};
+use meshwork_api::resource::Object;
+use meshwork_resources::AccessLog;
+
+/// The access log of a workload in `namespace` with `labels`.
+pub fn access_log(
+    objects: &[Object],
+    mesh: &MeshConfig,
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+    warnings: &mut Vec<String>,
+) -> Option<AccessLog> {
+    let from_mesh = || {
+        (!mesh.access_log_file.is_empty()).then(|| AccessLog {
+            path: mesh.access_log_file.clone(),
+            json: mesh.access_log_encoding == AccessLogEncoding::Json,
+        })
+    };
+    let telemetries: Vec<_> = objects
+        .iter()
+        .filter_map(|o| match o {
+            Object::Telemetry(t) if !t.spec.access_logging.is_empty() => Some(t),
+            _ => None,
+        })
+        .collect();
+    let ns_of =
+        |t: &&meshwork_api::resource::Telemetry| t.metadata.namespace.clone().unwrap_or_default();
+    let selects = |t: &&meshwork_api::resource::Telemetry| {
+        t.spec
+            .selector
+            .as_ref()
+            .is_some_and(|s| s.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v)))
+    };
+    let chosen = telemetries
+        .iter()
+        .find(|t| ns_of(t) == namespace && selects(t))
+        .or_else(|| {
+            telemetries
+                .iter()
+                .find(|t| ns_of(t) == namespace && t.spec.selector.is_none())
+        })
+        .or_else(|| {
+            telemetries
+                .iter()
+                .find(|t| ns_of(t) == mesh.root_namespace && t.spec.selector.is_none())
+        });
+    let Some(t) = chosen else {
+        return from_mesh();
+    };
+    let name = format!(
+        "{}/{}",
+        ns_of(t),
+        t.metadata.name.as_deref().unwrap_or_default()
+    );
+    for entry in &t.spec.access_logging {
+        if entry
+            .filter
+            .as_ref()
+            .and_then(|f| f.expression.as_ref())
+            .is_some()
+        {
+            warnings.push(format!(
+                "Telemetry {name}: accessLogging filter expressions are not supported yet; every request is logged"
+            ));
+        }
+        if entry.disabled == Some(true) {
+            return None;
+        }
+        let providers: Vec<String> = if entry.providers.is_empty() {
+            mesh.default_providers.access_logging.clone()
+        } else {
+            entry.providers.iter().map(|p| p.name.clone()).collect()
+        };
+        for provider in providers {
+            let Some(p) = mesh.provider(&provider) else {
+                warnings.push(format!(
+                    "Telemetry {name}: provider {provider} is not in the mesh config's extensionProviders"
+                ));
+                continue;
+            };
+            let Some(file) = &p.envoy_file_access_log else {
+                warnings.push(format!(
+                    "Telemetry {name}: provider {provider} is not a file access log; it is not run yet"
+                ));
+                continue;
+            };
+            let labels_format = file
+                .log_format
+                .as_ref()
+                .is_some_and(|f| f.get("labels").is_some());
+            return Some(AccessLog {
+                path: file.path.clone(),
+                json: labels_format
+                    || (provider == "envoy" && mesh.access_log_encoding == AccessLogEncoding::Json),
+            });
+        }
+    }
+    None
+}
