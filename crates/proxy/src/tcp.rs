@@ -183,22 +183,7 @@ fn authorize(state: &State, conn: &Connection) -> Option<Failure> {
         return None;
     }
     let headers = http::HeaderMap::new();
-    let attributes = authz::Attributes {
-        principal: conn
-            .peer_identity
-            .as_deref()
-            .map(|id| id.strip_prefix("spiffe://").unwrap_or(id)),
-        source_ip: conn.peer.ip(),
-        remote_ip: conn.peer.ip(),
-        destination_ip: conn.local.map(|l| l.ip()),
-        port: conn.local.map_or(conn.bind.port(), |l| l.port()),
-        host: "",
-        authority: "",
-        method: "",
-        path: "",
-        headers: &headers,
-        sni: conn.sni.as_deref(),
-    };
+    let attributes = authz::Attributes::of_connection(conn, &headers);
     match authz::evaluate_tcp(&state.config.authorization, &attributes) {
         authz::Verdict::Allow => None,
         authz::Verdict::Deny(policy) => {

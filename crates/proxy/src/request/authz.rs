@@ -42,6 +42,32 @@ pub struct Attributes<'a> {
     pub sni: Option<&'a str>,
 }
 
+impl<'a> Attributes<'a> {
+    /// The attributes of a connection: its peer's principal and addresses, its port and
+    /// SNI; no host, method or path yet (a TCP connection has none).
+    pub fn of_connection(
+        conn: &'a crate::connection::Connection,
+        headers: &'a HeaderMap,
+    ) -> Attributes<'a> {
+        Attributes {
+            principal: conn
+                .peer_identity
+                .as_deref()
+                .map(|id| id.strip_prefix("spiffe://").unwrap_or(id)),
+            source_ip: conn.peer.ip(),
+            remote_ip: conn.peer.ip(),
+            destination_ip: conn.local.map(|l| l.ip()),
+            port: conn.local.map_or(conn.bind.port(), |l| l.port()),
+            host: "",
+            authority: "",
+            method: "",
+            path: "",
+            headers,
+            sni: conn.sni.as_deref(),
+        }
+    }
+}
+
 /// The outcome.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {

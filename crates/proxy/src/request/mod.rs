@@ -5,8 +5,9 @@
 //! 1. **select server** ([`select::server`]): the Gateway server of the listener that
 //!    serves the request (by SNI on TLS, else by Host); its `httpsRedirect`.
 //! 2. **match route** ([`select::route`]): virtual host by host, first matching route.
-//! 3. **policy** ([`policy::apply`]): CORS preflights, injected faults; the slot where
-//!    authorization, JWT and rate limits go.
+//! 3. **policy**: authorization ([`policy::authorize`], before routing, as Envoy's RBAC
+//!    filter runs before its router), then on the route ([`policy::apply`]) CORS
+//!    preflights and injected faults; JWT and rate limits go here too.
 //! 4. **act**: a redirect or direct response ([`respond`]), or
 //! 5. **pick endpoint** ([`pick`]) and **forward** ([`forward`]): circuit breakers, the
 //!    balancer, attempts with per-try and route timeouts, retries, mirrors.
@@ -195,6 +196,9 @@ async fn run(
 ) -> Result<Response<Body>, LocalReply> {
     checks::check(&parts, settings)?;
     path::normalize(&mut parts);
+    if let Some(denied) = policy::authorize(ctx, &parts, &state.config.authorization) {
+        return Ok(denied);
+    }
     let server = select::server(ctx, state)?;
     if server.chain.https_redirect && ctx.conn.scheme == "http" {
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -205,7 +209,7 @@ async fn run(
         ));
     }
     let (route, matched) = select::route(ctx, state, server, &parts)?;
-    let cors = match policy::apply(ctx, route, &parts, &state.config.authorization).await {
+    let cors = match policy::apply(ctx, route, &parts).await {
         Decision::Continue(cors) => cors,
         Decision::Answer(r) => return Ok(r),
     };

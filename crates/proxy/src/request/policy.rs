@@ -1,6 +1,7 @@
-//! The policy phase: what may stop or change a matched request before it is forwarded:
-//! authorization (AuthorizationPolicy, [`authz`]), then CORS preflights and injected
-//! faults (delays `DI`, aborts `FI`). JWT and rate limits take their place here too.
+//! The policy phase: what may stop or change a request before it is forwarded:
+//! authorization (AuthorizationPolicy, [`authz`]) before routing, then, on the matched
+//! route, CORS preflights and injected faults (delays `DI`, aborts `FI`). JWT and rate
+//! limits take their place here too.
 
 use std::time::Duration;
 
@@ -26,30 +27,20 @@ pub fn roll(percent: f64) -> bool {
     percent >= 100.0 || fastrand::f64() * 100.0 < percent
 }
 
-/// Runs the proxy's authorization, then the route's policies, on the request.
-pub async fn apply<'a>(
+/// The proxy's authorization, before routing as Envoy's RBAC filter runs before the
+/// router: the answer to a denied request, or `None`.
+pub fn authorize(
     ctx: &mut RequestContext,
-    route: &'a CompiledRoute,
     parts: &http::request::Parts,
     authorization: &[meshwork_resources::authorization::AuthorizationPolicy],
-) -> Decision<'a> {
+) -> Option<Response<Body>> {
     if !authorization.is_empty() {
-        let conn = &ctx.conn;
         let attributes = authz::Attributes {
-            principal: conn
-                .peer_identity
-                .as_deref()
-                .map(|id| id.strip_prefix("spiffe://").unwrap_or(id)),
-            source_ip: conn.peer.ip(),
-            remote_ip: conn.peer.ip(),
-            destination_ip: conn.local.map(|l| l.ip()),
-            port: conn.local.map_or(conn.bind.port(), |l| l.port()),
             host: &ctx.host,
             authority: &ctx.authority,
             method: parts.method.as_str(),
             path: parts.uri.path(),
-            headers: &parts.headers,
-            sni: conn.sni.as_deref(),
+            ..authz::Attributes::of_connection(&ctx.conn, &parts.headers)
         };
         if let authz::Verdict::Deny(policy) = authz::evaluate(authorization, &attributes) {
             ctx.flags.insert(ResponseFlags::UNAUTHORIZED);
@@ -63,9 +54,18 @@ pub async fn apply<'a>(
                 http::header::CONTENT_TYPE,
                 http::HeaderValue::from_static("text/plain"),
             );
-            return Decision::Answer(r);
+            return Some(r);
         }
     }
+    None
+}
+
+/// Runs the route's policies on the request (authorization ran before routing).
+pub async fn apply<'a>(
+    ctx: &mut RequestContext,
+    route: &'a CompiledRoute,
+    parts: &http::request::Parts,
+) -> Decision<'a> {
     // CORS: preflights from allowed origins are answered here; others go upstream
     // (FORWARD, the default) or are answered without CORS headers (IGNORE).
     let mut allowed_origin = None;
