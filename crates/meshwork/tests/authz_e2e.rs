@@ -123,6 +123,27 @@ fn authorization_policies_decide_by_principal_method_and_path() {
         "403",
         "DENY wins"
     );
+    // Authorization runs before routing, as Envoy's RBAC filter runs before its router: a
+    // denied request for a host no route serves is 403, not 404.
+    let unrouted = curl(&[
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "--resolve",
+        &resolve,
+        "--cacert",
+        &ca,
+        "--cert",
+        &other_cert,
+        "--key",
+        &other_key,
+        "-H",
+        "Host: nothing.example.test",
+        &format!("https://app.example.test:{https}/"),
+    ]);
+    assert_eq!(String::from_utf8_lossy(&unrouted.stdout), "403");
 
     let up = mesh.up.as_ref().unwrap();
     eventually(Duration::from_secs(5), "the access log", || {
