@@ -209,3 +209,38 @@ fn a_telemetry_resource_turns_the_access_log_on() {
     );
     assert!(!up.stdout().contains("/unlogged"), "{}", up.stdout());
 }
+
+#[test]
+fn a_telemetry_filter_logs_only_the_failures() {
+    let mut mesh = Mesh::new("telemetry-filter");
+    let http = free_port();
+    let app = mesh.echo("app");
+    let servers = "  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n";
+    mesh.config(
+        "config.yaml",
+        &format!(
+            "{}---\n{}---\n{}",
+            public_gateway(http, free_port(), servers),
+            app_service(&[app]),
+            app_routes(
+                "[app.example.test]",
+                "  - retries: {attempts: 0}\n    route: [{destination: {host: app}}]\n"
+            )
+        ),
+    );
+    mesh.config(
+        "telemetry.yaml",
+        "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: failures, namespace: istio-system}\nspec:\n  accessLogging:\n  - providers: [{name: envoy}]\n    filter: {expression: \"response.code >= 400\"}\n",
+    );
+    mesh.up(&[]);
+    let url = |path: &str| format!("http://127.0.0.1:{http}{path}");
+    assert_eq!(status(&["-H", HOST, &url("/good")]), 200);
+    assert_eq!(status(&["-H", HOST, &url("/bad?status=503")]), 503);
+    let up = mesh.up.as_ref().unwrap();
+    // One writer, in order: once the failure is written, the success would have been too.
+    eventually(Duration::from_secs(5), "the failure logged", || {
+        up.stdout().contains("/bad?status=503")
+    });
+    assert!(!up.stdout().contains("/good"), "{}", up.stdout());
+    assert!(!mesh.log().contains("not supported yet"), "{}", mesh.log());
+}

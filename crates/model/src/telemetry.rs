@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use meshwork_api::mesh::{AccessLogEncoding, MeshConfig};
 use meshwork_api::resource::Object;
-use meshwork_resources::AccessLog;
+use meshwork_resources::{AccessLog, CodeFilter};
 
 /// The access log of a workload in `namespace` with `labels`.
 pub fn access_log(
@@ -24,6 +24,7 @@ pub fn access_log(
         (!mesh.access_log_file.is_empty()).then(|| AccessLog {
             path: mesh.access_log_file.clone(),
             json: mesh.access_log_encoding == AccessLogEncoding::Json,
+            filter: None,
         })
     };
     let telemetries: Vec<_> = objects
@@ -63,14 +64,11 @@ pub fn access_log(
         t.metadata.name.as_deref().unwrap_or_default()
     );
     for entry in &t.spec.access_logging {
-        if entry
-            .filter
-            .as_ref()
-            .and_then(|f| f.expression.as_ref())
-            .is_some()
-        {
+        let expression = entry.filter.as_ref().and_then(|f| f.expression.as_deref());
+        let filter = expression.and_then(CodeFilter::parse);
+        if let (Some(e), None) = (expression, filter) {
             warnings.push(format!(
-                "Telemetry {name}: accessLogging filter expressions are not supported yet; every request is logged"
+                "Telemetry {name}: accessLogging filter {e:?} is not supported yet (only response.code comparisons are); every request is logged"
             ));
         }
         if entry.disabled == Some(true) {
@@ -102,6 +100,7 @@ pub fn access_log(
                 path: file.path.clone(),
                 json: labels_format
                     || (provider == "envoy" && mesh.access_log_encoding == AccessLogEncoding::Json),
+                filter,
             });
         }
     }

@@ -57,6 +57,16 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The access log writer and its format for an entry with response code `code`, when
+    /// the log is on and its filter lets the entry through.
+    pub fn log_for(&self, state: &Runtime, code: u16) -> Option<(AccessLogger, bool)> {
+        let log = state.config.access_log.as_ref()?;
+        if log.filter.is_some_and(|f| !f.allows(code)) {
+            return None;
+        }
+        Some((self.access_logger(&log.path)?, log.json))
+    }
+
     /// The access log writer for `path`, started on first use.
     pub fn access_logger(&self, path: &str) -> Option<AccessLogger> {
         let mut loggers = self.loggers.lock().ok()?;

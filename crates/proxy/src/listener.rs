@@ -188,11 +188,7 @@ fn record_refusal(
 ) {
     info!(%peer, %bind, sni = sni.as_deref().unwrap_or("-"), reason = %refusal.why, "connection closed before routing");
     let outcome = Outcome::new(Kind::Refused, 0, refusal.flags, refusal.details.into());
-    let logger = state
-        .config
-        .access_log
-        .as_ref()
-        .and_then(|log| Some((shared.access_logger(&log.path)?, log.json)));
+    let logger = shared.log_for(state, 0);
     let entry = logger.as_ref().map(|(l, json)| {
         let entry = Entry {
             start_time: rfc3339(std::time::SystemTime::now()),

@@ -166,11 +166,7 @@ pub async fn forward<S>(
         duration_ms: start.elapsed().as_secs_f64() * 1000.0,
         ..Recorded::new(Kind::Tcp, 0, flags, details)
     };
-    let logger = state
-        .config
-        .access_log
-        .as_ref()
-        .and_then(|log| Some((shared.access_logger(&log.path)?, log.json)));
+    let logger = shared.log_for(state, 0);
     shared
         .recorder
         .record(recorded, logger.as_ref().map(|(l, json)| (entry, l, *json)));

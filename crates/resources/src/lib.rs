@@ -105,6 +105,73 @@ pub struct AccessLog {
     pub path: String,
     /// One JSON object per line (`JSON`) or Envoy's text format (`TEXT`).
     pub json: bool,
+    /// Only entries whose response code passes this are written (Telemetry's
+    /// `filter.expression`, such as `response.code >= 400`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<CodeFilter>,
+}
+
+/// A comparison of the response code with a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodeFilter {
+    /// How to compare.
+    pub op: Comparison,
+    /// With what.
+    pub value: u16,
+}
+
+/// A comparison operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Comparison {
+    /// `==`.
+    Eq,
+    /// `!=`.
+    Ne,
+    /// `<`.
+    Lt,
+    /// `<=`.
+    Le,
+    /// `>`.
+    Gt,
+    /// `>=`.
+    Ge,
+}
+
+impl CodeFilter {
+    /// Whether an entry with response code `code` is written.
+    pub fn allows(&self, code: u16) -> bool {
+        match self.op {
+            Comparison::Eq => code == self.value,
+            Comparison::Ne => code != self.value,
+            Comparison::Lt => code < self.value,
+            Comparison::Le => code <= self.value,
+            Comparison::Gt => code > self.value,
+            Comparison::Ge => code >= self.value,
+        }
+    }
+
+    /// Parses `response.code OP N` (the form of Telemetry filters this proxy runs).
+    pub fn parse(expression: &str) -> Option<CodeFilter> {
+        let rest = expression
+            .trim()
+            .strip_prefix("response.code")?
+            .trim_start();
+        let (op, number) = [
+            (">=", Comparison::Ge),
+            ("<=", Comparison::Le),
+            ("==", Comparison::Eq),
+            ("!=", Comparison::Ne),
+            (">", Comparison::Gt),
+            ("<", Comparison::Lt),
+        ]
+        .into_iter()
+        .find_map(|(text, op)| rest.strip_prefix(text).map(|n| (op, n)))?;
+        Some(CodeFilter {
+            op,
+            value: number.trim().parse().ok()?,
+        })
+    }
 }
 
 #[cfg(test)]

@@ -321,6 +321,7 @@ fn sample() -> ProxyConfig {
         access_log: Some(AccessLog {
             path: "/dev/stdout".into(),
             json: true,
+            filter: CodeFilter::parse("response.code >= 400"),
         }),
         authorization: vec![authorization()],
     }
@@ -449,4 +450,22 @@ fn cipher_suites_by_openssl_name() {
         Some(CipherSuite::EcdheRsaAes128GcmSha256)
     );
     assert_eq!(CipherSuite::from_openssl_name("AES128-SHA"), None);
+}
+
+#[test]
+fn code_filters_parse_and_compare() {
+    let f = CodeFilter::parse("response.code >= 400").unwrap();
+    assert!(f.allows(503) && f.allows(400) && !f.allows(200));
+    assert!(
+        CodeFilter::parse(" response.code!=200")
+            .unwrap()
+            .allows(404)
+    );
+    assert!(
+        CodeFilter::parse("response.code < 300")
+            .unwrap()
+            .allows(204)
+    );
+    assert_eq!(CodeFilter::parse("request.headers['x'] == 'y'"), None);
+    assert_eq!(CodeFilter::parse("response.code >= abc"), None);
 }

@@ -116,11 +116,7 @@ pub async fn handle(
         entry.route_name = ctx.route;
         entry
     });
-    let logger = state
-        .config
-        .access_log
-        .as_ref()
-        .and_then(|log| Some((shared.access_logger(&log.path)?, log.json)));
+    let logger = shared.log_for(&state, rparts.status.as_u16());
     let sent = Arc::new(AtomicU64::new(0));
     let sent_end = sent.clone();
     let start = ctx.start;
@@ -174,6 +170,9 @@ impl Drop for Unanswered {
         );
         let logged = self.entry.take().and_then(|(mut entry, log)| {
             entry.response_code = 0;
+            if log.filter.is_some_and(|f| !f.allows(0)) {
+                return None;
+            }
             Some((entry, self.shared.access_logger(&log.path)?, log.json))
         });
         match logged {
