@@ -29,6 +29,32 @@ pub fn run(args: &[&str], stdin: Option<&str>) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// Claims `port` for this test process: a file per port, made with `create_new`, so that
+/// two test processes running at once never pick the same port between choosing it and
+/// binding it. A claim older than five minutes (longer than a test may run) is stale and
+/// taken over.
+fn reserve(port: u16) -> bool {
+    let dir = std::env::temp_dir().join("meshwork-test-ports");
+    let _ = std::fs::create_dir_all(&dir);
+    let file = dir.join(port.to_string());
+    let create = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&file)
+            .is_ok()
+    };
+    if create() {
+        return true;
+    }
+    let stale = std::fs::metadata(&file)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age > Duration::from_secs(300));
+    stale && std::fs::remove_file(&file).is_ok() && create()
+}
+
 /// A port that was free a moment ago, for a server to bind. It is drawn from 20000-32767,
 /// below Linux's ephemeral range (32768-60999), so no client connection of a parallel test
 /// can take it as its source port before the server binds it.
@@ -45,7 +71,7 @@ pub fn free_port() -> u16 {
         let port = 20000 + (n % 12768) as u16;
         let free = TcpListener::bind(("0.0.0.0", port)).is_ok()
             && TcpListener::bind(("127.0.0.1", port)).is_ok();
-        if free {
+        if free && reserve(port) {
             return port;
         }
     }
