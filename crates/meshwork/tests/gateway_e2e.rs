@@ -15,27 +15,7 @@ fn base_config(mesh: &mut Mesh, http: u16, https: u16, servers: &str) {
     let v1 = mesh.echo("api-v1");
     let v2 = mesh.echo("api-v2");
     let web = mesh.echo("web");
-    mesh.config(
-        "gateway.yaml",
-        &format!(
-            r#"apiVersion: v1
-kind: Service
-metadata: {{name: istio-ingressgateway, namespace: istio-system}}
-spec:
-  selector: {{istio: ingressgateway}}
-  ports:
-  - {{name: http2, port: 80, targetPort: {http}}}
-  - {{name: https, port: 443, targetPort: {https}}}
----
-apiVersion: networking.istio.io/v1beta1
-kind: Gateway
-metadata: {{name: public, namespace: istio-system}}
-spec:
-  selector: {{istio: ingressgateway}}
-  servers:
-{servers}"#
-        ),
-    );
+    mesh.config("gateway.yaml", &public_gateway(http, https, servers));
     mesh.config(
         "services.yaml",
         &format!(

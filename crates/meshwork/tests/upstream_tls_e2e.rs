@@ -79,22 +79,7 @@ fn config(mesh: &mut Mesh, http: u16, backend: u16, tls: &str, extra: &str) {
     mesh.config(
         "config.yaml",
         &format!(
-            r#"apiVersion: v1
-kind: Service
-metadata: {{name: istio-ingressgateway, namespace: istio-system}}
-spec:
-  selector: {{istio: ingressgateway}}
-  ports: [{{name: http2, port: 80, targetPort: {http}}}]
----
-apiVersion: networking.istio.io/v1beta1
-kind: Gateway
-metadata: {{name: public, namespace: istio-system}}
-spec:
-  selector: {{istio: ingressgateway}}
-  servers:
-  - port: {{number: 80, name: http, protocol: HTTP}}
-    hosts: ["app.example.test"]
----
+            r#"{gateway}---
 apiVersion: networking.istio.io/v1beta1
 kind: ServiceEntry
 metadata: {{name: app, namespace: shop}}
@@ -119,10 +104,11 @@ kind: VirtualService
 metadata: {{name: app, namespace: shop}}
 spec:
   hosts: [app.example.test]
-  gateways: [istio-system/public]
+  gateways: [istio-system/gw]
   http:
   - route: [{{destination: {{host: app.backend.test, port: {{number: 443}}}}}}]
-{extra}"#
+{extra}"#,
+            gateway = http_gateway(http, "[app.example.test]")
         ),
     );
 }

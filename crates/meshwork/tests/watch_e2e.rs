@@ -10,24 +10,7 @@ use std::time::Duration;
 use support::*;
 
 fn gateway(http: u16) -> String {
-    format!(
-        r#"apiVersion: v1
-kind: Service
-metadata: {{name: istio-ingressgateway, namespace: istio-system}}
-spec:
-  selector: {{istio: ingressgateway}}
-  ports: [{{name: http2, port: 80, targetPort: {http}}}]
----
-apiVersion: networking.istio.io/v1beta1
-kind: Gateway
-metadata: {{name: public, namespace: istio-system}}
-spec:
-  selector: {{istio: ingressgateway}}
-  servers:
-  - port: {{number: 80, name: http, protocol: HTTP}}
-    hosts: ["*"]
-"#
-    )
+    http_gateway(http, r#"["*"]"#)
 }
 
 /// A VirtualService for `host` answering `body` directly.
@@ -38,7 +21,7 @@ kind: VirtualService
 metadata: {{name: {name}, namespace: shop}}
 spec:
   hosts: [{host}]
-  gateways: [istio-system/public]
+  gateways: [istio-system/gw]
   http:
   - directResponse: {{status: 200, body: {{string: "{body}"}}}}
 "#
