@@ -50,6 +50,11 @@ fn policy(name: &str, action: AuthzAction, rules: Vec<AuthzRule>) -> Authorizati
     }
 }
 
+/// The one policy `p` with one rule.
+fn one(action: AuthzAction, rule: AuthzRule) -> Vec<AuthorizationPolicy> {
+    vec![policy("p", action, vec![rule])]
+}
+
 fn from(s: AuthzSource) -> AuthzRule {
     AuthzRule {
         from: vec![s],
@@ -158,343 +163,320 @@ fn the_policy_table() {
         ),
         (
             "namespaces",
-            vec![policy(
-                "p",
+            one(
                 AuthzAction::Allow,
-                vec![from(AuthzSource {
+                from(AuthzSource {
                     namespaces: f(&["prod"]),
                     ..Default::default()
-                })],
-            )],
+                }),
+            ),
             attrs(Some(OTHER), "GET", "/", &h),
             Verdict::Allow,
         ),
         (
             "not namespaces",
-            vec![policy(
-                "p",
+            one(
                 AuthzAction::Allow,
-                vec![from(AuthzSource {
+                from(AuthzSource {
                     namespaces: not(&["prod"]),
                     ..Default::default()
-                })],
-            )],
+                }),
+            ),
             attrs(Some(OTHER), "GET", "/", &h),
             Verdict::Deny(None),
         ),
         (
             "principal prefix",
-            vec![policy(
-                "p",
+            one(
                 AuthzAction::Allow,
-                vec![from(AuthzSource {
+                from(AuthzSource {
                     principals: f(&["cluster.local/ns/default/*"]),
                     ..Default::default()
-                })],
-            )],
+                }),
+            ),
             attrs(Some(SLEEP), "GET", "/", &h),
             Verdict::Allow,
         ),
         (
             "principal any needs one",
-            vec![policy(
-                "p",
+            one(
                 AuthzAction::Allow,
-                vec![from(AuthzSource {
+                from(AuthzSource {
                     principals: f(&["*"]),
                     ..Default::default()
-                })],
-            )],
+                }),
+            ),
             attrs(None, "GET", "/", &h),
             Verdict::Deny(None),
         ),
         (
             "ipBlocks",
-            vec![policy(
-                "p",
+            one(
                 AuthzAction::Allow,
-                vec![from(AuthzSource {
+                from(AuthzSource {
                     ip_blocks: Field {
                         values: vec!["10.1.0.0/16".into()],
                         not_values: vec![],
                     },
                     ..Default::default()
-                })],
-            )],
+                }),
+            ),
             attrs(None, "GET", "/", &h),
             Verdict::Allow,
         ),
         (
             "notIpBlocks",
-            vec![policy(
-                "p",
+            one(
                 AuthzAction::Deny,
-                vec![from(AuthzSource {
+                from(AuthzSource {
                     ip_blocks: Field {
                         values: vec![],
                         not_values: vec!["10.1.2.3".into()],
                     },
                     ..Default::default()
-                })],
-            )],
+                }),
+            ),
             attrs(None, "GET", "/", &h),
             Verdict::Allow,
         ),
         (
             "remoteIpBlocks",
-            vec![policy(
-                "p",
+            one(
                 AuthzAction::Deny,
-                vec![from(AuthzSource {
+                from(AuthzSource {
                     remote_ip_blocks: Field {
                         values: vec!["10.0.0.0/8".into()],
                         not_values: vec![],
                     },
                     ..Default::default()
-                })],
-            )],
+                }),
+            ),
             attrs(None, "GET", "/", &h),
             Verdict::Deny(Some("p".into())),
         ),
         (
             "hosts ignore case and port",
-            vec![policy(
-                "p",
+            one(
                 AuthzAction::Allow,
-                vec![to(AuthzOperation {
+                to(AuthzOperation {
                     hosts: f(&["APP.example.test"]),
                     ..Default::default()
-                })],
-            )],
+                }),
+            ),
             attrs(None, "GET", "/", &h),
             Verdict::Allow,
         ),
         (
             "host suffix",
-            vec![policy(
-                "p",
+            one(
                 AuthzAction::Allow,
-                vec![to(AuthzOperation {
+                to(AuthzOperation {
                     hosts: f(&["*.example.test"]),
                     ..Default::default()
-                })],
-            )],
+                }),
+            ),
             attrs(None, "GET", "/", &h),
             Verdict::Allow,
         ),
         (
             "notHosts",
-            vec![policy(
-                "p",
+            one(
                 AuthzAction::Allow,
-                vec![to(AuthzOperation {
+                to(AuthzOperation {
                     hosts: not(&["app.example.test"]),
                     ..Default::default()
-                })],
-            )],
+                }),
+            ),
             attrs(None, "GET", "/", &h),
             Verdict::Deny(None),
         ),
         (
             "ports",
-            vec![policy(
-                "p",
+            one(
                 AuthzAction::Allow,
-                vec![to(AuthzOperation {
+                to(AuthzOperation {
                     ports: Field {
                         values: vec![8443],
                         not_values: vec![],
                     },
                     ..Default::default()
-                })],
-            )],
+                }),
+            ),
             attrs(None, "GET", "/", &h),
             Verdict::Allow,
         ),
         (
             "notPorts",
-            vec![policy(
-                "p",
+            one(
                 AuthzAction::Deny,
-                vec![to(AuthzOperation {
+                to(AuthzOperation {
                     ports: Field {
                         values: vec![],
                         not_values: vec![8443],
                     },
                     ..Default::default()
-                })],
-            )],
+                }),
+            ),
             attrs(None, "GET", "/", &h),
             Verdict::Allow,
         ),
         (
             "path suffix",
-            vec![policy(
-                "p",
+            one(
                 AuthzAction::Deny,
-                vec![to(AuthzOperation {
+                to(AuthzOperation {
                     paths: f(&["*.php"]),
                     ..Default::default()
-                })],
-            )],
+                }),
+            ),
             attrs(None, "GET", "/x/index.php", &h),
             Verdict::Deny(Some("p".into())),
         ),
         (
             "notPaths",
-            vec![policy(
-                "p",
+            one(
                 AuthzAction::Allow,
-                vec![to(AuthzOperation {
+                to(AuthzOperation {
                     paths: not(&["/private*"]),
                     ..Default::default()
-                })],
-            )],
+                }),
+            ),
             attrs(None, "GET", "/private/x", &h),
             Verdict::Deny(None),
         ),
         (
             "notMethods",
-            vec![policy(
-                "p",
+            one(
                 AuthzAction::Allow,
-                vec![to(AuthzOperation {
+                to(AuthzOperation {
                     methods: not(&["DELETE"]),
                     ..Default::default()
-                })],
-            )],
+                }),
+            ),
             attrs(None, "GET", "/", &h),
             Verdict::Allow,
         ),
         (
             "header condition",
-            vec![policy(
-                "p",
+            one(
                 AuthzAction::Allow,
-                vec![AuthzRule {
+                AuthzRule {
                     when: vec![AuthzCondition {
                         key: ConditionKey::RequestHeader("x-role".into()),
                         values: vec![Pattern::parse("admin")],
                         not_values: vec![],
                     }],
                     ..Default::default()
-                }],
-            )],
+                },
+            ),
             attrs(None, "GET", "/", &admin),
             Verdict::Allow,
         ),
         (
             "header condition absent",
-            vec![policy(
-                "p",
+            one(
                 AuthzAction::Allow,
-                vec![AuthzRule {
+                AuthzRule {
                     when: vec![AuthzCondition {
                         key: ConditionKey::RequestHeader("x-role".into()),
                         values: vec![Pattern::parse("admin")],
                         not_values: vec![],
                     }],
                     ..Default::default()
-                }],
-            )],
+                },
+            ),
             attrs(None, "GET", "/", &h),
             Verdict::Deny(None),
         ),
         (
             "source.ip condition",
-            vec![policy(
-                "p",
+            one(
                 AuthzAction::Deny,
-                vec![AuthzRule {
+                AuthzRule {
                     when: vec![AuthzCondition {
                         key: ConditionKey::SourceIp,
                         values: vec![Pattern::parse("10.1.0.0/16")],
                         not_values: vec![],
                     }],
                     ..Default::default()
-                }],
-            )],
+                },
+            ),
             attrs(None, "GET", "/", &h),
             Verdict::Deny(Some("p".into())),
         ),
         (
             "destination.port condition",
-            vec![policy(
-                "p",
+            one(
                 AuthzAction::Allow,
-                vec![AuthzRule {
+                AuthzRule {
                     when: vec![AuthzCondition {
                         key: ConditionKey::DestinationPort,
                         values: vec![Pattern::parse("8443")],
                         not_values: vec![],
                     }],
                     ..Default::default()
-                }],
-            )],
+                },
+            ),
             attrs(None, "GET", "/", &h),
             Verdict::Allow,
         ),
         (
             "connection.sni condition",
-            vec![policy(
-                "p",
+            one(
                 AuthzAction::Deny,
-                vec![AuthzRule {
+                AuthzRule {
                     when: vec![AuthzCondition {
                         key: ConditionKey::ConnectionSni,
                         values: vec![],
                         not_values: vec![Pattern::parse("app.example.test")],
                     }],
                     ..Default::default()
-                }],
-            )],
+                },
+            ),
             attrs(None, "GET", "/", &h),
             Verdict::Allow,
         ),
         (
             "source.namespace condition",
-            vec![policy(
-                "p",
+            one(
                 AuthzAction::Allow,
-                vec![AuthzRule {
+                AuthzRule {
                     when: vec![AuthzCondition {
                         key: ConditionKey::SourceNamespace,
                         values: vec![Pattern::parse("default")],
                         not_values: vec![],
                     }],
                     ..Default::default()
-                }],
-            )],
+                },
+            ),
             attrs(Some(SLEEP), "GET", "/", &h),
             Verdict::Allow,
         ),
         (
             "JWT attributes never match without RequestAuthentication",
-            vec![policy(
-                "p",
+            one(
                 AuthzAction::Allow,
-                vec![AuthzRule {
+                AuthzRule {
                     when: vec![AuthzCondition {
                         key: ConditionKey::RequestAuth("request.auth.claims[iss]".into()),
                         values: vec![Pattern::Any],
                         not_values: vec![],
                     }],
                     ..Default::default()
-                }],
-            )],
+                },
+            ),
             attrs(Some(SLEEP), "GET", "/", &h),
             Verdict::Deny(None),
         ),
         (
             "requestPrincipals need a JWT",
-            vec![policy(
-                "p",
+            one(
                 AuthzAction::Allow,
-                vec![from(AuthzSource {
+                from(AuthzSource {
                     request_principals: f(&["*"]),
                     ..Default::default()
-                })],
-            )],
+                }),
+            ),
             attrs(Some(SLEEP), "GET", "/", &h),
             Verdict::Deny(None),
         ),
@@ -519,7 +501,7 @@ fn the_policy_table() {
         ),
         (
             "AUDIT does not deny",
-            vec![policy("p", AuthzAction::Audit, vec![AuthzRule::default()])],
+            one(AuthzAction::Audit, AuthzRule::default()),
             attrs(None, "GET", "/", &h),
             Verdict::Allow,
         ),
