@@ -290,37 +290,7 @@ fn tls_terminated_then_tcp() {
     );
     mesh.config(
         "config.yaml",
-        &(gateway_service(tcp, tls)
-            + &format!(
-                r#"apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {{name: tls-gw, namespace: istio-system}}
-spec:
-  selector: {{istio: ingressgateway}}
-  servers:
-  - port: {{number: 443, name: tls, protocol: TLS}}
-    hosts: [db.example.test]
-    tls: {{mode: SIMPLE, credentialName: db-tls}}
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: db, namespace: apps}}
-spec:
-  hosts: [db.internal]
-  ports: [{{number: 5000, name: tcp, protocol: TCP, targetPort: {backend}}}]
-  resolution: STATIC
-  endpoints: [{{address: 127.0.0.1}}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: db, namespace: apps}}
-spec:
-  hosts: [db.example.test]
-  gateways: [istio-system/tls-gw]
-  tcp:
-  - route: [{{destination: {{host: db.internal, port: {{number: 5000}}}}}}]
-"#
-            )),
+        &tls_terminated_db(tcp, tls, backend, "SIMPLE"),
     );
     let ca_file = mesh.dir.path().join("ca.pem");
     std::fs::write(&ca_file, &ca.cert_pem).unwrap();

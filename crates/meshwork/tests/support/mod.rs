@@ -720,6 +720,43 @@ spec:
     )
 }
 
+/// A TLS gateway on `tls` (443) terminating TLS in `mode` (SIMPLE or MUTUAL, with the
+/// Secret `istio-system/db-tls`) for `db.example.test`, and forwarding the plain TCP
+/// stream to `backend` (`db.internal`).
+pub fn tls_terminated_db(tcp: u16, tls: u16, backend: u16, mode: &str) -> String {
+    gateway_service(tcp, tls)
+        + &format!(
+            r#"apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: tls-gw, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 443, name: tls, protocol: TLS}}
+    hosts: [db.example.test]
+    tls: {{mode: {mode}, credentialName: db-tls}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: db, namespace: apps}}
+spec:
+  hosts: [db.internal]
+  ports: [{{number: 5000, name: tcp, protocol: TCP, targetPort: {backend}}}]
+  resolution: STATIC
+  endpoints: [{{address: 127.0.0.1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: db, namespace: apps}}
+spec:
+  hosts: [db.example.test]
+  gateways: [istio-system/tls-gw]
+  tcp:
+  - route: [{{destination: {{host: db.internal, port: {{number: 5000}}}}}}]
+"#
+        )
+}
+
 /// A TCP gateway on `tcp` routing everything to one TCP backend (`name.apps.internal`),
 /// whose DestinationRule has this `connectionPool.tcp`.
 pub fn single_tcp_route(tcp: u16, tls: u16, name: &str, backend: u16, tcp_pool: &str) -> String {
