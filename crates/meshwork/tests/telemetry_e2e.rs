@@ -72,11 +72,9 @@ fn query(prom: &Prometheus, promql: &str) -> Option<f64> {
     v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
 }
 
-#[test]
-fn prometheus_scrapes_istio_request_metrics_from_the_gateway() {
-    let mut mesh = Mesh::new("metrics");
-    let (http, metrics) = (free_port(), free_port());
-    let app = mesh.echo("app");
+/// Port 80 of the gateway (bound on `http`) serving `app.example.test` with `routes`
+/// (YAML `http:` items) to the Service `app` on the echo server `app`.
+fn app_on_port_80(mesh: &Mesh, http: u16, app: u16, routes: &str) {
     let servers = "  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n";
     mesh.config(
         "config.yaml",
@@ -84,11 +82,21 @@ fn prometheus_scrapes_istio_request_metrics_from_the_gateway() {
             "{}---\n{}---\n{}",
             public_gateway(http, free_port(), servers),
             app_service(&[app]),
-            app_routes(
-                "[app.example.test]",
-                "  - retries: {attempts: 0}\n    route: [{destination: {host: app}}]\n"
-            )
+            app_routes("[app.example.test]", routes)
         ),
+    );
+}
+
+#[test]
+fn prometheus_scrapes_istio_request_metrics_from_the_gateway() {
+    let mut mesh = Mesh::new("metrics");
+    let (http, metrics) = (free_port(), free_port());
+    let app = mesh.echo("app");
+    app_on_port_80(
+        &mesh,
+        http,
+        app,
+        "  - retries: {attempts: 0}\n    route: [{destination: {host: app}}]\n",
     );
     mesh.up(&["--metrics", &format!("127.0.0.1:{metrics}")]);
     let url = format!("http://127.0.0.1:{http}/");
@@ -163,18 +171,11 @@ fn a_telemetry_resource_turns_the_access_log_on() {
     let mut mesh = Mesh::new("telemetry-log");
     let http = free_port();
     let app = mesh.echo("app");
-    let servers = "  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n";
-    mesh.config(
-        "config.yaml",
-        &format!(
-            "{}---\n{}---\n{}",
-            public_gateway(http, free_port(), servers),
-            app_service(&[app]),
-            app_routes(
-                "[app.example.test]",
-                "  - route: [{destination: {host: app}}]\n"
-            )
-        ),
+    app_on_port_80(
+        &mesh,
+        http,
+        app,
+        "  - route: [{destination: {host: app}}]\n",
     );
     // As the user's write-up enables it: no mesh config at all.
     mesh.config(
@@ -215,18 +216,11 @@ fn a_telemetry_filter_logs_only_the_failures() {
     let mut mesh = Mesh::new("telemetry-filter");
     let http = free_port();
     let app = mesh.echo("app");
-    let servers = "  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n";
-    mesh.config(
-        "config.yaml",
-        &format!(
-            "{}---\n{}---\n{}",
-            public_gateway(http, free_port(), servers),
-            app_service(&[app]),
-            app_routes(
-                "[app.example.test]",
-                "  - retries: {attempts: 0}\n    route: [{destination: {host: app}}]\n"
-            )
-        ),
+    app_on_port_80(
+        &mesh,
+        http,
+        app,
+        "  - retries: {attempts: 0}\n    route: [{destination: {host: app}}]\n",
     );
     mesh.config(
         "telemetry.yaml",
