@@ -73,6 +73,22 @@ fn config(mesh: &Mesh, http: u16, backend: u16, route_extra: &str) {
     );
 }
 
+/// A good request sent now is the first that `backend` sees: nothing refused before it
+/// reached the backend. (The backend closes without answering, hence the 503.)
+fn good_request_is_the_first_at_the_backend(http: u16, backend: &ResettingBackend) {
+    assert_eq!(post(http), 503);
+    eventually(
+        Duration::from_secs(5),
+        "the good request at the backend",
+        || backend.requests.load(Ordering::SeqCst) >= 1,
+    );
+    assert_eq!(
+        backend.requests.load(Ordering::SeqCst),
+        1,
+        "nothing before it reached the backend"
+    );
+}
+
 fn post(http: u16) -> u16 {
     status(&[
         "-X",
@@ -201,18 +217,7 @@ fn client_errors_are_400_and_never_reach_the_backend() {
         let answer = raw(http, request);
         assert!(answer.starts_with("HTTP/1.1 400"), "{what}: {answer}");
     }
-    // A good request afterwards is the first the backend sees.
-    assert_eq!(post(http), 503);
-    eventually(
-        Duration::from_secs(5),
-        "the good request at the backend",
-        || backend.requests.load(Ordering::SeqCst) >= 1,
-    );
-    assert_eq!(
-        backend.requests.load(Ordering::SeqCst),
-        1,
-        "nothing before it reached the backend"
-    );
+    good_request_is_the_first_at_the_backend(http, &backend);
     let up = mesh.up.as_ref().unwrap();
     eventually(Duration::from_secs(5), "four DPE entries", || {
         up.stdout().matches("\"response_flags\":\"DPE\"").count() == 4
@@ -510,18 +515,7 @@ fn a_malformed_chunked_body_is_400_before_anything_reaches_the_backend() {
         b"POST / HTTP/1.1\r\nHost: app.example.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nZZ\r\nmore\r\n",
     );
     assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
-    // A good request afterwards is the first the backend sees.
-    assert_eq!(post(http), 503);
-    eventually(
-        Duration::from_secs(5),
-        "the good request at the backend",
-        || backend.requests.load(Ordering::SeqCst) >= 1,
-    );
-    assert_eq!(
-        backend.requests.load(Ordering::SeqCst),
-        1,
-        "nothing before it reached the backend"
-    );
+    good_request_is_the_first_at_the_backend(http, &backend);
 
     // A well-formed chunked body, small or large, still goes through.
     let mut echo_mesh = Mesh::new("chunked-ok");
