@@ -24,15 +24,24 @@ fn millis(text: Option<&String>) -> Option<u64> {
 
 /// The DestinationRule for a host: the one in the service's namespace first, then any.
 fn destination_rule<'a>(
-    objects: &'a [Object],
+    ctx: &ClusterContext<'a>,
     host: &str,
     service_ns: &str,
 ) -> Option<&'a DestinationRule> {
+    let objects = ctx.objects;
     let mut rules: Vec<&DestinationRule> = objects
         .iter()
         .filter_map(|o| match o {
             Object::DestinationRule(dr) => Some(dr),
             _ => None,
+        })
+        .filter(|dr| {
+            crate::sidecar::exported(
+                &dr.spec.export_to,
+                &ctx.mesh.default_destination_rule_export_to,
+                dr.metadata.namespace.as_deref().unwrap_or_default(),
+                ctx.proxy_namespace,
+            )
         })
         .filter(|dr| {
             resolve_host(
@@ -75,12 +84,7 @@ pub fn build_clusters(
     ctx: &ClusterContext<'_>,
     warnings: &mut Vec<String>,
 ) -> Clusters {
-    let ClusterContext {
-        objects,
-        registry,
-        mesh,
-        ..
-    } = *ctx;
+    let ClusterContext { registry, mesh, .. } = *ctx;
     let default_connect = parse_duration(&mesh.connect_timeout)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(10_000);
@@ -92,7 +96,7 @@ pub fn build_clusters(
         }
         let service = registry.get(&key.host);
         let ns = service.map(|s| s.namespace.as_str()).unwrap_or_default();
-        let dr = destination_rule(objects, &key.host, ns);
+        let dr = destination_rule(ctx, &key.host, ns);
         let subset = key
             .subset
             .as_ref()

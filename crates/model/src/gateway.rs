@@ -52,8 +52,13 @@ pub fn compile_gateways(objects: &[Object], mesh: &MeshConfig) -> Compiled {
     }
     let mut out = Compiled::default();
     for (selector, gateways) in by_selector {
+        let namespace = gateways
+            .first()
+            .map(|g| meta_ns(g).to_string())
+            .unwrap_or_default();
         let gw = compile_one(
             &selector,
+            &namespace,
             &gateways,
             objects,
             &registry,
@@ -63,6 +68,45 @@ pub fn compile_gateways(objects: &[Object], mesh: &MeshConfig) -> Compiled {
         out.gateways.push(gw);
     }
     out
+}
+
+/// Compiles the gateway proxy `node`: every Gateway whose `selector` its labels match.
+/// The node's own identity (id, namespace, labels) is kept.
+pub fn compile_gateway_node(
+    node: &Node,
+    objects: &[Object],
+    registry: &Registry,
+    mesh: &MeshConfig,
+    warnings: &mut Vec<String>,
+) -> ProxyConfig {
+    let gateways: Vec<&Gateway> = objects
+        .iter()
+        .filter_map(|o| match o {
+            Object::Gateway(g) => Some(g),
+            _ => None,
+        })
+        .filter(|g| {
+            !g.spec.selector.is_empty()
+                && g.spec
+                    .selector
+                    .iter()
+                    .all(|(k, v)| node.labels.get(k) == Some(v))
+        })
+        .collect();
+    let mut config = compile_one(
+        &node.labels,
+        &node.namespace,
+        &gateways,
+        objects,
+        registry,
+        mesh,
+        warnings,
+    );
+    config.node = Node {
+        role: Role::Gateway,
+        ..node.clone()
+    };
+    config
 }
 
 fn meta_ns(g: &Gateway) -> &str {
@@ -101,6 +145,7 @@ fn port_map(
 
 fn compile_one(
     selector: &BTreeMap<String, String>,
+    namespace: &str,
     gateways: &[&Gateway],
     objects: &[Object],
     registry: &Registry,
@@ -169,27 +214,23 @@ fn compile_one(
     for table in route_tables.values_mut() {
         sort_virtual_hosts(table);
     }
-    let namespace = gateways
-        .first()
-        .map(|g| meta_ns(g).to_string())
-        .unwrap_or_default();
     let ctx = ClusterContext {
         objects,
         registry,
         mesh,
-        proxy_namespace: &namespace,
+        proxy_namespace: namespace,
     };
     let clusters = build_clusters(&cluster_keys, &ctx, warnings);
     secrets.extend(clusters.secrets);
     let authorization =
-        crate::authorization::for_workload(objects, mesh, &namespace, selector, warnings);
-    let access_log = crate::telemetry::access_log(objects, mesh, &namespace, selector, warnings);
+        crate::authorization::for_workload(objects, mesh, namespace, selector, warnings);
+    let access_log = crate::telemetry::access_log(objects, mesh, namespace, selector, warnings);
     ProxyConfig {
         node: Node {
             id: selector_name(selector),
             role: Role::Gateway,
             workload_name: gateway_service(selector, objects).unwrap_or_default(),
-            namespace,
+            namespace: namespace.to_string(),
             labels: selector.clone(),
             ..Node::default()
         },
@@ -340,7 +381,7 @@ fn l4_routes(
     out
 }
 
-fn virtual_services(objects: &[Object]) -> Vec<&VirtualService> {
+pub(crate) fn virtual_services(objects: &[Object]) -> Vec<&VirtualService> {
     let mut services: Vec<&VirtualService> = objects
         .iter()
         .filter_map(|o| match o {

@@ -7,9 +7,11 @@ pub mod authorization;
 pub mod clusters;
 pub mod gateway;
 pub mod policy;
+pub mod proxy;
 pub mod registry;
 pub mod routes;
 pub mod secrets;
+pub mod sidecar;
 pub mod telemetry;
 
 pub use gateway::{Compiled, compile_gateways};
