@@ -2,6 +2,8 @@
 //! per proxy, and applying it to proxies (see docs/architecture.md).
 #![forbid(unsafe_code)]
 
+pub mod discovery;
 pub mod last_good;
+pub mod source;
 pub mod up;
 pub mod watch;

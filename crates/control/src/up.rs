@@ -9,8 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use meshwork_api::diagnostic::Severity;
-use meshwork_api::load::{LoadOptions, LoadOutcome, LoadedObject, ReadError, load_paths};
+use meshwork_api::load::LoadedObject;
 use meshwork_api::resource::Object;
 use meshwork_model::compile_gateways;
 use meshwork_model::resources::ProxyConfig;
@@ -19,7 +18,7 @@ use meshwork_proxy::admin::{self, AdminState};
 use tokio::net::TcpListener;
 use tracing::{error, info, warn};
 
-use crate::last_good;
+use crate::source::{DirSource, OpenError};
 use crate::watch::DirWatcher;
 
 /// How `meshwork up` runs.
@@ -44,12 +43,9 @@ pub struct UpOptions {
 /// `meshwork up` could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum UpError {
-    /// The directory could not be read.
-    #[error("cannot read {0}")]
-    Read(#[from] ReadError),
-    /// The first config has errors.
-    #[error("the configuration has {0} error(s); nothing started")]
-    Invalid(usize),
+    /// The first config could not be used.
+    #[error(transparent)]
+    Open(#[from] OpenError),
     /// An admin or health port could not be bound.
     #[error("cannot bind {addr}: {source}")]
     Bind {
@@ -77,22 +73,6 @@ pub struct Gateways {
 }
 
 impl Gateways {
-    /// Loads and checks the config; every diagnostic is logged.
-    fn load(opts: &UpOptions) -> Result<LoadOutcome, ReadError> {
-        let load_opts = LoadOptions {
-            mesh_file: opts.mesh.clone(),
-            ..LoadOptions::default()
-        };
-        let outcome = load_paths(std::slice::from_ref(&opts.dir), &load_opts)?;
-        for d in &outcome.diagnostics {
-            match d.severity {
-                Severity::Error => error!("{d}"),
-                Severity::Warning => warn!("{d}"),
-            }
-        }
-        Ok(outcome)
-    }
-
     /// Compiles and applies a loaded config, resource by resource. Returns false when a
     /// port could not be bound (the gateway is then not ready).
     async fn apply(
@@ -220,19 +200,8 @@ pub async fn run(opts: UpOptions) -> Result<(), UpError> {
         }
         None => None,
     };
-    let first = Gateways::load(&opts)?;
-    if first.has_errors() {
-        return Err(UpError::Invalid(
-            first
-                .diagnostics
-                .iter()
-                .filter(|d| d.severity == Severity::Error)
-                .count(),
-        ));
-    }
-    let mut last_good = first.config.objects;
-    let mut last_mesh = first.config.mesh;
-    let mesh = last_mesh.clone();
+    let mut source = DirSource::open(opts.dir.clone(), opts.mesh.clone())?;
+    let mesh = source.mesh().clone();
     let mut gateways = Gateways {
         proxies: BTreeMap::new(),
         admin: admin.clone(),
@@ -240,14 +209,14 @@ pub async fn run(opts: UpOptions) -> Result<(), UpError> {
         settings: opts.settings.clone(),
         metrics,
     };
-    let ready = gateways.apply(&last_good, &mesh).await;
+    let ready = gateways.apply(source.loaded(), &mesh).await;
     admin.set_ready(ready);
     for (name, p) in &gateways.proxies {
         info!(gateway = %name, ports = ?p.bound_ports().await, "gateway ready");
     }
+    let source_paths = source.paths();
     let watch_list = |gateways: &Gateways| {
-        let mut watched = vec![opts.dir.clone()];
-        watched.extend(opts.mesh.clone());
+        let mut watched = source_paths.clone();
         let configs: Vec<_> = gateways.proxies.values().map(|p| p.config()).collect();
         watched.extend(referenced_files(&configs));
         watched
@@ -266,28 +235,11 @@ pub async fn run(opts: UpOptions) -> Result<(), UpError> {
             }
         }
         info!("configuration changed; reloading");
-        match Gateways::load(&opts) {
-            Ok(outcome) => {
-                let merged = last_good::merge(outcome, &last_good, &last_mesh, opts.mesh.as_ref());
-                for r in &merged.kept {
-                    error!("{r}: the new version is rejected; the last good version keeps serving");
-                }
-                for r in &merged.left_out {
-                    error!("{r}: rejected; it has no good version and is left out");
-                }
-                if merged.mesh_kept {
-                    error!("the mesh config is rejected; the last good mesh config applies");
-                }
-                if !merged.kept.is_empty() || !merged.left_out.is_empty() || merged.mesh_kept {
-                    error!(
-                        "configuration rejected in part: {} resource(s) keep their last good version, {} left out; the rest applies",
-                        merged.kept.len(),
-                        merged.left_out.len()
-                    );
-                }
-                drain_for = drain_duration(&merged.mesh);
-                let ok = gateways.apply(&merged.objects, &merged.mesh).await;
-                (last_good, last_mesh) = (merged.objects, merged.mesh);
+        match source.reload() {
+            Ok(()) => {
+                drain_for = drain_duration(source.mesh());
+                let mesh = source.mesh().clone();
+                let ok = gateways.apply(source.loaded(), &mesh).await;
                 admin.set_ready(ok);
                 if ok {
                     info!("configuration applied");

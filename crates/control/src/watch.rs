@@ -24,6 +24,47 @@ pub const SETTLE: Duration = Duration::from_millis(200);
 /// How often the fingerprint of the watched paths is taken.
 pub const POLL: Duration = Duration::from_secs(1);
 
+/// When a burst of changes counts as settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Debounce {
+    /// A change is passed on once no other came for this long...
+    pub quiet: Duration,
+    /// ...or once this long has passed since the first change of the burst.
+    pub max: Duration,
+}
+
+impl Debounce {
+    /// `meshwork up`: files settle for [`SETTLE`].
+    pub const UP: Debounce = Debounce {
+        quiet: SETTLE,
+        max: Duration::from_secs(10),
+    };
+    /// `meshwork control`, as istiod debounces pushes (`PILOT_DEBOUNCE_AFTER` 100 ms,
+    /// `PILOT_DEBOUNCE_MAX` 10 s).
+    pub const ISTIOD: Debounce = Debounce {
+        quiet: Duration::from_millis(100),
+        max: Duration::from_secs(10),
+    };
+
+    /// Waits for the next settled burst on `events`; false once they end.
+    pub async fn next(self, events: &mut mpsc::UnboundedReceiver<()>) -> bool {
+        if events.recv().await.is_none() {
+            return false;
+        }
+        let deadline = tokio::time::Instant::now() + self.max;
+        loop {
+            let wait = self
+                .quiet
+                .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+            match tokio::time::timeout(wait, events.recv()).await {
+                Ok(Some(())) if tokio::time::Instant::now() < deadline => continue,
+                Ok(None) => return false,
+                _ => return true,
+            }
+        }
+    }
+}
+
 /// Watches paths; each settled burst of changes yields one `()` on the receiver.
 pub struct DirWatcher {
     _watcher: Option<notify::RecommendedWatcher>,
@@ -85,8 +126,16 @@ fn is_config_file(p: &Path) -> bool {
 }
 
 impl DirWatcher {
-    /// Starts watching `paths` (directories recursively).
+    /// Starts watching `paths` (directories recursively), settling as `meshwork up` does.
     pub fn start(paths: &[PathBuf]) -> notify::Result<(DirWatcher, mpsc::Receiver<()>)> {
+        Self::start_with(paths, Debounce::UP)
+    }
+
+    /// Starts watching `paths` (directories recursively).
+    pub fn start_with(
+        paths: &[PathBuf],
+        debounce: Debounce,
+    ) -> notify::Result<(DirWatcher, mpsc::Receiver<()>)> {
         let (raw_tx, mut raw_rx) = mpsc::unbounded_channel::<()>();
         // Only config files, the files named here and the watched directories themselves
         // count: a log written into the directory must not cause reloads.
@@ -148,9 +197,7 @@ impl DirWatcher {
         });
         let (tx, rx) = mpsc::channel(1);
         tokio::spawn(async move {
-            while raw_rx.recv().await.is_some() {
-                // Let the burst settle: reload once after SETTLE without events.
-                while let Ok(Some(())) = tokio::time::timeout(SETTLE, raw_rx.recv()).await {}
+            while debounce.next(&mut raw_rx).await {
                 if tx.send(()).await.is_err() {
                     break;
                 }
@@ -179,6 +226,44 @@ fn watch_target(p: &Path) -> &Path {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_is_passed_on_after_the_quiet_period_or_at_the_maximum() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let start = tokio::time::Instant::now();
+        // Three quick changes: one signal, 100 ms after the last.
+        for _ in 0..3 {
+            tx.send(()).unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(Debounce::ISTIOD.next(&mut rx).await);
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_millis(150) && took < Duration::from_millis(260),
+            "{took:?}"
+        );
+        // A change every 50 ms without end: passed on at the 10 s maximum.
+        let feeder = tokio::spawn(async move {
+            loop {
+                if tx.send(()).is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        let start = tokio::time::Instant::now();
+        assert!(Debounce::ISTIOD.next(&mut rx).await);
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_secs(10) && took < Duration::from_millis(10_100),
+            "{took:?}"
+        );
+        feeder.abort();
+        let _ = feeder.await;
+        // Once the sender is gone, no more signals.
+        while rx.try_recv().is_ok() {}
+        assert!(!Debounce::ISTIOD.next(&mut rx).await);
+    }
 
     #[test]
     fn the_fingerprint_follows_a_symlink_swap_and_skips_dot_entries() {

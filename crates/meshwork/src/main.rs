@@ -29,6 +29,20 @@ enum Command {
     Analyze(cmd::analyze::Args),
     /// Run the control plane and its gateways on one machine, serving a config directory.
     Up(cmd::up::Args),
+    /// Run the control plane: watch a config directory and stream per-proxy config to
+    /// gateways and sidecars (istiod's config path).
+    Control(cmd::control::Args),
+    /// Run one gateway or sidecar, configured by `meshwork control`.
+    Proxy(cmd::proxy::Args),
+    /// Show every proxy connected to the control plane and whether it is in sync.
+    #[command(name = "proxy-status")]
+    ProxyStatus(cmd::proxy_status::Args),
+    /// Show what one proxy runs: its listeners, routes, clusters or endpoints.
+    #[command(name = "proxy-config")]
+    ProxyConfig(cmd::proxy_config::Args),
+    /// Run the whole mesh on this machine: the control plane, an ingress gateway, and
+    /// Bookinfo's services behind sidecars.
+    Demo(cmd::demo::Args),
     /// Run a test backend that answers with the request it saw.
     Echo(cmd::echo::Args),
 }
@@ -47,6 +61,11 @@ fn main() -> ExitCode {
         Command::Validate(args) => cmd::validate::run(args),
         Command::Analyze(args) => cmd::analyze::run(args),
         Command::Up(args) => cmd::up::run(args),
+        Command::Control(args) => cmd::control::run(args),
+        Command::Proxy(args) => cmd::proxy::run(args),
+        Command::ProxyStatus(args) => cmd::proxy_status::run(args),
+        Command::ProxyConfig(args) => cmd::proxy_config::run(args),
+        Command::Demo(args) => cmd::demo::run(args),
         Command::Echo(args) => cmd::echo::run(args),
     }
 }

@@ -12,6 +12,7 @@ pub mod body;
 pub mod client_cert;
 pub mod connection;
 pub mod connections;
+pub mod discovery;
 pub mod error;
 pub mod flags;
 pub mod inspect;
@@ -228,6 +229,18 @@ impl Proxy {
     /// The runtime in force.
     pub fn runtime(&self) -> Arc<Runtime> {
         self.shared.state.load_full()
+    }
+
+    /// The listener addresses of the config in force that could not be bound.
+    pub async fn unbound(&self) -> Vec<SocketAddr> {
+        let runtime = self.runtime();
+        let listeners = self.listeners.lock().await;
+        runtime
+            .listeners
+            .keys()
+            .filter(|a| !listeners.contains_key(a))
+            .copied()
+            .collect()
     }
 
     /// The ports bound now.

@@ -41,4 +41,8 @@ pub struct Node {
     /// The workload's addresses.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ips: Vec<String>,
+    /// The Pod or WorkloadEntry the control plane found behind the proxy
+    /// (`workloadentry/NS/NAME`); none when it found none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<String>,
 }

@@ -293,6 +293,7 @@ fn sample() -> ProxyConfig {
             service_account: "bookinfo-reviews".into(),
             locality: Some("us/a/1".into()),
             ips: vec!["127.0.1.2".into()],
+            workload: Some("workloadentry/default/reviews-v1".into()),
         },
         listeners: [listener()]
             .into_iter()

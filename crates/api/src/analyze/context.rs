@@ -128,6 +128,23 @@ impl<'a> Context<'a> {
         services: Service(core::Service);
         secrets: Secret(core::Secret);
         pods: Pod(core::Pod);
+        workload_entries: WorkloadEntry(r::WorkloadEntry);
+    }
+
+    /// Whether a WorkloadEntry of `namespace` has the labels `selector` asks for: a VM
+    /// workload, which Sidecar and Telemetry selectors select as they select Pods.
+    pub fn workload_entry_selected(
+        &self,
+        namespace: &str,
+        selector: &BTreeMap<String, String>,
+    ) -> bool {
+        self.workload_entries().any(|(_, w)| {
+            w.metadata.namespace.as_deref() == Some(namespace)
+                && !selector.is_empty()
+                && selector
+                    .iter()
+                    .all(|(k, v)| w.spec.labels.get(k) == Some(v))
+        })
     }
 
     /// The Gateway a VirtualService in `namespace` names (`name` or `ns/name`), with its

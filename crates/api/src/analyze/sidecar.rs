@@ -111,7 +111,7 @@ pub(super) fn selector_conflicts(
                 .or_default()
                 .push(o);
         }
-        if !any {
+        if !any && !ctx.workload_entry_selected(&ns, sel) {
             report.push(
                 REFERENCED_RESOURCE_NOT_FOUND,
                 o,

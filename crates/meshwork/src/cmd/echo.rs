@@ -3,6 +3,12 @@
 //! its name and the request it saw, as JSON, and echoes gRPC messages back (streaming, with
 //! trailers). Misbehaviour on request: `?delay=200ms`, `?status=503`, `?size=1024`, and
 //! `?fail_every=3` (every third such request answers 503).
+//!
+//! With `--call URL` it is one service of an application, as Bookinfo's are: for each
+//! request it calls each URL in turn (through `--via`, its sidecar's egress listener, with
+//! the URL's host as `Host`), passes on the headers Bookinfo propagates (`end-user`,
+//! `x-request-id`, the trace headers), and answers with `x-echo-chain`: its name and, in
+//! parentheses, the chains of the services it called (`productpage(details,reviews-v2(ratings))`).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -43,6 +49,86 @@ pub struct Args {
     /// when the client closes its side, close ours.
     #[arg(long)]
     tcp: bool,
+    /// Call this URL for every request (repeatable), as an application calls the services
+    /// it depends on.
+    #[arg(long = "call", value_name = "URL")]
+    calls: Vec<String>,
+    /// Send the calls to this address (the sidecar's egress listener) instead of the URL's
+    /// host.
+    #[arg(long, value_name = "ADDR")]
+    via: Option<String>,
+}
+
+/// The services an echo app calls for each request, and how it reaches them.
+#[derive(Debug, Clone, Default)]
+pub struct Calls {
+    /// `http://reviews:9080/reviews`.
+    pub urls: Vec<http::Uri>,
+    /// `127.0.11.1:9080`: where the calls are sent, whatever their host.
+    pub via: Option<String>,
+}
+
+/// The headers Bookinfo's services pass on to the services they call.
+const PROPAGATED: [&str; 12] = [
+    "end-user",
+    "user-agent",
+    "x-request-id",
+    "traceparent",
+    "tracestate",
+    "x-b3-traceid",
+    "x-b3-spanid",
+    "x-b3-parentspanid",
+    "x-b3-sampled",
+    "x-b3-flags",
+    "b3",
+    "x-ot-span-context",
+];
+
+/// One call: its status and the chain of the service that answered (`!503` when it gave
+/// none, `!connect` when it could not be reached).
+async fn call(uri: &http::Uri, via: Option<&str>, headers: &HeaderMap) -> (u16, String) {
+    let authority = uri.authority().map(|a| a.as_str()).unwrap_or("localhost");
+    let target = via.map_or_else(
+        || {
+            if authority.contains(':') {
+                authority.to_string()
+            } else {
+                format!("{authority}:80")
+            }
+        },
+        str::to_string,
+    );
+    let Ok(stream) = tokio::net::TcpStream::connect(&target).await else {
+        return (0, "!connect".into());
+    };
+    let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
+    else {
+        return (0, "!connect".into());
+    };
+    tokio::spawn(conn);
+    let mut request = Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
+        .header(http::header::HOST, authority)
+        .body(http_body_util::Empty::<Bytes>::new())
+        .expect("a valid request");
+    for name in PROPAGATED {
+        if let Some(v) = headers.get(name) {
+            request.headers_mut().insert(name, v.clone());
+        }
+    }
+    match sender.send_request(request).await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let h = response.headers();
+            let chain = h
+                .get("x-echo-chain")
+                .or_else(|| h.get("x-echo-name"))
+                .and_then(|v| v.to_str().ok())
+                .map_or_else(|| format!("!{status}"), str::to_string);
+            let _ = response.into_body().collect().await;
+            (status, chain)
+        }
+        Err(_) => (0, "!reset".into()),
+    }
 }
 
 /// Runs the echo server until the process is stopped.
@@ -50,10 +136,29 @@ pub fn run(args: Args) -> std::process::ExitCode {
     let name = args.name.unwrap_or_else(|| format!("echo-{}", args.port));
     let addr = SocketAddr::new(args.bind, args.port);
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    let urls = match args
+        .calls
+        .iter()
+        .map(|u| {
+            u.parse::<http::Uri>()
+                .map_err(|e| format!("--call {u}: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(urls) => urls,
+        Err(e) => {
+            eprintln!("meshwork echo: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let calls = Calls {
+        urls,
+        via: args.via,
+    };
     let served = if args.tcp {
         runtime.block_on(serve_tcp(addr, name))
     } else {
-        runtime.block_on(serve(addr, name, args.log))
+        runtime.block_on(serve(addr, name, args.log, calls))
     };
     match served {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -64,8 +169,9 @@ pub fn run(args: Args) -> std::process::ExitCode {
     }
 }
 
-/// Serves on `addr` forever.
-pub async fn serve(addr: SocketAddr, name: String, log: bool) -> std::io::Result<()> {
+/// Serves on `addr` forever, making `calls` for every request.
+pub async fn serve(addr: SocketAddr, name: String, log: bool, calls: Calls) -> std::io::Result<()> {
+    let calls = Arc::new(calls);
     let listener = TcpListener::bind(addr).await?;
     eprintln!(
         "meshwork echo {name} listening on {}",
@@ -78,6 +184,7 @@ pub async fn serve(addr: SocketAddr, name: String, log: bool) -> std::io::Result
         let _ = stream.set_nodelay(true);
         let name = name.clone();
         let counter = counter.clone();
+        let calls = calls.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
                 if log {
@@ -91,7 +198,7 @@ pub async fn serve(addr: SocketAddr, name: String, log: bool) -> std::io::Result
                         serde_json::json!({"method": req.method().as_str(), "path": req.uri().to_string(), "host": host})
                     );
                 }
-                respond(req, name.clone(), peer, counter.clone())
+                respond(req, name.clone(), peer, counter.clone(), calls.clone())
             });
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
@@ -144,6 +251,7 @@ async fn respond(
     name: Arc<str>,
     peer: SocketAddr,
     counter: Arc<std::sync::atomic::AtomicU64>,
+    calls: Arc<Calls>,
 ) -> Result<Response<EchoBody>, Infallible> {
     if let Some(delay) = query_param(&req, "delay").and_then(parse_delay) {
         tokio::time::sleep(delay).await;
@@ -170,6 +278,16 @@ async fn respond(
         status = StatusCode::SERVICE_UNAVAILABLE;
     }
     let size = query_param(&req, "size").and_then(|s| s.parse::<usize>().ok());
+    let mut made = Vec::new();
+    for uri in &calls.urls {
+        made.push((uri, call(uri, calls.via.as_deref(), req.headers()).await));
+    }
+    let chain = if made.is_empty() {
+        name.to_string()
+    } else {
+        let inner: Vec<&str> = made.iter().map(|(_, (_, c))| c.as_str()).collect();
+        format!("{name}({})", inner.join(","))
+    };
     let (parts, body) = req.into_parts();
     let received = body
         .collect()
@@ -200,6 +318,11 @@ async fn respond(
                 "remote": peer.to_string(),
                 "body_bytes": received,
                 "headers": headers,
+                "calls": made.iter().map(|(uri, (status, chain))| serde_json::json!({
+                    "url": uri.to_string(),
+                    "status": status,
+                    "chain": chain,
+                })).collect::<Vec<_>>(),
             }))
             .unwrap_or_default();
             text.push('\n');
@@ -224,6 +347,9 @@ async fn respond(
     );
     if let Ok(v) = HeaderValue::from_str(&name) {
         h.insert("x-echo-name", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&chain) {
+        h.insert("x-echo-chain", v);
     }
     Ok(resp)
 }

@@ -29,25 +29,8 @@ pub struct Args {
     /// 15020).
     #[arg(long, value_name = "ADDR")]
     metrics: Option<std::net::SocketAddr>,
-    /// How long a client may take to send a request's headers.
-    #[arg(long, default_value = "10s", value_parser = duration)]
-    request_headers_timeout: std::time::Duration,
-    /// Downstream connections idle this long are closed.
-    #[arg(long, default_value = "1h", value_parser = duration)]
-    idle_timeout: std::time::Duration,
-    /// Connections open at once per listener; more are closed at once.
-    #[arg(long, default_value_t = 100_000)]
-    max_connections_per_listener: usize,
-    /// The most bytes of request headers; more gets 431.
-    #[arg(long, default_value_t = 60 * 1024)]
-    max_request_headers_bytes: usize,
-    /// The most request headers; more gets 431.
-    #[arg(long, default_value_t = 100)]
-    max_request_headers: usize,
-}
-
-fn duration(text: &str) -> Result<std::time::Duration, String> {
-    meshwork_api::duration::parse_duration(text).map_err(|e| e.to_string())
+    #[command(flatten)]
+    settings: super::settings::SettingsArgs,
 }
 
 /// Runs until stopped.
@@ -60,13 +43,7 @@ pub fn run(args: Args) -> ExitCode {
         health: args.health,
         locality: args.locality,
         metrics: args.metrics,
-        settings: meshwork_proxy::settings::ProxySettings {
-            request_headers_timeout: args.request_headers_timeout,
-            idle_timeout: args.idle_timeout,
-            max_connections_per_listener: args.max_connections_per_listener,
-            max_request_headers_bytes: args.max_request_headers_bytes,
-            max_request_headers: args.max_request_headers,
-        },
+        settings: args.settings.settings(),
     };
     match runtime.block_on(run_up(opts)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,178 @@
+//! `meshwork control`: istiod's config path. It watches a config directory, compiles per
+//! proxy with the `model` crate, and streams each connected proxy its resources over the
+//! aggregated discovery stream (type URL, version, nonce, ACK and NACK). Changes are
+//! debounced as istiod debounces them (100 ms quiet, 10 s at most) and only the types
+//! whose resources changed are sent. `meshwork proxy-status` reads the debug service.
+
+pub mod status;
+mod stream;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use meshwork_model::proxy::MeshSnapshot;
+use meshwork_xds::proto::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use meshwork_xds::proto::mesh_debug_server::{MeshDebug, MeshDebugServer};
+use meshwork_xds::proto::{ProxyStatusRequest, ProxyStatusResponse};
+use meshwork_xds::{DiscoveryRequest, DiscoveryResponse};
+use tokio::sync::watch;
+use tokio_stream::Stream;
+use tracing::{error, info};
+
+use crate::source::{DirSource, OpenError};
+use crate::watch::{Debounce, DirWatcher};
+
+/// How `meshwork control` runs.
+#[derive(Debug, Clone)]
+pub struct ControlOptions {
+    /// The config directory.
+    pub dir: PathBuf,
+    /// A mesh config file.
+    pub mesh: Option<PathBuf>,
+    /// Where proxies connect (`127.0.0.1:15010`).
+    pub listen: SocketAddr,
+    /// This instance's name, as proxy-status prints it.
+    pub id: String,
+}
+
+/// `meshwork control` could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The first config could not be used.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// The listen address could not be bound.
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Watching the directory failed.
+    #[error("cannot watch {0}")]
+    Watch(#[from] notify::Error),
+    /// The gRPC server failed.
+    #[error("the discovery server failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// One version of the config, as every connection compiles from it.
+#[derive(Debug, Default)]
+pub struct Published {
+    /// The push version (`1`, `2`, ...), sent as `version_info`.
+    pub version: String,
+    /// The config.
+    pub snapshot: MeshSnapshot,
+}
+
+/// What every connection shares.
+pub struct Shared {
+    /// The config in force; connections wake up when it changes.
+    pub snapshots: watch::Receiver<Arc<Published>>,
+    /// The connected proxies.
+    pub proxies: status::Proxies,
+    /// This instance's name.
+    pub id: String,
+}
+
+struct Discovery(Arc<Shared>);
+
+type ResponseStream =
+    Pin<Box<dyn Stream<Item = Result<DiscoveryResponse, tonic::Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for Discovery {
+    type StreamAggregatedResourcesStream = ResponseStream;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: tonic::Request<tonic::Streaming<DiscoveryRequest>>,
+    ) -> Result<tonic::Response<ResponseStream>, tonic::Status> {
+        let peer = request.remote_addr();
+        let mut inbound = request.into_inner();
+        let first = inbound
+            .message()
+            .await?
+            .ok_or_else(|| tonic::Status::invalid_argument("the stream ended before a request"))?;
+        let Some(node) = first.node.clone() else {
+            return Err(tonic::Status::invalid_argument(
+                "the first discovery request carries no node",
+            ));
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(stream::serve(node, peer, inbound, tx, self.0.clone()));
+        Ok(tonic::Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}
+
+struct Debug(Arc<Shared>);
+
+#[tonic::async_trait]
+impl MeshDebug for Debug {
+    async fn proxy_status(
+        &self,
+        _: tonic::Request<ProxyStatusRequest>,
+    ) -> Result<tonic::Response<ProxyStatusResponse>, tonic::Status> {
+        Ok(tonic::Response::new(ProxyStatusResponse {
+            proxies: self.0.proxies.report(&self.0.id),
+        }))
+    }
+}
+
+fn publish(source: &DirSource, version: u64) -> Arc<Published> {
+    Arc::new(Published {
+        version: version.to_string(),
+        snapshot: MeshSnapshot::new(source.objects(), source.mesh().clone()),
+    })
+}
+
+/// Runs until the process is stopped.
+pub async fn run(opts: ControlOptions) -> Result<(), ControlError> {
+    let mut source = DirSource::open(opts.dir.clone(), opts.mesh.clone())?;
+    let mut version = 1;
+    let (publisher, snapshots) = watch::channel(publish(&source, version));
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .map_err(|source| ControlError::Bind {
+            addr: opts.listen,
+            source,
+        })?;
+    let shared = Arc::new(Shared {
+        snapshots,
+        proxies: status::Proxies::default(),
+        id: opts.id.clone(),
+    });
+    info!(listen = %opts.listen, id = %opts.id, "control plane ready");
+    let (watcher, mut changes) = DirWatcher::start_with(&source.paths(), Debounce::ISTIOD)?;
+    tokio::spawn(async move {
+        let _watcher = watcher;
+        while changes.recv().await.is_some() {
+            match source.reload() {
+                Ok(()) => {
+                    version += 1;
+                    info!(version, "configuration changed; pushing");
+                    publisher.send_replace(publish(&source, version));
+                }
+                Err(e) => error!(
+                    "cannot read the configuration: {e}; the last good configuration keeps serving"
+                ),
+            }
+        }
+    });
+    tonic::transport::Server::builder()
+        .add_service(AggregatedDiscoveryServiceServer::new(Discovery(
+            shared.clone(),
+        )))
+        .add_service(MeshDebugServer::new(Debug(shared)))
+        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+        .await?;
+    Ok(())
+}

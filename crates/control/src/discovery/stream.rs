@@ -1,0 +1,172 @@
+//! One proxy's stream: find its workload, compile its config, send every type whose
+//! resources changed (in dependency order), and record its ACKs and NACKs. It compiles
+//! again whenever a new config version is published.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use meshwork_model::proxy::{MeshSnapshot, compile_proxy, find_workload, resolve_node};
+use meshwork_model::resources::{Node, Role};
+use meshwork_xds::proto::Node as Hello;
+use meshwork_xds::{DiscoveryRequest, DiscoveryResponse, Resource, TypeUrl, encode};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::Shared;
+use super::status::Entry;
+
+/// The node a proxy's hello describes, completed by its workload: labels and service
+/// account from the Pod or WorkloadEntry with its address in its namespace. The id is
+/// `NAME.NAMESPACE`, the name being the proxy's own, else its workload's, else its address.
+pub fn node_of(hello: &Hello, snapshot: &MeshSnapshot) -> (Node, Option<String>) {
+    let ip = hello.ips.first().cloned().unwrap_or_default();
+    let found = find_workload(&snapshot.objects, &hello.namespace, &ip);
+    let name = [
+        hello.name.as_str(),
+        found.as_ref().map_or("", |w| w.name.as_str()),
+        ip.as_str(),
+    ]
+    .into_iter()
+    .find(|n| !n.is_empty())
+    .unwrap_or("proxy")
+    .to_string();
+    let id = if hello.id.is_empty() {
+        format!("{name}.{}", hello.namespace)
+    } else {
+        hello.id.clone()
+    };
+    let node = Node {
+        id,
+        role: if hello.role == "gateway" {
+            Role::Gateway
+        } else {
+            Role::Sidecar
+        },
+        namespace: hello.namespace.clone(),
+        workload_name: hello.name.clone(),
+        labels: hello.labels.clone().into_iter().collect(),
+        service_account: String::new(),
+        locality: Some(hello.locality.clone()).filter(|l| !l.is_empty()),
+        ips: hello.ips.clone(),
+        workload: None,
+    };
+    let mut node = resolve_node(node, found.as_ref());
+    node.workload = found.as_ref().map(|w| w.source.clone());
+    (node, found.map(|w| w.source))
+}
+
+/// Serves one proxy until its stream ends.
+pub async fn serve(
+    hello: Hello,
+    peer: Option<SocketAddr>,
+    mut inbound: tonic::Streaming<DiscoveryRequest>,
+    out: mpsc::Sender<Result<DiscoveryResponse, tonic::Status>>,
+    shared: Arc<Shared>,
+) {
+    let mut snapshots = shared.snapshots.clone();
+    let first = snapshots.borrow_and_update().clone();
+    let (node, workload) = node_of(&hello, &first.snapshot);
+    let key = shared.proxies.register(Entry {
+        id: node.id.clone(),
+        namespace: node.namespace.clone(),
+        role: hello.role.clone(),
+        admin_address: hello.admin_address.clone(),
+        version: hello.version.clone(),
+        workload: workload.clone(),
+        types: BTreeMap::new(),
+    });
+    info!(proxy = %node.id, peer = ?peer, workload = ?workload, "proxy connected");
+    if workload.is_none() {
+        warn!(
+            proxy = %node.id,
+            "no Pod or WorkloadEntry has address {:?} in namespace {}; the proxy is served with the labels it gave",
+            hello.ips.first().map(String::as_str).unwrap_or(""),
+            node.namespace
+        );
+    }
+    let mut sent: BTreeMap<TypeUrl, Vec<Resource>> = BTreeMap::new();
+    let mut nonce: u64 = 0;
+    let mut warned: Vec<String> = Vec::new();
+    'push: loop {
+        let published = snapshots.borrow_and_update().clone();
+        let (node, workload) = node_of(&hello, &published.snapshot);
+        shared.proxies.update(key, |e| {
+            e.workload = workload;
+            e.id = node.id.clone();
+        });
+        let (config, warnings) = compile_proxy(&published.snapshot, &node);
+        if warnings != warned {
+            for w in &warnings {
+                warn!(proxy = %node.id, "{w}");
+            }
+            warned = warnings;
+        }
+        let mut wire = encode(&config);
+        for t in TypeUrl::ALL {
+            let resources = wire.remove(&t).unwrap_or_default();
+            if sent.get(&t) == Some(&resources) {
+                continue;
+            }
+            nonce += 1;
+            let response = DiscoveryResponse {
+                version_info: published.version.clone(),
+                resources: resources.clone(),
+                type_url: t.as_str().to_string(),
+                nonce: nonce.to_string(),
+                control_plane: shared.id.clone(),
+            };
+            debug!(proxy = %node.id, type_url = %t, version = %published.version, count = resources.len(), "push");
+            if out.send(Ok(response)).await.is_err() {
+                break 'push;
+            }
+            shared
+                .proxies
+                .sent(key, t, &published.version, &nonce.to_string());
+            sent.insert(t, resources);
+        }
+        loop {
+            tokio::select! {
+                message = inbound.message() => match message {
+                    Ok(Some(request)) => answered(&shared, key, &node.id, &request),
+                    Ok(None) => break 'push,
+                    Err(e) => {
+                        debug!(proxy = %node.id, "stream error: {e}");
+                        break 'push;
+                    }
+                },
+                changed = snapshots.changed() => {
+                    if changed.is_err() {
+                        break 'push;
+                    }
+                    continue 'push;
+                }
+            }
+        }
+    }
+    shared.proxies.remove(key);
+    info!(proxy = %hello.id, "proxy disconnected");
+}
+
+/// Records an ACK or NACK. A request without a nonce subscribes to a type, which the
+/// first push already covers.
+fn answered(shared: &Shared, key: u64, proxy: &str, request: &DiscoveryRequest) {
+    if request.response_nonce.is_empty() {
+        return;
+    }
+    let Some(t) = TypeUrl::parse(&request.type_url) else {
+        warn!(proxy, type_url = %request.type_url, "unknown type in a request");
+        return;
+    };
+    let error = request.error_detail.as_ref().map(|e| e.message.as_str());
+    if let Some(reason) = error {
+        warn!(proxy, type_url = %t, nonce = %request.response_nonce, "NACK: {reason}");
+    }
+    shared.proxies.answered(
+        key,
+        t,
+        &request.response_nonce,
+        &request.version_info,
+        error,
+    );
+}

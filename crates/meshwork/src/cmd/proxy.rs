@@ -1,0 +1,167 @@
+//! `meshwork proxy`: one gateway or sidecar, configured by `meshwork control` over the
+//! discovery stream. Its identity comes from flags or Istio's environment variables
+//! (INSTANCE_IP, POD_NAMESPACE, POD_NAME, ISTIO_METAJSON_LABELS); its admin, status and
+//! metrics addresses are flags, so that many proxies share one host.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use meshwork_proxy::Proxy;
+use meshwork_proxy::admin::{self, AdminState};
+use meshwork_proxy::discovery::{ClientOptions, run as run_discovery};
+use meshwork_xds::proto::Node as Hello;
+use tokio::net::TcpListener;
+use tracing::info;
+
+/// What the proxy is.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// An ingress or egress gateway.
+    Gateway,
+    /// A workload's sidecar.
+    Sidecar,
+}
+
+/// Arguments of `meshwork proxy`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Gateway or sidecar.
+    #[arg(long, value_enum, default_value = "sidecar")]
+    role: Role,
+    /// The control plane (`meshwork control --listen`).
+    #[arg(long, env = "PILOT_ADDRESS", default_value = "127.0.0.1:15010")]
+    control_plane: String,
+    /// The workload's address: the control plane finds the Pod or WorkloadEntry by it.
+    #[arg(long, env = "INSTANCE_IP")]
+    ip: String,
+    /// The workload's namespace.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    namespace: String,
+    /// The proxy's name (the pod's); the workload's name when not given.
+    #[arg(long, env = "POD_NAME")]
+    name: Option<String>,
+    /// Labels, `k=v,k=v`: they override the workload's (gateways are selected by them).
+    #[arg(long, value_parser = labels)]
+    labels: Option<BTreeMap<String, String>>,
+    /// Labels as Istio's injector passes them: a JSON object.
+    #[arg(long, env = "ISTIO_METAJSON_LABELS", hide = true, value_parser = json_labels)]
+    json_labels: Option<BTreeMap<String, String>>,
+    /// Admin address: `/config_dump`.
+    #[arg(long, default_value = "127.0.0.1:15000")]
+    admin: SocketAddr,
+    /// Status address: `/healthz/ready`.
+    #[arg(long, default_value = "127.0.0.1:15021")]
+    status: SocketAddr,
+    /// Serve Istio's standard metrics at this address (Istio's port is 15020).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+    /// `region/zone/subzone`, for locality load balancing.
+    #[arg(long, env = "ISTIO_META_LOCALITY")]
+    locality: Option<String>,
+    /// How long connections may finish after SIGTERM.
+    #[arg(long, default_value = "5s", value_parser = super::settings::duration)]
+    drain: std::time::Duration,
+    #[command(flatten)]
+    settings: super::settings::SettingsArgs,
+}
+
+fn labels(text: &str) -> Result<BTreeMap<String, String>, String> {
+    text.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|pair| {
+            let (k, v) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("{pair:?} is not k=v"))?;
+            Ok((k.trim().to_string(), v.trim().to_string()))
+        })
+        .collect()
+}
+
+fn json_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
+    serde_json::from_str(text).map_err(|e| format!("not a JSON object of strings: {e}"))
+}
+
+/// SIGTERM or Ctrl-C.
+pub async fn terminated() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM can be handled");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot bind {addr}: {e}"))
+}
+
+async fn serve(args: Args) -> Result<(), String> {
+    let admin_state = Arc::new(AdminState::default());
+    for addr in [args.admin, args.status] {
+        tokio::spawn(admin::serve(bind(addr).await?, admin_state.clone()));
+    }
+    let metrics = match args.metrics {
+        Some(addr) => {
+            let listener = bind(addr).await?;
+            let metrics = Arc::new(meshwork_proxy::metrics::Metrics::default());
+            tokio::spawn(admin::serve_metrics(listener, metrics.clone()));
+            Some(metrics)
+        }
+        None => None,
+    };
+    let proxy = Arc::new(Proxy::with_metrics(args.settings.settings(), metrics));
+    let mut labels = args.json_labels.unwrap_or_default();
+    labels.extend(args.labels.unwrap_or_default());
+    let name = args.name.unwrap_or_default();
+    let hello = Hello {
+        id: if name.is_empty() {
+            String::new()
+        } else {
+            format!("{name}.{}", args.namespace)
+        },
+        role: match args.role {
+            Role::Gateway => "gateway",
+            Role::Sidecar => "sidecar",
+        }
+        .into(),
+        namespace: args.namespace,
+        name,
+        ips: vec![args.ip],
+        labels: labels.into_iter().collect(),
+        admin_address: args.admin.to_string(),
+        locality: args.locality.unwrap_or_default(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    };
+    info!(control_plane = %args.control_plane, role = %hello.role, ip = %hello.ips[0], "proxy starting");
+    let client = tokio::spawn(run_discovery(
+        proxy.clone(),
+        admin_state.clone(),
+        ClientOptions {
+            control_plane: args.control_plane,
+            hello,
+        },
+    ));
+    terminated().await;
+    client.abort();
+    admin_state.set_ready(false);
+    proxy.start_drain();
+    let left = proxy.drain(args.drain).await;
+    info!(open = left, "drained; exiting");
+    Ok(())
+}
+
+/// Runs until stopped.
+pub fn run(args: Args) -> ExitCode {
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    match runtime.block_on(serve(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! The proxy's side of the discovery stream: it subscribes to every resource type, applies
+//! each response resource by resource ([`crate::Proxy::apply`]), and answers with an ACK
+//! or, when the proxy rejected a resource of that type, a NACK with the reasons (the
+//! rejected resources keep their previous version). While the control plane is away the
+//! proxy serves its last good config and reconnects with jittered exponential backoff;
+//! on reconnecting it receives the whole state again and applies only what changed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use meshwork_resources::ProxyConfig;
+use meshwork_xds::proto::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use meshwork_xds::proto::{Node as Hello, Status};
+use meshwork_xds::{DiscoveryRequest, DiscoveryResponse, TypeUrl, decode};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::Proxy;
+use crate::admin::AdminState;
+
+/// Where the control plane is and who this proxy is.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// `host:port` of `meshwork control`.
+    pub control_plane: String,
+    /// What the proxy says of itself on connecting.
+    pub hello: Hello,
+}
+
+/// Exponential backoff with jitter: each wait is drawn between half and all of a ceiling
+/// that doubles from `base` up to `max`.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    base: Duration,
+    max: Duration,
+    ceiling: Duration,
+}
+
+impl Backoff {
+    /// Starts at `base`.
+    pub fn new(base: Duration, max: Duration) -> Backoff {
+        Backoff {
+            base,
+            max,
+            ceiling: base,
+        }
+    }
+
+    /// The next wait.
+    pub fn next_wait(&mut self) -> Duration {
+        let ceiling = self.ceiling;
+        self.ceiling = (self.ceiling * 2).min(self.max);
+        let half = ceiling / 2;
+        half + half.mul_f64(fastrand::f64())
+    }
+
+    /// Back to `base`, after a connection that lasted.
+    pub fn reset(&mut self) {
+        self.ceiling = self.base;
+    }
+}
+
+/// What the proxy has received, across connections.
+#[derive(Default)]
+struct Received {
+    /// The resources as the control plane last sent them.
+    desired: ProxyConfig,
+    /// Per type, the version last applied cleanly.
+    versions: BTreeMap<TypeUrl, String>,
+    /// The types received at least once.
+    seen: BTreeSet<TypeUrl>,
+}
+
+impl Received {
+    /// Applies one response; returns the ACK or NACK.
+    async fn apply(&mut self, proxy: &Proxy, response: DiscoveryResponse) -> DiscoveryRequest {
+        let answer = |version: String, error: Option<String>| DiscoveryRequest {
+            version_info: version,
+            node: None,
+            resource_names: Vec::new(),
+            type_url: response.type_url.clone(),
+            response_nonce: response.nonce.clone(),
+            error_detail: error.map(|message| Status { code: 3, message }),
+        };
+        let Some(t) = TypeUrl::parse(&response.type_url) else {
+            return answer(String::new(), Some("unknown resource type".into()));
+        };
+        let previous = self.versions.get(&t).cloned().unwrap_or_default();
+        let mut candidate = self.desired.clone();
+        if let Err(e) = decode(&mut candidate, t, &response.resources) {
+            warn!("rejected {}: {e}", t.short());
+            return answer(previous, Some(e.to_string()));
+        }
+        if t == TypeUrl::Node && candidate.node.workload.is_none() {
+            warn!(
+                proxy = %candidate.node.id,
+                "the control plane found no Pod or WorkloadEntry with this proxy's address in its namespace"
+            );
+        }
+        let report = proxy.apply(candidate.clone()).await;
+        self.desired = candidate;
+        self.seen.insert(t);
+        let mut problems: Vec<String> = report
+            .rejected
+            .iter()
+            .filter(|r| Some(r.kind) == t.resource_type())
+            .map(|r| r.to_string())
+            .collect();
+        if t == TypeUrl::Listener {
+            problems.extend(report.bind_errors.iter().map(|e| e.to_string()));
+        }
+        if problems.is_empty() {
+            self.versions.insert(t, response.version_info.clone());
+            answer(response.version_info.clone(), None)
+        } else {
+            let reason = problems.join("; ");
+            warn!(
+                "NACK {} version {}: {reason}",
+                t.short(),
+                response.version_info
+            );
+            answer(previous, Some(reason))
+        }
+    }
+}
+
+/// Connects to the control plane and applies what it streams, for as long as the process
+/// runs. `admin` shows the config in force and turns ready once every type has arrived
+/// and every listener is bound.
+pub async fn run(proxy: Arc<Proxy>, admin: Arc<AdminState>, opts: ClientOptions) {
+    let mut received = Received::default();
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+    loop {
+        let started = std::time::Instant::now();
+        match stream(&proxy, &admin, &opts, &mut received).await {
+            Ok(()) => {
+                warn!(control_plane = %opts.control_plane, "the control plane closed the stream")
+            }
+            Err(e) => warn!(control_plane = %opts.control_plane, "{e}"),
+        }
+        if started.elapsed() > Duration::from_secs(5) {
+            backoff.reset();
+        }
+        let wait = backoff.next_wait();
+        info!(
+            ?wait,
+            "serving the last good config; reconnecting to the control plane"
+        );
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Why a stream ended.
+#[derive(Debug, thiserror::Error)]
+enum StreamError {
+    #[error("cannot connect to the control plane: {0}")]
+    Connect(#[from] tonic::transport::Error),
+    #[error("the discovery stream failed: {0}")]
+    Stream(#[from] tonic::Status),
+    #[error("the discovery stream closed")]
+    Closed,
+}
+
+async fn stream(
+    proxy: &Proxy,
+    admin: &AdminState,
+    opts: &ClientOptions,
+    received: &mut Received,
+) -> Result<(), StreamError> {
+    let endpoint =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", opts.control_plane))?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true);
+    let mut client = AggregatedDiscoveryServiceClient::new(endpoint.connect().await?);
+    let (tx, rx) = mpsc::channel(32);
+    for (i, t) in TypeUrl::ALL.into_iter().enumerate() {
+        let subscribe = DiscoveryRequest {
+            version_info: received.versions.get(&t).cloned().unwrap_or_default(),
+            node: (i == 0).then(|| opts.hello.clone()),
+            resource_names: Vec::new(),
+            type_url: t.as_str().to_string(),
+            response_nonce: String::new(),
+            error_detail: None,
+        };
+        tx.send(subscribe).await.map_err(|_| StreamError::Closed)?;
+    }
+    let mut inbound = client
+        .stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    info!(control_plane = %opts.control_plane, "connected to the control plane");
+    while let Some(response) = inbound.message().await? {
+        let answer = received.apply(proxy, response).await;
+        let config = proxy.config();
+        admin
+            .config_dump
+            .store(Arc::new(vec![(config.node.id.clone(), config)]));
+        admin.stats.store(Arc::new(vec![(
+            proxy.config().node.id.clone(),
+            proxy.shared(),
+        )]));
+        let complete = received.seen.len() == TypeUrl::ALL.len();
+        let bound = proxy.unbound().await.is_empty();
+        admin.set_ready(complete && bound);
+        tx.send(answer).await.map_err(|_| StreamError::Closed)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_maximum_with_jitter_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        let waits: Vec<Duration> = (0..8).map(|_| b.next_wait()).collect();
+        for (i, w) in waits.iter().enumerate() {
+            let ceiling = Duration::from_millis(100 * (1u64 << i)).min(Duration::from_secs(1));
+            assert!(*w >= ceiling / 2 && *w <= ceiling, "wait {i}: {w:?}");
+        }
+        b.reset();
+        assert!(b.next_wait() <= Duration::from_millis(100));
+    }
+}
