@@ -7,3 +7,21 @@ pub mod last_good;
 pub mod source;
 pub mod up;
 pub mod watch;
+
+/// An address a command serves could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot bind {addr}: {source}")]
+pub struct BindError {
+    /// The address.
+    pub addr: std::net::SocketAddr,
+    /// Why.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Binds `addr`, or says which address could not be bound.
+pub async fn bind(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, BindError> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| BindError { addr, source })
+}

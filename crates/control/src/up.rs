@@ -15,7 +15,6 @@ use meshwork_model::compile_gateways;
 use meshwork_model::resources::ProxyConfig;
 use meshwork_proxy::Proxy;
 use meshwork_proxy::admin::{self, AdminState};
-use tokio::net::TcpListener;
 use tracing::{error, info, warn};
 
 use crate::source::{DirSource, OpenError};
@@ -47,14 +46,8 @@ pub enum UpError {
     #[error(transparent)]
     Open(#[from] OpenError),
     /// An admin or health port could not be bound.
-    #[error("cannot bind {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] crate::BindError),
     /// SIGTERM cannot be caught.
     #[error("cannot handle SIGTERM: {0}")]
     Signal(std::io::Error),
@@ -184,16 +177,12 @@ fn referenced_files(configs: &[Arc<ProxyConfig>]) -> Vec<PathBuf> {
 pub async fn run(opts: UpOptions) -> Result<(), UpError> {
     let admin = Arc::new(AdminState::default());
     for addr in [opts.admin, opts.health] {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| UpError::Bind { addr, source })?;
+        let listener = crate::bind(addr).await?;
         tokio::spawn(admin::serve(listener, admin.clone()));
     }
     let metrics = match opts.metrics {
         Some(addr) => {
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(|source| UpError::Bind { addr, source })?;
+            let listener = crate::bind(addr).await?;
             let metrics = Arc::new(meshwork_proxy::metrics::Metrics::default());
             tokio::spawn(admin::serve_metrics(listener, metrics.clone()));
             Some(metrics)

@@ -46,14 +46,8 @@ pub enum ControlError {
     #[error(transparent)]
     Open(#[from] OpenError),
     /// The listen address could not be bound.
-    #[error("cannot bind {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Bind(#[from] crate::BindError),
     /// Watching the directory failed.
     #[error("cannot watch {0}")]
     Watch(#[from] notify::Error),
@@ -139,12 +133,7 @@ pub async fn run(opts: ControlOptions) -> Result<(), ControlError> {
     let mut source = DirSource::open(opts.dir.clone(), opts.mesh.clone())?;
     let mut version = 1;
     let (publisher, snapshots) = watch::channel(publish(&source, version));
-    let listener = tokio::net::TcpListener::bind(opts.listen)
-        .await
-        .map_err(|source| ControlError::Bind {
-            addr: opts.listen,
-            source,
-        })?;
+    let listener = crate::bind(opts.listen).await?;
     let shared = Arc::new(Shared {
         snapshots,
         proxies: status::Proxies::default(),

@@ -25,23 +25,16 @@ pub struct Args {
 
 /// Runs until stopped.
 pub fn run(args: Args) -> ExitCode {
-    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
     let opts = ControlOptions {
         dir: args.config,
         mesh: args.mesh,
         listen: args.listen,
         id: args.id,
     };
-    runtime.block_on(async {
+    super::block_on(async {
         tokio::select! {
-            r = run_control(opts) => match r {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!("{e}");
-                    ExitCode::from(1)
-                }
-            },
-            _ = super::proxy::terminated() => ExitCode::SUCCESS,
+            r = run_control(opts) => r,
+            _ = super::proxy::terminated() => Ok(()),
         }
     })
 }

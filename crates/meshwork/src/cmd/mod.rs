@@ -10,6 +10,20 @@ pub mod settings;
 pub mod up;
 pub mod validate;
 
+/// Runs `work` on a new tokio runtime: success, or the error logged and exit code 1.
+pub fn block_on<E: std::fmt::Display>(
+    work: impl std::future::Future<Output = Result<(), E>>,
+) -> std::process::ExitCode {
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    match runtime.block_on(work) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
 /// Left-aligned columns, three spaces apart, as istioctl's tables.
 pub fn table(rows: &[Vec<String>]) -> String {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);

@@ -156,12 +156,5 @@ async fn serve(args: Args) -> Result<(), String> {
 
 /// Runs until stopped.
 pub fn run(args: Args) -> ExitCode {
-    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
-    match runtime.block_on(serve(args)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e}");
-            ExitCode::from(1)
-        }
-    }
+    super::block_on(serve(args))
 }

@@ -35,7 +35,6 @@ pub struct Args {
 
 /// Runs until stopped.
 pub fn run(args: Args) -> ExitCode {
-    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
     let opts = UpOptions {
         dir: args.dir,
         mesh: args.mesh,
@@ -45,11 +44,5 @@ pub fn run(args: Args) -> ExitCode {
         metrics: args.metrics,
         settings: args.settings.settings(),
     };
-    match runtime.block_on(run_up(opts)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!("{e}");
-            ExitCode::from(1)
-        }
-    }
+    super::block_on(run_up(opts))
 }

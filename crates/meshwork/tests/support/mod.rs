@@ -78,6 +78,33 @@ pub fn free_port() -> u16 {
     panic!("no free port in 20000-32767");
 }
 
+/// `n` consecutive ports that were free a moment ago, all claimed for this test process;
+/// returns the first. For commands that derive their ports from a base (`meshwork demo
+/// --base-port`).
+pub fn free_block(n: u16) -> u16 {
+    for attempt in 0..200u64 {
+        let seed = u64::from(std::process::id()).wrapping_mul(31) ^ attempt.wrapping_mul(7_919);
+        let base = 20000 + (seed.wrapping_mul(104_729) % u64::from(12768 - n)) as u16;
+        let free = (base..base + n).all(|p| {
+            TcpListener::bind(("0.0.0.0", p)).is_ok() && TcpListener::bind(("127.0.0.1", p)).is_ok()
+        });
+        if !free {
+            continue;
+        }
+        let mut claimed = Vec::new();
+        for p in base..base + n {
+            if !reserve(p) {
+                break;
+            }
+            claimed.push(p);
+        }
+        if claimed.len() == usize::from(n) {
+            return base;
+        }
+    }
+    panic!("no block of {n} free ports in 20000-32767");
+}
+
 /// Polls `check` until it holds or `limit` passes.
 pub fn eventually(limit: Duration, what: &str, mut check: impl FnMut() -> bool) {
     let start = Instant::now();
