@@ -466,25 +466,33 @@ fn proxy_status_and_proxy_config_show_what_each_proxy_runs() {
     assert!(!ok);
     assert!(err.contains("no proxy \"nobody\""), "{err}");
 
-    // A proxy whose address no workload has is served, and shown as such.
+    // A proxy whose address no workload has is served, and shown as such. Its identity
+    // comes from Istio's environment variables, its labels from ISTIO_METAJSON_LABELS and
+    // --labels.
     let admin = free_port();
     let health = free_port();
     let cp = mesh.control_plane();
-    let stray = Proc::start(
+    let stray = Proc::start_env(
         mesh.dir.path(),
         "stray",
         &[
             "proxy",
-            "--control-plane",
-            &cp,
-            "--ip",
-            "127.0.10.77",
-            "--name",
-            "stray",
+            "--labels",
+            "version=v9",
             "--admin",
             &format!("127.0.0.1:{admin}"),
             "--status",
             &format!("127.0.0.1:{health}"),
+        ],
+        &[
+            ("PILOT_ADDRESS", &cp),
+            ("INSTANCE_IP", "127.0.10.77"),
+            ("POD_NAME", "stray"),
+            ("POD_NAMESPACE", "default"),
+            (
+                "ISTIO_METAJSON_LABELS",
+                r#"{"app": "stray", "version": "v1"}"#,
+            ),
         ],
     );
     eventually(Duration::from_secs(10), "the stray proxy is listed", || {
@@ -499,6 +507,25 @@ fn proxy_status_and_proxy_config_show_what_each_proxy_runs() {
     eventually(Duration::from_secs(5), "the stray proxy logs it", || {
         stray.stderr().contains("found no Pod or WorkloadEntry")
     });
+    let out = run(
+        &[
+            "proxy-config",
+            "all",
+            "stray.default",
+            "--control-plane",
+            &cp,
+            "-o",
+            "json",
+        ],
+        None,
+    );
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(all["node"]["labels"]["app"], "stray", "{all}");
+    assert_eq!(
+        all["node"]["labels"]["version"], "v9",
+        "--labels wins: {all}"
+    );
+    assert_eq!(all["node"]["ips"][0], "127.0.10.77");
     // A change of endpoints only (one more reviews v1 workload) pushes endpoint sets
     // only: productpage's EDS is sent again, its clusters, listeners and routes are not.
     let sent = |proxy: &str, t: &str| -> String {

@@ -296,3 +296,233 @@ fn compilation_is_deterministic() {
     let b = sidecar(&snap, "default", "127.0.10.1");
     assert_eq!(a.0, b.0);
 }
+
+/// A second config: TCP ingress and egress, the 0.0.0.0 endpoint, egress without a port,
+/// sourceLabels and sourceNamespace, two VirtualServices for one host, exportTo on
+/// VirtualServices, DestinationRules and ServiceEntries, and a Pod as the workload.
+const MORE: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: web-0, namespace: shop, labels: {app: web, track: canary}}
+spec:
+  serviceAccountName: web
+  containers: [{name: web, image: web}]
+status: {podIP: 127.0.20.1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: shop}
+spec:
+  selector: {app: db}
+  ports: [{name: tcp-db, port: 5432}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: shop}
+spec:
+  selector: {app: api}
+  ports: [{name: http, port: 8080}]
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: api-1, namespace: shop}
+spec: {address: 127.0.20.5, labels: {app: api, version: v1}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: private, namespace: other}
+spec:
+  hosts: [private.example.com]
+  exportTo: ["."]
+  ports: [{number: 8080, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.30.1}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: public, namespace: other}
+spec:
+  hosts: [public.example.com]
+  ports: [{number: 8080, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 127.0.30.2}]
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: web, namespace: shop}
+spec:
+  workloadSelector: {labels: {app: web}}
+  ingress:
+  - port: {number: 9000, protocol: TCP, name: tcp}
+    defaultEndpoint: 0.0.0.0:19000
+  egress:
+  - port: {number: 5432, protocol: TCP, name: tcp-db}
+    hosts: ["./db.shop.svc.cluster.local"]
+  - port: {number: 8080, protocol: HTTP, name: http}
+    bind: 127.0.21.1
+    hosts: ["shop/*", "other/*"]
+  - hosts: ["./*"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api-old, namespace: shop, creationTimestamp: "2024-01-01T00:00:00Z"}
+spec:
+  hosts: [api]
+  http:
+  - name: canary-only
+    match: [{sourceLabels: {track: canary}}]
+    route: [{destination: {host: api, subset: v1}}]
+  - name: other-namespace-only
+    match: [{sourceNamespace: elsewhere}]
+    route: [{destination: {host: api}}]
+  - name: everyone
+    route: [{destination: {host: api}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api-new, namespace: shop, creationTimestamp: "2025-01-01T00:00:00Z"}
+spec:
+  hosts: [api]
+  http:
+  - name: newer
+    route: [{destination: {host: api}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: public-hidden, namespace: other}
+spec:
+  hosts: [public.example.com]
+  exportTo: ["."]
+  http:
+  - name: hidden-route
+    route: [{destination: {host: public.example.com}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: api, namespace: shop}
+spec:
+  host: api
+  subsets: [{name: v1, labels: {version: v1}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: public-hidden, namespace: other}
+spec:
+  host: public.example.com
+  exportTo: ["."]
+  trafficPolicy: {connectionPool: {tcp: {connectTimeout: 1s}}}
+"#;
+
+#[test]
+fn a_pod_is_a_workload_too() {
+    let snap = snapshot(MORE);
+    let w = find_workload(&snap.objects, "shop", "127.0.20.1").expect("the pod");
+    assert_eq!(w.source, "pod/shop/web-0");
+    assert_eq!(w.service_account, "web");
+}
+
+#[test]
+fn tcp_ports_forward_bytes_and_zero_address_endpoints_are_the_workload() {
+    let snap = snapshot(MORE);
+    let (config, warnings) = sidecar(&snap, "shop", "127.0.20.1");
+    // Ingress TCP: the workload's address as bind, 0.0.0.0 meaning the workload's address.
+    let inbound = &config.listeners["127.0.20.1_9000"];
+    assert_eq!(inbound.servers[0].protocol, ServerProtocol::Tcp);
+    assert_eq!(
+        inbound.servers[0].tcp_routes[0].destinations[0].cluster,
+        "inbound|9000||"
+    );
+    let app = &config.endpoints["inbound|9000||"].endpoints[0];
+    assert_eq!((app.address.as_str(), app.port), ("127.0.20.1", 19000));
+    // Egress TCP: 127.0.0.1 by default, one service.
+    let db = &config.listeners["127.0.0.1_5432"];
+    assert_eq!(db.servers[0].protocol, ServerProtocol::Tcp);
+    assert_eq!(
+        db.servers[0].tcp_routes[0].destinations[0].cluster,
+        "outbound|5432||db.shop.svc.cluster.local"
+    );
+    // An egress listener without a port is left out, with a warning.
+    assert_eq!(config.listeners.len(), 3, "{:?}", config.listeners.keys());
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("without a port needs traffic capture")),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn source_matches_apply_per_sidecar_and_the_oldest_virtual_service_wins() {
+    let snap = snapshot(MORE);
+    let routes = |ip: &str| -> Vec<String> {
+        let (config, _) = sidecar(&snap, "shop", ip);
+        config.route_tables["8080"]
+            .virtual_hosts
+            .iter()
+            .find(|v| v.name == "api.shop.svc.cluster.local:8080")
+            .expect("api is routed")
+            .routes
+            .iter()
+            .map(|r| r.name.clone())
+            .collect()
+    };
+    // The canary pod matches sourceLabels; nobody here is in namespace "elsewhere"; the
+    // newer VirtualService for the same host does not apply.
+    assert_eq!(routes("127.0.20.1"), ["canary-only", "everyone"]);
+}
+
+#[test]
+fn export_to_of_service_entries_virtual_services_and_destination_rules_is_honoured() {
+    let snap = snapshot(MORE);
+    let (config, _) = sidecar(&snap, "shop", "127.0.20.1");
+    let hosts: Vec<&str> = config.route_tables["8080"]
+        .virtual_hosts
+        .iter()
+        .map(|v| v.name.as_str())
+        .collect();
+    assert!(hosts.contains(&"public.example.com:8080"), "{hosts:?}");
+    assert!(!hosts.iter().any(|h| h.starts_with("private")), "{hosts:?}");
+    let public = config.route_tables["8080"]
+        .virtual_hosts
+        .iter()
+        .find(|v| v.name == "public.example.com:8080")
+        .unwrap();
+    assert_eq!(
+        public.routes[0].name, "default",
+        "the VirtualService is not exported here"
+    );
+    let cluster = &config.clusters["outbound|8080||public.example.com"];
+    assert_eq!(
+        cluster.connect_timeout_ms, 10_000,
+        "nor is the DestinationRule"
+    );
+}
+
+#[test]
+fn egress_host_entries_match_by_namespace_and_name() {
+    let visible = |hosts: &str| -> Vec<String> {
+        let yaml = MESH.replace(r#"hosts: ["*/*"]"#, &format!("hosts: {hosts}"));
+        let snap = snapshot(&yaml);
+        let (config, _) = sidecar(&snap, "default", "127.0.10.1");
+        let mut out: Vec<String> = config.route_tables["9080"]
+            .virtual_hosts
+            .iter()
+            .map(|v| v.name.split('.').next().unwrap().to_string())
+            .collect();
+        out.sort();
+        out
+    };
+    assert_eq!(visible(r#"["./*"]"#), ["ratings", "reviews"]);
+    assert_eq!(visible(r#"["default/*"]"#), ["ratings", "reviews"]);
+    assert_eq!(
+        visible(r#"["*/reviews.default.svc.cluster.local"]"#),
+        ["reviews"]
+    );
+    assert_eq!(
+        visible(r#"["*/*.default.svc.cluster.local"]"#),
+        ["ratings", "reviews"]
+    );
+    assert_eq!(visible(r#"["~/*"]"#), Vec::<String>::new());
+    // secret-db of namespace other is exported to "." only: never seen from default.
+    assert_eq!(visible(r#"["other/*"]"#), Vec::<String>::new());
+}

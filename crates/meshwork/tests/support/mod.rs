@@ -127,10 +127,16 @@ pub struct Proc {
 impl Proc {
     /// Starts `meshwork ARGS` with stdout and stderr in files under `dir`.
     pub fn start(dir: &Path, label: &str, args: &[&str]) -> Proc {
+        Self::start_env(dir, label, args, &[])
+    }
+
+    /// Starts `meshwork ARGS` with these environment variables set.
+    pub fn start_env(dir: &Path, label: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
         let stdout_path = dir.join(format!("{label}.stdout"));
         let stderr_path = dir.join(format!("{label}.stderr"));
         let child = Command::new(meshwork_bin())
             .args(args)
+            .envs(env.iter().copied())
             .env("MESHWORK_LOG", "info")
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(&stdout_path).unwrap())
