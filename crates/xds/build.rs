@@ -7,6 +7,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
+        // Resource bodies are shared, not copied, between the proxies that get them.
+        .bytes(".meshwork.discovery.v1.Resource.body")
         .compile_fds(descriptors)?;
     Ok(())
 }

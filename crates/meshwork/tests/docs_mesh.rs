@@ -51,7 +51,8 @@ fn the_commands_shown_are_the_ones_the_demo_prints() {
     let target = dir.path().join("bookinfo");
     let out = run(&["demo", "--print-config", target.to_str().unwrap()], None);
     assert!(out.status.success());
-    let printed = String::from_utf8_lossy(&out.stdout).replace(target.to_str().unwrap(), "./bookinfo");
+    let printed =
+        String::from_utf8_lossy(&out.stdout).replace(target.to_str().unwrap(), "./bookinfo");
     let shown: Vec<String> = blocks(&doc(), "text")
         .iter()
         .flat_map(|b| b.lines().map(str::to_string).collect::<Vec<_>>())
@@ -59,11 +60,17 @@ fn the_commands_shown_are_the_ones_the_demo_prints() {
         .collect();
     assert!(shown.len() >= 4, "{shown:?}");
     for line in &shown {
-        assert!(printed.lines().any(|p| p == line), "{line}\nnot in\n{printed}");
+        assert!(
+            printed.lines().any(|p| p == line),
+            "{line}\nnot in\n{printed}"
+        );
     }
     // The ports the page names are the demo's defaults.
     let page = doc();
-    for text in ["http://127.0.0.1:9081/productpage", "--control-plane 127.0.0.1:15010"] {
+    for text in [
+        "http://127.0.0.1:9081/productpage",
+        "--control-plane 127.0.0.1:15010",
+    ] {
         assert!(page.contains(text), "{text}");
     }
 }

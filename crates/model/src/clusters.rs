@@ -2,7 +2,7 @@
 //! sets (from the registry, filtered by the DestinationRule subset's labels) and the
 //! secrets their TLS origination uses.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use meshwork_api::duration::parse_duration;
 use meshwork_api::mesh::MeshConfig;
@@ -22,36 +22,40 @@ fn millis(text: Option<&String>) -> Option<u64> {
         .map(|d| d.as_millis() as u64)
 }
 
+/// The DestinationRules exported to the proxy's namespace, by host.
+fn destination_rules<'a>(ctx: &ClusterContext<'a>) -> HashMap<String, Vec<&'a DestinationRule>> {
+    let mut out: HashMap<String, Vec<&DestinationRule>> = HashMap::new();
+    for o in ctx.objects {
+        let Object::DestinationRule(dr) = o else {
+            continue;
+        };
+        let ns = dr.metadata.namespace.as_deref().unwrap_or_default();
+        if crate::sidecar::exported(
+            &dr.spec.export_to,
+            &ctx.mesh.default_destination_rule_export_to,
+            ns,
+            ctx.proxy_namespace,
+        ) {
+            out.entry(resolve_host(&dr.spec.host, ns))
+                .or_default()
+                .push(dr);
+        }
+    }
+    out
+}
+
 /// The DestinationRule for a host: the one in the service's namespace first, then any.
 fn destination_rule<'a>(
-    ctx: &ClusterContext<'a>,
+    rules: &HashMap<String, Vec<&'a DestinationRule>>,
     host: &str,
     service_ns: &str,
 ) -> Option<&'a DestinationRule> {
-    let objects = ctx.objects;
-    let mut rules: Vec<&DestinationRule> = objects
+    let candidates = rules.get(host)?;
+    candidates
         .iter()
-        .filter_map(|o| match o {
-            Object::DestinationRule(dr) => Some(dr),
-            _ => None,
-        })
-        .filter(|dr| {
-            crate::sidecar::exported(
-                &dr.spec.export_to,
-                &ctx.mesh.default_destination_rule_export_to,
-                dr.metadata.namespace.as_deref().unwrap_or_default(),
-                ctx.proxy_namespace,
-            )
-        })
-        .filter(|dr| {
-            resolve_host(
-                &dr.spec.host,
-                dr.metadata.namespace.as_deref().unwrap_or_default(),
-            ) == host
-        })
-        .collect();
-    rules.sort_by_key(|dr| dr.metadata.namespace.as_deref() != Some(service_ns));
-    rules.into_iter().next()
+        .find(|dr| dr.metadata.namespace.as_deref() == Some(service_ns))
+        .or_else(|| candidates.first())
+        .copied()
 }
 
 /// The clusters of a proxy, their endpoint sets and the secrets their TLS needs.
@@ -89,6 +93,7 @@ pub fn build_clusters(
         .map(|d| d.as_millis() as u64)
         .unwrap_or(10_000);
     let mut out = Clusters::default();
+    let rules = destination_rules(ctx);
     for key in keys {
         let name = key.name();
         if out.clusters.contains_key(&name) {
@@ -96,7 +101,7 @@ pub fn build_clusters(
         }
         let service = registry.get(&key.host);
         let ns = service.map(|s| s.namespace.as_str()).unwrap_or_default();
-        let dr = destination_rule(ctx, &key.host, ns);
+        let dr = destination_rule(&rules, &key.host, ns);
         let subset = key
             .subset
             .as_ref()

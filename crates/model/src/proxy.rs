@@ -109,21 +109,100 @@ pub fn resolve_node(mut node: Node, workload: Option<&FoundWorkload>) -> Node {
     node
 }
 
-/// Compiles what proxy `node` runs, with the problems that leave part of it out.
-pub fn compile_proxy(snapshot: &MeshSnapshot, node: &Node) -> (ProxyConfig, Vec<String>) {
+/// What compiling a proxy's config depends on, beyond its own identity and address:
+/// proxies of one class share that part, so the control plane compiles it once per class.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ProxyClass {
+    /// Gateway or sidecar.
+    pub role: Role,
+    /// The workload's namespace.
+    pub namespace: String,
+    /// The workload's labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+impl ProxyClass {
+    /// The class of a node.
+    pub fn of(node: &Node) -> ProxyClass {
+        ProxyClass {
+            role: node.role,
+            namespace: node.namespace.clone(),
+            labels: node.labels.clone(),
+        }
+    }
+
+    fn node(&self) -> Node {
+        Node {
+            role: self.role,
+            namespace: self.namespace.clone(),
+            labels: self.labels.clone(),
+            ..Node::default()
+        }
+    }
+}
+
+/// Compiles what every proxy of `class` shares, with the problems that leave part of it
+/// out. Its node is a placeholder: [`compile_own`] gives each proxy its own.
+pub fn compile_class(snapshot: &MeshSnapshot, class: &ProxyClass) -> (ProxyConfig, Vec<String>) {
     let mut warnings = Vec::new();
     let MeshSnapshot {
         objects,
         mesh,
         registry,
     } = snapshot;
-    let config = match node.role {
+    let node = class.node();
+    let config = match class.role {
         Role::Gateway => {
-            crate::gateway::compile_gateway_node(node, objects, registry, mesh, &mut warnings)
+            crate::gateway::compile_gateway_node(&node, objects, registry, mesh, &mut warnings)
         }
-        Role::Sidecar => {
-            crate::sidecar::compile_sidecar_node(node, objects, registry, mesh, &mut warnings)
-        }
+        Role::Sidecar => crate::sidecar::compile_sidecar_part(
+            &node,
+            crate::sidecar::Part::Class,
+            objects,
+            registry,
+            mesh,
+            &mut warnings,
+        ),
     };
     (config, warnings)
+}
+
+/// Compiles what is proxy `node`'s own: its identity and what depends on its address.
+pub fn compile_own(snapshot: &MeshSnapshot, node: &Node) -> (ProxyConfig, Vec<String>) {
+    let mut warnings = Vec::new();
+    let config = match node.role {
+        Role::Gateway => ProxyConfig {
+            node: node.clone(),
+            ..ProxyConfig::default()
+        },
+        Role::Sidecar => crate::sidecar::compile_sidecar_part(
+            node,
+            crate::sidecar::Part::Own,
+            &snapshot.objects,
+            &snapshot.registry,
+            &snapshot.mesh,
+            &mut warnings,
+        ),
+    };
+    (config, warnings)
+}
+
+/// One proxy's config: its class's part and its own (the node from its own part).
+pub fn merge(class: &ProxyConfig, own: ProxyConfig) -> ProxyConfig {
+    let mut out = class.clone();
+    out.node = own.node;
+    out.listeners.extend(own.listeners);
+    out.route_tables.extend(own.route_tables);
+    out.clusters.extend(own.clusters);
+    out.endpoints.extend(own.endpoints);
+    out.secrets.extend(own.secrets);
+    out
+}
+
+/// Compiles what proxy `node` runs, with the problems that leave part of it out.
+pub fn compile_proxy(snapshot: &MeshSnapshot, node: &Node) -> (ProxyConfig, Vec<String>) {
+    let (class, mut warnings) = compile_class(snapshot, &ProxyClass::of(node));
+    let (own, more) = compile_own(snapshot, node);
+    warnings.extend(more);
+    (merge(&class, own), warnings)
 }

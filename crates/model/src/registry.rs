@@ -165,6 +165,10 @@ pub struct Service {
     pub ports: Vec<ServicePort>,
     /// Endpoints, per port.
     pub instances: Vec<Instance>,
+    /// Where it is visible: a Service's `networking.istio.io/exportTo` annotation, a
+    /// ServiceEntry's `exportTo`; empty for the mesh default.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub export_to: Vec<String>,
 }
 
 impl Service {
@@ -343,11 +347,24 @@ fn from_service(
     }
     instances.extend(endpoint_objects(&name, &ns, &ports, workloads, objects));
     dedup(&mut instances);
+    let export_to = svc
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("networking.istio.io/exportTo"))
+        .map(|a| {
+            a.split(',')
+                .map(|p| p.trim().to_string())
+                .filter(|p| !p.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
     Some(Service {
         host: format!("{name}.{ns}.svc.{DOMAIN_SUFFIX}"),
         namespace: ns,
         ports,
         instances,
+        export_to,
     })
 }
 
@@ -519,6 +536,7 @@ fn from_service_entry(
                 namespace: ns.to_string(),
                 ports: ports.clone(),
                 instances,
+                export_to: se.export_to.clone(),
             }
         })
         .collect()

@@ -94,42 +94,6 @@ pub fn exported(export_to: &[String], default: &[String], owner: &str, viewer: &
     })
 }
 
-/// The `exportTo` of the Service or ServiceEntry behind a registry service: a Service's
-/// `networking.istio.io/exportTo` annotation, a ServiceEntry's `exportTo`.
-fn service_export_to(objects: &[Object], service: &Service) -> Vec<String> {
-    let split = |s: &str| {
-        s.split(',')
-            .map(|p| p.trim().to_string())
-            .filter(|p| !p.is_empty())
-            .collect::<Vec<_>>()
-    };
-    for o in objects {
-        match o {
-            Object::Service(svc) => {
-                let name = svc.metadata.name.as_deref().unwrap_or_default();
-                let ns = svc.metadata.namespace.as_deref().unwrap_or_default();
-                if format!("{name}.{ns}.svc.{DOMAIN_SUFFIX}") == service.host {
-                    return svc
-                        .metadata
-                        .annotations
-                        .as_ref()
-                        .and_then(|a| a.get("networking.istio.io/exportTo"))
-                        .map(|a| split(a))
-                        .unwrap_or_default();
-                }
-            }
-            Object::ServiceEntry(se)
-                if se.spec.hosts.contains(&service.host)
-                    && se.metadata.namespace.as_deref() == Some(service.namespace.as_str()) =>
-            {
-                return se.spec.export_to.clone();
-            }
-            _ => {}
-        }
-    }
-    Vec::new()
-}
-
 /// Whether an egress listener's `hosts` entry (`ns/dnsName`) imports `host` of namespace
 /// `owner` into a proxy of namespace `viewer`.
 fn imports(entry: &str, host: &str, owner: &str, viewer: &str) -> bool {
@@ -148,7 +112,6 @@ fn imports(entry: &str, host: &str, owner: &str, viewer: &str) -> bool {
 fn visible<'a>(
     egress: &IstioEgressListener,
     node: &Node,
-    objects: &[Object],
     registry: &'a Registry,
     mesh: &MeshConfig,
 ) -> Vec<&'a Service> {
@@ -163,7 +126,7 @@ fn visible<'a>(
         })
         .filter(|s| {
             exported(
-                &service_export_to(objects, s),
+                &s.export_to,
                 &mesh.default_service_export_to,
                 &s.namespace,
                 &node.namespace,
@@ -189,27 +152,32 @@ pub fn domains(host: &str, viewer: &str) -> Vec<String> {
     out
 }
 
-/// The mesh VirtualService for `host` that a proxy in `viewer` sees: the oldest one
-/// bound to the mesh (no `gateways`, or `mesh` among them) and exported there.
-fn mesh_virtual_service<'a>(
+/// The mesh VirtualServices a proxy in `viewer` sees, by host: for each host the oldest
+/// one bound to the mesh (no `gateways`, or `mesh` among them) and exported there.
+fn mesh_virtual_services<'a>(
     objects: &'a [Object],
     mesh: &MeshConfig,
-    host: &str,
     viewer: &str,
-) -> Option<&'a VirtualService> {
-    crate::gateway::virtual_services(objects)
-        .into_iter()
-        .find(|vs| {
-            let ns = vs.metadata.namespace.as_deref().unwrap_or_default();
-            (vs.spec.gateways.is_empty() || vs.spec.gateways.iter().any(|g| g == "mesh"))
-                && exported(
-                    &vs.spec.export_to,
-                    &mesh.default_virtual_service_export_to,
-                    ns,
-                    viewer,
-                )
-                && vs.spec.hosts.iter().any(|h| resolve_host(h, ns) == host)
-        })
+) -> BTreeMap<String, &'a VirtualService> {
+    let mut out = BTreeMap::new();
+    for vs in crate::gateway::virtual_services(objects) {
+        let ns = vs.metadata.namespace.as_deref().unwrap_or_default();
+        let bound = vs.spec.gateways.is_empty() || vs.spec.gateways.iter().any(|g| g == "mesh");
+        if !bound
+            || !exported(
+                &vs.spec.export_to,
+                &mesh.default_virtual_service_export_to,
+                ns,
+                viewer,
+            )
+        {
+            continue;
+        }
+        for h in &vs.spec.hosts {
+            out.entry(resolve_host(h, ns)).or_insert(vs);
+        }
+    }
+    out
 }
 
 /// An HTTP route with only the matches that apply to this proxy (`sourceLabels`,
@@ -287,12 +255,13 @@ fn default_route(host: &str, port: u32, keys: &mut Vec<ClusterKey>) -> Route {
 /// What one sidecar runs.
 struct Build<'a> {
     node: &'a Node,
-    objects: &'a [Object],
     registry: &'a Registry,
     mesh: &'a MeshConfig,
     warnings: &'a mut Vec<String>,
     config: ProxyConfig,
     cluster_keys: Vec<ClusterKey>,
+    /// The mesh VirtualService of each host.
+    routing: BTreeMap<String, &'a VirtualService>,
 }
 
 /// The sidecar's own address: its first IP.
@@ -430,11 +399,10 @@ impl Build<'_> {
         let Ok(bind_port) = u16::try_from(port) else {
             return;
         };
-        let services: Vec<&Service> =
-            visible(egress, self.node, self.objects, self.registry, self.mesh)
-                .into_iter()
-                .filter(|s| s.port(port).is_some())
-                .collect();
+        let services: Vec<&Service> = visible(egress, self.node, self.registry, self.mesh)
+            .into_iter()
+            .filter(|s| s.port(port).is_some())
+            .collect();
         let protocol = match egress.port.as_ref().and_then(|p| p.protocol.as_deref()) {
             Some(p) => server_protocol(Some(p)),
             None => match services
@@ -484,8 +452,7 @@ impl Build<'_> {
     }
 
     fn http_routes(&mut self, host: &str, port: u32) -> Vec<Route> {
-        let Some(vs) = mesh_virtual_service(self.objects, self.mesh, host, &self.node.namespace)
-        else {
+        let Some(vs) = self.routing.get(host).copied() else {
             return vec![default_route(host, port, &mut self.cluster_keys)];
         };
         let vs_ns = vs.metadata.namespace.as_deref().unwrap_or_default();
@@ -531,8 +498,7 @@ impl Build<'_> {
                 destinations: vec![whole(cluster_name(host, port, None))],
             }]
         };
-        let Some(vs) = mesh_virtual_service(self.objects, self.mesh, host, &self.node.namespace)
-        else {
+        let Some(vs) = self.routing.get(host).copied() else {
             return default(&mut self.cluster_keys);
         };
         let vs_ns = vs.metadata.namespace.as_deref().unwrap_or_default();
@@ -613,9 +579,21 @@ fn inbound_cluster(name: &str, port: u16, mesh: &MeshConfig) -> Cluster {
     }
 }
 
-/// Compiles the sidecar of `node` from the Sidecar resource that selects it.
-pub fn compile_sidecar_node(
+/// Which part of a sidecar's config to compile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// What every sidecar of one namespace and set of labels shares: egress listeners,
+    /// their routes and clusters, authorization and the access log.
+    Class,
+    /// What depends on the sidecar's own address: its identity and ingress listeners.
+    Own,
+}
+
+/// Compiles one part of the sidecar of `node` from the Sidecar resource that selects it.
+/// For [`Part::Class`] only the node's namespace and labels are read.
+pub fn compile_sidecar_part(
     node: &Node,
+    part: Part,
     objects: &[Object],
     registry: &Registry,
     mesh: &MeshConfig,
@@ -623,7 +601,6 @@ pub fn compile_sidecar_node(
 ) -> ProxyConfig {
     let mut build = Build {
         node,
-        objects,
         registry,
         mesh,
         warnings,
@@ -635,6 +612,10 @@ pub fn compile_sidecar_node(
             ..ProxyConfig::default()
         },
         cluster_keys: Vec::new(),
+        routing: match part {
+            Part::Class => mesh_virtual_services(objects, mesh, &node.namespace),
+            Part::Own => BTreeMap::new(),
+        },
     };
     match sidecar_for(objects, mesh, &node.namespace, &node.labels) {
         Some(sidecar) => {
@@ -643,17 +624,24 @@ pub fn compile_sidecar_node(
                 sidecar.metadata.namespace.as_deref().unwrap_or_default(),
                 sidecar.metadata.name.as_deref().unwrap_or_default()
             );
-            for ingress in &sidecar.spec.ingress {
-                build.ingress(&source, ingress);
-            }
-            for egress in &sidecar.spec.egress {
-                build.egress(&source, egress);
+            match part {
+                Part::Own => {
+                    for ingress in &sidecar.spec.ingress {
+                        build.ingress(&source, ingress);
+                    }
+                }
+                Part::Class => {
+                    for egress in &sidecar.spec.egress {
+                        build.egress(&source, egress);
+                    }
+                }
             }
         }
-        None => build.warnings.push(format!(
+        None if part == Part::Own => build.warnings.push(format!(
             "sidecar {}: no Sidecar resource selects it; without traffic capture it has no listeners (give it ingress and egress listeners with captureMode NONE)",
             node.id
         )),
+        None => {}
     }
     let Build {
         mut config,
@@ -661,6 +649,9 @@ pub fn compile_sidecar_node(
         warnings,
         ..
     } = build;
+    if part == Part::Own {
+        return config;
+    }
     let ctx = ClusterContext {
         objects,
         registry,

@@ -526,3 +526,36 @@ fn egress_host_entries_match_by_namespace_and_name() {
     // secret-db of namespace other is exported to "." only: never seen from default.
     assert_eq!(visible(r#"["other/*"]"#), Vec::<String>::new());
 }
+
+#[test]
+fn sidecars_of_one_class_share_their_class_part_and_differ_only_in_their_own() {
+    use meshwork_model::proxy::{ProxyClass, compile_class, compile_own, merge};
+    let snap = snapshot(MESH);
+    let node = |ip: &str| Node {
+        id: format!("{ip}.default"),
+        role: Role::Sidecar,
+        namespace: "default".into(),
+        labels: BTreeMap::from([
+            ("app".to_string(), "productpage".to_string()),
+            ("version".to_string(), "v1".to_string()),
+        ]),
+        ips: vec![ip.into()],
+        ..Node::default()
+    };
+    let (a, b) = (node("127.0.10.1"), node("127.0.10.41"));
+    assert_eq!(ProxyClass::of(&a), ProxyClass::of(&b));
+    // The class part reads nothing of the address: the same for both.
+    let (class, _) = compile_class(&snap, &ProxyClass::of(&a));
+    assert!(
+        class.listeners.contains_key("127.0.11.1_9080"),
+        "egress is shared"
+    );
+    assert!(!class.listeners.keys().any(|l| l.starts_with("127.0.10.")));
+    // Each own part holds its ingress on its own address, and its identity.
+    let (own_b, _) = compile_own(&snap, &b);
+    assert!(own_b.listeners.contains_key("127.0.10.41_9080"));
+    assert_eq!(own_b.node.id, "127.0.10.41.default");
+    // Together they are what the proxy runs.
+    let (whole, _) = compile_proxy(&snap, &b);
+    assert_eq!(merge(&class, own_b), whole);
+}

@@ -19,6 +19,9 @@ use tracing::{info, warn};
 use crate::Proxy;
 use crate::admin::AdminState;
 
+/// The largest response a proxy accepts.
+const MAX_MESSAGE: usize = 256 * 1024 * 1024;
+
 /// Where the control plane is and who this proxy is.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -172,7 +175,9 @@ async fn stream(
         tonic::transport::Endpoint::from_shared(format!("http://{}", opts.control_plane))?
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true);
-    let mut client = AggregatedDiscoveryServiceClient::new(endpoint.connect().await?);
+    // A proxy of a large mesh receives route tables of many megabytes.
+    let mut client = AggregatedDiscoveryServiceClient::new(endpoint.connect().await?)
+        .max_decoding_message_size(MAX_MESSAGE);
     let (tx, rx) = mpsc::channel(32);
     for (i, t) in TypeUrl::ALL.into_iter().enumerate() {
         let subscribe = DiscoveryRequest {

@@ -116,7 +116,9 @@ fn named<T: serde::Serialize>(map: &BTreeMap<String, T>) -> Vec<Resource> {
     map.iter()
         .map(|(name, value)| Resource {
             name: name.clone(),
-            body: serde_json::to_vec(value).expect("resources always serialize"),
+            body: serde_json::to_vec(value)
+                .expect("resources always serialize")
+                .into(),
         })
         .collect()
 }
@@ -126,7 +128,7 @@ pub fn encode(config: &ProxyConfig) -> BTreeMap<TypeUrl, Vec<Resource>> {
     let one = |name: &str, body: Vec<u8>| {
         vec![Resource {
             name: name.into(),
-            body,
+            body: body.into(),
         }]
     };
     let policy = Policy {
@@ -275,7 +277,7 @@ mod tests {
         let before = config.clone();
         let bad = [Resource {
             name: "x".into(),
-            body: b"{not json".to_vec(),
+            body: b"{not json".to_vec().into(),
         }];
         let err = decode(&mut config, TypeUrl::Cluster, &bad).expect_err("rejected");
         assert_eq!(err.name, "x");
@@ -283,11 +285,11 @@ mod tests {
         let two = [
             Resource {
                 name: "a".into(),
-                body: b"{}".to_vec(),
+                body: b"{}".to_vec().into(),
             },
             Resource {
                 name: "b".into(),
-                body: b"{}".to_vec(),
+                body: b"{}".to_vec().into(),
             },
         ];
         assert!(decode(&mut config, TypeUrl::Policy, &two).is_err());

@@ -4,6 +4,7 @@
 //! debounced as istiod debounces them (100 ms quiet, 10 s at most) and only the types
 //! whose resources changed are sent. `meshwork proxy-status` reads the debug service.
 
+pub mod classes;
 pub mod status;
 mod stream;
 
@@ -61,6 +62,8 @@ pub enum ControlError {
 pub struct Published {
     /// The push version (`1`, `2`, ...), sent as `version_info`.
     pub version: String,
+    /// The same, as a number.
+    pub number: u64,
     /// The config.
     pub snapshot: MeshSnapshot,
 }
@@ -71,6 +74,8 @@ pub struct Shared {
     pub snapshots: watch::Receiver<Arc<Published>>,
     /// The connected proxies.
     pub proxies: status::Proxies,
+    /// What proxies of one class share, compiled once per version.
+    pub classes: classes::Classes,
     /// This instance's name.
     pub id: String,
 }
@@ -124,6 +129,7 @@ impl MeshDebug for Debug {
 fn publish(source: &DirSource, version: u64) -> Arc<Published> {
     Arc::new(Published {
         version: version.to_string(),
+        number: version,
         snapshot: MeshSnapshot::new(source.objects(), source.mesh().clone()),
     })
 }
@@ -137,6 +143,7 @@ pub async fn run(opts: ControlOptions) -> Result<(), ControlError> {
     let shared = Arc::new(Shared {
         snapshots,
         proxies: status::Proxies::default(),
+        classes: classes::Classes::default(),
         id: opts.id.clone(),
     });
     info!(listen = %opts.listen, id = %opts.id, "control plane ready");

@@ -6,14 +6,15 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use meshwork_model::proxy::{MeshSnapshot, compile_proxy, find_workload, resolve_node};
+use meshwork_model::proxy::{MeshSnapshot, ProxyClass, compile_own, find_workload, resolve_node};
 use meshwork_model::resources::{Node, Role};
 use meshwork_xds::proto::Node as Hello;
-use meshwork_xds::{DiscoveryRequest, DiscoveryResponse, Resource, TypeUrl, encode};
+use meshwork_xds::{DiscoveryRequest, DiscoveryResponse, TypeUrl};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::Shared;
+use super::classes::Encoded;
 use super::status::Entry;
 
 /// The node a proxy's hello describes, completed by its workload: labels and service
@@ -85,7 +86,9 @@ pub async fn serve(
             node.namespace
         );
     }
-    let mut sent: BTreeMap<TypeUrl, Vec<Resource>> = BTreeMap::new();
+    // What was last sent of each type, as a digest: a connection keeps no copy of its
+    // resources.
+    let mut sent: BTreeMap<TypeUrl, u64> = BTreeMap::new();
     let mut nonce: u64 = 0;
     let mut warned: Vec<String> = Vec::new();
     'push: loop {
@@ -95,35 +98,36 @@ pub async fn serve(
             e.workload = workload;
             e.id = node.id.clone();
         });
-        let (config, warnings) = compile_proxy(&published.snapshot, &node);
+        let class = shared.classes.get(&published, &ProxyClass::of(&node)).await;
+        let (own, warnings) = compile_own(&published.snapshot, &node);
         if warnings != warned {
             for w in &warnings {
                 warn!(proxy = %node.id, "{w}");
             }
             warned = warnings;
         }
-        let mut wire = encode(&config);
+        let own = Encoded::of(&own);
         for t in TypeUrl::ALL {
-            let resources = wire.remove(&t).unwrap_or_default();
-            if sent.get(&t) == Some(&resources) {
+            let (resources, digest) = Encoded::merged(&class, &own, t);
+            if sent.get(&t) == Some(&digest) {
                 continue;
             }
             nonce += 1;
             let response = DiscoveryResponse {
                 version_info: published.version.clone(),
-                resources: resources.clone(),
+                resources,
                 type_url: t.as_str().to_string(),
                 nonce: nonce.to_string(),
                 control_plane: shared.id.clone(),
             };
-            debug!(proxy = %node.id, type_url = %t, version = %published.version, count = resources.len(), "push");
+            debug!(proxy = %node.id, type_url = %t, version = %published.version, count = response.resources.len(), "push");
             if out.send(Ok(response)).await.is_err() {
                 break 'push;
             }
             shared
                 .proxies
                 .sent(key, t, &published.version, &nonce.to_string());
-            sent.insert(t, resources);
+            sent.insert(t, digest);
         }
         loop {
             tokio::select! {

@@ -1,0 +1,111 @@
+//! Compiled config shared between proxies: the part of a proxy's config that depends only
+//! on its class (role, namespace, labels) is compiled and encoded once per config version
+//! and class, and handed to every proxy of that class (resource bodies are shared bytes).
+//! Each proxy adds its own part: its identity and what depends on its address.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use meshwork_model::proxy::{ProxyClass, compile_class};
+use meshwork_xds::{Resource, TypeUrl, encode};
+use tokio::sync::OnceCell;
+use tracing::warn;
+
+use super::Published;
+
+/// The resources of each type, with a digest of each type's set.
+#[derive(Debug, Default)]
+pub struct Encoded {
+    /// By type: the resources, sorted by name, and their digest.
+    pub types: BTreeMap<TypeUrl, (Vec<Resource>, u64)>,
+}
+
+/// A digest of a type's resources, to tell whether they changed since the last push.
+pub fn digest(resources: &[Resource]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for r in resources {
+        r.name.hash(&mut h);
+        r.body.hash(&mut h);
+    }
+    h.finish()
+}
+
+impl Encoded {
+    /// Encodes a config.
+    pub fn of(config: &meshwork_model::resources::ProxyConfig) -> Encoded {
+        Encoded {
+            types: encode(config)
+                .into_iter()
+                .map(|(t, r)| {
+                    let d = digest(&r);
+                    (t, (r, d))
+                })
+                .collect(),
+        }
+    }
+
+    fn get(&self, t: TypeUrl) -> (&[Resource], u64) {
+        self.types
+            .get(&t)
+            .map_or((&[][..], 0), |(r, d)| (r.as_slice(), *d))
+    }
+
+    /// One proxy's resources of type `t`: its class's and its own (the node is its own,
+    /// the policy its class's), with their digest.
+    pub fn merged(class: &Encoded, own: &Encoded, t: TypeUrl) -> (Vec<Resource>, u64) {
+        match t {
+            TypeUrl::Node => {
+                let (r, d) = own.get(t);
+                (r.to_vec(), d)
+            }
+            TypeUrl::Policy => {
+                let (r, d) = class.get(t);
+                (r.to_vec(), d)
+            }
+            _ => {
+                let (c, cd) = class.get(t);
+                let (o, od) = own.get(t);
+                let mut all: Vec<Resource> = c.iter().chain(o).cloned().collect();
+                all.sort_by(|a, b| a.name.cmp(&b.name));
+                (all, cd.rotate_left(1) ^ od)
+            }
+        }
+    }
+}
+
+type Cell = Arc<OnceCell<Arc<Encoded>>>;
+
+/// The classes compiled for the newest config version.
+#[derive(Default)]
+pub struct Classes {
+    inner: Mutex<(u64, HashMap<ProxyClass, Cell>)>,
+}
+
+impl Classes {
+    /// The encoded part of `class` for `published`: compiled by the first proxy that asks,
+    /// awaited by the others. Asking for a newer version forgets the older ones.
+    pub async fn get(&self, published: &Published, class: &ProxyClass) -> Arc<Encoded> {
+        let cell: Cell = {
+            let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            if published.number > inner.0 {
+                *inner = (published.number, HashMap::new());
+            }
+            if published.number == inner.0 {
+                inner.1.entry(class.clone()).or_default().clone()
+            } else {
+                // An older version than the newest: compiled for this caller alone.
+                Cell::default()
+            }
+        };
+        cell.get_or_init(|| async {
+            let (config, warnings) = compile_class(&published.snapshot, class);
+            for w in &warnings {
+                warn!(namespace = %class.namespace, labels = ?class.labels, "{w}");
+            }
+            Arc::new(Encoded::of(&config))
+        })
+        .await
+        .clone()
+    }
+}
