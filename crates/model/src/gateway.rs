@@ -153,6 +153,18 @@ fn compile_one(
     warnings: &mut Vec<String>,
 ) -> ProxyConfig {
     let ports = port_map(selector, objects);
+    // VirtualServices apply where they are exported: to the gateway proxy's namespace.
+    let visible: Vec<&VirtualService> = virtual_services(objects)
+        .into_iter()
+        .filter(|vs| {
+            crate::sidecar::exported(
+                &vs.spec.export_to,
+                &mesh.default_virtual_service_export_to,
+                vs.metadata.namespace.as_deref().unwrap_or_default(),
+                namespace,
+            )
+        })
+        .collect();
     let mut listeners: BTreeMap<u16, Listener> = BTreeMap::new();
     let mut route_tables = BTreeMap::new();
     let mut secrets: BTreeMap<String, Secret> = BTreeMap::new();
@@ -181,7 +193,7 @@ fn compile_one(
                     server,
                     chain.protocol,
                     number,
-                    objects,
+                    &visible,
                     registry,
                     &mut cluster_keys,
                 );
@@ -203,7 +215,7 @@ fn compile_one(
                 gw,
                 server,
                 number,
-                objects,
+                &visible,
                 registry,
                 &mut cluster_keys,
                 warnings,
@@ -286,13 +298,13 @@ fn l4_routes(
     server: &Server,
     protocol: ServerProtocol,
     port: u32,
-    objects: &[Object],
+    visible: &[&VirtualService],
     registry: &Registry,
     cluster_keys: &mut Vec<crate::routes::ClusterKey>,
 ) -> Vec<L4Route> {
     let mut out = Vec::new();
     let mut warnings = Vec::new();
-    for vs in virtual_services(objects) {
+    for &vs in visible {
         let names = binds(vs, gw);
         if names.is_empty() {
             continue;
@@ -595,12 +607,12 @@ fn add_virtual_hosts(
     gw: &Gateway,
     server: &Server,
     port: u32,
-    objects: &[Object],
+    visible: &[&VirtualService],
     registry: &Registry,
     cluster_keys: &mut Vec<crate::routes::ClusterKey>,
     warnings: &mut Vec<String>,
 ) {
-    let services = virtual_services(objects);
+    let services = visible.iter().copied();
     let mut seen_domains: BTreeSet<String> = table
         .virtual_hosts
         .iter()

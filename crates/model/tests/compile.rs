@@ -408,3 +408,44 @@ fn the_telemetry_api_turns_the_access_log_on_and_off() {
         "{warnings:?}"
     );
 }
+
+/// A VirtualService exported only to its own namespace does not route a gateway of
+/// another namespace; one exported there (or everywhere) does.
+#[test]
+fn virtual_services_route_a_gateway_only_where_they_are_exported() {
+    let yaml = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: public, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ["*/*"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: hidden, namespace: apps}
+spec:
+  hosts: [hidden.example.com]
+  gateways: [istio-system/public]
+  exportTo: ["."]
+  http: [{route: [{destination: {host: hidden.example.com}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: shown, namespace: apps}
+spec:
+  hosts: [shown.example.com]
+  gateways: [istio-system/public]
+  exportTo: [istio-system]
+  http: [{route: [{destination: {host: shown.example.com}}]}]
+"#;
+    let compiled = compile(yaml);
+    let domains: Vec<&str> = compiled.gateways[0].route_tables["http.80"]
+        .virtual_hosts
+        .iter()
+        .flat_map(|v| v.domains.iter().map(String::as_str))
+        .collect();
+    assert_eq!(domains, ["shown.example.com"]);
+}
