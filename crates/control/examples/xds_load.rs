@@ -130,6 +130,9 @@ async fn proxy(addr: String, i: usize, seen: Arc<Mutex<Seen>>, complete: Arc<Ato
         .into_inner();
     let mut types = std::collections::BTreeSet::new();
     while let Ok(Some(r)) = inbound.message().await {
+        if r.more {
+            continue;
+        }
         let _ = tx
             .send(DiscoveryRequest {
                 version_info: r.version_info.clone(),
@@ -138,6 +141,14 @@ async fn proxy(addr: String, i: usize, seen: Arc<Mutex<Seen>>, complete: Arc<Ato
                 ..DiscoveryRequest::default()
             })
             .await;
+        if i == 0 && std::env::var_os("XDS_LOAD_SIZES").is_some() {
+            let bytes: usize = r.resources.iter().map(|x| x.body.len()).sum();
+            eprintln!(
+                "{} {} resources, {bytes} bytes",
+                r.type_url,
+                r.resources.len()
+            );
+        }
         let mut s = seen.lock().await;
         if types.insert(r.type_url.clone()) {
             s.types = types.len();

@@ -73,10 +73,38 @@ struct Received {
     versions: BTreeMap<TypeUrl, String>,
     /// The types received at least once.
     seen: BTreeSet<TypeUrl>,
+    /// The resources of a type whose last response (the one without `more`) has not
+    /// arrived yet.
+    partial: Option<(String, Vec<meshwork_xds::Resource>)>,
 }
 
 impl Received {
-    /// Applies one response; returns the ACK or NACK.
+    /// Takes one response: a part of a type's resources is kept until the last part,
+    /// which is applied and answered (ACK or NACK).
+    async fn take(
+        &mut self,
+        proxy: &Proxy,
+        mut response: DiscoveryResponse,
+    ) -> Option<DiscoveryRequest> {
+        let earlier = match self.partial.take() {
+            Some((t, parts)) if t == response.type_url => parts,
+            _ => Vec::new(),
+        };
+        if response.more {
+            let mut parts = earlier;
+            parts.append(&mut response.resources);
+            self.partial = Some((response.type_url, parts));
+            return None;
+        }
+        if !earlier.is_empty() {
+            let mut all = earlier;
+            all.append(&mut response.resources);
+            response.resources = all;
+        }
+        Some(self.apply(proxy, response).await)
+    }
+
+    /// Applies one type's resources; returns the ACK or NACK.
     async fn apply(&mut self, proxy: &Proxy, response: DiscoveryResponse) -> DiscoveryRequest {
         let answer = |version: String, error: Option<String>| DiscoveryRequest {
             version_info: version,
@@ -178,6 +206,8 @@ async fn stream(
     // A proxy of a large mesh receives route tables of many megabytes.
     let mut client = AggregatedDiscoveryServiceClient::new(endpoint.connect().await?)
         .max_decoding_message_size(MAX_MESSAGE);
+    // Parts of a response the last stream did not finish are not carried over.
+    received.partial = None;
     let (tx, rx) = mpsc::channel(32);
     for (i, t) in TypeUrl::ALL.into_iter().enumerate() {
         let subscribe = DiscoveryRequest {
@@ -196,7 +226,9 @@ async fn stream(
         .into_inner();
     info!(control_plane = %opts.control_plane, "connected to the control plane");
     while let Some(response) = inbound.message().await? {
-        let answer = received.apply(proxy, response).await;
+        let Some(answer) = received.take(proxy, response).await else {
+            continue;
+        };
         let config = proxy.config();
         admin
             .config_dump
@@ -216,6 +248,86 @@ async fn stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn endpoints(names: &[&str]) -> Vec<meshwork_xds::Resource> {
+        let mut config = ProxyConfig::default();
+        for n in names {
+            config.endpoints.insert(
+                n.to_string(),
+                meshwork_resources::EndpointSet {
+                    cluster: n.to_string(),
+                    endpoints: Vec::new(),
+                },
+            );
+        }
+        meshwork_xds::encode(&config)
+            .remove(&TypeUrl::EndpointSet)
+            .unwrap()
+    }
+
+    fn response(
+        resources: Vec<meshwork_xds::Resource>,
+        nonce: &str,
+        more: bool,
+    ) -> DiscoveryResponse {
+        DiscoveryResponse {
+            version_info: "7".into(),
+            resources,
+            type_url: TypeUrl::EndpointSet.as_str().into(),
+            nonce: nonce.into(),
+            control_plane: "test".into(),
+            more,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_type_sent_in_parts_is_applied_once_whole_and_answered_once() {
+        let proxy = Proxy::new();
+        let mut received = Received::default();
+        let first = received
+            .take(&proxy, response(endpoints(&["a", "b"]), "1", true))
+            .await;
+        assert!(first.is_none(), "a part is not answered");
+        assert!(proxy.config().endpoints.is_empty(), "nor applied");
+        let ack = received
+            .take(&proxy, response(endpoints(&["c"]), "2", false))
+            .await
+            .expect("the last part is answered");
+        assert_eq!(ack.response_nonce, "2");
+        assert_eq!(ack.version_info, "7");
+        assert!(ack.error_detail.is_none());
+        let names: Vec<String> = proxy.config().endpoints.keys().cloned().collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        // A later whole response replaces the set.
+        received
+            .take(&proxy, response(endpoints(&["d"]), "3", false))
+            .await
+            .expect("answered");
+        let names: Vec<String> = proxy.config().endpoints.keys().cloned().collect();
+        assert_eq!(names, ["d"]);
+    }
+
+    #[tokio::test]
+    async fn a_body_that_does_not_decode_is_nacked_with_the_version_in_force() {
+        let proxy = Proxy::new();
+        let mut received = Received::default();
+        received
+            .take(&proxy, response(endpoints(&["a"]), "1", false))
+            .await
+            .expect("answered");
+        let bad = vec![meshwork_xds::Resource {
+            name: "x".into(),
+            body: b"{broken".to_vec().into(),
+            encoding: String::new(),
+        }];
+        let mut r = response(bad, "2", false);
+        r.version_info = "8".into();
+        let nack = received.take(&proxy, r).await.expect("answered");
+        assert_eq!(nack.version_info, "7", "the version still in force");
+        assert!(nack.error_detail.is_some());
+        let names: Vec<String> = proxy.config().endpoints.keys().cloned().collect();
+        assert_eq!(names, ["a"], "the last good set keeps serving");
+    }
 
     #[test]
     fn backoff_doubles_up_to_its_maximum_with_jitter_and_resets() {

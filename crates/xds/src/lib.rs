@@ -112,25 +112,71 @@ pub struct Policy {
     pub authorization: Vec<AuthorizationPolicy>,
 }
 
+/// Bodies at least this large are sent deflated.
+pub const DEFLATE_FROM: usize = 4096;
+
+/// The most a deflated body may inflate to.
+pub const MAX_BODY: usize = 256 * 1024 * 1024;
+
+/// A resource with its JSON body, deflated when it is large.
+fn resource(name: String, json: Vec<u8>) -> Resource {
+    if json.len() >= DEFLATE_FROM {
+        Resource {
+            name,
+            body: miniz_oxide::deflate::compress_to_vec(&json, 3).into(),
+            encoding: "deflate".into(),
+        }
+    } else {
+        Resource {
+            name,
+            body: json.into(),
+            encoding: String::new(),
+        }
+    }
+}
+
 fn named<T: serde::Serialize>(map: &BTreeMap<String, T>) -> Vec<Resource> {
     map.iter()
-        .map(|(name, value)| Resource {
-            name: name.clone(),
-            body: serde_json::to_vec(value)
-                .expect("resources always serialize")
-                .into(),
+        .map(|(name, value)| {
+            resource(
+                name.clone(),
+                serde_json::to_vec(value).expect("resources always serialize"),
+            )
         })
         .collect()
 }
 
+/// Splits a type's resources into the bodies of several responses, each at most about
+/// `max` bytes (a single larger resource goes alone).
+pub fn chunks(resources: Vec<Resource>, max: usize) -> Vec<Vec<Resource>> {
+    let mut out: Vec<Vec<Resource>> = vec![Vec::new()];
+    let mut size = 0;
+    for r in resources {
+        let len = r.body.len() + r.name.len();
+        if size + len > max && !out.last().is_some_and(Vec::is_empty) {
+            out.push(Vec::new());
+            size = 0;
+        }
+        size += len;
+        out.last_mut().expect("one chunk at least").push(r);
+    }
+    out
+}
+
+/// A resource's JSON, inflated when it was deflated.
+fn json_of(r: &Resource) -> Result<std::borrow::Cow<'_, [u8]>, String> {
+    match r.encoding.as_str() {
+        "" => Ok(std::borrow::Cow::Borrowed(&r.body[..])),
+        "deflate" => miniz_oxide::inflate::decompress_to_vec_with_limit(&r.body, MAX_BODY)
+            .map(std::borrow::Cow::Owned)
+            .map_err(|e| format!("cannot inflate: {e:?}")),
+        other => Err(format!("unknown encoding {other:?}")),
+    }
+}
+
 /// A config as the resources of each type, by name, ready to send.
 pub fn encode(config: &ProxyConfig) -> BTreeMap<TypeUrl, Vec<Resource>> {
-    let one = |name: &str, body: Vec<u8>| {
-        vec![Resource {
-            name: name.into(),
-            body: body.into(),
-        }]
-    };
+    let one = |name: &str, body: Vec<u8>| vec![resource(name.into(), body)];
     let policy = Policy {
         access_log: config.access_log.clone(),
         authorization: config.authorization.clone(),
@@ -177,13 +223,15 @@ fn decode_named<T: serde::de::DeserializeOwned>(
     resources
         .iter()
         .map(|r| {
-            serde_json::from_slice(&r.body)
+            let error = |reason: String| DecodeError {
+                type_url,
+                name: r.name.clone(),
+                reason,
+            };
+            let json = json_of(r).map_err(error)?;
+            serde_json::from_slice(&json)
                 .map(|v| (r.name.clone(), v))
-                .map_err(|e| DecodeError {
-                    type_url,
-                    name: r.name.clone(),
-                    reason: e.to_string(),
-                })
+                .map_err(|e| error(e.to_string()))
         })
         .collect()
 }
@@ -194,11 +242,15 @@ fn decode_one<T: serde::de::DeserializeOwned + Default>(
 ) -> Result<T, DecodeError> {
     match resources {
         [] => Ok(T::default()),
-        [r] => serde_json::from_slice(&r.body).map_err(|e| DecodeError {
-            type_url,
-            name: r.name.clone(),
-            reason: e.to_string(),
-        }),
+        [r] => {
+            let error = |reason: String| DecodeError {
+                type_url,
+                name: r.name.clone(),
+                reason,
+            };
+            let json = json_of(r).map_err(error)?;
+            serde_json::from_slice(&json).map_err(|e| error(e.to_string()))
+        }
         [_, extra, ..] => Err(DecodeError {
             type_url,
             name: extra.name.clone(),
@@ -278,6 +330,7 @@ mod tests {
         let bad = [Resource {
             name: "x".into(),
             body: b"{not json".to_vec().into(),
+            encoding: String::new(),
         }];
         let err = decode(&mut config, TypeUrl::Cluster, &bad).expect_err("rejected");
         assert_eq!(err.name, "x");
@@ -286,13 +339,94 @@ mod tests {
             Resource {
                 name: "a".into(),
                 body: b"{}".to_vec().into(),
+                encoding: String::new(),
             },
             Resource {
                 name: "b".into(),
                 body: b"{}".to_vec().into(),
+                encoding: String::new(),
             },
         ];
         assert!(decode(&mut config, TypeUrl::Policy, &two).is_err());
+    }
+
+    #[test]
+    fn large_bodies_are_deflated_and_inflate_back() {
+        let mut config = sample();
+        for i in 0..200 {
+            config.endpoints.insert(
+                format!("outbound|9080||svc-{i}.default.svc.cluster.local"),
+                EndpointSet {
+                    cluster: format!("outbound|9080||svc-{i}.default.svc.cluster.local"),
+                    endpoints: vec![],
+                },
+            );
+        }
+        config.route_tables.insert(
+            "9080".into(),
+            serde_json::from_value(serde_json::json!({
+                "virtual_hosts": (0..300).map(|i| serde_json::json!({
+                    "name": format!("svc-{i}.default.svc.cluster.local:9080"),
+                    "domains": [format!("svc-{i}"), format!("svc-{i}.default")],
+                    "routes": [],
+                })).collect::<Vec<_>>()
+            }))
+            .unwrap(),
+        );
+        let wire = encode(&config);
+        let table = &wire[&TypeUrl::RouteTable][0];
+        assert_eq!(table.encoding, "deflate");
+        let json = serde_json::to_vec(&config.route_tables["9080"]).unwrap();
+        assert!(
+            table.body.len() * 5 < json.len(),
+            "{} of {}",
+            table.body.len(),
+            json.len()
+        );
+        assert_eq!(
+            wire[&TypeUrl::EndpointSet][0].encoding,
+            "",
+            "small bodies stay JSON"
+        );
+        let mut back = ProxyConfig::default();
+        for (t, resources) in &wire {
+            decode(&mut back, *t, resources).expect("decodes");
+        }
+        assert_eq!(back, config);
+        // A body that does not inflate, or an unknown encoding, is a decode error.
+        let bad = Resource {
+            name: "9080".into(),
+            body: b"not deflate at all".to_vec().into(),
+            encoding: "deflate".into(),
+        };
+        assert!(decode(&mut back, TypeUrl::RouteTable, &[bad]).is_err());
+        let odd = Resource {
+            name: "9080".into(),
+            body: b"{}".to_vec().into(),
+            encoding: "zstd".into(),
+        };
+        let err = decode(&mut back, TypeUrl::RouteTable, &[odd]).unwrap_err();
+        assert!(err.reason.contains("unknown encoding"), "{err}");
+    }
+
+    #[test]
+    fn chunks_bound_each_message_and_keep_every_resource_in_order() {
+        let resources: Vec<Resource> = (0..10)
+            .map(|i| Resource {
+                name: format!("r{i}"),
+                body: vec![b'x'; if i == 4 { 500 } else { 40 }].into(),
+                encoding: String::new(),
+            })
+            .collect();
+        let parts = chunks(resources.clone(), 100);
+        assert!(parts.iter().all(|p| !p.is_empty()));
+        for p in &parts {
+            let size: usize = p.iter().map(|r| r.body.len() + r.name.len()).sum();
+            assert!(size <= 100 || p.len() == 1, "{size}");
+        }
+        let flat: Vec<Resource> = parts.into_iter().flatten().collect();
+        assert_eq!(flat, resources);
+        assert_eq!(chunks(Vec::new(), 100), vec![Vec::<Resource>::new()]);
     }
 
     #[test]

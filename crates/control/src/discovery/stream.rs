@@ -57,6 +57,9 @@ pub fn node_of(hello: &Hello, snapshot: &MeshSnapshot) -> (Node, Option<String>)
     (node, found.map(|w| w.source))
 }
 
+/// The most resource bytes in one response.
+const CHUNK: usize = 64 * 1024;
+
 /// Serves one proxy until its stream ends.
 pub async fn serve(
     hello: Hello,
@@ -112,17 +115,24 @@ pub async fn serve(
             if sent.get(&t) == Some(&digest) {
                 continue;
             }
-            nonce += 1;
-            let response = DiscoveryResponse {
-                version_info: published.version.clone(),
-                resources,
-                type_url: t.as_str().to_string(),
-                nonce: nonce.to_string(),
-                control_plane: shared.id.clone(),
-            };
-            debug!(proxy = %node.id, type_url = %t, version = %published.version, count = response.resources.len(), "push");
-            if out.send(Ok(response)).await.is_err() {
-                break 'push;
+            // Large types go as several responses, so that no message (and no buffer
+            // a stream keeps) grows with the size of the config.
+            let parts = meshwork_xds::chunks(resources, CHUNK);
+            let last = parts.len() - 1;
+            for (k, part) in parts.into_iter().enumerate() {
+                nonce += 1;
+                let response = DiscoveryResponse {
+                    version_info: published.version.clone(),
+                    resources: part,
+                    type_url: t.as_str().to_string(),
+                    nonce: nonce.to_string(),
+                    control_plane: shared.id.clone(),
+                    more: k < last,
+                };
+                debug!(proxy = %node.id, type_url = %t, version = %published.version, count = response.resources.len(), "push");
+                if out.send(Ok(response)).await.is_err() {
+                    break 'push;
+                }
             }
             shared
                 .proxies
