@@ -97,15 +97,6 @@ async fn proxy(addr: String, i: usize, seen: Arc<Mutex<Seen>>, complete: Arc<Ato
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .expect("an address")
         .connect_timeout(Duration::from_secs(30));
-    let channel = loop {
-        match endpoint.connect().await {
-            Ok(c) => break c,
-            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-        }
-    };
-    let mut client =
-        AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(256 * 1024 * 1024);
-    let (tx, rx) = mpsc::channel(16);
     let hello = Node {
         id: format!("sim-{i}.{NS}"),
         role: "sidecar".into(),
@@ -114,20 +105,33 @@ async fn proxy(addr: String, i: usize, seen: Arc<Mutex<Seen>>, complete: Arc<Ato
         ips: vec![format!("127.2.{}.{}", i / 250, i % 250 + 1)],
         ..Node::default()
     };
-    for (k, t) in TypeUrl::ALL.into_iter().enumerate() {
-        let _ = tx
-            .send(DiscoveryRequest {
-                node: (k == 0).then(|| hello.clone()),
-                type_url: t.as_str().into(),
-                ..DiscoveryRequest::default()
-            })
-            .await;
-    }
-    let mut inbound = client
-        .stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .expect("a stream")
-        .into_inner();
+    // As a real proxy does, retry until the stream is up (thousands connecting at once
+    // overflow the accept queue).
+    let (tx, mut inbound) = loop {
+        let Ok(channel) = endpoint.connect().await else {
+            tokio::time::sleep(Duration::from_millis(100 + fastrand::u64(..200))).await;
+            continue;
+        };
+        let mut client = AggregatedDiscoveryServiceClient::new(channel)
+            .max_decoding_message_size(256 * 1024 * 1024);
+        let (tx, rx) = mpsc::channel(16);
+        for (k, t) in TypeUrl::ALL.into_iter().enumerate() {
+            let _ = tx
+                .send(DiscoveryRequest {
+                    node: (k == 0).then(|| hello.clone()),
+                    type_url: t.as_str().into(),
+                    ..DiscoveryRequest::default()
+                })
+                .await;
+        }
+        match client
+            .stream_aggregated_resources(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+        {
+            Ok(s) => break (tx, s.into_inner()),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100 + fastrand::u64(..200))).await,
+        }
+    };
     let mut types = std::collections::BTreeSet::new();
     while let Ok(Some(r)) = inbound.message().await {
         if r.more {

@@ -193,10 +193,32 @@ impl MeshCa {
 
     /// Signs a CSR for `identity`, valid for `ttl`: the certificate, then the chain to
     /// the root.
-    pub fn sign(&self, csr_pem: &str, identity: &Identity, ttl: Duration) -> Result<String, CaError> {
-        let mut csr =
-            CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| invalid("the CSR", e))?;
+    pub fn sign(
+        &self,
+        csr_pem: &str,
+        identity: &Identity,
+        ttl: Duration,
+    ) -> Result<String, CaError> {
+        let mut csr = CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| invalid("the CSR", e))?;
         let uri = identity.spiffe(&self.trust_domain);
+        // The CSR must ask for the caller's identity and nothing else, as istiod checks.
+        let asked: Vec<String> = csr
+            .params
+            .subject_alt_names
+            .iter()
+            .map(|n| match n {
+                SanType::URI(u) => u.as_str().to_string(),
+                SanType::DnsName(d) => format!("DNS:{}", d.as_str()),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        if asked != [uri.clone()] {
+            return Err(CaError::Invalid {
+                what: "the CSR".into(),
+                reason: format!("it asks for {asked:?}; the caller is {uri}"),
+            });
+        }
         let mut params = CertificateParams::default();
         params.subject_alt_names = vec![SanType::URI(
             uri.clone()
@@ -229,6 +251,45 @@ impl MeshCa {
         Ok(out)
     }
 
+    /// A certificate for the control plane itself: DNS names (and IP addresses) for its
+    /// TLS port, with its new private key, as PEM.
+    pub fn server_certificate(
+        &self,
+        names: &[String],
+        ttl: Duration,
+    ) -> Result<(String, String), CaError> {
+        let mut params =
+            CertificateParams::new(Vec::<String>::new()).map_err(|e| invalid("names", e))?;
+        for n in names {
+            let san = match n.parse::<std::net::IpAddr>() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName(
+                    n.clone()
+                        .try_into()
+                        .map_err(|e| invalid(format!("the name {n}"), e))?,
+                ),
+            };
+            params.subject_alt_names.push(san);
+        }
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "meshwork control plane");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::minutes(1);
+        params.not_after =
+            now + time::Duration::try_from(ttl).map_err(|e| invalid("the lifetime", e))?;
+        let key = KeyPair::generate().map_err(|e| invalid("the key", e))?;
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(|e| invalid("the control plane certificate", e))?;
+        let mut chain = cert.pem();
+        if !self.chain_is_root() {
+            chain.push_str(&self.chain);
+        }
+        Ok((chain, key.serialize_pem()))
+    }
+
     /// Whether the signing certificate is the root itself (then the chain adds nothing).
     fn chain_is_root(&self) -> bool {
         self.chain.trim() == self.roots.trim()
@@ -237,8 +298,10 @@ impl MeshCa {
 
 fn fastrand_serial() -> [u8; 16] {
     let mut out = [0u8; 16];
-    for b in &mut out {
-        *b = fastrand::u8(..);
+    if aws_lc_rs::rand::fill(&mut out).is_err() {
+        for b in &mut out {
+            *b = fastrand::u8(..);
+        }
     }
     out[0] &= 0x7f;
     out
@@ -248,14 +311,20 @@ fn fastrand_serial() -> [u8; 16] {
 mod tests {
     use super::*;
 
-    fn csr() -> (String, KeyPair) {
+    /// A CSR asking for these URI SANs (and DNS names).
+    fn csr_for(uris: &[&str], dns: &[&str]) -> String {
         let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(vec!["evil.example.com".to_string()]).unwrap();
+        let mut params =
+            CertificateParams::new(dns.iter().map(|d| d.to_string()).collect::<Vec<_>>()).unwrap();
+        for u in uris {
+            params
+                .subject_alt_names
+                .push(SanType::URI(u.to_string().try_into().unwrap()));
+        }
         params
             .distinguished_name
             .push(DnType::CommonName, "anything");
-        let csr = params.serialize_request(&key).unwrap();
-        (csr.pem().unwrap(), key)
+        params.serialize_request(&key).unwrap().pem().unwrap()
     }
 
     fn temp(label: &str) -> PathBuf {
@@ -273,11 +342,14 @@ mod tests {
         // Opened again: the same root.
         let again = MeshCa::open(&dir, None, "cluster.local").unwrap();
         assert_eq!(again.roots(), root);
-        let (csr, _) = csr();
         let id = Identity {
             namespace: "default".into(),
             service_account: "bookinfo-reviews".into(),
         };
+        let csr = csr_for(
+            &["spiffe://cluster.local/ns/default/sa/bookinfo-reviews"],
+            &[],
+        );
         let chain = again.sign(&csr, &id, Duration::from_secs(3600)).unwrap();
         let der = rustls_pemfile_first(&chain);
         let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
@@ -292,9 +364,22 @@ mod tests {
             .collect();
         assert_eq!(
             sans,
-            ["URI:spiffe://cluster.local/ns/default/sa/bookinfo-reviews"],
-            "the CSR's own names are dropped"
+            ["URI(spiffe://cluster.local/ns/default/sa/bookinfo-reviews)"],
         );
+        // A CSR for another identity, or with other names, is refused.
+        for (uris, dns) in [
+            (&["spiffe://cluster.local/ns/default/sa/admin"][..], &[][..]),
+            (
+                &["spiffe://cluster.local/ns/default/sa/bookinfo-reviews"][..],
+                &["evil.example.com"][..],
+            ),
+            (&[][..], &[][..]),
+        ] {
+            let err = again
+                .sign(&csr_for(uris, dns), &id, Duration::from_secs(60))
+                .unwrap_err();
+            assert!(err.to_string().contains("the caller is spiffe://"), "{err}");
+        }
         let life = cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
         assert_eq!(life, 3600 + 60);
         // It chains to the root.
@@ -330,14 +415,20 @@ mod tests {
         std::fs::write(cacerts.join(CERT_CHAIN), mid.pem()).unwrap();
         let state = temp("plugged-state");
         let ca = MeshCa::open(&state, Some(&cacerts), "example.org").unwrap();
-        assert_eq!(std::fs::read_to_string(state.join(ROOT_CERT)).unwrap(), root.pem());
-        let (csr, _) = csr();
+        assert_eq!(
+            std::fs::read_to_string(state.join(ROOT_CERT)).unwrap(),
+            root.pem()
+        );
         let id = Identity {
             namespace: "ns".into(),
             service_account: "sa".into(),
         };
+        let csr = csr_for(&["spiffe://example.org/ns/ns/sa/sa"], &[]);
         let chain = ca.sign(&csr, &id, Duration::from_secs(60)).unwrap();
-        assert!(chain.contains(&mid.pem()), "the intermediate follows the leaf");
+        assert!(
+            chain.contains(&mid.pem()),
+            "the intermediate follows the leaf"
+        );
         let der = rustls_pemfile_first(&chain);
         let (_, leaf) = x509_parser::parse_x509_certificate(&der).unwrap();
         let mid_der = rustls_pemfile_first(&mid.pem());
@@ -350,7 +441,7 @@ mod tests {
                 .value
                 .general_names
                 .iter()
-                .any(|n| n.to_string() == "URI:spiffe://example.org/ns/ns/sa/sa")
+                .any(|n| n.to_string() == "URI(spiffe://example.org/ns/ns/sa/sa)")
         );
         std::fs::remove_dir_all(&cacerts).unwrap();
         std::fs::remove_dir_all(&state).unwrap();

@@ -2,9 +2,12 @@
 //! per proxy, and applying it to proxies (see docs/architecture.md).
 #![forbid(unsafe_code)]
 
+pub mod ca;
+pub mod certs;
 pub mod discovery;
 pub mod last_good;
 pub mod source;
+pub mod token;
 pub mod up;
 pub mod watch;
 

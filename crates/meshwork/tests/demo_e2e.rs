@@ -22,6 +22,8 @@ fn the_demo_runs_bookinfo_prints_what_to_try_and_stops_on_ctrl_c() {
             &base.to_string(),
             "--control-port",
             &control.to_string(),
+            "--secure-port",
+            &free_port().to_string(),
         ],
     );
     eventually(Duration::from_secs(30), "the demo is running", || {

@@ -46,6 +46,8 @@ impl Bookinfo {
                 &base.to_string(),
                 "--control-port",
                 &control.to_string(),
+                "--secure-port",
+                &free_port().to_string(),
             ],
             None,
         );

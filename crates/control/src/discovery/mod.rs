@@ -38,6 +38,15 @@ pub struct ControlOptions {
     pub listen: SocketAddr,
     /// This instance's name, as proxy-status prints it.
     pub id: String,
+    /// Where the CA and its token key are kept (`./.meshwork`).
+    pub state_dir: PathBuf,
+    /// Plugged-in CA certificates (`ca-cert.pem`, `ca-key.pem`, `root-cert.pem`,
+    /// `cert-chain.pem`), instead of a root of its own.
+    pub cacerts: Option<PathBuf>,
+    /// The TLS port of the certificate service (`127.0.0.1:15012`).
+    pub secure_listen: SocketAddr,
+    /// The lifetime of workload certificates (24 h).
+    pub workload_cert_ttl: std::time::Duration,
 }
 
 /// `meshwork control` could not start.
@@ -52,6 +61,12 @@ pub enum ControlError {
     /// Watching the directory failed.
     #[error("cannot watch {0}")]
     Watch(#[from] notify::Error),
+    /// The mesh CA could not be opened or made.
+    #[error("the mesh CA: {0}")]
+    Ca(#[from] crate::ca::CaError),
+    /// The token key could not be read or made.
+    #[error("the token key in {0}: {1}")]
+    TokenKey(PathBuf, std::io::Error),
     /// The gRPC server failed.
     #[error("the discovery server failed: {0}")]
     Serve(#[from] tonic::transport::Error),
@@ -140,13 +155,34 @@ pub async fn run(opts: ControlOptions) -> Result<(), ControlError> {
     let mut version = 1;
     let (publisher, snapshots) = watch::channel(publish(&source, version));
     let listener = crate::bind(opts.listen).await?;
+    let secure = crate::bind(opts.secure_listen).await?;
+    let ca = Arc::new(crate::ca::MeshCa::open(
+        &opts.state_dir,
+        opts.cacerts.as_deref(),
+        &source.mesh().trust_domain,
+    )?);
+    let tokens = Arc::new(
+        crate::token::TokenKey::open(&opts.state_dir)
+            .map_err(|e| ControlError::TokenKey(opts.state_dir.clone(), e))?,
+    );
+    let issuer = crate::certs::Issuer {
+        ca,
+        tokens,
+        default_ttl: opts.workload_cert_ttl,
+    };
+    let secure_addr = opts.secure_listen;
+    tokio::spawn(async move {
+        if let Err(e) = crate::certs::serve(secure, secure_addr, issuer).await {
+            error!("the certificate service failed: {e}");
+        }
+    });
     let shared = Arc::new(Shared {
         snapshots,
         proxies: status::Proxies::default(),
         classes: classes::Classes::default(),
         id: opts.id.clone(),
     });
-    info!(listen = %opts.listen, id = %opts.id, "control plane ready");
+    info!(listen = %opts.listen, secure = %opts.secure_listen, id = %opts.id, "control plane ready");
     let (watcher, mut changes) = DirWatcher::start_with(&source.paths(), Debounce::ISTIOD)?;
     tokio::spawn(async move {
         let _watcher = watcher;

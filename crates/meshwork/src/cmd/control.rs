@@ -21,6 +21,20 @@ pub struct Args {
     /// This instance's name, as proxy-status prints it.
     #[arg(long, env = "POD_NAME", default_value = "meshwork-control")]
     id: String,
+    /// Where the mesh CA (its root and key) and the token key are kept; the root proxies
+    /// trust is written here as `root-cert.pem`.
+    #[arg(long, default_value = "./.meshwork")]
+    state_dir: std::path::PathBuf,
+    /// Plugged-in CA certificates, as Istio takes them: `ca-cert.pem`, `ca-key.pem`,
+    /// `root-cert.pem`, `cert-chain.pem`.
+    #[arg(long, value_name = "DIR")]
+    cacerts: Option<std::path::PathBuf>,
+    /// The certificate service's TLS address (istiod's port is 15012).
+    #[arg(long, default_value = "127.0.0.1:15012")]
+    secure_listen: std::net::SocketAddr,
+    /// How long workload certificates live.
+    #[arg(long, default_value = "24h", value_parser = super::settings::duration)]
+    workload_cert_ttl: std::time::Duration,
 }
 
 /// Runs until stopped.
@@ -30,6 +44,10 @@ pub fn run(args: Args) -> ExitCode {
         mesh: args.mesh,
         listen: args.listen,
         id: args.id,
+        state_dir: args.state_dir,
+        cacerts: args.cacerts,
+        secure_listen: args.secure_listen,
+        workload_cert_ttl: args.workload_cert_ttl,
     };
     super::block_on(async {
         tokio::select! {

@@ -28,6 +28,9 @@ pub struct Args {
     /// The control plane's port (istiod's 15010).
     #[arg(long, default_value_t = 15010)]
     control_port: u16,
+    /// The control plane's TLS port, for certificates (istiod's 15012).
+    #[arg(long, default_value_t = 15012)]
+    secure_port: u16,
     /// The first three parts of the workloads' loopback addresses.
     #[arg(long, default_value = "127.0.10")]
     network: String,
@@ -85,6 +88,8 @@ pub struct Layout {
     pub gateway_port: u16,
     /// The control plane's port.
     pub control_port: u16,
+    /// The control plane's TLS port.
+    pub secure_port: u16,
     /// First app port (on 127.0.0.1); workload `i` uses `app_base + i`.
     pub app_base: u16,
     /// First admin port; proxy `i` (the gateway last) uses `admin_base + i`.
@@ -98,11 +103,12 @@ pub struct Layout {
 
 impl Layout {
     /// The layout from a base port.
-    pub fn new(base: u16, control_port: u16, network: &str) -> Layout {
+    pub fn new(base: u16, control_port: u16, secure_port: u16, network: &str) -> Layout {
         Layout {
             service_port: base,
             gateway_port: base + 1,
             control_port,
+            secure_port,
             app_base: base + 2,
             admin_base: base + 10,
             status_base: base + 20,
@@ -297,6 +303,10 @@ pub fn steps(l: &Layout, config: &Path) -> Vec<Step> {
             config.display().to_string(),
             "--listen".into(),
             control.clone(),
+            "--secure-listen".into(),
+            format!("127.0.0.1:{}", l.secure_port),
+            "--state-dir".into(),
+            config.join(".meshwork").display().to_string(),
         ],
         status_port: None,
     }];
@@ -492,7 +502,12 @@ fn run_demo(l: &Layout) -> Result<(), String> {
 
 /// Runs the demo, or writes its config.
 pub fn run(args: Args) -> ExitCode {
-    let layout = Layout::new(args.base_port, args.control_port, &args.network);
+    let layout = Layout::new(
+        args.base_port,
+        args.control_port,
+        args.secure_port,
+        &args.network,
+    );
     if let Some(dir) = args.print_config {
         let file = dir.join("bookinfo.yaml");
         if let Err(e) =
