@@ -39,23 +39,32 @@ pub enum TokenError {
 pub struct TokenKey(hmac::Key);
 
 impl TokenKey {
-    /// The key in `state_dir`, made on first use.
+    /// The key in `state_dir`, made on first use. Making it is atomic: two processes that
+    /// start at once (the control plane, `meshwork token create`) end with the same key.
     pub fn open(state_dir: &Path) -> std::io::Result<TokenKey> {
         let path = state_dir.join(KEY_FILE);
-        let bytes = match std::fs::read(&path) {
-            Ok(b) if b.len() >= 32 => b,
-            _ => {
-                std::fs::create_dir_all(state_dir)?;
-                let mut key = vec![0u8; 32];
-                aws_lc_rs::rand::fill(&mut key)
-                    .map_err(|_| std::io::Error::other("no system randomness"))?;
-                std::fs::write(&path, &key)?;
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-                key
+        if let Ok(bytes) = std::fs::read(&path) {
+            return Ok(TokenKey(hmac::Key::new(hmac::HMAC_SHA256, &bytes)));
+        }
+        std::fs::create_dir_all(state_dir)?;
+        let mut key = vec![0u8; 32];
+        aws_lc_rs::rand::fill(&mut key)
+            .map_err(|_| std::io::Error::other("no system randomness"))?;
+        let tmp = state_dir.join(format!(".{KEY_FILE}.{}", std::process::id()));
+        std::fs::write(&tmp, &key)?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+        // A link fails if the key exists already: then the one made first wins.
+        let linked = std::fs::hard_link(&tmp, &path);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => Ok(TokenKey(hmac::Key::new(hmac::HMAC_SHA256, &key))),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let bytes = std::fs::read(&path)?;
+                Ok(TokenKey(hmac::Key::new(hmac::HMAC_SHA256, &bytes)))
             }
-        };
-        Ok(TokenKey(hmac::Key::new(hmac::HMAC_SHA256, &bytes)))
+            Err(e) => Err(e),
+        }
     }
 
     /// A token for `identity`, valid for `ttl`.

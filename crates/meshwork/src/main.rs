@@ -33,7 +33,7 @@ enum Command {
     /// gateways and sidecars (istiod's config path).
     Control(cmd::control::Args),
     /// Run one gateway or sidecar, configured by `meshwork control`.
-    Proxy(cmd::proxy::Args),
+    Proxy(Box<cmd::proxy::Args>),
     /// Show every proxy connected to the control plane and whether it is in sync.
     #[command(name = "proxy-status")]
     ProxyStatus(cmd::proxy_status::Args),
@@ -43,6 +43,8 @@ enum Command {
     /// Run the whole mesh on this machine: the control plane, an ingress gateway, and
     /// Bookinfo's services behind sidecars.
     Demo(cmd::demo::Args),
+    /// Make tokens that prove a workload's identity to the mesh CA.
+    Token(cmd::token::Args),
     /// Run a test backend that answers with the request it saw.
     Echo(cmd::echo::Args),
 }
@@ -62,10 +64,11 @@ fn main() -> ExitCode {
         Command::Analyze(args) => cmd::analyze::run(args),
         Command::Up(args) => cmd::up::run(args),
         Command::Control(args) => cmd::control::run(args),
-        Command::Proxy(args) => cmd::proxy::run(args),
+        Command::Proxy(args) => cmd::proxy::run(*args),
         Command::ProxyStatus(args) => cmd::proxy_status::run(args),
         Command::ProxyConfig(args) => cmd::proxy_config::run(args),
         Command::Demo(args) => cmd::demo::run(args),
+        Command::Token(args) => cmd::token::run(args),
         Command::Echo(args) => cmd::echo::run(args),
     }
 }

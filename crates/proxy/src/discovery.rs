@@ -29,6 +29,32 @@ pub struct ClientOptions {
     pub control_plane: String,
     /// What the proxy says of itself on connecting.
     pub hello: Hello,
+    /// Where its workload certificate comes from; none for a proxy without mTLS.
+    pub identity: Option<crate::identity::IdentityOptions>,
+}
+
+/// The secrets the proxy makes itself (its workload certificate and the mesh roots),
+/// added to every config it applies, and the lock that keeps applies in order.
+#[derive(Default)]
+pub struct Local {
+    secrets: std::sync::Mutex<BTreeMap<String, meshwork_resources::Secret>>,
+    apply: tokio::sync::Mutex<()>,
+}
+
+impl Local {
+    fn add_to(&self, config: &mut ProxyConfig) {
+        let secrets = self.secrets.lock().unwrap_or_else(|e| e.into_inner());
+        for (name, s) in secrets.iter() {
+            config.secrets.insert(name.clone(), s.clone());
+        }
+    }
+
+    /// Applies `config` with the local secrets.
+    async fn apply(&self, proxy: &Proxy, mut config: ProxyConfig) -> crate::ApplyReport {
+        let _order = self.apply.lock().await;
+        self.add_to(&mut config);
+        proxy.apply(config).await
+    }
 }
 
 /// Exponential backoff with jitter: each wait is drawn between half and all of a ceiling
@@ -76,6 +102,10 @@ struct Received {
     /// The resources of a type whose last response (the one without `more`) has not
     /// arrived yet.
     partial: Option<(String, Vec<meshwork_xds::Resource>)>,
+    /// The proxy's own secrets.
+    local: Arc<Local>,
+    /// Told the proxy's SPIFFE id when the node arrives.
+    who: Option<tokio::sync::watch::Sender<Option<String>>>,
 }
 
 impl Received {
@@ -123,13 +153,31 @@ impl Received {
             warn!("rejected {}: {e}", t.short());
             return answer(previous, Some(e.to_string()));
         }
+        if t == TypeUrl::Node
+            && let Some(who) = &self.who
+        {
+            let n = &candidate.node;
+            let sa = if n.service_account.is_empty() {
+                "default"
+            } else {
+                n.service_account.as_str()
+            };
+            let id = crate::identity::spiffe_id(&n.trust_domain, &n.namespace, sa);
+            who.send_if_modified(|current| {
+                let changed = current.as_deref() != Some(id.as_str());
+                if changed {
+                    *current = Some(id.clone());
+                }
+                changed
+            });
+        }
         if t == TypeUrl::Node && candidate.node.workload.is_none() {
             warn!(
                 proxy = %candidate.node.id,
                 "the control plane found no Pod or WorkloadEntry with this proxy's address in its namespace"
             );
         }
-        let report = proxy.apply(candidate.clone()).await;
+        let report = self.local.apply(proxy, candidate.clone()).await;
         self.desired = candidate;
         self.seen.insert(t);
         let mut problems: Vec<String> = report
@@ -158,9 +206,27 @@ impl Received {
 
 /// Connects to the control plane and applies what it streams, for as long as the process
 /// runs. `admin` shows the config in force and turns ready once every type has arrived
-/// and every listener is bound.
+/// and every listener is bound. With identity options, the workload certificate is
+/// fetched once the control plane has said who the proxy is, and renewed.
 pub async fn run(proxy: Arc<Proxy>, admin: Arc<AdminState>, opts: ClientOptions) {
     let mut received = Received::default();
+    let (who, mut told) = tokio::sync::watch::channel(None::<String>);
+    if let Some(identity) = opts.identity.clone() {
+        let (proxy, local, admin) = (proxy.clone(), received.local.clone(), admin.clone());
+        tokio::spawn(async move {
+            // Wait for the node (namespace, service account, trust domain).
+            let spiffe = loop {
+                if let Some(id) = told.borrow_and_update().clone() {
+                    break id;
+                }
+                if told.changed().await.is_err() {
+                    return;
+                }
+            };
+            renew(proxy, local, admin, identity, spiffe).await;
+        });
+    }
+    received.who = Some(who);
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
     loop {
         let started = std::time::Instant::now();
@@ -180,6 +246,59 @@ pub async fn run(proxy: Arc<Proxy>, admin: Arc<AdminState>, opts: ClientOptions)
         );
         tokio::time::sleep(wait).await;
     }
+}
+
+/// Keeps a workload certificate for `spiffe`: fetched, then renewed at half its
+/// lifetime; a failure is retried with backoff while the current certificate serves.
+async fn renew(
+    proxy: Arc<Proxy>,
+    local: Arc<Local>,
+    admin: Arc<AdminState>,
+    opts: crate::identity::IdentityOptions,
+    spiffe: String,
+) {
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    loop {
+        match crate::identity::fetch(&opts, &spiffe).await {
+            Ok(cert) => {
+                backoff.reset();
+                info!(identity = %cert.spiffe, expires = ?cert.expires, "workload certificate issued");
+                {
+                    let mut secrets = local.secrets.lock().unwrap_or_else(|e| e.into_inner());
+                    for s in cert.secrets() {
+                        secrets.insert(s.name.clone(), s);
+                    }
+                }
+                let config = (*proxy.config()).clone();
+                let report = local.apply(&proxy, config).await;
+                for r in &report.rejected {
+                    warn!("{r}");
+                }
+                show(&admin, &proxy);
+                let wait = cert
+                    .renew_at()
+                    .duration_since(std::time::SystemTime::now())
+                    .unwrap_or(Duration::ZERO)
+                    .max(Duration::from_secs(1));
+                tokio::time::sleep(wait).await;
+            }
+            Err(e) => {
+                let wait = backoff.next_wait();
+                warn!(identity = %spiffe, ?wait, "no workload certificate: {e}");
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+/// What the admin port shows: the config in force.
+fn show(admin: &AdminState, proxy: &Proxy) {
+    let config = proxy.config();
+    let id = config.node.id.clone();
+    admin
+        .config_dump
+        .store(Arc::new(vec![(id.clone(), config)]));
+    admin.stats.store(Arc::new(vec![(id, proxy.shared())]));
 }
 
 /// Why a stream ended.
@@ -229,14 +348,7 @@ async fn stream(
         let Some(answer) = received.take(proxy, response).await else {
             continue;
         };
-        let config = proxy.config();
-        admin
-            .config_dump
-            .store(Arc::new(vec![(config.node.id.clone(), config)]));
-        admin.stats.store(Arc::new(vec![(
-            proxy.config().node.id.clone(),
-            proxy.shared(),
-        )]));
+        show(admin, proxy);
         let complete = received.seen.len() == TypeUrl::ALL.len();
         let bound = proxy.unbound().await.is_empty();
         admin.set_ready(complete && bound);

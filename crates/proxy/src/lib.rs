@@ -15,6 +15,7 @@ pub mod connections;
 pub mod discovery;
 pub mod error;
 pub mod flags;
+pub mod identity;
 pub mod inspect;
 pub mod listener;
 pub mod metrics;

@@ -43,6 +43,9 @@ pub struct Node {
     /// The workload's addresses.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ips: Vec<String>,
+    /// The mesh's trust domain (`cluster.local`), the first part of SPIFFE ids.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub trust_domain: String,
     /// The Pod or WorkloadEntry the control plane found behind the proxy
     /// (`workloadentry/NS/NAME`); none when it found none.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -4,6 +4,13 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The secret with a proxy's own workload certificate and key (Istio's SDS name). The
+/// proxy makes it itself; the control plane only names it.
+pub const WORKLOAD_CERTIFICATE: &str = "default";
+
+/// The secret with the mesh roots a proxy trusts (Istio's SDS name).
+pub const MESH_ROOTS: &str = "ROOTCA";
+
 /// TLS material, by name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Secret {

@@ -294,6 +294,7 @@ fn sample() -> ProxyConfig {
             locality: Some("us/a/1".into()),
             ips: vec!["127.0.1.2".into()],
             workload: Some("workloadentry/default/reviews-v1".into()),
+            trust_domain: "cluster.local".into(),
         },
         listeners: [listener()]
             .into_iter()

@@ -154,8 +154,7 @@ pub async fn run(opts: ControlOptions) -> Result<(), ControlError> {
     let mut source = DirSource::open(opts.dir.clone(), opts.mesh.clone())?;
     let mut version = 1;
     let (publisher, snapshots) = watch::channel(publish(&source, version));
-    let listener = crate::bind(opts.listen).await?;
-    let secure = crate::bind(opts.secure_listen).await?;
+    // The CA and the token key exist before any port is served.
     let ca = Arc::new(crate::ca::MeshCa::open(
         &opts.state_dir,
         opts.cacerts.as_deref(),
@@ -165,6 +164,8 @@ pub async fn run(opts: ControlOptions) -> Result<(), ControlError> {
         crate::token::TokenKey::open(&opts.state_dir)
             .map_err(|e| ControlError::TokenKey(opts.state_dir.clone(), e))?,
     );
+    let listener = crate::bind(opts.listen).await?;
+    let secure = crate::bind(opts.secure_listen).await?;
     let issuer = crate::certs::Issuer {
         ca,
         tokens,

@@ -51,6 +51,7 @@ pub fn node_of(hello: &Hello, snapshot: &MeshSnapshot) -> (Node, Option<String>)
         locality: Some(hello.locality.clone()).filter(|l| !l.is_empty()),
         ips: hello.ips.clone(),
         workload: None,
+        trust_domain: snapshot.mesh.trust_domain.clone(),
     };
     let mut node = resolve_node(node, found.as_ref());
     node.workload = found.as_ref().map(|w| w.source.clone());

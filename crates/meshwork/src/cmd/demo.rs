@@ -290,11 +290,31 @@ pub struct Step {
     /// Its `/healthz/ready` port, for proxies.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status_port: Option<u16>,
+    /// For a command that runs to completion: the file its output goes to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub writes: Option<String>,
 }
 
 /// The processes that run the demo, in start order.
 pub fn steps(l: &Layout, config: &Path) -> Vec<Step> {
     let control = format!("127.0.0.1:{}", l.control_port);
+    let state = config.join(".meshwork");
+    let token_file = |name: &str| state.join(format!("{name}.token")).display().to_string();
+    let token = |name: &str, ns: &str, sa: &str| Step {
+        name: format!("{name}-token"),
+        args: vec![
+            "token".into(),
+            "create".into(),
+            "--state-dir".into(),
+            state.display().to_string(),
+            "--namespace".into(),
+            ns.into(),
+            "--service-account".into(),
+            sa.into(),
+        ],
+        status_port: None,
+        writes: Some(token_file(name)),
+    };
     let mut out = vec![Step {
         name: "control".into(),
         args: vec![
@@ -306,11 +326,12 @@ pub fn steps(l: &Layout, config: &Path) -> Vec<Step> {
             "--secure-listen".into(),
             format!("127.0.0.1:{}", l.secure_port),
             "--state-dir".into(),
-            config.join(".meshwork").display().to_string(),
+            state.display().to_string(),
         ],
         status_port: None,
+        writes: None,
     }];
-    let proxy = |name: String, role: &str, ip: String, ns: &str, i: usize| Step {
+    let proxy = |name: String, role: &str, ip: String, ns: &str, i: usize, token: String| Step {
         name,
         args: vec![
             "proxy".into(),
@@ -326,8 +347,15 @@ pub fn steps(l: &Layout, config: &Path) -> Vec<Step> {
             format!("127.0.0.1:{}", l.admin_base + i as u16),
             "--status".into(),
             format!("127.0.0.1:{}", l.status_base + i as u16),
+            "--ca-address".into(),
+            format!("127.0.0.1:{}", l.secure_port),
+            "--ca-root".into(),
+            state.join("root-cert.pem").display().to_string(),
+            "--token-file".into(),
+            token,
         ],
         status_port: Some(l.status_base + i as u16),
+        writes: None,
     };
     for (i, w) in WORKLOADS.iter().enumerate() {
         let n = name(w);
@@ -354,21 +382,30 @@ pub fn steps(l: &Layout, config: &Path) -> Vec<Step> {
             name: n.clone(),
             args,
             status_port: None,
+            writes: None,
         });
+        out.push(token(&n, "default", &format!("bookinfo-{}", w.app)));
         out.push(proxy(
             format!("{n}-sidecar"),
             "sidecar",
             l.ip(i),
             "default",
             i,
+            token_file(&n),
         ));
     }
+    out.push(token(
+        "istio-ingressgateway",
+        "istio-system",
+        "istio-ingressgateway-service-account",
+    ));
     out.push(proxy(
         "istio-ingressgateway".into(),
         "gateway",
         l.gateway_ip(),
         "istio-system",
         WORKLOADS.len(),
+        token_file("istio-ingressgateway"),
     ));
     out
 }
@@ -387,7 +424,10 @@ fn shell_line(step: &Step) -> String {
             }
         })
         .collect();
-    format!("meshwork {} &", args.join(" "))
+    match &step.writes {
+        Some(file) => format!("meshwork {} > {file}", args.join(" ")),
+        None => format!("meshwork {} &", args.join(" ")),
+    }
 }
 
 fn ready(port: u16) -> bool {
@@ -446,6 +486,22 @@ fn run_demo(l: &Layout) -> Result<(), String> {
         logs.display()
     );
     for step in &steps {
+        if let Some(file) = &step.writes {
+            let out = Command::new(&exe)
+                .args(&step.args)
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| format!("cannot run {}: {e}", step.name))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "{} failed: {}",
+                    step.name,
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            std::fs::write(file, &out.stdout).map_err(|e| format!("cannot write {file}: {e}"))?;
+            continue;
+        }
         let log = std::fs::File::create(logs.join(format!("{}.log", step.name)))
             .map_err(|e| e.to_string())?;
         let child = Command::new(&exe)
@@ -510,8 +566,9 @@ pub fn run(args: Args) -> ExitCode {
     );
     if let Some(dir) = args.print_config {
         let file = dir.join("bookinfo.yaml");
-        if let Err(e) =
-            std::fs::create_dir_all(&dir).and_then(|()| std::fs::write(&file, yaml(&layout)))
+        // The state directory too, so that the printed token lines can write into it.
+        if let Err(e) = std::fs::create_dir_all(dir.join(".meshwork"))
+            .and_then(|()| std::fs::write(&file, yaml(&layout)))
         {
             eprintln!("error: cannot write {}: {e}", file.display());
             return ExitCode::from(1);

@@ -7,6 +7,7 @@ pub mod proxy;
 pub mod proxy_config;
 pub mod proxy_status;
 pub mod settings;
+pub mod token;
 pub mod up;
 pub mod validate;
 

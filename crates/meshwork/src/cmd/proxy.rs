@@ -60,6 +60,21 @@ pub struct Args {
     /// `region/zone/subzone`, for locality load balancing.
     #[arg(long, env = "ISTIO_META_LOCALITY")]
     locality: Option<String>,
+    /// The certificate service (the control plane's TLS port); by default the
+    /// control plane's host, port 15012.
+    #[arg(long, env = "CA_ADDR")]
+    ca_address: Option<String>,
+    /// The mesh root that verifies the certificate service (`meshwork control` writes it
+    /// into its state directory).
+    #[arg(long, default_value = "./.meshwork/root-cert.pem")]
+    ca_root: std::path::PathBuf,
+    /// The token that proves this proxy's identity (`meshwork token create`).
+    #[arg(long, default_value = "/var/run/secrets/tokens/istio-token")]
+    token_file: std::path::PathBuf,
+    /// The lifetime to ask for the workload certificate; the control plane's default
+    /// when not given.
+    #[arg(long, value_parser = super::settings::duration)]
+    workload_cert_ttl: Option<std::time::Duration>,
     /// How long connections may finish after SIGTERM.
     #[arg(long, default_value = "5s", value_parser = super::settings::duration)]
     drain: std::time::Duration,
@@ -141,6 +156,19 @@ async fn serve(args: Args) -> Result<(), String> {
         proxy.clone(),
         admin_state.clone(),
         ClientOptions {
+            identity: Some(meshwork_proxy::identity::IdentityOptions {
+                ca_address: args.ca_address.unwrap_or_else(|| {
+                    let host = args
+                        .control_plane
+                        .rsplit_once(':')
+                        .map_or(args.control_plane.as_str(), |(h, _)| h);
+                    format!("{host}:15012")
+                }),
+                ca_name: "istiod.istio-system.svc".into(),
+                ca_root: args.ca_root,
+                token_file: args.token_file,
+                ttl: args.workload_cert_ttl,
+            }),
             control_plane: args.control_plane,
             hello,
         },

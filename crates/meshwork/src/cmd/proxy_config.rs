@@ -21,6 +21,8 @@ pub enum What {
     Clusters,
     /// Endpoints, by cluster.
     Endpoints,
+    /// Certificates: the workload certificate (SPIFFE id, serial, expiry) and the roots.
+    Secret,
     /// Every table.
     All,
 }
@@ -239,6 +241,67 @@ pub fn endpoints(c: &ProxyConfig) -> String {
     super::table(&rows)
 }
 
+/// The certificates of a PEM text: (subject or SPIFFE id, serial, not after).
+fn certificates(pem_text: &str) -> Vec<(String, String, String)> {
+    pem::parse_many(pem_text)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|block| {
+            let (_, cert) = x509_parser::parse_x509_certificate(block.contents()).ok()?;
+            let uri = cert
+                .subject_alternative_name()
+                .ok()
+                .flatten()
+                .and_then(|san| {
+                    san.value.general_names.iter().find_map(|n| match n {
+                        x509_parser::extensions::GeneralName::URI(u) => Some(u.to_string()),
+                        _ => None,
+                    })
+                });
+            let name = uri.unwrap_or_else(|| cert.subject().to_string());
+            let serial = cert.raw_serial_as_string().replace(':', "");
+            let expiry = cert
+                .validity()
+                .not_after
+                .to_rfc2822()
+                .unwrap_or_else(|_| cert.validity().not_after.to_string());
+            Some((name, serial, expiry))
+        })
+        .collect()
+}
+
+/// The secrets table: every certificate of every secret.
+pub fn secrets(c: &ProxyConfig) -> String {
+    use meshwork_resources::secret::Pem;
+    let mut rows = vec![vec![
+        "RESOURCE NAME".to_string(),
+        "TYPE".into(),
+        "IDENTITY".into(),
+        "SERIAL NUMBER".into(),
+        "NOT AFTER".into(),
+    ]];
+    for (name, s) in &c.secrets {
+        for (kind, pem) in [("Cert Chain", &s.certificate_chain), ("CA", &s.trusted_ca)] {
+            let Some(Pem::Inline(text)) = pem else {
+                if let Some(Pem::File(path)) = pem {
+                    rows.push(vec![
+                        name.clone(),
+                        kind.into(),
+                        format!("file {path}"),
+                        "-".into(),
+                        "-".into(),
+                    ]);
+                }
+                continue;
+            };
+            for (identity, serial, expiry) in certificates(text) {
+                rows.push(vec![name.clone(), kind.into(), identity, serial, expiry]);
+            }
+        }
+    }
+    super::table(&rows)
+}
+
 async fn show(args: &Args) -> Result<String, String> {
     let admin = match &args.admin {
         Some(a) => a.clone(),
@@ -252,6 +315,7 @@ async fn show(args: &Args) -> Result<String, String> {
             What::Routes => serde_json::to_value(&config.route_tables),
             What::Clusters => serde_json::to_value(&config.clusters),
             What::Endpoints => serde_json::to_value(&config.endpoints),
+            What::Secret => serde_json::to_value(&config.secrets),
             What::All => serde_json::to_value(&config),
         }
         .map_err(|e| e.to_string())?;
@@ -262,6 +326,7 @@ async fn show(args: &Args) -> Result<String, String> {
         What::Routes => routes(&config),
         What::Clusters => clusters(&config),
         What::Endpoints => endpoints(&config),
+        What::Secret => secrets(&config),
         What::All => [
             listeners(&config),
             routes(&config),

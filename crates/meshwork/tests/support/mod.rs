@@ -411,6 +411,18 @@ impl TestCa {
         }
     }
 
+    /// An intermediate CA it signs, and its private key, as PEM.
+    pub fn intermediate(&self, name: &str) -> (String, String) {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name.to_string());
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
     /// A leaf certificate for these DNS names, and its private key, as PEM.
     pub fn leaf(&self, names: &[&str], common_name: &str) -> (String, String) {
         let mut params =
