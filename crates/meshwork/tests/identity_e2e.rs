@@ -259,10 +259,7 @@ fn no_token_a_wrong_identity_an_expired_or_foreign_token_gets_no_certificate() {
         );
         if *label != "missing" {
             assert!(
-                control
-                    .proc
-                    .stderr()
-                    .contains("certificate refused: "),
+                control.proc.stderr().contains("certificate refused: "),
                 "the control plane logs the refusal"
             );
         }

@@ -80,6 +80,9 @@ pub struct ClusterContext<'a> {
     pub mesh: &'a MeshConfig,
     /// The proxy's namespace.
     pub proxy_namespace: &'a str,
+    /// Whether proxies have mesh certificates (under `meshwork control`, with its CA):
+    /// then clusters to mesh workloads use mTLS (auto mTLS, and `ISTIO_MUTUAL`).
+    pub mesh_mtls: bool,
 }
 
 /// Builds the clusters for these keys.
@@ -198,9 +201,26 @@ pub fn build_clusters(
             Some(Protocol::Tcp | Protocol::Tls) => None,
             _ => Some(protocol),
         };
+        let dr_mode = merged.tls.as_ref().map(|t| t.mode.unwrap_or_default());
         let tls = merged.tls.as_ref().and_then(|t| {
             upstream_tls(t, alpn_protocol, ctx, dr, &name, &mut out.secrets, warnings)
         });
+        let mesh_tls = ctx.mesh_mtls
+            && match dr_mode {
+                Some(ClientTlsMode::IstioMutual) => true,
+                // Auto mTLS: no DestinationRule TLS, and every endpoint a mesh workload
+                // whose port does not DISABLE mTLS.
+                None => {
+                    mesh.enable_auto_mtls
+                        && service.is_some_and(|s| crate::mtls::all_mesh(s, key.port, &labels, ctx))
+                }
+                Some(_) => false,
+            };
+        let tls = if mesh_tls {
+            service.map(|s| crate::mtls::client(s, key, &labels, alpn_protocol, ctx.mesh))
+        } else {
+            tls
+        };
         out.endpoints.insert(
             name.clone(),
             EndpointSet {
@@ -241,12 +261,13 @@ fn upstream_tls(
 ) -> Option<UpstreamTls> {
     let mode = match t.mode.unwrap_or_default() {
         ClientTlsMode::Disable => return None,
-        ClientTlsMode::IstioMutual => {
+        ClientTlsMode::IstioMutual if !ctx.mesh_mtls => {
             warnings.push(format!(
                 "cluster {cluster}: tls mode ISTIO_MUTUAL needs the mesh CA, which is not running; plaintext is used"
             ));
             return None;
         }
+        ClientTlsMode::IstioMutual => return None,
         ClientTlsMode::Simple => UpstreamTlsMode::Simple,
         ClientTlsMode::Mutual => UpstreamTlsMode::Mutual,
     };

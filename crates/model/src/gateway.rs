@@ -59,6 +59,7 @@ pub fn compile_gateways(objects: &[Object], mesh: &MeshConfig) -> Compiled {
         let gw = compile_one(
             &selector,
             &namespace,
+            false,
             &gateways,
             objects,
             &registry,
@@ -96,6 +97,7 @@ pub fn compile_gateway_node(
     let mut config = compile_one(
         &node.labels,
         &node.namespace,
+        true,
         &gateways,
         objects,
         registry,
@@ -143,9 +145,11 @@ fn port_map(
     map
 }
 
+#[allow(clippy::too_many_arguments)]
 fn compile_one(
     selector: &BTreeMap<String, String>,
     namespace: &str,
+    mesh_mtls: bool,
     gateways: &[&Gateway],
     objects: &[Object],
     registry: &Registry,
@@ -231,6 +235,7 @@ fn compile_one(
         registry,
         mesh,
         proxy_namespace: namespace,
+        mesh_mtls,
     };
     let clusters = build_clusters(&cluster_keys, &ctx, warnings);
     secrets.extend(clusters.secrets);
@@ -278,6 +283,7 @@ fn new_listener(bind_port: u16, gateway_port: u32) -> Listener {
         bind_port,
         gateway_port,
         servers: Vec::new(),
+        outbound: false,
     }
 }
 

@@ -6,6 +6,8 @@
 pub mod authorization;
 pub mod clusters;
 pub mod gateway;
+pub mod mtls;
+pub mod peer_authentication;
 pub mod policy;
 pub mod proxy;
 pub mod registry;

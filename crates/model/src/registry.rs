@@ -13,6 +13,10 @@ use serde::Serialize;
 
 use meshwork_resources::Endpoint;
 
+/// The label that carries a workload's service account among its labels, as Istio's
+/// WorkloadEntries do.
+pub const SERVICE_ACCOUNT_LABEL: &str = "security.istio.io/serviceAccount";
+
 /// The cluster domain suffix.
 pub const DOMAIN_SUFFIX: &str = "cluster.local";
 
@@ -238,10 +242,19 @@ fn collect_workloads(objects: &[Object]) -> Vec<Workload> {
                     .flat_map(|c| c.ports.iter().flatten())
                     .filter_map(|p| Some((p.name.clone()?, port_u16(p.container_port)?)))
                     .collect();
+                let mut labels = pod.metadata.labels.clone().unwrap_or_default();
+                labels
+                    .entry(SERVICE_ACCOUNT_LABEL.into())
+                    .or_insert_with(|| {
+                        pod.spec
+                            .as_ref()
+                            .and_then(|s| s.service_account_name.clone())
+                            .unwrap_or_else(|| "default".into())
+                    });
                 out.push(Workload {
                     namespace: pod.metadata.namespace.clone().unwrap_or_default(),
                     address: ip,
-                    labels: pod.metadata.labels.clone().unwrap_or_default(),
+                    labels,
                     locality: locality_of(pod.metadata.labels.as_ref().unwrap_or(&BTreeMap::new())),
                     named_ports,
                     ports_by_service_port: false,
@@ -271,7 +284,7 @@ fn workload_from_entry(we: &WorkloadEntrySpec, ns: &str, source: String) -> Opti
     let mut labels = we.labels.clone();
     if let Some(sa) = &we.service_account {
         labels
-            .entry("security.istio.io/serviceAccount".into())
+            .entry(SERVICE_ACCOUNT_LABEL.into())
             .or_insert(sa.clone());
     }
     Some(Workload {

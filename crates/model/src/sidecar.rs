@@ -20,6 +20,7 @@ use meshwork_resources::route::{
 use meshwork_resources::{Endpoint, EndpointSet, Node, ProxyConfig, Role};
 
 use crate::clusters::{ClusterContext, build_clusters};
+use crate::peer_authentication::MtlsMode;
 use crate::registry::{DOMAIN_SUFFIX, Protocol, Registry, Service, resolve_host};
 use crate::routes::{ClusterKey, RouteContext, cluster_name, compile_route, default_retries};
 
@@ -255,6 +256,7 @@ fn default_route(host: &str, port: u32, keys: &mut Vec<ClusterKey>) -> Route {
 /// What one sidecar runs.
 struct Build<'a> {
     node: &'a Node,
+    objects: &'a [Object],
     registry: &'a Registry,
     mesh: &'a MeshConfig,
     warnings: &'a mut Vec<String>,
@@ -280,7 +282,7 @@ fn server_protocol(protocol: Option<&str>) -> ServerProtocol {
 }
 
 impl Build<'_> {
-    fn listener(&mut self, address: String, port: u16, server: ServerChain) {
+    fn listener(&mut self, address: String, port: u16, servers: Vec<ServerChain>, outbound: bool) {
         let name = format!("{address}_{port}");
         if self.config.listeners.contains_key(&name) {
             self.warnings.push(format!(
@@ -296,7 +298,8 @@ impl Build<'_> {
                 address,
                 bind_port: port,
                 gateway_port: u32::from(port),
-                servers: vec![server],
+                servers,
+                outbound,
             },
         );
     }
@@ -384,7 +387,29 @@ impl Build<'_> {
             .clone()
             .filter(|b| !b.is_empty())
             .unwrap_or_else(|| node_ip(self.node));
-        self.listener(bind, port, server);
+        // PeerAuthentication: mTLS only, mTLS and plaintext (told apart by the first
+        // bytes), or plaintext only.
+        let mode = crate::peer_authentication::mode_for(
+            self.objects,
+            self.mesh,
+            &self.node.namespace,
+            &self.node.labels,
+            u32::from(port),
+        );
+        server.hosts = vec!["*".into()];
+        let mut mtls = server.clone();
+        mtls.source = format!("{}#mtls", server.source);
+        mtls.protocol = match server.protocol {
+            ServerProtocol::Http => ServerProtocol::Https,
+            _ => ServerProtocol::Tls,
+        };
+        mtls.tls = Some(crate::mtls::server(server.protocol == ServerProtocol::Http));
+        let servers = match mode {
+            MtlsMode::Strict => vec![mtls],
+            MtlsMode::Permissive => vec![mtls, server],
+            MtlsMode::Disable => vec![server],
+        };
+        self.listener(bind, port, servers, false);
     }
 
     /// An `egress` listener: `bind:port` (127.0.0.1 by default) routing to the services
@@ -448,7 +473,7 @@ impl Build<'_> {
             .clone()
             .filter(|b| !b.is_empty())
             .unwrap_or_else(|| "127.0.0.1".into());
-        self.listener(bind, bind_port, server);
+        self.listener(bind, bind_port, vec![server], true);
     }
 
     fn http_routes(&mut self, host: &str, port: u32) -> Vec<Route> {
@@ -601,6 +626,7 @@ pub fn compile_sidecar_part(
 ) -> ProxyConfig {
     let mut build = Build {
         node,
+        objects,
         registry,
         mesh,
         warnings,
@@ -657,6 +683,7 @@ pub fn compile_sidecar_part(
         registry,
         mesh,
         proxy_namespace: &node.namespace,
+        mesh_mtls: true,
     };
     let clusters = build_clusters(&cluster_keys, &ctx, warnings);
     config.clusters.extend(clusters.clusters);

@@ -174,8 +174,11 @@ fn ingress_hands_requests_to_the_app_and_egress_routes_by_the_mesh_virtual_servi
     let (config, warnings) = sidecar(&snap, "default", "127.0.10.1");
     assert!(warnings.is_empty(), "{warnings:?}");
     // Ingress: the workload's address (the default bind), to the app's port.
+    // PERMISSIVE by default: the mTLS server, then the plaintext one, both to the app.
     let inbound = &config.listeners["127.0.10.1_9080"];
-    assert_eq!(inbound.servers[0].protocol, ServerProtocol::Http);
+    let plain = inbound.servers.last().unwrap();
+    assert_eq!(plain.protocol, ServerProtocol::Http);
+    assert_eq!(plain.route_table, "inbound|9080");
     assert_eq!(inbound.servers[0].route_table, "inbound|9080");
     let app = &config.endpoints["inbound|9080||"].endpoints[0];
     assert_eq!((app.address.as_str(), app.port), ("127.0.0.1", 19080));
@@ -427,10 +430,16 @@ fn tcp_ports_forward_bytes_and_zero_address_endpoints_are_the_workload() {
     let (config, warnings) = sidecar(&snap, "shop", "127.0.20.1");
     // Ingress TCP: the workload's address as bind, 0.0.0.0 meaning the workload's address.
     let inbound = &config.listeners["127.0.20.1_9000"];
-    assert_eq!(inbound.servers[0].protocol, ServerProtocol::Tcp);
+    let plain = inbound.servers.last().unwrap();
+    assert_eq!(plain.protocol, ServerProtocol::Tcp);
     assert_eq!(
-        inbound.servers[0].tcp_routes[0].destinations[0].cluster,
+        plain.tcp_routes[0].destinations[0].cluster,
         "inbound|9000||"
+    );
+    assert_eq!(
+        inbound.servers[0].protocol,
+        ServerProtocol::Tls,
+        "mTLS terminated, then TCP"
     );
     let app = &config.endpoints["inbound|9000||"].endpoints[0];
     assert_eq!((app.address.as_str(), app.port), ("127.0.20.1", 19000));
@@ -558,4 +567,103 @@ fn sidecars_of_one_class_share_their_class_part_and_differ_only_in_their_own() {
     // Together they are what the proxy runs.
     let (whole, _) = compile_proxy(&snap, &b);
     assert_eq!(merge(&class, own_b), whole);
+}
+
+#[test]
+fn clients_use_mtls_to_mesh_workloads_and_servers_follow_peer_authentication() {
+    use meshwork_resources::cluster::UpstreamTlsMode;
+    let snap = snapshot(MESH);
+    let (config, _) = sidecar(&snap, "default", "127.0.10.1");
+    // reviews' workloads have sidecars (the namespace's Sidecar has ingress): auto mTLS.
+    let tls = config.clusters["outbound|9080|v1|reviews.default.svc.cluster.local"]
+        .tls
+        .as_ref()
+        .expect("mTLS to a mesh workload");
+    assert_eq!(tls.mode, UpstreamTlsMode::Mutual);
+    assert_eq!(tls.client_certificate.as_deref(), Some("default"));
+    assert_eq!(tls.trusted_ca.as_deref(), Some("ROOTCA"));
+    assert_eq!(
+        tls.subject_alt_names,
+        ["spiffe://cluster.local/ns/default/sa/default"]
+    );
+    assert_eq!(
+        tls.sni.as_deref(),
+        Some("outbound_.9080_.v1_.reviews.default.svc.cluster.local")
+    );
+    // ratings has no workload with a proxy: plaintext.
+    assert!(
+        config.clusters["outbound|9080||ratings.default.svc.cluster.local"]
+            .tls
+            .is_none()
+    );
+    // No PeerAuthentication: PERMISSIVE, mTLS and plaintext on the port.
+    let protocols = |c: &ProxyConfig| -> Vec<ServerProtocol> {
+        c.listeners["127.0.10.1_9080"]
+            .servers
+            .iter()
+            .map(|s| s.protocol)
+            .collect()
+    };
+    assert_eq!(
+        protocols(&config),
+        [ServerProtocol::Https, ServerProtocol::Http]
+    );
+    let strict = format!(
+        "{MESH}\n---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {{name: default, namespace: default}}\nspec:\n  mtls: {{mode: STRICT}}\n"
+    );
+    let (config, _) = sidecar(&snapshot(&strict), "default", "127.0.10.1");
+    assert_eq!(protocols(&config), [ServerProtocol::Https]);
+    let server = &config.listeners["127.0.10.1_9080"].servers[0];
+    let ctx = server.tls.as_ref().unwrap();
+    assert_eq!(
+        ctx.client_ca.as_deref(),
+        Some("ROOTCA"),
+        "a client certificate is required"
+    );
+    let disabled = strict.replace("mode: STRICT", "mode: DISABLE");
+    let (config, _) = sidecar(&snapshot(&disabled), "default", "127.0.10.1");
+    assert_eq!(protocols(&config), [ServerProtocol::Http]);
+    // Toward a DISABLE server, auto mTLS sends plaintext.
+    assert!(
+        config.clusters["outbound|9080|v1|reviews.default.svc.cluster.local"]
+            .tls
+            .is_none()
+    );
+    // A DestinationRule ISTIO_MUTUAL asks for mTLS whatever auto mTLS would do.
+    let explicit = disabled.replace(
+        "  host: reviews\n  subsets:",
+        "  host: reviews\n  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}\n  subsets:",
+    );
+    assert_ne!(explicit, disabled);
+    let (config, _) = sidecar(&snapshot(&explicit), "default", "127.0.10.1");
+    assert!(
+        config.clusters["outbound|9080|v1|reviews.default.svc.cluster.local"]
+            .tls
+            .is_some()
+    );
+}
+
+#[test]
+fn meshwork_up_without_a_ca_sends_plaintext_to_mesh_workloads() {
+    let snap = snapshot(&format!(
+        "{MESH}\n---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: public, namespace: istio-system}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers: [{{port: {{number: 80, name: http, protocol: HTTP}}, hosts: [\"*/*\"]}}]\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: front, namespace: default}}\nspec:\n  hosts: [\"*\"]\n  gateways: [istio-system/public]\n  http: [{{route: [{{destination: {{host: reviews, subset: v1}}}}]}}]\n"
+    ));
+    let compiled = meshwork_model::compile_gateways(&snap.objects, &snap.mesh);
+    let cluster =
+        &compiled.gateways[0].clusters["outbound|9080|v1|reviews.default.svc.cluster.local"];
+    assert!(cluster.tls.is_none());
+    // Under the control plane the same gateway sends mTLS.
+    let node = Node {
+        id: "gw.istio-system".into(),
+        role: Role::Gateway,
+        namespace: "istio-system".into(),
+        labels: BTreeMap::from([("istio".to_string(), "ingressgateway".to_string())]),
+        ..Node::default()
+    };
+    let (config, _) = compile_proxy(&snap, &node);
+    assert!(
+        config.clusters["outbound|9080|v1|reviews.default.svc.cluster.local"]
+            .tls
+            .is_some()
+    );
 }

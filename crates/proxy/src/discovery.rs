@@ -39,6 +39,15 @@ pub struct ClientOptions {
 pub struct Local {
     secrets: std::sync::Mutex<BTreeMap<String, meshwork_resources::Secret>>,
     apply: tokio::sync::Mutex<()>,
+    /// The config as the control plane last sent it, to apply again when the
+    /// certificate arrives or is renewed.
+    desired: std::sync::Mutex<ProxyConfig>,
+    /// The proxy waits for a workload certificate (it has identity options).
+    wants_certificate: std::sync::atomic::AtomicBool,
+    /// It has one.
+    has_certificate: std::sync::atomic::AtomicBool,
+    /// Every type has arrived at least once.
+    complete: std::sync::atomic::AtomicBool,
 }
 
 impl Local {
@@ -47,6 +56,30 @@ impl Local {
         for (name, s) in secrets.iter() {
             config.secrets.insert(name.clone(), s.clone());
         }
+    }
+
+    /// Whether a rejection only waits for the proxy's own certificate (as Envoy warms a
+    /// listener until its SDS secret arrives): not a NACK.
+    fn warming(&self, reason: &str) -> bool {
+        use std::sync::atomic::Ordering;
+        self.wants_certificate.load(Ordering::SeqCst)
+            && !self.has_certificate.load(Ordering::SeqCst)
+            && [
+                crate::identity::WORKLOAD_SECRET,
+                crate::identity::ROOT_SECRET,
+            ]
+            .iter()
+            .any(|name| reason.contains(&format!("secret {name} is not available")))
+    }
+
+    /// Ready: every type has arrived, the certificate too when one is wanted, and every
+    /// listener is bound.
+    async fn ready(&self, proxy: &Proxy) -> bool {
+        use std::sync::atomic::Ordering;
+        self.complete.load(Ordering::SeqCst)
+            && (!self.wants_certificate.load(Ordering::SeqCst)
+                || self.has_certificate.load(Ordering::SeqCst))
+            && proxy.unbound().await.is_empty()
     }
 
     /// Applies `config` with the local secrets.
@@ -178,12 +211,19 @@ impl Received {
             );
         }
         let report = self.local.apply(proxy, candidate.clone()).await;
+        *self.local.desired.lock().unwrap_or_else(|e| e.into_inner()) = candidate.clone();
         self.desired = candidate;
         self.seen.insert(t);
+        if self.seen.len() == TypeUrl::ALL.len() {
+            self.local
+                .complete
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
         let mut problems: Vec<String> = report
             .rejected
             .iter()
             .filter(|r| Some(r.kind) == t.resource_type())
+            .filter(|r| !self.local.warming(&r.reason))
             .map(|r| r.to_string())
             .collect();
         if t == TypeUrl::Listener {
@@ -212,6 +252,10 @@ pub async fn run(proxy: Arc<Proxy>, admin: Arc<AdminState>, opts: ClientOptions)
     let mut received = Received::default();
     let (who, mut told) = tokio::sync::watch::channel(None::<String>);
     if let Some(identity) = opts.identity.clone() {
+        received
+            .local
+            .wants_certificate
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let (proxy, local, admin) = (proxy.clone(), received.local.clone(), admin.clone());
         tokio::spawn(async move {
             // Wait for the node (namespace, service account, trust domain).
@@ -269,12 +313,21 @@ async fn renew(
                         secrets.insert(s.name.clone(), s);
                     }
                 }
-                let config = (*proxy.config()).clone();
+                local
+                    .has_certificate
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                // What waited for the certificate applies now.
+                let config = local
+                    .desired
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
                 let report = local.apply(&proxy, config).await;
                 for r in &report.rejected {
                     warn!("{r}");
                 }
                 show(&admin, &proxy);
+                admin.set_ready(local.ready(&proxy).await);
                 let wait = cert
                     .renew_at()
                     .duration_since(std::time::SystemTime::now())
@@ -349,9 +402,7 @@ async fn stream(
             continue;
         };
         show(admin, proxy);
-        let complete = received.seen.len() == TypeUrl::ALL.len();
-        let bound = proxy.unbound().await.is_empty();
-        admin.set_ready(complete && bound);
+        admin.set_ready(received.local.ready(proxy).await);
         tx.send(answer).await.map_err(|_| StreamError::Closed)?;
     }
     Ok(())

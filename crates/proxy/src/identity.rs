@@ -12,7 +12,9 @@ use meshwork_resources::secret::{Pem, Secret};
 use meshwork_xds::proto::CertificateRequest;
 use meshwork_xds::proto::certificate_service_client::CertificateServiceClient;
 
-pub use meshwork_resources::secret::{MESH_ROOTS as ROOT_SECRET, WORKLOAD_CERTIFICATE as WORKLOAD_SECRET};
+pub use meshwork_resources::secret::{
+    MESH_ROOTS as ROOT_SECRET, WORKLOAD_CERTIFICATE as WORKLOAD_SECRET,
+};
 
 /// Where the certificate comes from.
 #[derive(Debug, Clone)]

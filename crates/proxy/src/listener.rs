@@ -23,7 +23,7 @@ use crate::access_log::{Entry, rfc3339};
 use crate::connection::{Connection, peer_identity};
 use crate::connections::{Activity, Tracked};
 use crate::flags::ResponseFlags;
-use crate::inspect::{Rewind, accept_postgres_ssl_request, read_client_hello};
+use crate::inspect::{INSPECT_TIMEOUT, Rewind, accept_postgres_ssl_request, read_client_hello};
 use crate::recorder::{Kind, Outcome};
 use crate::request::handle;
 use crate::runtime::Runtime;
@@ -247,7 +247,30 @@ async fn route_connection(
     let mut conn = Connection::new(peer, stream.local_addr().ok(), bind);
     conn.guard = Some(signals.counted.clone());
     let local_ip = conn.local.map(|a| a.ip());
-    if !listener.inspects_tls() {
+    // PERMISSIVE mTLS: a port with a TLS server and a plaintext one tells a client's
+    // TLS from its plaintext by the first byte (a TLS handshake record is 0x16).
+    let plaintext = !listener.inspects_tls()
+        || (listener.has_plaintext() && {
+            let mut first = [0u8; 1];
+            let peeked = tokio::time::timeout(INSPECT_TIMEOUT, stream.peek(&mut first))
+                .await
+                .map_err(|_| {
+                    Refusal::new(
+                        ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
+                        "tls_inspector_failed",
+                        "the client sent nothing",
+                    )
+                })?
+                .map_err(|e| {
+                    Refusal::new(
+                        ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
+                        "tls_inspector_failed",
+                        e,
+                    )
+                })?;
+            peeked == 1 && first[0] != 0x16
+        });
+    if plaintext {
         if let Some(server) = listener
             .servers
             .iter()

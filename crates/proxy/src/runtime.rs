@@ -439,6 +439,13 @@ impl ListenerState {
         })
     }
 
+    /// True when the port also serves plaintext beside TLS (PERMISSIVE mTLS).
+    pub fn has_plaintext(&self) -> bool {
+        self.servers
+            .iter()
+            .any(|s| matches!(s.chain.protocol, ServerProtocol::Http | ServerProtocol::Tcp))
+    }
+
     /// The index of the server whose hosts match `name` (SNI or Host), most specific
     /// first; without a name, a server that accepts any host, else the first.
     pub fn server_for(&self, name: Option<&str>) -> Option<usize> {

@@ -18,6 +18,10 @@ pub struct Listener {
     pub gateway_port: u32,
     /// Servers on this listener, chosen by SNI when the port terminates TLS.
     pub servers: Vec<ServerChain>,
+    /// A sidecar's egress listener: it carries its own app's calls out, so the
+    /// workload's AuthorizationPolicies (which guard what comes in) do not apply.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub outbound: bool,
 }
 
 /// One Gateway server on a listener: its hosts, TLS, and the route table it uses.

@@ -36,6 +36,7 @@ fn listener() -> Listener {
         address: "0.0.0.0".into(),
         bind_port: 8443,
         gateway_port: 443,
+        outbound: false,
         servers: vec![
             ServerChain {
                 source: "istio-system/gw#0".into(),

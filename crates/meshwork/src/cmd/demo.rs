@@ -254,6 +254,15 @@ spec:
         ));
     }
     docs.push(reviews_rules(50, 50));
+    // mTLS on: only mesh clients, with their workload certificates, reach the services.
+    docs.push(
+        "apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: default}
+spec:
+  mtls: {mode: STRICT}"
+            .to_string(),
+    );
     docs.join("\n---\n") + "\n"
 }
 
@@ -544,7 +553,7 @@ fn run_demo(l: &Layout) -> Result<(), String> {
     }
     let cp = format!("--control-plane 127.0.0.1:{}", l.control_port);
     println!(
-        "\nBookinfo is running on meshwork. Try:\n\n  curl -s {url}\n  curl -s -H 'end-user: jason' {url}    # reviews v2\n  curl -s -o /dev/null -w '%header{{x-echo-chain}}\\n' {url}\n\n  meshwork proxy-status {cp}\n  meshwork proxy-config routes productpage-v1.default {cp}\n  meshwork proxy-config endpoints istio-ingressgateway.istio-system {cp}\n\nThe configuration is {config}: edit it and the mesh follows.\nCtrl-C stops everything.",
+        "\nBookinfo is running on meshwork, with mTLS between its sidecars (PeerAuthentication STRICT in namespace default). Try:\n\n  curl -s {url}\n  curl -s -H 'end-user: jason' {url}    # reviews v2\n  curl -s -o /dev/null -w '%header{{x-echo-chain}}\\n' {url}\n\n  meshwork proxy-status {cp}\n  meshwork proxy-config routes productpage-v1.default {cp}\n  meshwork proxy-config endpoints istio-ingressgateway.istio-system {cp}\n\nThe configuration is {config}: edit it and the mesh follows.\nCtrl-C stops everything.",
         url = l.gateway_url(),
         config = config.display()
     );

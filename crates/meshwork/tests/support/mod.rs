@@ -3,6 +3,8 @@
 //! instead of sleeps.
 #![allow(dead_code)]
 
+pub mod bookinfo;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

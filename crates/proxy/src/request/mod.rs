@@ -195,7 +195,11 @@ async fn run(
 ) -> Result<Response<Body>, LocalReply> {
     checks::check(&parts, settings)?;
     path::normalize(&mut parts);
-    if let Some(denied) = policy::authorize(ctx, &parts, &state.config.authorization) {
+    let outbound = state
+        .listeners
+        .get(&ctx.conn.bind)
+        .is_some_and(|l| l.resource.outbound);
+    if !outbound && let Some(denied) = policy::authorize(ctx, &parts, &state.config.authorization) {
         return Ok(denied);
     }
     let server = select::server(ctx, state)?;

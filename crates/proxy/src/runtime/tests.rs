@@ -209,6 +209,7 @@ fn https_listener(servers: &[(&str, &str)]) -> Listener {
         address: "0.0.0.0".into(),
         bind_port: 8443,
         gateway_port: 443,
+        outbound: false,
         servers: servers
             .iter()
             .map(|(host, secret)| ServerChain {

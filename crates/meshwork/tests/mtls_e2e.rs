@@ -1,0 +1,198 @@
+//! mTLS between sidecars, with real processes: Bookinfo as `meshwork demo` runs it, under
+//! PeerAuthentication STRICT in its namespace, then PERMISSIVE and DISABLE; auto mTLS
+//! between proxies; the server learning the client's principal for AuthorizationPolicy;
+//! and a DestinationRule that disables TLS toward a STRICT server failing as in Istio.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use support::bookinfo::Bookinfo;
+use support::*;
+
+const REVIEWS_V1: &str = "127.0.10.3";
+const V1: &str = "200 productpage-v1(details-v1,reviews-v1)";
+const V3: &str = "200 productpage-v1(details-v1,reviews-v3(ratings-v1))";
+
+fn openssl(args: &[&str]) -> String {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl runs");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn root(mesh: &Bookinfo) -> String {
+    mesh.dir
+        .path()
+        .join("config/.meshwork/root-cert.pem")
+        .display()
+        .to_string()
+}
+
+/// Plaintext through the reviews v1 sidecar's inbound port.
+fn plaintext(mesh: &Bookinfo) -> u16 {
+    status(&[&format!("http://{REVIEWS_V1}:{}/reviews/0", mesh.base)])
+}
+
+fn only(counts: &BTreeMap<String, usize>, allowed: &[&str]) -> bool {
+    !counts.is_empty() && counts.keys().all(|k| allowed.contains(&k.as_str()))
+}
+
+#[test]
+fn strict_refuses_plaintext_and_clients_without_certificates_and_mesh_traffic_flows() {
+    let mesh = Bookinfo::start();
+    // The mesh works: gateway -> productpage -> details, reviews -> ratings, all mTLS.
+    let counts = mesh.chains(20, &[]);
+    assert!(only(&counts, &[V1, V3]), "{counts:?}");
+    // A plaintext client is refused.
+    assert_eq!(plaintext(&mesh), 0, "plaintext is not served under STRICT");
+    // A TLS client without a certificate is refused; the server's certificate carries its
+    // SPIFFE identity and chains to the mesh root.
+    let target = format!("{REVIEWS_V1}:{}", mesh.base);
+    let out = openssl(&[
+        "s_client",
+        "-connect",
+        &target,
+        "-CAfile",
+        &root(&mesh),
+        "-showcerts",
+        "-verify_return_error",
+    ]);
+    assert!(out.contains("Verify return code: 0 (ok)"), "{out}");
+    let leaf = out
+        .split("-----BEGIN CERTIFICATE-----")
+        .nth(1)
+        .and_then(|rest| rest.split("-----END CERTIFICATE-----").next())
+        .map(|b| format!("-----BEGIN CERTIFICATE-----{b}-----END CERTIFICATE-----\n"))
+        .expect("the server's certificate");
+    let file = mesh.dir.path().join("server.pem");
+    std::fs::write(&file, leaf).unwrap();
+    let text = openssl(&[
+        "x509",
+        "-noout",
+        "-ext",
+        "subjectAltName",
+        "-in",
+        file.to_str().unwrap(),
+    ]);
+    assert!(
+        text.contains("URI:spiffe://cluster.local/ns/default/sa/bookinfo-reviews"),
+        "{text}"
+    );
+    // Asked for a request, the server refuses the client that has no certificate.
+    let http = openssl_request(&target, &root(&mesh));
+    assert!(!http.contains("HTTP/1.1 200"), "{http}");
+    assert!(
+        http.contains("alert") || http.contains("error") || http.contains("errno"),
+        "{http}"
+    );
+}
+
+/// An HTTP request over TLS without a client certificate.
+fn openssl_request(target: &str, root: &str) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("openssl")
+        .args(["s_client", "-quiet", "-connect", target, "-CAfile", root])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl runs");
+    let mut stdin = child.stdin.take().unwrap();
+    let _ =
+        stdin.write_all(b"GET /reviews/0 HTTP/1.1\r\nHost: reviews\r\nConnection: close\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(500));
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn permissive_serves_plaintext_and_mesh_clients_still_use_mtls() {
+    let mesh = Bookinfo::start();
+    mesh.edit(|t| t.replace("mtls: {mode: STRICT}", "mtls: {mode: PERMISSIVE}"));
+    eventually(Duration::from_secs(10), "plaintext is served", || {
+        plaintext(&mesh) == 200
+    });
+    // Only productpage's identity may call reviews: the mesh client's principal, learned
+    // from its certificate, is allowed; the plaintext client has none and is denied.
+    std::fs::write(
+        mesh.dir.path().join("config/reviews-policy.yaml"),
+        "apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: reviews, namespace: default}
+spec:
+  selector: {matchLabels: {app: reviews}}
+  action: ALLOW
+  rules:
+  - from:
+    - source: {principals: [cluster.local/ns/default/sa/bookinfo-productpage]}
+",
+    )
+    .unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the plaintext client is denied",
+        || plaintext(&mesh) == 403,
+    );
+    let counts = mesh.chains(20, &[]);
+    assert!(
+        only(&counts, &[V1, V3]),
+        "mesh clients are allowed: {counts:?}"
+    );
+}
+
+#[test]
+fn disable_and_a_destination_rule_without_tls_toward_strict() {
+    let mut mesh = Bookinfo::start();
+    // DISABLE for reviews v1's port: clients send it plaintext (auto mTLS follows).
+    let port = mesh.base;
+    std::fs::write(
+        mesh.dir.path().join("config/reviews-disable.yaml"),
+        format!(
+            "apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {{name: reviews, namespace: default}}
+spec:
+  selector: {{matchLabels: {{app: reviews}}}}
+  portLevelMtls:
+    \"{port}\": {{mode: DISABLE}}
+"
+        ),
+    )
+    .unwrap();
+    eventually(Duration::from_secs(10), "reviews takes plaintext", || {
+        plaintext(&mesh) == 200
+    });
+    let counts = mesh.chains(20, &[]);
+    assert!(only(&counts, &[V1, V3]), "{counts:?}");
+    std::fs::remove_file(mesh.dir.path().join("config/reviews-disable.yaml")).unwrap();
+    eventually(Duration::from_secs(10), "reviews is STRICT again", || {
+        plaintext(&mesh) == 0
+    });
+    // A DestinationRule that turns TLS off toward the STRICT ratings: calls to it fail.
+    mesh.edit(|t| {
+        t.replace(
+            "  host: ratings\n",
+            "  host: ratings\n  trafficPolicy: {tls: {mode: DISABLE}}\n",
+        )
+    });
+    let broken = "200 productpage-v1(details-v1,reviews-v2(!503))";
+    eventually(
+        Duration::from_secs(10),
+        "ratings fails from reviews v2",
+        || mesh.chains(5, &["end-user: jason"]) == BTreeMap::from([(broken.to_string(), 5)]),
+    );
+    mesh.stop("control");
+}
