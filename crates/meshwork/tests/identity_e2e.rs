@@ -95,8 +95,14 @@ impl Control {
         path.display().to_string()
     }
 
-    /// The reviews-v1 sidecar with this token file.
+    /// The reviews-v1 sidecar with this token file, and its admin port.
     fn proxy(&self, label: &str, token: &str, extra: &[&str]) -> (Proc, u16) {
+        let (p, admin, _) = self.proxy_with_status(label, token, extra);
+        (p, admin)
+    }
+
+    /// The same, and its status port.
+    fn proxy_with_status(&self, label: &str, token: &str, extra: &[&str]) -> (Proc, u16, u16) {
         let admin = free_port();
         let status = free_port();
         let root = self.state("root-cert.pem");
@@ -119,7 +125,7 @@ impl Control {
         let status_arg = format!("127.0.0.1:{status}");
         args.extend(["--admin", &admin_arg, "--status", &status_arg]);
         args.extend_from_slice(extra);
-        (Proc::start(self.dir.path(), label, &args), admin)
+        (Proc::start(self.dir.path(), label, &args), admin, status)
     }
 
     fn secrets(&self, admin: u16) -> String {
@@ -247,11 +253,17 @@ fn no_token_a_wrong_identity_an_expired_or_foreign_token_gets_no_certificate() {
     std::thread::sleep(Duration::from_millis(20));
     let mut procs = Vec::new();
     for (label, token, reason) in &cases {
-        let (p, admin) = control.proxy(label, token, &[]);
+        let (p, admin, health) = control.proxy_with_status(label, token, &[]);
         eventually(
             Duration::from_secs(10),
             &format!("{label} is refused"),
             || p.stderr().contains("no workload certificate") && p.stderr().contains(reason),
+        );
+        // Without its certificate the proxy is not ready.
+        assert_eq!(
+            status(&[&format!("http://127.0.0.1:{health}/healthz/ready")]),
+            503,
+            "{label}"
         );
         assert!(
             !control.secrets(admin).contains("spiffe://"),

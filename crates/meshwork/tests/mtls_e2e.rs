@@ -196,3 +196,32 @@ spec:
     );
     mesh.stop("control");
 }
+
+#[test]
+fn workload_certificates_rotate_under_load_without_a_failed_request() {
+    // Certificates of 4 s, renewed every 2 s, on every proxy of the request path.
+    let mesh = Bookinfo::start_with(&["--workload-cert-ttl", "4s"]);
+    let serial = || {
+        let (_, table, _) = mesh.meshwork(&["proxy-config", "secret", "reviews-v1"]);
+        table
+            .lines()
+            .find(|l| l.contains("spiffe://"))
+            .and_then(|l| l.split_whitespace().nth(4))
+            .map(str::to_string)
+    };
+    let first = serial().expect("a certificate");
+    let start = std::time::Instant::now();
+    let mut total = BTreeMap::new();
+    while start.elapsed() < Duration::from_secs(7) {
+        for (k, v) in mesh.chains(20, &[]) {
+            *total.entry(k).or_insert(0) += v;
+        }
+    }
+    assert!(only(&total, &[V1, V3]), "every request answered: {total:?}");
+    assert_ne!(serial().expect("a certificate"), first, "it rotated");
+    let log = mesh.procs["reviews-v1-sidecar"].stderr();
+    assert!(
+        log.matches("workload certificate issued").count() >= 3,
+        "renewed more than once:\n{log}"
+    );
+}

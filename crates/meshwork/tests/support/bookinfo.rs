@@ -28,6 +28,11 @@ impl Bookinfo {
     /// Writes the demo's config and starts every process, then waits until every proxy
     /// is ready.
     pub fn start() -> Bookinfo {
+        Self::start_with(&[])
+    }
+
+    /// The same, with more arguments for the control plane.
+    pub fn start_with(control_args: &[&str]) -> Bookinfo {
         let base = free_block(30);
         let control = free_port();
         let dir = TempDir::new("mesh");
@@ -60,6 +65,11 @@ impl Bookinfo {
             steps,
             procs: BTreeMap::new(),
         };
+        if let Some(control) = mesh.steps.iter_mut().find(|s| s.name == "control") {
+            control
+                .args
+                .extend(control_args.iter().map(|a| a.to_string()));
+        }
         let names: Vec<String> = mesh.steps.iter().map(|s| s.name.clone()).collect();
         for name in &names {
             mesh.launch(name);
