@@ -43,6 +43,8 @@ enum Command {
     /// Run the whole mesh on this machine: the control plane, an ingress gateway, and
     /// Bookinfo's services behind sidecars.
     Demo(cmd::demo::Args),
+    /// Check mTLS between a client proxy and its destinations (`authn tls-check`).
+    Authn(cmd::authn::Args),
     /// Make tokens that prove a workload's identity to the mesh CA.
     Token(cmd::token::Args),
     /// Run a test backend that answers with the request it saw.
@@ -68,6 +70,7 @@ fn main() -> ExitCode {
         Command::ProxyStatus(args) => cmd::proxy_status::run(args),
         Command::ProxyConfig(args) => cmd::proxy_config::run(args),
         Command::Demo(args) => cmd::demo::run(args),
+        Command::Authn(args) => cmd::authn::run(args),
         Command::Token(args) => cmd::token::run(args),
         Command::Echo(args) => cmd::echo::run(args),
     }

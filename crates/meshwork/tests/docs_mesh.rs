@@ -74,3 +74,22 @@ fn the_commands_shown_are_the_ones_the_demo_prints() {
         assert!(page.contains(text), "{text}");
     }
 }
+
+#[test]
+fn the_security_page_yaml_examples_validate() {
+    let page = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/security.md"
+    ))
+    .unwrap();
+    let yaml = blocks(&page, "yaml");
+    assert!(yaml.len() >= 2, "the page has its examples");
+    for block in yaml {
+        let out = run(&["validate", "-"], Some(&block));
+        assert!(
+            out.status.success(),
+            "{block}\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}

@@ -154,7 +154,7 @@ spec:
 }
 
 #[test]
-fn disable_and_a_destination_rule_without_tls_toward_strict() {
+fn disable_a_destination_rule_without_tls_toward_strict_and_tls_check() {
     let mut mesh = Bookinfo::start();
     // DISABLE for reviews v1's port: clients send it plaintext (auto mTLS follows).
     let port = mesh.base;
@@ -181,6 +181,26 @@ spec:
     eventually(Duration::from_secs(10), "reviews is STRICT again", || {
         plaintext(&mesh) == 0
     });
+    // tls-check: every destination of productpage is STRICT, reached with auto mTLS.
+    let (ok, table, err) = mesh.meshwork(&["authn", "tls-check", "productpage-v1.default"]);
+    assert!(ok, "{err}");
+    let header = table.lines().next().unwrap();
+    for column in [
+        "HOST:PORT",
+        "STATUS",
+        "SERVER",
+        "CLIENT",
+        "DESTINATION RULE",
+    ] {
+        assert!(header.contains(column), "{header}");
+    }
+    let reviews = table
+        .lines()
+        .find(|l| l.starts_with(&format!("reviews.default.svc.cluster.local:{port}|v1")))
+        .unwrap_or_else(|| panic!("{table}"));
+    for word in ["OK", "STRICT", "ISTIO_MUTUAL (auto)"] {
+        assert!(reviews.contains(word), "{reviews}");
+    }
     // A DestinationRule that turns TLS off toward the STRICT ratings: calls to it fail.
     mesh.edit(|t| {
         t.replace(
@@ -194,6 +214,21 @@ spec:
         "ratings fails from reviews v2",
         || mesh.chains(5, &["end-user: jason"]) == BTreeMap::from([(broken.to_string(), 5)]),
     );
+    // ... and tls-check says why.
+    let (_, table, _) = mesh.meshwork(&["authn", "tls-check", "reviews-v2", "ratings"]);
+    let ratings = table
+        .lines()
+        .find(|l| l.starts_with("ratings.default.svc.cluster.local"))
+        .unwrap_or_else(|| panic!("{table}"));
+    for word in ["CONFLICT", "STRICT", "DISABLE", "ratings.default"] {
+        assert!(ratings.contains(word), "{ratings}");
+    }
+    assert!(
+        !table.contains("reviews.default"),
+        "only the service asked for: {table}"
+    );
+    let (ok, _, err) = mesh.meshwork(&["authn", "tls-check", "nobody"]);
+    assert!(!ok && err.contains("no proxy"), "{err}");
     mesh.stop("control");
 }
 

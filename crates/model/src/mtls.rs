@@ -128,3 +128,132 @@ pub fn server(http: bool) -> TlsContext {
         },
     }
 }
+
+/// One destination of a proxy, as `meshwork authn tls-check` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsCheck {
+    /// The service host.
+    pub host: String,
+    /// The service port.
+    pub port: u32,
+    /// The subset, for a subset's cluster.
+    pub subset: Option<String>,
+    /// What the endpoints' ports accept: STRICT, PERMISSIVE, DISABLE (distinct, sorted);
+    /// `NO PROXY` for an endpoint without a mesh proxy.
+    pub server: Vec<String>,
+    /// What the client sends: ISTIO_MUTUAL, SIMPLE, MUTUAL or DISABLE.
+    pub client: String,
+    /// Whether auto mTLS chose it (no DestinationRule sets TLS).
+    pub auto: bool,
+    /// `name.namespace` of the DestinationRule that sets the client's TLS.
+    pub destination_rule: Option<String>,
+    /// The client's TLS cannot talk to the server: plaintext (or non-mesh TLS) toward
+    /// STRICT, or mesh mTLS toward DISABLE.
+    pub conflict: bool,
+}
+
+/// The DestinationRule that sets TLS for a host, if any.
+fn tls_rule(snapshot: &crate::proxy::MeshSnapshot, host: &str, viewer: &str) -> Option<String> {
+    snapshot.objects.iter().find_map(|o| {
+        let Object::DestinationRule(dr) = o else {
+            return None;
+        };
+        let ns = dr.metadata.namespace.as_deref().unwrap_or_default();
+        let sets_tls = dr.spec.traffic_policy.as_ref().is_some_and(|t| {
+            t.tls.is_some() || t.port_level_settings.iter().any(|p| p.tls.is_some())
+        }) || dr
+            .spec
+            .subsets
+            .iter()
+            .any(|s| s.traffic_policy.as_ref().is_some_and(|t| t.tls.is_some()));
+        (sets_tls
+            && crate::registry::resolve_host(&dr.spec.host, ns) == host
+            && crate::sidecar::exported(
+                &dr.spec.export_to,
+                &snapshot.mesh.default_destination_rule_export_to,
+                ns,
+                viewer,
+            ))
+        .then(|| format!("{}.{ns}", dr.metadata.name.as_deref().unwrap_or_default()))
+    })
+}
+
+/// For proxy `node` and each destination it can reach (`service`: only that host, or
+/// its short name), what the server accepts and what the client sends.
+pub fn tls_check(
+    snapshot: &crate::proxy::MeshSnapshot,
+    node: &meshwork_resources::Node,
+    service: Option<&str>,
+) -> Vec<TlsCheck> {
+    let (config, _) = crate::proxy::compile_proxy(snapshot, node);
+    let mut out = Vec::new();
+    for (name, cluster) in &config.clusters {
+        if !name.starts_with("outbound|") {
+            continue;
+        }
+        if let Some(s) = service
+            && cluster.host != s
+            && !cluster.host.starts_with(&format!("{s}."))
+        {
+            continue;
+        }
+        let Some(svc) = snapshot.registry.get(&cluster.host) else {
+            continue;
+        };
+        let endpoints = config
+            .endpoints
+            .get(name)
+            .map(|e| e.endpoints.clone())
+            .unwrap_or_default();
+        let mut server: BTreeSet<String> = BTreeSet::new();
+        for i in svc
+            .instances
+            .iter()
+            .filter(|i| i.service_port == cluster.port)
+            .filter(|i| {
+                endpoints
+                    .iter()
+                    .any(|e| e.address == i.endpoint.address && e.port == i.endpoint.port)
+            })
+        {
+            let ns = &svc.namespace;
+            if is_mesh_workload(&snapshot.objects, &snapshot.mesh, ns, &i.labels) {
+                let mode = mode_for(
+                    &snapshot.objects,
+                    &snapshot.mesh,
+                    ns,
+                    &i.labels,
+                    u32::from(i.endpoint.port),
+                );
+                server.insert(mode.as_str().to_string());
+            } else {
+                server.insert("NO PROXY".into());
+            }
+        }
+        let client = match &cluster.tls {
+            None => "DISABLE",
+            Some(t)
+                if t.client_certificate.as_deref() == Some(WORKLOAD_CERTIFICATE)
+                    && t.trusted_ca.as_deref() == Some(MESH_ROOTS) =>
+            {
+                "ISTIO_MUTUAL"
+            }
+            Some(t) if t.mode == UpstreamTlsMode::Simple => "SIMPLE",
+            Some(_) => "MUTUAL",
+        };
+        let conflict = (server.contains("STRICT") && client != "ISTIO_MUTUAL")
+            || (server.contains("DISABLE") && client == "ISTIO_MUTUAL");
+        let destination_rule = tls_rule(snapshot, &cluster.host, &node.namespace);
+        out.push(TlsCheck {
+            host: cluster.host.clone(),
+            port: cluster.port,
+            subset: cluster.subset.clone(),
+            server: server.into_iter().collect(),
+            client: client.to_string(),
+            auto: destination_rule.is_none(),
+            destination_rule,
+            conflict,
+        });
+    }
+    out
+}

@@ -667,3 +667,23 @@ fn meshwork_up_without_a_ca_sends_plaintext_to_mesh_workloads() {
             .is_some()
     );
 }
+
+#[test]
+fn the_tls_mode_label_marks_a_mesh_workload() {
+    let cluster = "outbound|8080||api.shop.svc.cluster.local";
+    let (config, _) = sidecar(&snapshot(MORE), "shop", "127.0.20.1");
+    assert!(
+        config.clusters[cluster].tls.is_none(),
+        "no proxy in front of api-1"
+    );
+    let labelled = MORE.replace(
+        "spec: {address: 127.0.20.5, labels: {app: api, version: v1}}",
+        "spec: {address: 127.0.20.5, labels: {app: api, version: v1, security.istio.io/tlsMode: istio}}",
+    );
+    assert_ne!(labelled, MORE);
+    let (config, _) = sidecar(&snapshot(&labelled), "shop", "127.0.20.1");
+    assert!(
+        config.clusters[cluster].tls.is_some(),
+        "Istio's label says it has one"
+    );
+}

@@ -18,7 +18,9 @@ use meshwork_xds::proto::aggregated_discovery_service_server::{
     AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
 };
 use meshwork_xds::proto::mesh_debug_server::{MeshDebug, MeshDebugServer};
-use meshwork_xds::proto::{ProxyStatusRequest, ProxyStatusResponse};
+use meshwork_xds::proto::{
+    ProxyStatusRequest, ProxyStatusResponse, TlsCheckRequest, TlsCheckResponse, TlsCheckRow,
+};
 use meshwork_xds::{DiscoveryRequest, DiscoveryResponse};
 use tokio::sync::watch;
 use tokio_stream::Stream;
@@ -137,6 +139,66 @@ impl MeshDebug for Debug {
     ) -> Result<tonic::Response<ProxyStatusResponse>, tonic::Status> {
         Ok(tonic::Response::new(ProxyStatusResponse {
             proxies: self.0.proxies.report(&self.0.id),
+        }))
+    }
+
+    async fn tls_check(
+        &self,
+        request: tonic::Request<TlsCheckRequest>,
+    ) -> Result<tonic::Response<TlsCheckResponse>, tonic::Status> {
+        let request = request.into_inner();
+        let entries = self.0.proxies.entries();
+        let matching: Vec<_> = entries
+            .iter()
+            .filter(|e| {
+                e.id == request.proxy
+                    || e.id
+                        .split_once('.')
+                        .is_some_and(|(n, _)| n == request.proxy)
+            })
+            .collect();
+        let entry = match matching.as_slice() {
+            [one] => *one,
+            [] => {
+                return Err(tonic::Status::not_found(format!(
+                    "no proxy {:?} is connected",
+                    request.proxy
+                )));
+            }
+            many => {
+                return Err(tonic::Status::invalid_argument(format!(
+                    "{:?} names {} proxies; give NAME.NAMESPACE",
+                    request.proxy,
+                    many.len()
+                )));
+            }
+        };
+        let published = self.0.snapshots.borrow().clone();
+        let service = Some(request.service.as_str()).filter(|s| !s.is_empty());
+        let rows = meshwork_model::mtls::tls_check(&published.snapshot, &entry.node, service)
+            .into_iter()
+            .map(|c| TlsCheckRow {
+                destination: match &c.subset {
+                    Some(s) => format!("{}:{}|{s}", c.host, c.port),
+                    None => format!("{}:{}", c.host, c.port),
+                },
+                status: if c.conflict { "CONFLICT" } else { "OK" }.into(),
+                server: if c.server.is_empty() {
+                    "-".into()
+                } else {
+                    c.server.join("/")
+                },
+                client: if c.auto {
+                    format!("{} (auto)", c.client)
+                } else {
+                    c.client.clone()
+                },
+                destination_rule: c.destination_rule.unwrap_or_else(|| "-".into()),
+            })
+            .collect();
+        Ok(tonic::Response::new(TlsCheckResponse {
+            proxy: entry.id.clone(),
+            rows,
         }))
     }
 }

@@ -40,6 +40,8 @@ pub struct Entry {
     pub workload: Option<String>,
     /// Per type.
     pub types: BTreeMap<TypeUrl, TypeState>,
+    /// The node as the control plane resolved it.
+    pub node: meshwork_model::resources::Node,
 }
 
 /// Every connected proxy, by connection.

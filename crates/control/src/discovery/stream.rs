@@ -80,6 +80,7 @@ pub async fn serve(
         version: hello.version.clone(),
         workload: workload.clone(),
         types: BTreeMap::new(),
+        node: node.clone(),
     });
     info!(proxy = %node.id, peer = ?peer, workload = ?workload, "proxy connected");
     if workload.is_none() {
@@ -101,6 +102,7 @@ pub async fn serve(
         shared.proxies.update(key, |e| {
             e.workload = workload;
             e.id = node.id.clone();
+            e.node = node.clone();
         });
         let class = shared.classes.get(&published, &ProxyClass::of(&node)).await;
         let (own, warnings) = compile_own(&published.snapshot, &node);

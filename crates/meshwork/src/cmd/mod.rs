@@ -1,5 +1,6 @@
 //! One module per subcommand.
 pub mod analyze;
+pub mod authn;
 pub mod control;
 pub mod demo;
 pub mod echo;
