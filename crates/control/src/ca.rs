@@ -121,7 +121,11 @@ impl MeshCa {
             None if state_dir.join(CA_KEY).exists() => Self::plugged(state_dir, trust_domain)?,
             None => Self::create(state_dir, trust_domain)?,
         };
-        write(&state_dir.join(ROOT_CERT), &ca.roots, false)?;
+        // Written only when it changes: the file is watched, and a rewrite is a change.
+        let root_file = state_dir.join(ROOT_CERT);
+        if std::fs::read_to_string(&root_file).ok().as_deref() != Some(ca.roots.as_str()) {
+            write(&root_file, &ca.roots, false)?;
+        }
         Ok(ca)
     }
 

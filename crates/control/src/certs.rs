@@ -19,10 +19,13 @@ use crate::token::TokenKey;
 /// loopback names proxies on one machine use.
 pub const CONTROL_PLANE_NAMES: [&str; 3] = ["istiod.istio-system.svc", "istiod", "localhost"];
 
+/// The CA in force; replaced when its files change (a root rotation).
+pub type CaHandle = Arc<std::sync::RwLock<Arc<MeshCa>>>;
+
 /// Issues workload certificates.
 pub struct Issuer {
     /// The CA.
-    pub ca: Arc<MeshCa>,
+    pub ca: CaHandle,
     /// What verifies tokens.
     pub tokens: Arc<TokenKey>,
     /// The lifetime of a certificate when the request asks for none (24 h).
@@ -48,38 +51,116 @@ impl CertificateService for Issuer {
             tonic::Status::unauthenticated(format!("certificate refused: {e}"))
         })?;
         let request = request.into_inner();
+        let ca = self.ca.read().unwrap_or_else(|e| e.into_inner()).clone();
         let ttl = match u64::try_from(request.validity_duration) {
             Ok(secs) if secs > 0 => Duration::from_secs(secs),
             _ => self.default_ttl,
         };
-        let chain = self.ca.sign(&request.csr, &identity, ttl).map_err(|e| {
-            warn!(?peer, identity = %identity.spiffe(self.ca.trust_domain()), "certificate refused: {e}");
+        let chain = ca.sign(&request.csr, &identity, ttl).map_err(|e| {
+            warn!(?peer, identity = %identity.spiffe(ca.trust_domain()), "certificate refused: {e}");
             tonic::Status::invalid_argument(format!("certificate refused: {e}"))
         })?;
-        info!(identity = %identity.spiffe(self.ca.trust_domain()), ?ttl, "issued a workload certificate");
+        info!(identity = %identity.spiffe(ca.trust_domain()), ?ttl, "issued a workload certificate");
         Ok(tonic::Response::new(CertificateResponse {
-            cert_chain: vec![chain, self.ca.roots().to_string()],
+            cert_chain: vec![chain, ca.roots().to_string()],
         }))
+    }
+}
+
+/// The control plane's own certificate on the TLS port, made from the CA in force; a
+/// new CA brings a new one (see [`ServingCert::renew`]) without restarting the port.
+#[derive(Debug)]
+pub struct ServingCert {
+    names: Vec<String>,
+    current: std::sync::RwLock<Arc<rustls::sign::CertifiedKey>>,
+}
+
+impl ServingCert {
+    fn make(ca: &MeshCa, names: &[String]) -> Result<Arc<rustls::sign::CertifiedKey>, String> {
+        use rustls_pki_types::pem::PemObject;
+        let (chain, key) = ca
+            .server_certificate(names, Duration::from_secs(365 * 24 * 3600))
+            .map_err(|e| e.to_string())?;
+        let chain: Vec<rustls_pki_types::CertificateDer<'static>> =
+            rustls_pki_types::CertificateDer::pem_slice_iter(chain.as_bytes())
+                .collect::<Result<_, _>>()
+                .map_err(|e| e.to_string())?;
+        let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes())
+            .map_err(|e| e.to_string())?;
+        let provider = rustls::crypto::aws_lc_rs::default_provider();
+        rustls::sign::CertifiedKey::from_der(chain, key, &provider)
+            .map(Arc::new)
+            .map_err(|e| e.to_string())
+    }
+
+    /// A certificate for the control plane's names and the address it listens on.
+    pub fn new(ca: &MeshCa, addr: SocketAddr) -> Result<ServingCert, String> {
+        let mut names: Vec<String> = CONTROL_PLANE_NAMES.iter().map(|s| s.to_string()).collect();
+        names.push(addr.ip().to_string());
+        let current = Self::make(ca, &names)?;
+        Ok(ServingCert {
+            names,
+            current: std::sync::RwLock::new(current),
+        })
+    }
+
+    /// A new certificate from `ca`.
+    pub fn renew(&self, ca: &MeshCa) -> Result<(), String> {
+        let next = Self::make(ca, &self.names)?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = next;
+        Ok(())
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ServingCert {
+    fn resolve(
+        &self,
+        _: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        )
     }
 }
 
 /// Serves the certificate service with TLS on `listener` until the process ends.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    addr: SocketAddr,
+    serving: Arc<ServingCert>,
     issuer: Issuer,
 ) -> Result<(), tonic::transport::Error> {
-    let mut names: Vec<String> = CONTROL_PLANE_NAMES.iter().map(|s| s.to_string()).collect();
-    names.push(addr.ip().to_string());
-    let (chain, key) = issuer
-        .ca
-        .server_certificate(&names, Duration::from_secs(365 * 24 * 3600))
-        .expect("the control plane's certificate can be made");
-    let tls = tonic::transport::ServerTlsConfig::new()
-        .identity(tonic::transport::Identity::from_pem(chain, key));
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("the default TLS versions")
+    .with_no_client_auth()
+    .with_cert_resolver(serving);
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, peer)) = listener.accept().await else {
+                continue;
+            };
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = tx.send(Ok::<_, std::io::Error>(tls)).await;
+                    }
+                    Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
     tonic::transport::Server::builder()
-        .tls_config(tls)?
         .add_service(CertificateServiceServer::new(issuer))
-        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+        .serve_with_incoming(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await
 }

@@ -30,6 +30,12 @@ fn the_demo_runs_bookinfo_prints_what_to_try_and_stops_on_ctrl_c() {
         demo.stdout().contains("Bookinfo is running on meshwork")
     });
     let printed = demo.stdout();
+    // It runs with mTLS, says so, and a plaintext client of a sidecar is refused.
+    assert!(
+        printed.contains("with mTLS between its sidecars (PeerAuthentication STRICT"),
+        "{printed}"
+    );
+    assert_eq!(status(&[&format!("http://127.0.10.3:{base}/reviews/0")]), 0);
     let url = format!("http://127.0.0.1:{}/productpage", base + 1);
     assert!(printed.contains(&format!("curl -s {url}")), "{printed}");
     // The printed lines work as printed.

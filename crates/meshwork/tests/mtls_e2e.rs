@@ -260,3 +260,110 @@ fn workload_certificates_rotate_under_load_without_a_failed_request() {
         "renewed more than once:\n{log}"
     );
 }
+
+#[test]
+fn a_root_rotation_under_load_loses_no_request() {
+    // Plugged-in cacerts: root A and its intermediate.
+    let (root_a, root_b) = (TestCa::new("root A"), TestCa::new("root B"));
+    let (mid_a, key_a) = root_a.intermediate("intermediate A");
+    let (mid_b, key_b) = root_b.intermediate("intermediate B");
+    let cacerts = TempDir::new("rotation");
+    let put = |file: &str, text: &str| cacerts.write(file, text);
+    let sign_with = |mid: &str, key: &str| {
+        put("ca-key.pem", key);
+        put("cert-chain.pem", mid);
+        put("ca-cert.pem", mid);
+    };
+    sign_with(&mid_a, &key_a);
+    put("root-cert.pem", &root_a.cert_pem);
+    let dir = cacerts.path().to_str().unwrap().to_string();
+    let mesh = Bookinfo::start_with(&["--cacerts", &dir, "--workload-cert-ttl", "4s"]);
+    let roots_of = |proxy: &str| {
+        let (_, table, _) = mesh.meshwork(&["proxy-config", "secret", proxy]);
+        table.lines().filter(|l| l.starts_with("ROOTCA")).count()
+    };
+    let signed_by = |proxy: &str, mid: &str| {
+        let (_, json, _) = mesh.meshwork(&["proxy-config", "secret", proxy, "-o", "json"]);
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
+        v["default"]["certificate_chain"]["inline"]
+            .as_str()
+            .is_some_and(|c| c.contains(mid.trim()))
+    };
+    assert!(signed_by("reviews-v1", &mid_a));
+
+    // Requests all along.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let url = mesh.url();
+    let load = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let out = curl(&[
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code} %header{x-echo-chain}\n",
+                    &format!("{url}?[1-10]"),
+                ]);
+                for line in String::from_utf8_lossy(&out.stdout).lines() {
+                    *counts.entry(line.to_string()).or_insert(0) += 1;
+                }
+            }
+            counts
+        })
+    };
+    let proxies = [
+        "productpage-v1",
+        "reviews-v1",
+        "reviews-v3",
+        "ratings-v1",
+        "istio-ingressgateway",
+    ];
+    // 1. Both roots are trusted.
+    put(
+        "root-cert.pem",
+        &format!("{}{}", root_a.cert_pem, root_b.cert_pem),
+    );
+    eventually(
+        Duration::from_secs(15),
+        "every proxy trusts both roots",
+        || proxies.iter().all(|p| roots_of(p) == 2),
+    );
+    // 2. The new CA signs; every proxy renews with it.
+    sign_with(&mid_b, &key_b);
+    eventually(
+        Duration::from_secs(20),
+        "every proxy has a certificate of B",
+        || proxies.iter().all(|p| signed_by(p, &mid_b)),
+    );
+    // 3. The old root goes.
+    put("root-cert.pem", &root_b.cert_pem);
+    eventually(
+        Duration::from_secs(15),
+        "every proxy trusts B alone",
+        || proxies.iter().all(|p| roots_of(p) == 1),
+    );
+    // 4. A broken CA file is rejected; the CA in force keeps signing renewals.
+    put("ca-cert.pem", "not a certificate");
+    let control = &mesh.procs["control"];
+    eventually(Duration::from_secs(10), "the broken CA is rejected", || {
+        control.stderr().contains("the mesh CA files are rejected")
+    });
+    let issued = || {
+        control
+            .stderr()
+            .matches("issued a workload certificate")
+            .count()
+    };
+    let before = issued();
+    eventually(Duration::from_secs(10), "renewals go on", || {
+        issued() > before + 3
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let counts = load.join().unwrap();
+    let total: usize = counts.values().sum();
+    assert!(total > 50, "load ran: {counts:?}");
+    assert!(only(&counts, &[V1, V3]), "no request lost: {counts:?}");
+}

@@ -687,3 +687,15 @@ fn the_tls_mode_label_marks_a_mesh_workload() {
         "Istio's label says it has one"
     );
 }
+
+#[test]
+fn without_enable_auto_mtls_clients_send_plaintext_unless_a_destination_rule_asks() {
+    let mut snap = snapshot(MESH);
+    snap.mesh.enable_auto_mtls = false;
+    let (config, _) = sidecar(&snap, "default", "127.0.10.1");
+    assert!(
+        config.clusters["outbound|9080|v1|reviews.default.svc.cluster.local"]
+            .tls
+            .is_none()
+    );
+}

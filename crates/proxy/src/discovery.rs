@@ -54,7 +54,16 @@ impl Local {
     fn add_to(&self, config: &mut ProxyConfig) {
         let secrets = self.secrets.lock().unwrap_or_else(|e| e.into_inner());
         for (name, s) in secrets.iter() {
-            config.secrets.insert(name.clone(), s.clone());
+            if name == crate::identity::ROOT_SECRET {
+                // The control plane's roots win: they carry a root rotation to every proxy
+                // at once; the ones that came with the certificate are the fallback.
+                config
+                    .secrets
+                    .entry(name.clone())
+                    .or_insert_with(|| s.clone());
+            } else {
+                config.secrets.insert(name.clone(), s.clone());
+            }
         }
     }
 

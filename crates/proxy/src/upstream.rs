@@ -339,6 +339,21 @@ impl ClusterClient {
                 }
                 return Err(UpstreamError::ConnectFailure);
             }
+            // The race of keep-alive: the endpoint may close an idle connection just as a
+            // request goes out on it, and then nothing of it was processed. A request
+            // without a body whose method is idempotent is sent again on a new
+            // connection, as HTTP clients do; others are not.
+            let again = (reused
+                && req.method().is_idempotent()
+                && req.body().size_hint().exact() == Some(0))
+            .then(|| {
+                let mut copy = Request::new(crate::body::empty());
+                *copy.method_mut() = req.method().clone();
+                *copy.uri_mut() = req.uri().clone();
+                *copy.version_mut() = req.version();
+                *copy.headers_mut() = req.headers().clone();
+                copy
+            });
             match sender.try_send_request(req).await {
                 Ok(resp) => {
                     let (parts, body) = resp.into_parts();
@@ -350,6 +365,14 @@ impl ClusterClient {
                     // was not sent, so it goes on a new connection.
                     if reused && let Some(r) = e.take_message() {
                         req = r;
+                        continue;
+                    }
+                    if let Some(copy) = again
+                        && !e.error().is_parse()
+                        && !e.error().is_user()
+                    {
+                        tracing::debug!(error = %e.error(), "a reused connection closed under the request; sent again");
+                        req = copy;
                         continue;
                     }
                     return Err(classify(e.error()));

@@ -89,6 +89,8 @@ pub struct Published {
 pub struct Shared {
     /// The config in force; connections wake up when it changes.
     pub snapshots: watch::Receiver<Arc<Published>>,
+    /// The mesh roots (PEM), which every proxy receives as its `ROOTCA` secret.
+    pub roots: watch::Receiver<Arc<String>>,
     /// The connected proxies.
     pub proxies: status::Proxies,
     /// What proxies of one class share, compiled once per version.
@@ -217,11 +219,19 @@ pub async fn run(opts: ControlOptions) -> Result<(), ControlError> {
     let mut version = 1;
     let (publisher, snapshots) = watch::channel(publish(&source, version));
     // The CA and the token key exist before any port is served.
-    let ca = Arc::new(crate::ca::MeshCa::open(
-        &opts.state_dir,
-        opts.cacerts.as_deref(),
-        &source.mesh().trust_domain,
-    )?);
+    let trust_domain = source.mesh().trust_domain.clone();
+    let first_ca =
+        crate::ca::MeshCa::open(&opts.state_dir, opts.cacerts.as_deref(), &trust_domain)?;
+    let (roots_tx, roots) = watch::channel(Arc::new(first_ca.roots().to_string()));
+    let serving = Arc::new(
+        crate::certs::ServingCert::new(&first_ca, opts.secure_listen).map_err(|reason| {
+            crate::ca::CaError::Invalid {
+                what: "the control plane's certificate".into(),
+                reason,
+            }
+        })?,
+    );
+    let ca: crate::certs::CaHandle = Arc::new(std::sync::RwLock::new(Arc::new(first_ca)));
     let tokens = Arc::new(
         crate::token::TokenKey::open(&opts.state_dir)
             .map_err(|e| ControlError::TokenKey(opts.state_dir.clone(), e))?,
@@ -229,18 +239,63 @@ pub async fn run(opts: ControlOptions) -> Result<(), ControlError> {
     let listener = crate::bind(opts.listen).await?;
     let secure = crate::bind(opts.secure_listen).await?;
     let issuer = crate::certs::Issuer {
-        ca,
+        ca: ca.clone(),
         tokens,
         default_ttl: opts.workload_cert_ttl,
     };
-    let secure_addr = opts.secure_listen;
-    tokio::spawn(async move {
-        if let Err(e) = crate::certs::serve(secure, secure_addr, issuer).await {
-            error!("the certificate service failed: {e}");
-        }
-    });
+    {
+        let serving = serving.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::certs::serve(secure, serving, issuer).await {
+                error!("the certificate service failed: {e}");
+            }
+        });
+    }
+    // A root rotation: when the CA's files change, the new CA signs from then on, its
+    // roots are pushed to every proxy, and the TLS port gets a new certificate.
+    let ca_dir = opts
+        .cacerts
+        .clone()
+        .unwrap_or_else(|| opts.state_dir.clone());
+    let ca_files: Vec<std::path::PathBuf> = [
+        "ca-cert.pem",
+        "ca-key.pem",
+        "root-cert.pem",
+        "cert-chain.pem",
+    ]
+    .iter()
+    .map(|f| ca_dir.join(f))
+    .collect();
+    let (ca_watcher, mut ca_changes) = DirWatcher::start_with(&ca_files, Debounce::ISTIOD)?;
+    {
+        let (state_dir, cacerts) = (opts.state_dir.clone(), opts.cacerts.clone());
+        tokio::spawn(async move {
+            let _watcher = ca_watcher;
+            while ca_changes.recv().await.is_some() {
+                match crate::ca::MeshCa::open(&state_dir, cacerts.as_deref(), &trust_domain) {
+                    Ok(next) => {
+                        if let Err(e) = serving.renew(&next) {
+                            error!("the control plane's certificate: {e}");
+                        }
+                        let roots = next.roots().to_string();
+                        *ca.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+                        if **roots_tx.borrow() != roots {
+                            info!("the mesh roots changed; pushing them to every proxy");
+                            roots_tx.send_replace(Arc::new(roots));
+                        } else {
+                            info!("the mesh CA changed");
+                        }
+                    }
+                    Err(e) => {
+                        error!("the mesh CA files are rejected: {e}; the CA in force keeps signing")
+                    }
+                }
+            }
+        });
+    }
     let shared = Arc::new(Shared {
         snapshots,
+        roots,
         proxies: status::Proxies::default(),
         classes: classes::Classes::default(),
         id: opts.id.clone(),

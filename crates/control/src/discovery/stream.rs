@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use meshwork_model::proxy::{MeshSnapshot, ProxyClass, compile_own, find_workload, resolve_node};
+use meshwork_model::resources::secret::{MESH_ROOTS, Pem, Secret};
 use meshwork_model::resources::{Node, Role};
 use meshwork_xds::proto::Node as Hello;
 use meshwork_xds::{DiscoveryRequest, DiscoveryResponse, TypeUrl};
@@ -70,6 +71,7 @@ pub async fn serve(
     shared: Arc<Shared>,
 ) {
     let mut snapshots = shared.snapshots.clone();
+    let mut roots = shared.roots.clone();
     let first = snapshots.borrow_and_update().clone();
     let (node, workload) = node_of(&hello, &first.snapshot);
     let key = shared.proxies.register(Entry {
@@ -105,7 +107,19 @@ pub async fn serve(
             e.node = node.clone();
         });
         let class = shared.classes.get(&published, &ProxyClass::of(&node)).await;
-        let (own, warnings) = compile_own(&published.snapshot, &node);
+        let (mut own, warnings) = compile_own(&published.snapshot, &node);
+        // The mesh roots come with every proxy's secrets, so that a new root reaches all
+        // of them at once.
+        let pem = roots.borrow_and_update().to_string();
+        own.secrets.insert(
+            MESH_ROOTS.to_string(),
+            Secret {
+                name: MESH_ROOTS.to_string(),
+                certificate_chain: None,
+                private_key: None,
+                trusted_ca: Some(Pem::Inline(pem)),
+            },
+        );
         if warnings != warned {
             for w in &warnings {
                 warn!(proxy = %node.id, "{w}");
@@ -153,6 +167,12 @@ pub async fn serve(
                     }
                 },
                 changed = snapshots.changed() => {
+                    if changed.is_err() {
+                        break 'push;
+                    }
+                    continue 'push;
+                }
+                changed = roots.changed() => {
                     if changed.is_err() {
                         break 'push;
                     }

@@ -57,7 +57,7 @@ fn reserve(port: u16) -> bool {
     stale && std::fs::remove_file(&file).is_ok() && create()
 }
 
-/// A port that was free a moment ago, for a server to bind. It is drawn from 20000-32767,
+/// A port that was free a moment ago, for a server to bind. It is drawn from 20000-28999,
 /// below Linux's ephemeral range (32768-60999), so no client connection of a parallel test
 /// can take it as its source port before the server binds it.
 pub fn free_port() -> u16 {
@@ -70,23 +70,36 @@ pub fn free_port() -> u16 {
             .subsec_nanos() as u64;
     for _ in 0..1000 {
         let n = seed.wrapping_add(NEXT.fetch_add(7, Ordering::Relaxed).wrapping_mul(104_729));
-        let port = 20000 + (n % 12768) as u16;
+        let port = 20000 + (n % 9000) as u16;
         let free = TcpListener::bind(("0.0.0.0", port)).is_ok()
             && TcpListener::bind(("127.0.0.1", port)).is_ok();
         if free && reserve(port) {
             return port;
         }
     }
-    panic!("no free port in 20000-32767");
+    panic!("no free port in 20000-28999");
 }
 
-/// `n` consecutive ports that were free a moment ago, all claimed for this test process;
-/// returns the first. For commands that derive their ports from a base (`meshwork demo
-/// --base-port`).
+/// Where blocks of ports come from: 29000-32767, in aligned slots of [`BLOCK`] ports, kept
+/// apart from [`free_port`]'s single ports so that those never break up a block.
+const BLOCKS_FROM: u16 = 29000;
+const BLOCK: u16 = 30;
+
+/// `n` (at most 30) consecutive ports that were free a moment ago, all claimed for this
+/// test process; returns the first. For commands that derive their ports from a base
+/// (`meshwork demo --base-port`).
 pub fn free_block(n: u16) -> u16 {
-    for attempt in 0..200u64 {
-        let seed = u64::from(std::process::id()).wrapping_mul(31) ^ attempt.wrapping_mul(7_919);
-        let base = 20000 + (seed.wrapping_mul(104_729) % u64::from(12768 - n)) as u16;
+    assert!(n <= BLOCK, "blocks are {BLOCK} ports");
+    let slots = (32767 - BLOCKS_FROM) / BLOCK;
+    let start = (u64::from(std::process::id()).wrapping_mul(7919)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos() as u64)
+        % u64::from(slots);
+    for k in 0..slots {
+        let slot = ((start + u64::from(k)) % u64::from(slots)) as u16;
+        let base = BLOCKS_FROM + slot * BLOCK;
         let free = (base..base + n).all(|p| {
             TcpListener::bind(("0.0.0.0", p)).is_ok() && TcpListener::bind(("127.0.0.1", p)).is_ok()
         });
@@ -103,8 +116,13 @@ pub fn free_block(n: u16) -> u16 {
         if claimed.len() == usize::from(n) {
             return base;
         }
+        // Someone else has part of it: give back what was taken.
+        let dir = std::env::temp_dir().join("meshwork-test-ports");
+        for p in claimed {
+            let _ = std::fs::remove_file(dir.join(p.to_string()));
+        }
     }
-    panic!("no block of {n} free ports in 20000-32767");
+    panic!("no block of {n} free ports in {BLOCKS_FROM}-32767");
 }
 
 /// Polls `check` until it holds or `limit` passes.
