@@ -374,3 +374,40 @@ fn tcp_max_connections_refuses_connections_beyond_the_limit() {
         || greeting(&mut connect()).is_some(),
     );
 }
+
+#[test]
+fn a_get_lost_to_a_closing_kept_alive_connection_is_sent_again_a_post_is_not() {
+    let mut mesh = Mesh::new("keepalive-race");
+    let http = free_port();
+    // The first request at each /lost path is read and left unanswered, the connection
+    // closed: what an endpoint closing an idle connection does to a request racing it.
+    let backend = Scripted::start("scripted", |path, n| {
+        if path.starts_with("/lost") && n == 1 {
+            Reply::Close
+        } else {
+            Reply::Status(200)
+        }
+    });
+    app_config(
+        &mesh,
+        http,
+        &[backend.port],
+        "    loadBalancer: {simple: ROUND_ROBIN}",
+        "  - retries: {attempts: 0}\n    route: [{destination: {host: app}}]\n",
+    );
+    mesh.up(&[]);
+    let url = |path: &str| format!("http://127.0.0.1:{http}{path}");
+    // A kept-alive connection to the backend, then a GET on it that it loses.
+    assert_eq!(status(&["-H", APP_HOST, &url("/warm/1")]), 200);
+    assert_eq!(status(&["-H", APP_HOST, &url("/lost/get")]), 200);
+    assert_eq!(
+        backend.count("/lost/get"),
+        2,
+        "sent again on a new connection"
+    );
+    // A POST with a body is not sent again: the endpoint may have acted on it.
+    assert_eq!(status(&["-H", APP_HOST, &url("/warm/2")]), 200);
+    let code = status(&["-H", APP_HOST, "-d", "order=1", &url("/lost/post")]);
+    assert_eq!(code, 503);
+    assert_eq!(backend.count("/lost/post"), 1);
+}
