@@ -408,13 +408,7 @@ pub(crate) fn virtual_services(objects: &[Object]) -> Vec<&VirtualService> {
         })
         .collect();
     // Istio merges VirtualServices for one host oldest first, then by name.
-    services.sort_by_key(|v| {
-        (
-            v.metadata.creation_timestamp.as_ref().map(|t| t.0),
-            v.metadata.namespace.clone(),
-            v.metadata.name.clone(),
-        )
-    });
+    crate::oldest_first(&mut services, |v| &v.metadata);
     services
 }
 

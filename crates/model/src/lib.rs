@@ -17,4 +17,19 @@ pub mod sidecar;
 pub mod telemetry;
 
 pub use gateway::{Compiled, compile_gateways};
+
+use meshwork_api::k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+/// Sorts resources as Istio orders competing ones: oldest first, then by namespace and
+/// name.
+pub(crate) fn oldest_first<T>(items: &mut [&T], meta: impl Fn(&T) -> &ObjectMeta) {
+    items.sort_by_key(|i| {
+        let m = meta(i);
+        (
+            m.creation_timestamp.as_ref().map(|t| t.0),
+            m.namespace.clone(),
+            m.name.clone(),
+        )
+    });
+}
 pub use meshwork_resources as resources;

@@ -42,12 +42,7 @@ fn set(m: Option<&MutualTls>) -> Option<MtlsMode> {
 }
 
 fn oldest_first(mut list: Vec<&PeerAuthentication>) -> Vec<&PeerAuthentication> {
-    list.sort_by_key(|p| {
-        (
-            p.metadata.creation_timestamp.as_ref().map(|t| t.0),
-            p.metadata.name.clone(),
-        )
-    });
+    crate::oldest_first(&mut list, |p| &p.metadata);
     list
 }
 

@@ -40,12 +40,7 @@ pub fn sidecar_for<'a>(
             _ => None,
         })
         .collect();
-    sidecars.sort_by_key(|s| {
-        (
-            s.metadata.creation_timestamp.as_ref().map(|t| t.0),
-            s.metadata.name.clone(),
-        )
-    });
+    crate::oldest_first(&mut sidecars, |s| &s.metadata);
     let ns_of = |s: &Sidecar| s.metadata.namespace.clone().unwrap_or_default();
     let selected = |s: &&Sidecar| {
         s.spec.workload_selector.as_ref().is_some_and(|w| {

@@ -144,23 +144,7 @@ impl Bookinfo {
 
     /// `n` requests through the gateway, counted by `STATUS CHAIN`.
     pub fn chains(&self, n: usize, headers: &[&str]) -> BTreeMap<String, usize> {
-        let url = format!("{}?[1-{n}]", self.url());
-        let mut args = vec![
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code} %header{x-echo-chain}\n",
-        ];
-        for h in headers {
-            args.extend(["-H", h]);
-        }
-        args.push(&url);
-        let out = curl(&args);
-        let mut counts = BTreeMap::new();
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            *counts.entry(line.to_string()).or_insert(0) += 1;
-        }
-        counts
+        chains(&format!("{}?[1-{n}]", self.url()), headers)
     }
 
     pub fn config_path(&self) -> std::path::PathBuf {

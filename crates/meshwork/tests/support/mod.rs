@@ -558,6 +558,27 @@ pub fn answers(args: &[&str]) -> std::collections::BTreeMap<String, usize> {
     counts
 }
 
+/// Runs curl on `url` (globs allowed) and counts the answers as `"STATUS CHAIN"`, the
+/// chain being the echo apps' `x-echo-chain`: `"200 productpage-v1(details-v1,...)"`.
+pub fn chains(url: &str, headers: &[&str]) -> std::collections::BTreeMap<String, usize> {
+    let mut args = vec![
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %header{x-echo-chain}\n",
+    ];
+    for h in headers {
+        args.extend(["-H", h]);
+    }
+    args.push(url);
+    let out = curl(&args);
+    let mut counts = std::collections::BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        *counts.entry(line.to_string()).or_insert(0) += 1;
+    }
+    counts
+}
+
 /// What a [`Scripted`] backend does with a request.
 pub enum Reply {
     /// Answer at once with this status.
