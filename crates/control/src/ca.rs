@@ -68,11 +68,17 @@ fn write(path: &Path, text: &str, private: bool) -> Result<(), CaError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
-    std::fs::write(path, text).map_err(io)?;
-    if private {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
-    }
+    // A key file is created readable by its owner alone, never wider for a moment.
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(if private { 0o600 } else { 0o644 })
+        .open(path)
+        .map_err(io)?;
+    file.write_all(text.as_bytes()).map_err(io)?;
     Ok(())
 }
 
@@ -140,6 +146,22 @@ impl MeshCa {
             cert.clone()
         };
         let key = KeyPair::from_pem(&key_pem).map_err(|e| invalid(CA_KEY, e))?;
+        // The key must be the certificate's: a half-copied pair would sign certificates
+        // nothing verifies.
+        {
+            use rustls_pki_types::pem::PemObject;
+            let der = rustls_pki_types::CertificateDer::from_pem_slice(cert.as_bytes())
+                .map_err(|e| invalid(CA_CERT, e))?;
+            let (_, parsed) =
+                x509_parser::parse_x509_certificate(&der).map_err(|e| invalid(CA_CERT, e))?;
+            let public = rcgen::PublicKeyData::der_bytes(&key);
+            if parsed.public_key().subject_public_key.data.as_ref() != public {
+                return Err(CaError::Invalid {
+                    what: CA_KEY.into(),
+                    reason: format!("it is not the key of {CA_CERT}"),
+                });
+            }
+        }
         let issuer = Issuer::from_ca_cert_pem(&cert, key).map_err(|e| invalid(CA_CERT, e))?;
         Ok(MeshCa {
             issuer,
@@ -241,8 +263,10 @@ impl MeshCa {
         params.use_authority_key_identifier_extension = true;
         let now = time::OffsetDateTime::now_utc();
         params.not_before = now - time::Duration::minutes(1);
-        params.not_after = now
-            + time::Duration::try_from(ttl).map_err(|e| invalid("the certificate lifetime", e))?;
+        params.not_after = time::Duration::try_from(ttl)
+            .ok()
+            .and_then(|d| now.checked_add(d))
+            .ok_or_else(|| invalid("the certificate lifetime", "out of range"))?;
         params.serial_number = Some(rcgen::SerialNumber::from_slice(&fastrand_serial()));
         csr.params = params;
         let cert = csr
@@ -449,6 +473,17 @@ mod tests {
         );
         std::fs::remove_dir_all(&cacerts).unwrap();
         std::fs::remove_dir_all(&state).unwrap();
+    }
+
+    #[test]
+    fn a_key_that_is_not_the_certificates_is_refused() {
+        let dir = temp("mismatch");
+        MeshCa::open(&dir, None, "cluster.local").unwrap();
+        let other = KeyPair::generate().unwrap();
+        std::fs::write(dir.join(CA_KEY), other.serialize_pem()).unwrap();
+        let err = MeshCa::open(&dir, None, "cluster.local").unwrap_err();
+        assert!(err.to_string().contains("not the key of"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

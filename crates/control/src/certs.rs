@@ -19,6 +19,9 @@ use crate::token::TokenKey;
 /// loopback names proxies on one machine use.
 pub const CONTROL_PLANE_NAMES: [&str; 3] = ["istiod.istio-system.svc", "istiod", "localhost"];
 
+/// The longest lifetime a workload certificate gets (Istio's `MAX_WORKLOAD_CERT_TTL`).
+pub const MAX_WORKLOAD_CERT_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
+
 /// The CA in force; replaced when its files change (a root rotation).
 pub type CaHandle = Arc<std::sync::RwLock<Arc<MeshCa>>>;
 
@@ -52,9 +55,10 @@ impl CertificateService for Issuer {
         })?;
         let request = request.into_inner();
         let ca = self.ca.read().unwrap_or_else(|e| e.into_inner()).clone();
+        // A proxy may ask for less than the default, never for more than Istio's maximum.
         let ttl = match u64::try_from(request.validity_duration) {
-            Ok(secs) if secs > 0 => Duration::from_secs(secs),
-            _ => self.default_ttl,
+            Ok(secs) if secs > 0 => Duration::from_secs(secs).min(MAX_WORKLOAD_CERT_TTL),
+            _ => self.default_ttl.min(MAX_WORKLOAD_CERT_TTL),
         };
         let chain = ca.sign(&request.csr, &identity, ttl).map_err(|e| {
             warn!(?peer, identity = %identity.spiffe(ca.trust_domain()), "certificate refused: {e}");
@@ -163,4 +167,58 @@ pub async fn serve(
         .add_service(CertificateServiceServer::new(issuer))
         .serve_with_incoming(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ca::Identity;
+
+    #[tokio::test]
+    async fn a_lifetime_past_the_maximum_is_cut_to_it() {
+        let dir = std::env::temp_dir().join(format!("mw-certs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let ca = MeshCa::open(&dir, None, "cluster.local").unwrap();
+        let tokens = TokenKey::open(&dir).unwrap();
+        let id = Identity {
+            namespace: "default".into(),
+            service_account: "reviews".into(),
+        };
+        let token = tokens.create(&id, Duration::from_secs(60));
+        let issuer = Issuer {
+            ca: Arc::new(std::sync::RwLock::new(Arc::new(ca))),
+            tokens: Arc::new(tokens),
+            default_ttl: Duration::from_secs(3600),
+        };
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.subject_alt_names = vec![rcgen::SanType::URI(
+            id.spiffe("cluster.local").try_into().unwrap(),
+        )];
+        let csr = params.serialize_request(&key).unwrap().pem().unwrap();
+        for asked in [1_000_000_000_000i64, 3_000_000_000] {
+            let mut request = tonic::Request::new(CertificateRequest {
+                csr: csr.clone(),
+                validity_duration: asked,
+            });
+            request
+                .metadata_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+            let chain = issuer
+                .create_certificate(request)
+                .await
+                .expect("issued")
+                .into_inner()
+                .cert_chain;
+            let der = pem::parse(&chain[0]).unwrap();
+            let (_, cert) = x509_parser::parse_x509_certificate(der.contents()).unwrap();
+            let life =
+                cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
+            assert!(
+                life <= MAX_WORKLOAD_CERT_TTL.as_secs() as i64 + 60,
+                "{asked}: {life}"
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -51,9 +51,17 @@ impl TokenKey {
         aws_lc_rs::rand::fill(&mut key)
             .map_err(|_| std::io::Error::other("no system randomness"))?;
         let tmp = state_dir.join(format!(".{KEY_FILE}.{}", std::process::id()));
-        std::fs::write(&tmp, &key)?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            file.write_all(&key)?;
+        }
         // A link fails if the key exists already: then the one made first wins.
         let linked = std::fs::hard_link(&tmp, &path);
         let _ = std::fs::remove_file(&tmp);

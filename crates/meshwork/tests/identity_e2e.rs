@@ -343,3 +343,60 @@ fn plugged_in_cacerts_issue_the_certificates() {
     let verified = openssl_verify(control.dir.path(), &root_file, &chain);
     assert!(verified.contains(": OK"), "{verified}");
 }
+
+#[test]
+fn a_proxy_asks_again_when_the_control_plane_gives_it_another_identity() {
+    let control = Control::start(&[]);
+    let token = control.token("late", "default", "bookinfo-late", "1h");
+    // No workload has this address yet: the proxy asks for sa/default and is refused.
+    let admin = free_port();
+    let status_port = free_port();
+    let root = control.state("root-cert.pem");
+    let proxy = Proc::start(
+        control.dir.path(),
+        "late",
+        &[
+            "proxy",
+            "--control-plane",
+            &control.listen,
+            "--ca-address",
+            &control.secure,
+            "--ca-root",
+            &root,
+            "--token-file",
+            &token,
+            "--ip",
+            "127.0.10.30",
+            "--name",
+            "late",
+            "--admin",
+            &format!("127.0.0.1:{admin}"),
+            "--status",
+            &format!("127.0.0.1:{status_port}"),
+        ],
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the first identity is refused",
+        || proxy.stderr().contains("no workload certificate"),
+    );
+    // Its WorkloadEntry appears, with its service account.
+    std::fs::write(
+        control.dir.path().join("config/late.yaml"),
+        "apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: late, namespace: default}
+spec: {address: 127.0.10.30, labels: {app: late}, serviceAccount: bookinfo-late}
+",
+    )
+    .unwrap();
+    eventually(
+        Duration::from_secs(15),
+        "a certificate for the new identity",
+        || {
+            control
+                .secrets(admin)
+                .contains("spiffe://cluster.local/ns/default/sa/bookinfo-late")
+        },
+    );
+}

@@ -92,8 +92,25 @@ impl Local {
     }
 
     /// Applies `config` with the local secrets.
-    async fn apply(&self, proxy: &Proxy, mut config: ProxyConfig) -> crate::ApplyReport {
+    /// Applies what the control plane sent, with the local secrets; it is also what a new
+    /// certificate applies again.
+    async fn apply(&self, proxy: &Proxy, config: ProxyConfig) -> crate::ApplyReport {
         let _order = self.apply.lock().await;
+        *self.desired.lock().unwrap_or_else(|e| e.into_inner()) = config.clone();
+        let mut config = config;
+        self.add_to(&mut config);
+        proxy.apply(config).await
+    }
+
+    /// Applies the last config the control plane sent again (a new certificate arrived).
+    /// Read under the apply lock, so it never rolls back a newer config.
+    async fn reapply(&self, proxy: &Proxy) -> crate::ApplyReport {
+        let _order = self.apply.lock().await;
+        let mut config = self
+            .desired
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         self.add_to(&mut config);
         proxy.apply(config).await
     }
@@ -220,7 +237,6 @@ impl Received {
             );
         }
         let report = self.local.apply(proxy, candidate.clone()).await;
-        *self.local.desired.lock().unwrap_or_else(|e| e.into_inner()) = candidate.clone();
         self.desired = candidate;
         self.seen.insert(t);
         if self.seen.len() == TypeUrl::ALL.len() {
@@ -259,25 +275,14 @@ impl Received {
 /// fetched once the control plane has said who the proxy is, and renewed.
 pub async fn run(proxy: Arc<Proxy>, admin: Arc<AdminState>, opts: ClientOptions) {
     let mut received = Received::default();
-    let (who, mut told) = tokio::sync::watch::channel(None::<String>);
+    let (who, told) = tokio::sync::watch::channel(None::<String>);
     if let Some(identity) = opts.identity.clone() {
         received
             .local
             .wants_certificate
             .store(true, std::sync::atomic::Ordering::SeqCst);
         let (proxy, local, admin) = (proxy.clone(), received.local.clone(), admin.clone());
-        tokio::spawn(async move {
-            // Wait for the node (namespace, service account, trust domain).
-            let spiffe = loop {
-                if let Some(id) = told.borrow_and_update().clone() {
-                    break id;
-                }
-                if told.changed().await.is_err() {
-                    return;
-                }
-            };
-            renew(proxy, local, admin, identity, spiffe).await;
-        });
+        tokio::spawn(renew(proxy, local, admin, identity, told));
     }
     received.who = Some(who);
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
@@ -308,11 +313,19 @@ async fn renew(
     local: Arc<Local>,
     admin: Arc<AdminState>,
     opts: crate::identity::IdentityOptions,
-    spiffe: String,
+    mut told: tokio::sync::watch::Receiver<Option<String>>,
 ) {
     let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     loop {
-        match crate::identity::fetch(&opts, &spiffe).await {
+        // The identity the control plane gives now: it may change (a WorkloadEntry that
+        // appeared, another service account), and then a certificate is asked for at once.
+        let Some(spiffe) = told.borrow_and_update().clone() else {
+            if told.changed().await.is_err() {
+                return;
+            }
+            continue;
+        };
+        let wait = match crate::identity::fetch(&opts, &spiffe).await {
             Ok(cert) => {
                 backoff.reset();
                 info!(identity = %cert.spiffe, expires = ?cert.expires, "workload certificate issued");
@@ -326,29 +339,26 @@ async fn renew(
                     .has_certificate
                     .store(true, std::sync::atomic::Ordering::SeqCst);
                 // What waited for the certificate applies now.
-                let config = local
-                    .desired
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone();
-                let report = local.apply(&proxy, config).await;
+                let report = local.reapply(&proxy).await;
                 for r in &report.rejected {
                     warn!("{r}");
                 }
                 show(&admin, &proxy);
                 admin.set_ready(local.ready(&proxy).await);
-                let wait = cert
-                    .renew_at()
+                cert.renew_at()
                     .duration_since(std::time::SystemTime::now())
                     .unwrap_or(Duration::ZERO)
-                    .max(Duration::from_secs(1));
-                tokio::time::sleep(wait).await;
+                    .max(Duration::from_secs(1))
             }
             Err(e) => {
                 let wait = backoff.next_wait();
                 warn!(identity = %spiffe, ?wait, "no workload certificate: {e}");
-                tokio::time::sleep(wait).await;
+                wait
             }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            changed = told.changed() => if changed.is_err() { return },
         }
     }
 }

@@ -314,8 +314,15 @@ impl ClusterClient {
         mut req: Request<Body>,
     ) -> Result<Response<Body>, UpstreamError> {
         let idle_timeout = Duration::from_millis(self.settings.http_idle_timeout_ms);
+        // A request lost to the keep-alive race is sent again once, on a new connection.
+        let mut resent = false;
         loop {
-            let (mut sender, reused) = match pool.checkout(idle_timeout) {
+            let pooled = if resent {
+                None
+            } else {
+                pool.checkout(idle_timeout)
+            };
+            let (mut sender, reused) = match pooled {
                 Some(s) => (s, true),
                 None => {
                     let io = self
@@ -344,6 +351,7 @@ impl ClusterClient {
             // without a body whose method is idempotent is sent again on a new
             // connection, as HTTP clients do; others are not.
             let again = (reused
+                && !resent
                 && req.method().is_idempotent()
                 && req.body().size_hint().exact() == Some(0))
             .then(|| {
@@ -373,6 +381,7 @@ impl ClusterClient {
                     {
                         tracing::debug!(error = %e.error(), "a reused connection closed under the request; sent again");
                         req = copy;
+                        resent = true;
                         continue;
                     }
                     return Err(classify(e.error()));

@@ -318,6 +318,9 @@ pub async fn run(opts: ControlOptions) -> Result<(), ControlError> {
         }
     });
     tonic::transport::Server::builder()
+        // A proxy that is gone without a word leaves proxy-status, and its stream ends.
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
         .add_service(AggregatedDiscoveryServiceServer::new(Discovery(
             shared.clone(),
         )))
