@@ -76,6 +76,9 @@ impl Encoded {
 
 type Cell = Arc<OnceCell<Arc<Encoded>>>;
 
+/// How many classes are kept before those no proxy holds are forgotten.
+pub const MAX_IDLE_CLASSES: usize = 1024;
+
 /// The classes compiled for the newest config version.
 #[derive(Default)]
 pub struct Classes {
@@ -92,6 +95,14 @@ impl Classes {
                 *inner = (published.number, HashMap::new());
             }
             if published.number == inner.0 {
+                // Labels are the proxies' to choose: forget the classes no connected proxy
+                // holds once there are many.
+                if inner.1.len() >= MAX_IDLE_CLASSES && !inner.1.contains_key(class) {
+                    inner.1.retain(|_, cell| {
+                        cell.get()
+                            .is_none_or(|encoded| Arc::strong_count(encoded) > 1)
+                    });
+                }
                 inner.1.entry(class.clone()).or_default().clone()
             } else {
                 // An older version than the newest: compiled for this caller alone.
@@ -107,5 +118,42 @@ impl Classes {
         })
         .await
         .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[tokio::test]
+    async fn classes_no_proxy_holds_are_forgotten_once_there_are_many() {
+        let classes = Classes::default();
+        let published = Published {
+            version: "1".into(),
+            number: 1,
+            snapshot: Default::default(),
+        };
+        let class = |i: usize| ProxyClass {
+            role: meshwork_model::resources::Role::Sidecar,
+            namespace: "default".into(),
+            labels: BTreeMap::from([("pod".to_string(), i.to_string())]),
+        };
+        // One class a proxy holds, then many that nobody holds.
+        let held = classes.get(&published, &class(0)).await;
+        for i in 1..3 * MAX_IDLE_CLASSES {
+            drop(classes.get(&published, &class(i)).await);
+        }
+        let (len, kept) = {
+            let inner = classes.inner.lock().unwrap();
+            (inner.1.len(), inner.1.contains_key(&class(0)))
+        };
+        assert!(len <= MAX_IDLE_CLASSES + 1, "{len}");
+        assert!(kept, "the held class stays");
+        // The same class again is the same compiled part.
+        assert!(Arc::ptr_eq(
+            &held,
+            &classes.get(&published, &class(0)).await
+        ));
     }
 }
