@@ -67,11 +67,39 @@ impl Encoded {
                 let (c, cd) = class.get(t);
                 let (o, od) = own.get(t);
                 let mut all: Vec<Resource> = c.iter().chain(o).cloned().collect();
+                // Stable: of two resources with one name, the class's comes first.
                 all.sort_by(|a, b| a.name.cmp(&b.name));
                 (all, cd.rotate_left(1) ^ od)
             }
         }
     }
+
+    /// The names both parts have for type `t` (an ingress and an egress listener on the
+    /// same address and port): the proxy's own resource is the one kept.
+    pub fn clashes(class: &Encoded, own: &Encoded, t: TypeUrl) -> Vec<String> {
+        if matches!(t, TypeUrl::Node | TypeUrl::Policy) {
+            return Vec::new();
+        }
+        let (c, _) = class.get(t);
+        let (o, _) = own.get(t);
+        o.iter()
+            .filter(|r| c.iter().any(|x| x.name == r.name))
+            .map(|r| r.name.clone())
+            .collect()
+    }
+}
+
+/// Keeps the last of each run of resources with one name (the proxy's own, after
+/// [`Encoded::merged`]'s stable sort).
+pub fn keep_last_of_each_name(resources: &mut Vec<Resource>) {
+    let mut out: Vec<Resource> = Vec::with_capacity(resources.len());
+    for r in resources.drain(..) {
+        if out.last().is_some_and(|l| l.name == r.name) {
+            out.pop();
+        }
+        out.push(r);
+    }
+    *resources = out;
 }
 
 type Cell = Arc<OnceCell<Arc<Encoded>>>;
@@ -125,6 +153,35 @@ impl Classes {
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+
+    #[test]
+    fn a_name_both_parts_have_is_reported_and_the_own_resource_kept() {
+        let resource = |name: &str, body: &str| Resource {
+            name: name.into(),
+            body: body.as_bytes().to_vec().into(),
+            encoding: String::new(),
+        };
+        let encoded = |rs: Vec<Resource>| Encoded {
+            types: BTreeMap::from([(TypeUrl::Listener, (rs, 0))]),
+        };
+        let class = encoded(vec![
+            resource("127.0.0.1_9080", "egress"),
+            resource("a", "x"),
+        ]);
+        let own = encoded(vec![resource("127.0.0.1_9080", "ingress")]);
+        assert_eq!(
+            Encoded::clashes(&class, &own, TypeUrl::Listener),
+            ["127.0.0.1_9080"]
+        );
+        let (mut all, _) = Encoded::merged(&class, &own, TypeUrl::Listener);
+        keep_last_of_each_name(&mut all);
+        let bodies: Vec<(&str, &[u8])> =
+            all.iter().map(|r| (r.name.as_str(), &r.body[..])).collect();
+        assert_eq!(
+            bodies,
+            [("127.0.0.1_9080", &b"ingress"[..]), ("a", &b"x"[..])]
+        );
+    }
 
     #[tokio::test]
     async fn classes_no_proxy_holds_are_forgotten_once_there_are_many() {

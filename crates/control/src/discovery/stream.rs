@@ -128,7 +128,17 @@ pub async fn serve(
         }
         let own = Encoded::of(&own);
         for t in TypeUrl::ALL {
-            let (resources, digest) = Encoded::merged(&class, &own, t);
+            let (mut resources, digest) = Encoded::merged(&class, &own, t);
+            let clashes = Encoded::clashes(&class, &own, t);
+            if !clashes.is_empty() {
+                warn!(
+                    proxy = %node.id,
+                    "{} {} of the proxy's ingress and of its egress share a name; the ingress one is kept (give the egress listener another bind)",
+                    t.short(),
+                    clashes.join(", ")
+                );
+                super::classes::keep_last_of_each_name(&mut resources);
+            }
             if sent.get(&t) == Some(&digest) {
                 continue;
             }
