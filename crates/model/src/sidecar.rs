@@ -468,6 +468,14 @@ impl Build<'_> {
             .clone()
             .filter(|b| !b.is_empty())
             .unwrap_or_else(|| "127.0.0.1".into());
+        if bind
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| !ip.is_loopback())
+        {
+            self.warnings.push(format!(
+                "Sidecar {source}: egress port {port} binds {bind}, which is not a loopback address: whatever reaches it calls out with the workload's identity"
+            ));
+        }
         self.listener(bind, bind_port, vec![server], true);
     }
 

@@ -699,3 +699,21 @@ fn without_enable_auto_mtls_clients_send_plaintext_unless_a_destination_rule_ask
             .is_none()
     );
 }
+
+#[test]
+fn an_egress_listener_on_a_non_loopback_address_is_warned_about() {
+    let (_, warnings) = sidecar(&snapshot(MESH), "default", "127.0.10.1");
+    assert!(
+        !warnings.iter().any(|w| w.contains("not a loopback")),
+        "{warnings:?}"
+    );
+    let open = MESH.replace("bind: 127.0.11.1", "bind: 0.0.0.0");
+    assert_ne!(open, MESH);
+    let (_, warnings) = sidecar(&snapshot(&open), "default", "127.0.10.1");
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("binds 0.0.0.0, which is not a loopback address")),
+        "{warnings:?}"
+    );
+}
