@@ -44,18 +44,28 @@ fn destination_rules<'a>(ctx: &ClusterContext<'a>) -> HashMap<String, Vec<&'a De
     out
 }
 
-/// The DestinationRule for a host: the one in the service's namespace first, then any.
+/// The DestinationRule for a host, where Istio looks for it: in the proxy's namespace,
+/// then in the service's, then in the root namespace. Rules in other namespaces do not
+/// apply.
 fn destination_rule<'a>(
     rules: &HashMap<String, Vec<&'a DestinationRule>>,
     host: &str,
     service_ns: &str,
+    ctx: &ClusterContext<'_>,
 ) -> Option<&'a DestinationRule> {
     let candidates = rules.get(host)?;
-    candidates
-        .iter()
-        .find(|dr| dr.metadata.namespace.as_deref() == Some(service_ns))
-        .or_else(|| candidates.first())
-        .copied()
+    [
+        ctx.proxy_namespace,
+        service_ns,
+        ctx.mesh.root_namespace.as_str(),
+    ]
+    .into_iter()
+    .find_map(|ns| {
+        candidates
+            .iter()
+            .find(|dr| dr.metadata.namespace.as_deref() == Some(ns))
+    })
+    .copied()
 }
 
 /// The clusters of a proxy, their endpoint sets and the secrets their TLS needs.
@@ -104,7 +114,7 @@ pub fn build_clusters(
         }
         let service = registry.get(&key.host);
         let ns = service.map(|s| s.namespace.as_str()).unwrap_or_default();
-        let dr = destination_rule(&rules, &key.host, ns);
+        let dr = destination_rule(&rules, &key.host, ns, ctx);
         let subset = key
             .subset
             .as_ref()

@@ -717,3 +717,56 @@ fn an_egress_listener_on_a_non_loopback_address_is_warned_about() {
         "{warnings:?}"
     );
 }
+
+#[test]
+fn destination_rules_are_looked_for_in_the_client_then_the_service_then_the_root_namespace() {
+    let rule = |ns: &str, secs: u32| {
+        format!(
+            "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: api, namespace: {ns}}}\nspec:\n  host: api.server.svc.cluster.local\n  trafficPolicy: {{connectionPool: {{tcp: {{connectTimeout: {secs}s}}}}}}\n"
+        )
+    };
+    let base = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: server}
+spec:
+  selector: {app: api}
+  ports: [{name: http, port: 8080}]
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: api, namespace: server}
+spec: {address: 127.0.40.2, labels: {app: api}}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: client}
+spec:
+  egress:
+  - port: {number: 8080, protocol: HTTP, name: http}
+    bind: 127.0.41.1
+    hosts: ["*/*"]
+"#;
+    let timeout = |rules: &[(&str, u32)]| {
+        let mut yaml = base.to_string();
+        for (ns, secs) in rules {
+            yaml.push_str(&rule(ns, *secs));
+        }
+        let (config, _) = sidecar(&snapshot(&yaml), "client", "127.0.40.1");
+        config.clusters["outbound|8080||api.server.svc.cluster.local"].connect_timeout_ms
+    };
+    let all = [
+        ("third", 5),
+        ("istio-system", 4),
+        ("server", 3),
+        ("client", 2),
+    ];
+    assert_eq!(timeout(&all), 2_000, "the client's namespace first");
+    assert_eq!(timeout(&all[..3]), 3_000, "then the service's");
+    assert_eq!(timeout(&all[..2]), 4_000, "then the root namespace");
+    assert_eq!(
+        timeout(&all[..1]),
+        10_000,
+        "a rule in another namespace does not apply"
+    );
+}
