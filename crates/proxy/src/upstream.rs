@@ -346,12 +346,11 @@ impl ClusterClient {
                 }
                 return Err(UpstreamError::ConnectFailure);
             }
-            // The race of keep-alive: the endpoint may close an idle connection just as a
-            // request goes out on it, and then nothing of it was processed. A request
-            // without a body whose method is idempotent is sent again on a new
-            // connection, as HTTP clients do; others are not.
-            let again = (reused
-                && !resent
+            // The endpoint may close a connection just as a request goes out on it: an
+            // idle kept-alive one, or one it drains as its TLS terms change. A request
+            // without a body whose method is idempotent (RFC 9110 9.2.2) is sent again,
+            // once, on a new connection; others are not.
+            let again = (!resent
                 && req.method().is_idempotent()
                 && req.body().size_hint().exact() == Some(0))
             .then(|| {
@@ -379,7 +378,7 @@ impl ClusterClient {
                         && !e.error().is_parse()
                         && !e.error().is_user()
                     {
-                        tracing::debug!(error = %e.error(), "a reused connection closed under the request; sent again");
+                        tracing::debug!(error = %e.error(), reused, "the connection closed under the request; sent again");
                         req = copy;
                         resent = true;
                         continue;
