@@ -290,6 +290,19 @@ fn a_root_rotation_under_load_loses_no_request() {
             .is_some_and(|c| c.contains(mid.trim()))
     };
     assert!(signed_by("reviews-v1", &mid_a));
+    // Failures are logged, to tell their flags if any request is lost.
+    std::fs::write(
+        mesh.dir.path().join("config/telemetry.yaml"),
+        "apiVersion: telemetry.istio.io/v1
+kind: Telemetry
+metadata: {name: mesh-default, namespace: istio-system}
+spec:
+  accessLogging:
+  - providers: [{name: envoy}]
+    filter: {expression: \"response.code >= 500\"}
+",
+    )
+    .unwrap();
 
     // Requests all along.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -376,6 +389,7 @@ fn a_root_rotation_under_load_loses_no_request() {
                 .lines()
                 .filter(|l| l.contains("WARN") || l.contains("ERROR"))
                 .map(str::to_string)
+                .chain(p.stdout().lines().map(|l| format!("access log: {l}")))
                 .collect();
             format!("--- {name}\n{}\n", warnings.join("\n"))
         })
