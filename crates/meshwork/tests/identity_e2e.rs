@@ -166,17 +166,8 @@ impl Control {
 fn openssl_verify(dir: &std::path::Path, root: &str, chain: &str) -> String {
     let file = dir.join("chain.pem");
     std::fs::write(&file, chain).unwrap();
-    let out = std::process::Command::new("openssl")
-        .args(["verify", "-CAfile", root, "-untrusted"])
-        .arg(&file)
-        .arg(&file)
-        .output()
-        .expect("openssl runs");
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
+    let file = file.to_str().unwrap();
+    openssl(&["verify", "-CAfile", root, "-untrusted", file, file])
 }
 
 #[test]

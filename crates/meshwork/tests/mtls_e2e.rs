@@ -15,19 +15,6 @@ const REVIEWS_V1: &str = "127.0.10.3";
 const V1: &str = "200 productpage-v1(details-v1,reviews-v1)";
 const V3: &str = "200 productpage-v1(details-v1,reviews-v3(ratings-v1))";
 
-fn openssl(args: &[&str]) -> String {
-    let out = std::process::Command::new("openssl")
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("openssl runs");
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
 fn root(mesh: &Bookinfo) -> String {
     mesh.dir
         .path()

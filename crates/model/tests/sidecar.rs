@@ -144,6 +144,14 @@ fn sidecar(snap: &MeshSnapshot, ns: &str, ip: &str) -> (ProxyConfig, Vec<String>
     (config, warnings)
 }
 
+/// Some warning says `text`.
+fn assert_warned(warnings: &[String], text: &str) {
+    assert!(
+        warnings.iter().any(|w| w.contains(text)),
+        "{text:?} in {warnings:?}"
+    );
+}
+
 #[test]
 fn the_workload_behind_an_address_gives_labels_and_service_account() {
     let snap = snapshot(MESH);
@@ -284,12 +292,7 @@ fn a_sidecar_nothing_configures_is_warned_about() {
     let snap = snapshot(MESH);
     let (config, warnings) = sidecar(&snap, "other", "127.0.10.9");
     assert!(config.listeners.is_empty());
-    assert!(
-        warnings
-            .iter()
-            .any(|w| w.contains("no Sidecar resource selects it")),
-        "{warnings:?}"
-    );
+    assert_warned(&warnings, "no Sidecar resource selects it");
 }
 
 #[test]
@@ -452,12 +455,7 @@ fn tcp_ports_forward_bytes_and_zero_address_endpoints_are_the_workload() {
     );
     // An egress listener without a port is left out, with a warning.
     assert_eq!(config.listeners.len(), 3, "{:?}", config.listeners.keys());
-    assert!(
-        warnings
-            .iter()
-            .any(|w| w.contains("without a port needs traffic capture")),
-        "{warnings:?}"
-    );
+    assert_warned(&warnings, "without a port needs traffic capture");
 }
 
 #[test]
@@ -710,12 +708,7 @@ fn an_egress_listener_on_a_non_loopback_address_is_warned_about() {
     let open = MESH.replace("bind: 127.0.11.1", "bind: 0.0.0.0");
     assert_ne!(open, MESH);
     let (_, warnings) = sidecar(&snapshot(&open), "default", "127.0.10.1");
-    assert!(
-        warnings
-            .iter()
-            .any(|w| w.contains("binds 0.0.0.0, which is not a loopback address")),
-        "{warnings:?}"
-    );
+    assert_warned(&warnings, "binds 0.0.0.0, which is not a loopback address");
 }
 
 #[test]

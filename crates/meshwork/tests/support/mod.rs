@@ -256,6 +256,20 @@ pub fn curl(args: &[&str]) -> Output {
         .expect("curl runs")
 }
 
+/// Runs `openssl ARGS` without input; what it printed, stdout then stderr.
+pub fn openssl(args: &[&str]) -> String {
+    let out = Command::new("openssl")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("openssl runs");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// An HTTP status from curl (`-o /dev/null -w %{http_code}`), 0 when the request failed.
 pub fn status(args: &[&str]) -> u16 {
     let mut all = vec!["-o", "/dev/null", "-w", "%{http_code}"];
