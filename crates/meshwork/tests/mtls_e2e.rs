@@ -38,6 +38,36 @@ fn strict_refuses_plaintext_and_clients_without_certificates_and_mesh_traffic_fl
     // The mesh works: gateway -> productpage -> details, reviews -> ratings, all mTLS.
     let counts = mesh.chains(20, &[]);
     assert!(only(&counts, &[V1, V3]), "{counts:?}");
+    // The destination reports the client's principal, learned from its certificate; the
+    // source reports its own.
+    let inbound = reported(&mesh, "reviews-v1-sidecar", "destination");
+    for label in [
+        "source_principal=\"spiffe://cluster.local/ns/default/sa/bookinfo-productpage\"",
+        "destination_principal=\"spiffe://cluster.local/ns/default/sa/bookinfo-reviews\"",
+        "destination_service=\"reviews.default.svc.cluster.local\"",
+        "destination_workload_namespace=\"default\"",
+        "destination_app=\"reviews\"",
+        "destination_version=\"v1\"",
+        "connection_security_policy=\"mutual_tls\"",
+        "response_code=\"200\"",
+    ] {
+        assert!(inbound.contains(label), "{label} in {inbound}");
+    }
+    // The admin port serves the same metrics.
+    let admin = mesh.flag("reviews-v1-sidecar", "--admin");
+    let out = curl(&["-s", &format!("http://{admin}/stats/prometheus")]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&inbound),
+        "the admin port serves the status port's series"
+    );
+    let outbound = reported(&mesh, "productpage-v1-sidecar", "source");
+    for label in [
+        "source_principal=\"spiffe://cluster.local/ns/default/sa/bookinfo-productpage\"",
+        "source_app=\"productpage\"",
+        "destination_service=\"reviews.default.svc.cluster.local\"",
+    ] {
+        assert!(outbound.contains(label), "{label} in {outbound}");
+    }
     // A plaintext client is refused.
     assert_eq!(plaintext(&mesh), 0, "plaintext is not served under STRICT");
     // A TLS client without a certificate is refused; the server's certificate carries its
@@ -80,6 +110,18 @@ fn strict_refuses_plaintext_and_clients_without_certificates_and_mesh_traffic_fl
         http.contains("alert") || http.contains("error") || http.contains("errno"),
         "{http}"
     );
+}
+
+/// The `istio_requests_total` line of a proxy with this reporter (exactly one).
+fn reported(mesh: &Bookinfo, step: &str, reporter: &str) -> String {
+    let all = mesh.requests_total(step);
+    let mine: Vec<&String> = all
+        .iter()
+        .filter(|l| l.contains(&format!("reporter=\"{reporter}\"")))
+        .filter(|l| l.contains("destination_service=\"reviews."))
+        .collect();
+    assert_eq!(mine.len(), 1, "one series to reviews in {all:#?}");
+    mine[0].clone()
 }
 
 /// An HTTP request over TLS without a client certificate.
@@ -137,6 +179,15 @@ spec:
     assert!(
         only(&counts, &[V1, V3]),
         "mesh clients are allowed: {counts:?}"
+    );
+    // The plaintext client was reported with no principal and no mTLS.
+    let lines = mesh.requests_total("reviews-v1-sidecar");
+    assert!(
+        lines.iter().any(|l| l.contains("reporter=\"destination\"")
+            && l.contains("source_principal=\"unknown\"")
+            && l.contains("connection_security_policy=\"none\"")
+            && l.contains("response_code=\"403\"")),
+        "{lines:#?}"
     );
 }
 

@@ -340,9 +340,10 @@ impl Build<'_> {
         };
         let protocol = server_protocol(ingress.port.as_ref().and_then(|p| p.protocol.as_deref()));
         let cluster = format!("inbound|{port}||");
-        self.config
-            .clusters
-            .insert(cluster.clone(), inbound_cluster(&cluster, port, self.mesh));
+        let mut inbound = inbound_cluster(&cluster, port, self.mesh);
+        // The service this port serves, for the destination's telemetry labels.
+        inbound.host = self.served_service(port).unwrap_or_default();
+        self.config.clusters.insert(cluster.clone(), inbound);
         self.config.endpoints.insert(
             cluster.clone(),
             EndpointSet {
@@ -405,6 +406,21 @@ impl Build<'_> {
             MtlsMode::Disable => vec![server],
         };
         self.listener(bind, port, servers, false);
+    }
+
+    /// The first service (by host) with this workload behind it on `port`.
+    fn served_service(&self, port: u16) -> Option<String> {
+        let ip = node_ip(self.node);
+        self.registry
+            .services
+            .values()
+            .find(|s| {
+                s.namespace == self.node.namespace
+                    && s.instances
+                        .iter()
+                        .any(|i| i.endpoint.address == ip && i.endpoint.port == port)
+            })
+            .map(|s| s.host.clone())
     }
 
     /// An `egress` listener: `bind:port` (127.0.0.1 by default) routing to the services

@@ -1,6 +1,7 @@
 //! The admin and health endpoints: `GET /config_dump` on the admin port (15000) prints the
 //! compiled config the proxies run; `GET /healthz/ready` on the status port (15021) answers
-//! 200 once config is loaded and every listener is bound, 503 before.
+//! 200 once config is loaded and every listener is bound, 503 before. Both serve
+//! `/stats/prometheus` when the process keeps Istio's standard metrics.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -26,6 +27,8 @@ pub struct AdminState {
     pub config_dump: ArcSwap<Vec<(String, Arc<ProxyConfig>)>>,
     /// The recorders' counters, by proxy id, for `/stats`.
     pub stats: ArcSwap<Vec<(String, Arc<crate::Shared>)>>,
+    /// Istio's standard metrics, served at `/stats/prometheus` when the process keeps them.
+    pub metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
 }
 
 impl AdminState {
@@ -36,6 +39,9 @@ impl AdminState {
 }
 
 fn respond(admin: &AdminState, req: &Request<Incoming>) -> Response<Body> {
+    if let (Some(metrics), "/stats/prometheus") = (admin.metrics.get(), req.uri().path()) {
+        return prometheus(metrics);
+    }
     let (status, content_type, body) = match req.uri().path() {
         "/healthz/ready" | "/ready" => {
             if admin.ready.load(Ordering::SeqCst) {
@@ -86,6 +92,18 @@ fn respond(admin: &AdminState, req: &Request<Incoming>) -> Response<Body> {
     r
 }
 
+/// The metrics in the Prometheus text format.
+fn prometheus(metrics: &crate::metrics::Metrics) -> Response<Body> {
+    let mut r = Response::new(full(metrics.encode()));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        ),
+    );
+    r
+}
+
 /// Serves Istio's standard metrics on `listener` (`/stats/prometheus`, and `/metrics`)
 /// until the process ends.
 pub async fn serve_metrics(listener: TcpListener, metrics: Arc<crate::metrics::Metrics>) {
@@ -97,16 +115,7 @@ pub async fn serve_metrics(listener: TcpListener, metrics: Arc<crate::metrics::M
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
                 let r = match req.uri().path() {
-                    "/stats/prometheus" | "/metrics" => {
-                        let mut r = Response::new(full(metrics.encode()));
-                        r.headers_mut().insert(
-                            header::CONTENT_TYPE,
-                            header::HeaderValue::from_static(
-                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                            ),
-                        );
-                        r
-                    }
+                    "/stats/prometheus" | "/metrics" => prometheus(&metrics),
                     _ => {
                         let mut r = Response::new(full("not found\n"));
                         *r.status_mut() = StatusCode::NOT_FOUND;

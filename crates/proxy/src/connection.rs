@@ -24,7 +24,7 @@ pub struct Connection {
     pub alpn: Option<String>,
     /// The verified client identity: the SPIFFE URI SAN of its certificate, else the
     /// certificate's subject.
-    pub peer_identity: Option<String>,
+    pub peer_identity: Option<std::sync::Arc<str>>,
     /// Keeps the connection counted (registry, listener cap) for as long as anything
     /// serves it, an upgraded (WebSocket) stream included.
     pub guard: Option<Arc<dyn std::any::Any + Send + Sync>>,
@@ -49,7 +49,7 @@ impl Connection {
 
 /// The identity a client certificate proves: its first `spiffe://` URI SAN, else its
 /// subject (`CN=client,O=...`).
-pub fn peer_identity(der: &[u8]) -> Option<String> {
+pub fn peer_identity(der: &[u8]) -> Option<Arc<str>> {
     use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
     let (_, cert) = X509Certificate::from_der(der).ok()?;
     if let Ok(Some(san)) = cert.subject_alternative_name() {
@@ -57,11 +57,11 @@ pub fn peer_identity(der: &[u8]) -> Option<String> {
             if let GeneralName::URI(uri) = name
                 && uri.starts_with("spiffe://")
             {
-                return Some(uri.to_string());
+                return Some(Arc::from(*uri));
             }
         }
     }
-    Some(cert.subject().to_string())
+    Some(Arc::from(cert.subject().to_string()))
 }
 
 #[cfg(test)]

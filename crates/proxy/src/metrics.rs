@@ -12,6 +12,7 @@
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
+use meshwork_resources::secret::WORKLOAD_CERTIFICATE;
 use meshwork_resources::{Cluster, Node};
 use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -59,10 +60,17 @@ const PEER_LABELS: [&str; 21] = [
 #[derive(Debug)]
 pub struct PeerLabels {
     values: [String; 21],
+    /// Reported by the destination (a sidecar's inbound cluster): the client's principal
+    /// and whether it used mTLS come from each connection ([`Downstream`]).
+    inbound: bool,
     id: u64,
 }
 
 const UNKNOWN: &str = "unknown";
+
+/// Where `source_principal` and `connection_security_policy` are in [`PEER_LABELS`].
+const SOURCE_PRINCIPAL: usize = 3;
+const SECURITY_POLICY: usize = 20;
 
 fn label_or<'a>(
     labels: &'a std::collections::BTreeMap<String, String>,
@@ -71,20 +79,27 @@ fn label_or<'a>(
     keys.iter().find_map(|k| labels.get(*k).map(String::as_str))
 }
 
-impl PeerLabels {
-    /// The labels of requests from `node` to `cluster` (`None`: no destination, as for a
-    /// request that matched no route).
-    pub fn new(node: &Node, cluster: Option<&Cluster>) -> PeerLabels {
-        let unknown = || UNKNOWN.to_string();
+/// A workload's labels as Istio's telemetry names them.
+struct WorkloadLabels {
+    workload: String,
+    namespace: String,
+    principal: String,
+    app: String,
+    version: String,
+    canonical: String,
+    revision: String,
+}
+
+impl WorkloadLabels {
+    fn of(node: &Node) -> WorkloadLabels {
         let or_unknown = |s: &str| {
             if s.is_empty() {
-                unknown()
+                UNKNOWN.to_string()
             } else {
                 s.to_string()
             }
         };
         let workload = or_unknown(&node.workload_name);
-        let app = label_or(&node.labels, &["app", "app.kubernetes.io/name"]);
         let canonical = label_or(
             &node.labels,
             &[
@@ -95,16 +110,52 @@ impl PeerLabels {
         )
         .map(str::to_string)
         .unwrap_or_else(|| workload.clone());
-        let revision = label_or(
-            &node.labels,
-            &[
-                "service.istio.io/canonical-revision",
-                "app.kubernetes.io/version",
-                "version",
-            ],
-        )
-        .unwrap_or("latest");
-        let (service, name, namespace) = match cluster {
+        let principal = if node.trust_domain.is_empty() || node.namespace.is_empty() {
+            UNKNOWN.to_string()
+        } else {
+            let sa = if node.service_account.is_empty() {
+                "default"
+            } else {
+                &node.service_account
+            };
+            format!(
+                "spiffe://{}/ns/{}/sa/{sa}",
+                node.trust_domain, node.namespace
+            )
+        };
+        WorkloadLabels {
+            workload,
+            namespace: or_unknown(&node.namespace),
+            principal,
+            app: label_or(&node.labels, &["app", "app.kubernetes.io/name"])
+                .unwrap_or(UNKNOWN)
+                .to_string(),
+            version: label_or(&node.labels, &["version", "app.kubernetes.io/version"])
+                .unwrap_or(UNKNOWN)
+                .to_string(),
+            canonical,
+            revision: label_or(
+                &node.labels,
+                &[
+                    "service.istio.io/canonical-revision",
+                    "app.kubernetes.io/version",
+                    "version",
+                ],
+            )
+            .unwrap_or("latest")
+            .to_string(),
+        }
+    }
+}
+
+impl PeerLabels {
+    /// The labels of requests from `node` to `cluster` (`None`: no destination, as for a
+    /// request that matched no route). A sidecar's inbound cluster (`inbound|...`) is
+    /// reported by the destination, `node` itself; every other by the source, `node`.
+    pub fn new(node: &Node, cluster: Option<&Cluster>) -> PeerLabels {
+        let unknown = || UNKNOWN.to_string();
+        let me = WorkloadLabels::of(node);
+        let (service, name, namespace) = match cluster.filter(|c| !c.host.is_empty()) {
             Some(c) => {
                 let mut parts = c.host.split('.');
                 let name = parts.next().unwrap_or(UNKNOWN).to_string();
@@ -116,44 +167,110 @@ impl PeerLabels {
             }
             None => (unknown(), unknown(), unknown()),
         };
-        let values = [
-            // A gateway reports as the source of what it forwards, as Istio's do.
-            "source".to_string(),
-            workload,
-            or_unknown(&node.namespace),
-            unknown(),
-            app.map_or_else(unknown, str::to_string),
-            label_or(&node.labels, &["version", "app.kubernetes.io/version"])
-                .map_or_else(unknown, str::to_string),
-            canonical,
-            revision.to_string(),
-            "Kubernetes".to_string(),
-            unknown(),
-            namespace.clone(),
-            unknown(),
-            unknown(),
-            unknown(),
-            service,
-            name,
-            namespace,
-            unknown(),
-            "latest".to_string(),
-            unknown(),
-            unknown(),
-        ];
+        let inbound = cluster.is_some_and(|c| c.name.starts_with("inbound|"));
+        let values = if inbound {
+            [
+                "destination".to_string(),
+                unknown(),
+                unknown(),
+                unknown(),
+                unknown(),
+                unknown(),
+                unknown(),
+                unknown(),
+                unknown(),
+                me.workload,
+                me.namespace,
+                me.principal,
+                me.app,
+                me.version,
+                service,
+                name,
+                namespace,
+                me.canonical,
+                me.revision,
+                "Kubernetes".to_string(),
+                unknown(),
+            ]
+        } else {
+            // Through a mesh client certificate the source's principal is its own.
+            let mesh_tls = cluster
+                .and_then(|c| c.tls.as_ref())
+                .is_some_and(|t| t.client_certificate.as_deref() == Some(WORKLOAD_CERTIFICATE));
+            [
+                // A gateway reports as the source of what it forwards, as Istio's do.
+                "source".to_string(),
+                me.workload,
+                me.namespace.clone(),
+                if mesh_tls { me.principal } else { unknown() },
+                me.app,
+                me.version,
+                me.canonical,
+                me.revision,
+                "Kubernetes".to_string(),
+                unknown(),
+                namespace.clone(),
+                unknown(),
+                unknown(),
+                unknown(),
+                service,
+                name,
+                namespace,
+                unknown(),
+                "latest".to_string(),
+                unknown(),
+                unknown(),
+            ]
+        };
         let mut h = std::collections::hash_map::DefaultHasher::new();
         values.hash(&mut h);
         PeerLabels {
             id: h.finish(),
+            inbound,
             values,
         }
     }
 
-    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
-        for (name, value) in PEER_LABELS.iter().zip(&self.values) {
-            (*name, value.as_str()).encode(encoder.encode_label())?;
+    /// Reported by the destination: the connection's principal and mTLS are labels.
+    pub fn inbound(&self) -> bool {
+        self.inbound
+    }
+
+    fn encode(
+        &self,
+        downstream: Option<&Downstream>,
+        encoder: &mut LabelSetEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        for (i, (name, value)) in PEER_LABELS.iter().zip(&self.values).enumerate() {
+            let value = match (downstream, i) {
+                (Some(d), SOURCE_PRINCIPAL) => d.principal.as_deref().unwrap_or(UNKNOWN),
+                (Some(d), SECURITY_POLICY) if d.mutual_tls => "mutual_tls",
+                (Some(_), SECURITY_POLICY) => "none",
+                _ => value.as_str(),
+            };
+            (*name, value).encode(encoder.encode_label())?;
         }
         Ok(())
+    }
+}
+
+/// What the destination learns of its client from the connection: the principal its
+/// certificate proves and whether it spoke mTLS.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Downstream {
+    /// The client's SPIFFE id (`spiffe://cluster.local/ns/default/sa/sleep`).
+    pub principal: Option<Arc<str>>,
+    /// The client presented a verified certificate.
+    pub mutual_tls: bool,
+}
+
+impl Downstream {
+    /// What `conn` tells of its client, for labels reported by the destination.
+    pub fn of(conn: &crate::connection::Connection) -> Downstream {
+        Downstream {
+            principal: conn.peer_identity.clone(),
+            mutual_tls: conn.peer_identity.is_some(),
+        }
     }
 }
 
@@ -161,6 +278,7 @@ impl PeerLabels {
 #[derive(Debug, Clone)]
 pub struct RequestLabels {
     peer: Arc<PeerLabels>,
+    downstream: Option<Downstream>,
     grpc: bool,
     code: u16,
     grpc_status: Option<u16>,
@@ -170,6 +288,7 @@ pub struct RequestLabels {
 impl PartialEq for RequestLabels {
     fn eq(&self, o: &Self) -> bool {
         self.peer.id == o.peer.id
+            && self.downstream == o.downstream
             && self.grpc == o.grpc
             && self.code == o.code
             && self.grpc_status == o.grpc_status
@@ -183,6 +302,7 @@ impl Hash for RequestLabels {
     fn hash<H: Hasher>(&self, h: &mut H) {
         (
             self.peer.id,
+            &self.downstream,
             self.grpc,
             self.code,
             self.grpc_status,
@@ -194,7 +314,7 @@ impl Hash for RequestLabels {
 
 impl EncodeLabelSet for RequestLabels {
     fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
-        self.peer.encode(encoder)?;
+        self.peer.encode(self.downstream.as_ref(), encoder)?;
         let protocol = if self.grpc { "grpc" } else { "http" };
         ("request_protocol", protocol).encode(encoder.encode_label())?;
         let code = self.code.to_string();
@@ -210,12 +330,13 @@ impl EncodeLabelSet for RequestLabels {
 #[derive(Debug, Clone)]
 pub struct TcpLabels {
     peer: Arc<PeerLabels>,
+    downstream: Option<Downstream>,
     flags: ResponseFlags,
 }
 
 impl PartialEq for TcpLabels {
     fn eq(&self, o: &Self) -> bool {
-        self.peer.id == o.peer.id && self.flags == o.flags
+        self.peer.id == o.peer.id && self.downstream == o.downstream && self.flags == o.flags
     }
 }
 
@@ -223,13 +344,13 @@ impl Eq for TcpLabels {}
 
 impl Hash for TcpLabels {
     fn hash<H: Hasher>(&self, h: &mut H) {
-        (self.peer.id, self.flags).hash(h);
+        (self.peer.id, &self.downstream, self.flags).hash(h);
     }
 }
 
 impl EncodeLabelSet for TcpLabels {
     fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
-        self.peer.encode(encoder)?;
+        self.peer.encode(self.downstream.as_ref(), encoder)?;
         ("request_protocol", "tcp").encode(encoder.encode_label())?;
         let flags = self.flags.to_string();
         ("response_flags", flags.as_str()).encode(encoder.encode_label())
@@ -251,6 +372,8 @@ fn size_histogram() -> Histogram {
 pub struct RequestSample {
     /// Who talked to whom.
     pub peer: Arc<PeerLabels>,
+    /// The client, when the destination reports.
+    pub downstream: Option<Downstream>,
     /// A gRPC request (`content-type: application/grpc...`).
     pub grpc: bool,
     /// The status sent.
@@ -388,6 +511,7 @@ impl Metrics {
     /// Counts a finished request.
     pub fn request(&self, s: RequestSample) {
         let labels = RequestLabels {
+            downstream: s.downstream.filter(|_| s.peer.inbound),
             peer: s.peer,
             grpc: s.grpc,
             code: s.code,
@@ -410,8 +534,9 @@ impl Metrics {
     }
 
     /// Counts a TCP connection opened to `peer`'s destination.
-    pub fn tcp_opened(&self, peer: Arc<PeerLabels>) {
+    pub fn tcp_opened(&self, peer: Arc<PeerLabels>, downstream: Downstream) {
         let labels = TcpLabels {
+            downstream: Some(downstream).filter(|_| peer.inbound),
             peer,
             flags: ResponseFlags::NONE,
         };
@@ -422,11 +547,16 @@ impl Metrics {
     pub fn tcp_closed(
         &self,
         peer: Arc<PeerLabels>,
+        downstream: Option<Downstream>,
         flags: ResponseFlags,
         sent: u64,
         received: u64,
     ) {
-        let labels = TcpLabels { peer, flags };
+        let labels = TcpLabels {
+            downstream: downstream.filter(|_| peer.inbound),
+            peer,
+            flags,
+        };
         self.tcp_closed.get_or_create(&labels).inc();
         self.tcp_sent.get_or_create(&labels).inc_by(sent);
         self.tcp_received.get_or_create(&labels).inc_by(received);
@@ -516,6 +646,7 @@ mod tests {
     fn sample(code: u16) -> RequestSample {
         RequestSample {
             peer: Arc::new(PeerLabels::new(&Node::default(), None)),
+            downstream: None,
             grpc: false,
             code,
             grpc_status: None,
@@ -540,6 +671,77 @@ mod tests {
             text.contains("meshwork_metrics_series_overflow_total 2"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_destination_reports_its_client_from_the_connection() {
+        let node = Node {
+            namespace: "default".into(),
+            workload_name: "reviews-v1".into(),
+            service_account: "bookinfo-reviews".into(),
+            trust_domain: "cluster.local".into(),
+            labels: [("app", "reviews"), ("version", "v1")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Node::default()
+        };
+        let mut cluster = crate::runtime::tests::cluster("inbound|9080||");
+        cluster.host = "reviews.default.svc.cluster.local".into();
+        let peer = Arc::new(PeerLabels::new(&node, Some(&cluster)));
+        assert!(peer.inbound());
+        let m = Metrics::default();
+        let client = |principal: Option<&str>| Downstream {
+            principal: principal.map(Arc::from),
+            mutual_tls: principal.is_some(),
+        };
+        for downstream in [
+            Some(client(Some(
+                "spiffe://cluster.local/ns/default/sa/productpage",
+            ))),
+            Some(client(None)),
+        ] {
+            m.request(RequestSample {
+                peer: peer.clone(),
+                downstream,
+                ..sample(200)
+            });
+        }
+        let text = m.encode();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("istio_requests_total{"))
+            .collect();
+        assert_eq!(lines.len(), 2, "a series per client: {text}");
+        let mtls = lines
+            .iter()
+            .find(|l| l.contains("mutual_tls"))
+            .expect("the mTLS client's series");
+        for label in [
+            "reporter=\"destination\"",
+            "source_principal=\"spiffe://cluster.local/ns/default/sa/productpage\"",
+            "source_workload=\"unknown\"",
+            "destination_workload=\"reviews-v1\"",
+            "destination_principal=\"spiffe://cluster.local/ns/default/sa/bookinfo-reviews\"",
+            "destination_app=\"reviews\"",
+            "destination_version=\"v1\"",
+            "destination_service=\"reviews.default.svc.cluster.local\"",
+            "destination_service_name=\"reviews\"",
+            "destination_service_namespace=\"default\"",
+        ] {
+            assert!(mtls.contains(label), "{label} in {mtls}");
+        }
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("source_principal=\"unknown\"")
+                    && l.contains("connection_security_policy=\"none\"")),
+            "{text}"
+        );
+        // The source reports its own principal only through a mesh certificate.
+        let outbound = PeerLabels::new(&node, None);
+        assert!(!outbound.inbound());
+        assert_eq!(outbound.values[SOURCE_PRINCIPAL], "unknown");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::access_log::Entry;
 use crate::flags::ResponseFlags;
-use crate::metrics::{Metrics, PeerLabels, RequestSample};
+use crate::metrics::{Downstream, Metrics, PeerLabels, RequestSample};
 
 /// What was recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +35,8 @@ pub struct Outcome {
     pub details: std::borrow::Cow<'static, str>,
     /// Who talked to whom, for the metrics; `None` when no destination was chosen.
     pub peer: Option<Arc<PeerLabels>>,
+    /// The client as its connection shows it (labels the destination reports).
+    pub downstream: Option<Downstream>,
     /// A gRPC request.
     pub grpc: bool,
     /// The gRPC status of the response, when its headers carry one.
@@ -61,6 +63,7 @@ impl Outcome {
             flags,
             details,
             peer: None,
+            downstream: None,
             grpc: false,
             grpc_status: None,
             duration_ms: 0.0,
@@ -123,6 +126,7 @@ impl Recorder {
             match (outcome.kind, outcome.peer.clone()) {
                 (Kind::Http, Some(peer)) => metrics.request(RequestSample {
                     peer,
+                    downstream: outcome.downstream,
                     grpc: outcome.grpc,
                     code: outcome.status,
                     grpc_status: outcome.grpc_status,
@@ -133,6 +137,7 @@ impl Recorder {
                 }),
                 (Kind::Tcp, Some(peer)) => metrics.tcp_closed(
                     peer,
+                    outcome.downstream,
                     outcome.flags,
                     outcome.response_bytes,
                     outcome.request_bytes,

@@ -108,6 +108,9 @@ pub struct Runtime {
     pub secrets: HashMap<String, (Arc<SecretHandle>, usize)>,
     /// The metrics labels of requests that reach no cluster (no route, direct responses).
     pub no_destination: Option<Arc<crate::metrics::PeerLabels>>,
+    /// The labels of requests a sidecar's ingress listener (by bound address) answers
+    /// before routing, as a denial: its inbound cluster's, reported by the destination.
+    pub inbound_peers: HashMap<SocketAddr, Arc<crate::metrics::PeerLabels>>,
 }
 
 impl Runtime {
@@ -277,11 +280,20 @@ pub fn apply(
             .map(move |e| (&c.clients, e.authority()))
     }));
 
+    let inbound_peers = listeners
+        .iter()
+        .filter(|(_, l)| !l.resource.outbound)
+        .filter_map(|(addr, l)| {
+            let name = inbound_cluster(&l.resource, &accepted)?;
+            Some((*addr, clusters.get(name)?.peer.clone()))
+        })
+        .collect();
     let runtime = Runtime {
         no_destination: Some(Arc::new(crate::metrics::PeerLabels::new(
             &config.node,
             None,
         ))),
+        inbound_peers,
         config: Arc::new(accepted),
         listeners,
         route_tables,
@@ -289,6 +301,29 @@ pub fn apply(
         secrets,
     };
     (runtime, rejected)
+}
+
+/// The first inbound cluster (`inbound|...`) a listener's servers send to.
+fn inbound_cluster<'a>(listener: &'a Listener, config: &'a ProxyConfig) -> Option<&'a str> {
+    listener.servers.iter().find_map(|server| {
+        let tcp = server
+            .tcp_routes
+            .iter()
+            .flat_map(|r| &r.destinations)
+            .map(|d| d.cluster.as_str());
+        let http = config
+            .route_tables
+            .get(&server.route_table)
+            .into_iter()
+            .flat_map(|t| &t.virtual_hosts)
+            .flat_map(|v| &v.routes)
+            .flat_map(|r| match &r.action {
+                meshwork_resources::route::RouteAction::Forward(d) => d.as_slice(),
+                _ => &[],
+            })
+            .map(|d| d.cluster.as_str());
+        tcp.chain(http).find(|c| c.starts_with("inbound|"))
+    })
 }
 
 /// The socket address a listener binds.
@@ -479,4 +514,4 @@ impl ListenerState {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

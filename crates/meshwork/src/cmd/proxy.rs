@@ -51,10 +51,11 @@ pub struct Args {
     /// Admin address: `/config_dump`.
     #[arg(long, default_value = "127.0.0.1:15000")]
     admin: SocketAddr,
-    /// Status address: `/healthz/ready`.
+    /// Status address: `/healthz/ready` and `/stats/prometheus`.
     #[arg(long, default_value = "127.0.0.1:15021")]
     status: SocketAddr,
-    /// Serve Istio's standard metrics at this address (Istio's port is 15020).
+    /// Also serve Istio's standard metrics on a port of their own (Istio's is 15020); the
+    /// admin and status ports serve them at `/stats/prometheus` in any case.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<SocketAddr>,
     /// `region/zone/subzone`, for locality load balancing.
@@ -115,20 +116,17 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
 }
 
 async fn serve(args: Args) -> Result<(), String> {
+    // A mesh proxy always keeps Istio's standard metrics, as Istio's do.
+    let metrics = Arc::new(meshwork_proxy::metrics::Metrics::default());
     let admin_state = Arc::new(AdminState::default());
+    let _ = admin_state.metrics.set(metrics.clone());
     for addr in [args.admin, args.status] {
         tokio::spawn(admin::serve(bind(addr).await?, admin_state.clone()));
     }
-    let metrics = match args.metrics {
-        Some(addr) => {
-            let listener = bind(addr).await?;
-            let metrics = Arc::new(meshwork_proxy::metrics::Metrics::default());
-            tokio::spawn(admin::serve_metrics(listener, metrics.clone()));
-            Some(metrics)
-        }
-        None => None,
-    };
-    let proxy = Arc::new(Proxy::with_metrics(args.settings.settings(), metrics));
+    if let Some(addr) = args.metrics {
+        tokio::spawn(admin::serve_metrics(bind(addr).await?, metrics.clone()));
+    }
+    let proxy = Arc::new(Proxy::with_metrics(args.settings.settings(), Some(metrics)));
     let mut labels = args.json_labels.unwrap_or_default();
     labels.extend(args.labels.unwrap_or_default());
     let name = args.name.unwrap_or_default();

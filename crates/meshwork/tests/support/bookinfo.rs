@@ -180,6 +180,23 @@ impl Bookinfo {
         out
     }
 
+    /// The `istio_requests_total` lines a proxy (`reviews-v1-sidecar`) serves on its status
+    /// port.
+    pub fn requests_total(&self, step: &str) -> Vec<String> {
+        let port = self
+            .steps
+            .iter()
+            .find(|s| s.name == step)
+            .and_then(|s| s.status_port)
+            .expect("a proxy step");
+        let out = curl(&["-s", &format!("http://127.0.0.1:{port}/stats/prometheus")]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with("istio_requests_total{"))
+            .map(str::to_string)
+            .collect()
+    }
+
     /// The proxy-status lines of proxies whose every type is SYNCED.
     pub fn synced(&self) -> usize {
         self.proxy_status()

@@ -57,7 +57,11 @@ pub async fn handle(
     let (mut parts, body) = req.into_parts();
     let request_id = ensure_request_id(&mut parts.headers);
     let mut ctx = RequestContext::new(conn, &parts);
-    ctx.peer = state.no_destination.clone();
+    ctx.peer = state
+        .inbound_peers
+        .get(&ctx.conn.bind)
+        .or(state.no_destination.as_ref())
+        .cloned();
     let grpc = parts
         .headers
         .get(header::CONTENT_TYPE)
@@ -99,6 +103,9 @@ pub async fn handle(
         .insert(header::SERVER, HeaderValue::from_static("meshwork"));
     let mut outcome = Outcome::new(Kind::Http, rparts.status.as_u16(), ctx.flags, ctx.details);
     outcome.peer = ctx.peer.take();
+    if outcome.peer.as_ref().is_some_and(|p| p.inbound()) {
+        outcome.downstream = Some(crate::metrics::Downstream::of(&ctx.conn));
+    }
     outcome.grpc = grpc;
     outcome.grpc_status = rparts
         .headers

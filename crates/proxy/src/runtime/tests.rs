@@ -24,7 +24,7 @@ fn endpoint(last: u8) -> Endpoint {
     }
 }
 
-fn cluster(name: &str) -> Cluster {
+pub(crate) fn cluster(name: &str) -> Cluster {
     Cluster {
         name: name.into(),
         host: "app.default.svc.cluster.local".into(),
