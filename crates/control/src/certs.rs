@@ -1,6 +1,8 @@
-//! The certificate service on the control plane's TLS port (istiod's 15012): a proxy
+//! The control plane's TLS port (istiod's 15012) and its certificate service: a proxy
 //! sends a CSR with its token and receives a short-lived workload certificate for the
-//! identity the token proves. Every refusal is logged with its reason.
+//! identity the token proves. Every refusal is logged with its reason. The port verifies
+//! the client certificates it is offered against the mesh roots; the discovery stream on
+//! it takes the proxy's identity from its certificate.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -130,18 +132,118 @@ impl rustls::server::ResolvesServerCert for ServingCert {
     }
 }
 
-/// Serves the certificate service with TLS on `listener` until the process ends.
-pub async fn serve(
+/// Verifies the client certificates the TLS port is offered against the mesh roots in
+/// force: a root rotation replaces them without restarting the port. A client without a
+/// certificate is let in (the certificate service takes tokens); what it may do is
+/// decided by the service it calls.
+#[derive(Debug)]
+pub struct MeshClientVerifier {
+    current: std::sync::RwLock<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+}
+
+impl MeshClientVerifier {
+    fn make(
+        roots_pem: &str,
+    ) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, String> {
+        use rustls_pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pki_types::CertificateDer::pem_slice_iter(roots_pem.as_bytes()) {
+            roots
+                .add(cert.map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?;
+        }
+        rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+        )
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| e.to_string())
+    }
+
+    /// A verifier of certificates under `roots_pem`.
+    pub fn new(roots_pem: &str) -> Result<MeshClientVerifier, String> {
+        Ok(MeshClientVerifier {
+            current: std::sync::RwLock::new(Self::make(roots_pem)?),
+        })
+    }
+
+    /// Verifies under new roots from now on.
+    pub fn renew(&self, roots_pem: &str) -> Result<(), String> {
+        let next = Self::make(roots_pem)?;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = next;
+        Ok(())
+    }
+
+    fn get(&self) -> Arc<dyn rustls::server::danger::ClientCertVerifier> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl rustls::server::danger::ClientCertVerifier for MeshClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &rustls_pki_types::CertificateDer<'_>,
+        intermediates: &[rustls_pki_types::CertificateDer<'_>],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        self.get()
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.get().verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.get().verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.get().supported_verify_schemes()
+    }
+}
+
+/// The TLS connections of the control plane's TLS port (istiod's 15012), handshaken with
+/// its certificate and, when the client offers one, its verified client certificate.
+pub fn tls_incoming(
     listener: tokio::net::TcpListener,
     serving: Arc<ServingCert>,
-    issuer: Issuer,
-) -> Result<(), tonic::transport::Error> {
+    clients: Arc<MeshClientVerifier>,
+) -> impl tokio_stream::Stream<
+    Item = Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>,
+> {
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::aws_lc_rs::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .expect("the default TLS versions")
-    .with_no_client_auth()
+    .with_client_cert_verifier(clients)
     .with_cert_resolver(serving);
     config.alpn_protocols = vec![b"h2".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
@@ -163,10 +265,12 @@ pub async fn serve(
             });
         }
     });
-    tonic::transport::Server::builder()
-        .add_service(CertificateServiceServer::new(issuer))
-        .serve_with_incoming(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// The certificate service, to serve on the TLS port.
+pub fn service(issuer: Issuer) -> CertificateServiceServer<Issuer> {
+    CertificateServiceServer::new(issuer)
 }
 
 #[cfg(test)]

@@ -101,26 +101,45 @@ impl Control {
         (p, admin)
     }
 
-    /// The same, and its status port.
+    /// The same, and its status port. It speaks to the control plane over its plaintext
+    /// port, where the control plane tells it who it is (its workload's service account).
     fn proxy_with_status(&self, label: &str, token: &str, extra: &[&str]) -> (Proc, u16, u16) {
+        let mut all = vec![
+            "--control-plane",
+            &self.listen,
+            "--control-plane-auth-policy",
+            "NONE",
+            "--ca-address",
+            &self.secure,
+        ];
+        all.extend_from_slice(extra);
+        self.any_proxy(label, token, &all)
+    }
+
+    /// A proxy that speaks to the control plane over mTLS on its TLS port (the default),
+    /// with its status port.
+    fn secure_proxy(&self, label: &str, token: &str, extra: &[&str]) -> (Proc, u16, u16) {
+        let mut all = vec!["--control-plane", &self.secure];
+        all.extend_from_slice(extra);
+        self.any_proxy(label, token, &all)
+    }
+
+    fn any_proxy(&self, label: &str, token: &str, extra: &[&str]) -> (Proc, u16, u16) {
         let admin = free_port();
         let status = free_port();
         let root = self.state("root-cert.pem");
         let mut args = vec![
             "proxy",
-            "--control-plane",
-            &self.listen,
-            "--ca-address",
-            &self.secure,
             "--ca-root",
             &root,
             "--token-file",
             token,
-            "--ip",
-            "127.0.10.3",
             "--name",
             label,
         ];
+        if !extra.contains(&"--ip") {
+            args.extend(["--ip", "127.0.10.3"]);
+        }
         let admin_arg = format!("127.0.0.1:{admin}");
         let status_arg = format!("127.0.0.1:{status}");
         args.extend(["--admin", &admin_arg, "--status", &status_arg]);
@@ -350,6 +369,8 @@ fn a_proxy_asks_again_when_the_control_plane_gives_it_another_identity() {
             "proxy",
             "--control-plane",
             &control.listen,
+            "--control-plane-auth-policy",
+            "NONE",
             "--ca-address",
             &control.secure,
             "--ca-root",
@@ -390,4 +411,197 @@ spec: {address: 127.0.10.30, labels: {app: late}, serviceAccount: bookinfo-late}
                 .contains("spiffe://cluster.local/ns/default/sa/bookinfo-late")
         },
     );
+}
+
+/// The gateway of these tests: a workload in istio-system, a Gateway with one HTTPS
+/// server on `port` whose key is the Secret `gw-cert`.
+fn https_gateway(control: &Control, port: u16) {
+    let ca = TestCa::new("gateway test CA");
+    let (cert, key) = ca.leaf(&["gw.example.com"], "gw.example.com");
+    let yaml = format!(
+        "apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: ingressgateway, namespace: istio-system}}
+spec:
+  address: 127.0.10.100
+  labels: {{istio: ingressgateway}}
+  serviceAccount: istio-ingressgateway-service-account
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: {port}, name: https, protocol: HTTPS}}
+    hosts: [\"*\"]
+    tls: {{mode: SIMPLE, credentialName: gw-cert}}
+---
+{}",
+        tls_secret("istio-system", "gw-cert", &cert, &key, None)
+    );
+    std::fs::write(control.dir.path().join("config/gateway.yaml"), yaml).unwrap();
+}
+
+#[test]
+fn over_mtls_the_control_plane_takes_the_identity_from_the_certificate() {
+    let control = Control::start(&[]);
+    // The identity the token names is the one the certificate carries and the control
+    // plane serves: the proxy becomes ready and is listed.
+    let good = control.token("good", "default", "bookinfo-reviews", "1h");
+    let (proxy, admin, health) = control.secure_proxy("reviews-v1", &good, &[]);
+    eventually(Duration::from_secs(10), "the mTLS proxy is ready", || {
+        status(&[&format!("http://127.0.0.1:{health}/healthz/ready")]) == 200
+    });
+    assert!(
+        control
+            .secrets(admin)
+            .contains("spiffe://cluster.local/ns/default/sa/bookinfo-reviews")
+    );
+    let listed = run(&["proxy-status", "--control-plane", &control.listen], None);
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains("reviews-v1.default"),
+        "{}",
+        proxy.stderr()
+    );
+    // A token for another service account than the workload runs as: the certificate
+    // proves that other identity, and the control plane refuses to serve the workload's
+    // config to it.
+    let admin_token = control.token("admin", "default", "admin", "1h");
+    let (wrong, _, wrong_health) = control.secure_proxy("wrong", &admin_token, &[]);
+    eventually(
+        Duration::from_secs(10),
+        "the control plane refuses it",
+        || {
+            control.proc.stderr().contains(
+            "has a certificate for service account admin, its workload workloadentry/default/reviews-v1 runs as bookinfo-reviews",
+        )
+        },
+    );
+    eventually(Duration::from_secs(5), "the proxy is told why", || {
+        wrong.stderr().contains("discovery refused")
+    });
+    assert_eq!(
+        status(&[&format!("http://127.0.0.1:{wrong_health}/healthz/ready")]),
+        503
+    );
+    // A proxy that says it is in another namespace than its certificate.
+    let (other, _, _) = control.secure_proxy("other", &good, &["--namespace", "istio-system"]);
+    eventually(Duration::from_secs(10), "the namespace is refused", || {
+        other
+            .stderr()
+            .contains("says it is in namespace istio-system, its certificate is for default")
+    });
+    // No token: no certificate, so nothing to connect with.
+    let missing = control.dir.path().join("none.token").display().to_string();
+    let (none, _, none_health) = control.secure_proxy("none", &missing, &[]);
+    eventually(Duration::from_secs(10), "the proxy says why", || {
+        none.stderr().contains("cannot prove its identity")
+    });
+    assert_eq!(
+        status(&[&format!("http://127.0.0.1:{none_health}/healthz/ready")]),
+        503
+    );
+    let log = control.proc.stderr();
+    assert!(!log.contains("proxy connected proxy=none"), "{log}");
+}
+
+#[test]
+fn the_tls_port_refuses_a_discovery_stream_without_a_client_certificate() {
+    let control = Control::start(&[]);
+    // A gRPC call without a request (so that the answer races no request body), over
+    // TLS that verifies the control plane but presents no certificate.
+    let url = format!(
+        "https://{}/meshwork.discovery.v1.AggregatedDiscoveryService/StreamAggregatedResources",
+        control.secure
+    );
+    let out = curl(&[
+        "-s",
+        "-i",
+        "--http2-prior-knowledge",
+        "--cacert",
+        &control.state("root-cert.pem"),
+        "-H",
+        "content-type: application/grpc",
+        "-H",
+        "te: trailers",
+        "-X",
+        "POST",
+        &url,
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).replace("%20", " ");
+    assert!(
+        text.contains("grpc-status: 16"),
+        "unauthenticated: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("needs the proxy's workload certificate"),
+        "{text}"
+    );
+    assert!(
+        control
+            .proc
+            .stderr()
+            .contains("discovery refused: no client certificate")
+    );
+}
+
+#[test]
+fn private_keys_go_only_to_proxies_that_prove_their_identity_over_mtls() {
+    let control = Control::start(&[]);
+    let port = free_port();
+    https_gateway(&control, port);
+    let token = control.token(
+        "gateway",
+        "istio-system",
+        "istio-ingressgateway-service-account",
+        "1h",
+    );
+    let gateway = [
+        "--role",
+        "gateway",
+        "--namespace",
+        "istio-system",
+        "--ip",
+        "127.0.10.100",
+    ];
+    // Over the plaintext port the gateway gets the Gateway but not its key.
+    let (plain, plain_admin, _) = control.proxy_with_status("plain", &token, &gateway);
+    eventually(
+        Duration::from_secs(10),
+        "the control plane withholds it",
+        || {
+            control
+            .proc
+            .stderr()
+            .contains("secrets kubernetes://istio-system/gw-cert are sent only over the control plane's TLS port")
+        },
+    );
+    eventually(
+        Duration::from_secs(10),
+        "the plaintext gateway has the roots",
+        || control.secrets(plain_admin).contains("ROOTCA"),
+    );
+    assert!(
+        !control.secrets(plain_admin).contains("gw-cert"),
+        "{}",
+        control.secrets(plain_admin)
+    );
+    drop(plain);
+    // Over mTLS it gets the key, and serves HTTPS with it.
+    let (secure, secure_admin, _) = control.secure_proxy("secure", &token, &gateway);
+    eventually(
+        Duration::from_secs(10),
+        "the mTLS gateway has the key",
+        || control.secrets(secure_admin).contains("gw-cert"),
+    );
+    let url = format!("https://gw.example.com:{port}/");
+    let resolve = format!("gw.example.com:{port}:127.0.10.100");
+    eventually(
+        Duration::from_secs(10),
+        "HTTPS with the gateway's key",
+        || status(&["-k", "--resolve", &resolve, &url]) == 404,
+    );
+    drop(secure);
 }

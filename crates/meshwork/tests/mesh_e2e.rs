@@ -314,6 +314,7 @@ fn proxy_status_and_proxy_config_show_what_each_proxy_runs() {
         ],
         &[
             ("PILOT_ADDRESS", &cp),
+            ("CONTROL_PLANE_AUTH_POLICY", "NONE"),
             ("INSTANCE_IP", "127.0.10.77"),
             ("POD_NAME", "stray"),
             ("POD_NAMESPACE", "default"),

@@ -31,6 +31,11 @@ pub struct ClientOptions {
     pub hello: Hello,
     /// Where its workload certificate comes from; none for a proxy without mTLS.
     pub identity: Option<crate::identity::IdentityOptions>,
+    /// Speak to the control plane over mTLS (its TLS port, istiod's 15012), proving the
+    /// identity with the workload certificate (Istio's `controlPlaneAuthPolicy:
+    /// MUTUAL_TLS`): the identity is the token's, and the stream waits for the
+    /// certificate. Otherwise plaintext (15010), where the control plane sends no keys.
+    pub mutual_tls: bool,
 }
 
 /// The secrets the proxy makes itself (its workload certificate and the mesh roots),
@@ -91,7 +96,28 @@ impl Local {
             && proxy.unbound().await.is_empty()
     }
 
-    /// Applies `config` with the local secrets.
+    /// The TLS settings that prove the proxy's identity to the control plane: its workload
+    /// certificate, and the roots it came with; none before it has one.
+    fn control_plane_tls(&self, server_name: &str) -> Option<tonic::transport::ClientTlsConfig> {
+        let secrets = self.secrets.lock().unwrap_or_else(|e| e.into_inner());
+        let inline = |p: &Option<meshwork_resources::secret::Pem>| match p {
+            Some(meshwork_resources::secret::Pem::Inline(text)) => Some(text.clone()),
+            _ => None,
+        };
+        let cert = secrets.get(crate::identity::WORKLOAD_SECRET)?;
+        let roots = inline(&secrets.get(crate::identity::ROOT_SECRET)?.trusted_ca)?;
+        let identity = tonic::transport::Identity::from_pem(
+            inline(&cert.certificate_chain)?,
+            inline(&cert.private_key)?,
+        );
+        Some(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(roots))
+                .identity(identity)
+                .domain_name(server_name.to_string()),
+        )
+    }
+
     /// Applies what the control plane sent, with the local secrets; it is also what a new
     /// certificate applies again.
     async fn apply(&self, proxy: &Proxy, config: ProxyConfig) -> crate::ApplyReport {
@@ -276,6 +302,18 @@ impl Received {
 pub async fn run(proxy: Arc<Proxy>, admin: Arc<AdminState>, opts: ClientOptions) {
     let mut received = Received::default();
     let (who, told) = tokio::sync::watch::channel(None::<String>);
+    if let (true, Some(identity)) = (opts.mutual_tls, &opts.identity) {
+        // The control plane is told who the proxy is by its certificate, so the first
+        // one is for the identity its token names.
+        match crate::identity::token_spiffe(identity) {
+            Ok(id) => {
+                who.send_replace(Some(id));
+            }
+            Err(e) => warn!(
+                "{e}: the proxy cannot prove its identity to the control plane, which it reaches over mTLS"
+            ),
+        }
+    }
     if let Some(identity) = opts.identity.clone() {
         received
             .local
@@ -382,6 +420,8 @@ enum StreamError {
     Stream(#[from] tonic::Status),
     #[error("the discovery stream closed")]
     Closed,
+    #[error("mTLS to the control plane needs the proxy's identity (a token)")]
+    NoIdentity,
 }
 
 async fn stream(
@@ -390,10 +430,25 @@ async fn stream(
     opts: &ClientOptions,
     received: &mut Received,
 ) -> Result<(), StreamError> {
-    let endpoint =
-        tonic::transport::Endpoint::from_shared(format!("http://{}", opts.control_plane))?
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true);
+    let endpoint = match (opts.mutual_tls, &opts.identity) {
+        (true, Some(identity)) => {
+            // Until the first certificate arrives there is nothing to prove who it is with.
+            let tls = loop {
+                if let Some(tls) = received.local.control_plane_tls(&identity.ca_name) {
+                    break tls;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
+            tonic::transport::Endpoint::from_shared(format!("https://{}", opts.control_plane))?
+                .tls_config(tls)?
+        }
+        (true, None) => return Err(StreamError::NoIdentity),
+        (false, _) => {
+            tonic::transport::Endpoint::from_shared(format!("http://{}", opts.control_plane))?
+        }
+    }
+    .connect_timeout(Duration::from_secs(2))
+    .tcp_nodelay(true);
     // A proxy of a large mesh receives route tables of many megabytes.
     let mut client = AggregatedDiscoveryServiceClient::new(endpoint.connect().await?)
         .max_decoding_message_size(MAX_MESSAGE);

@@ -29,6 +29,9 @@ pub struct IdentityOptions {
     pub token_file: PathBuf,
     /// The lifetime to ask for; none for the control plane's default.
     pub ttl: Option<Duration>,
+    /// The mesh's trust domain (`cluster.local`), for the identity a token names before
+    /// the control plane has said anything.
+    pub trust_domain: String,
 }
 
 /// A workload certificate, its key and the roots.
@@ -100,6 +103,41 @@ pub enum IdentityError {
 /// `spiffe://TRUST_DOMAIN/ns/NS/sa/SA`.
 pub fn spiffe_id(trust_domain: &str, namespace: &str, service_account: &str) -> String {
     format!("spiffe://{trust_domain}/ns/{namespace}/sa/{service_account}")
+}
+
+/// The namespace and service account a token names, read without verifying it (the
+/// control plane verifies it): a meshwork token is `mw1.PAYLOAD.MAC`, PAYLOAD base64url
+/// JSON with `ns` and `sa`.
+pub fn token_identity(token: &str) -> Option<(String, String)> {
+    use base64::Engine;
+    let mut parts = token.trim().split('.');
+    let (Some("mw1"), Some(payload)) = (parts.next(), parts.next()) else {
+        return None;
+    };
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&json).ok()?;
+    let field = |k: &str| {
+        v.get(k)
+            .and_then(|x| x.as_str())
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
+    Some((field("ns")?, field("sa")?))
+}
+
+/// The SPIFFE id the proxy's token names, in `opts`'s trust domain.
+pub fn token_spiffe(opts: &IdentityOptions) -> Result<String, IdentityError> {
+    let token = std::fs::read_to_string(&opts.token_file)
+        .map_err(|e| IdentityError::Token(opts.token_file.clone(), e))?;
+    let (ns, sa) = token_identity(&token).ok_or_else(|| {
+        IdentityError::Invalid(format!(
+            "{} is not a meshwork token (mw1.PAYLOAD.MAC)",
+            opts.token_file.display()
+        ))
+    })?;
+    Ok(spiffe_id(&opts.trust_domain, &ns, &sa))
 }
 
 /// A new key and a CSR for `spiffe`, as PEM.
@@ -200,6 +238,30 @@ mod tests {
             .flatten()
             .collect();
         assert_eq!(sans, [format!("URI({id})")]);
+    }
+
+    #[test]
+    fn a_token_names_its_identity_and_anything_else_names_none() {
+        use base64::Engine;
+        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        let token = format!(
+            "mw1.{}.c2ln",
+            b64(r#"{"ns":"default","sa":"reviews","exp":1}"#)
+        );
+        assert_eq!(
+            token_identity(&format!("{token}\n")),
+            Some(("default".into(), "reviews".into()))
+        );
+        for bad in [
+            String::new(),
+            "mw1".into(),
+            format!("mw2.{}.c2ln", b64(r#"{"ns":"a","sa":"b"}"#)),
+            format!("mw1.{}.c2ln", b64(r#"{"ns":"a"}"#)),
+            format!("mw1.{}.c2ln", b64(r#"{"ns":"","sa":"b"}"#)),
+            "mw1.!!!.c2ln".into(),
+        ] {
+            assert_eq!(token_identity(&bad), None, "{bad}");
+        }
     }
 
     #[test]

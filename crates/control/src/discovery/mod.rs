@@ -24,7 +24,7 @@ use meshwork_xds::proto::{
 use meshwork_xds::{DiscoveryRequest, DiscoveryResponse};
 use tokio::sync::watch;
 use tokio_stream::Stream;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::source::{DirSource, OpenError};
 use crate::watch::{Debounce, DirWatcher};
@@ -99,7 +99,45 @@ pub struct Shared {
     pub id: String,
 }
 
-struct Discovery(Arc<Shared>);
+/// The discovery service on one port: the plaintext one (15010) or the TLS one (15012),
+/// where a proxy proves who it is with its workload certificate.
+struct Discovery {
+    shared: Arc<Shared>,
+    secure: bool,
+}
+
+/// The identity a client certificate proves: its SPIFFE id's namespace and service
+/// account, in `trust_domain`.
+pub fn certificate_identity(der: &[u8], trust_domain: &str) -> Result<crate::ca::Identity, String> {
+    use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+    let (_, cert) = X509Certificate::from_der(der)
+        .map_err(|e| format!("the certificate cannot be read: {e}"))?;
+    let uri = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .and_then(|san| {
+            san.value.general_names.iter().find_map(|n| match n {
+                GeneralName::URI(u) if u.starts_with("spiffe://") => Some(u.to_string()),
+                _ => None,
+            })
+        })
+        .ok_or("the certificate carries no SPIFFE id")?;
+    let rest = uri.strip_prefix("spiffe://").unwrap_or_default();
+    let parts: Vec<&str> = rest.split('/').collect();
+    match parts.as_slice() {
+        [td, "ns", ns, "sa", sa] if *td == trust_domain && !ns.is_empty() && !sa.is_empty() => {
+            Ok(crate::ca::Identity {
+                namespace: ns.to_string(),
+                service_account: sa.to_string(),
+            })
+        }
+        [td, "ns", ns, "sa", sa] if *td != trust_domain && !ns.is_empty() && !sa.is_empty() => {
+            Err(format!("{uri} is of trust domain {td}, not {trust_domain}"))
+        }
+        _ => Err(format!("{uri} is not spiffe://TRUST_DOMAIN/ns/NS/sa/SA")),
+    }
+}
 
 type ResponseStream =
     Pin<Box<dyn Stream<Item = Result<DiscoveryResponse, tonic::Status>> + Send + 'static>>;
@@ -113,18 +151,65 @@ impl AggregatedDiscoveryService for Discovery {
         request: tonic::Request<tonic::Streaming<DiscoveryRequest>>,
     ) -> Result<tonic::Response<ResponseStream>, tonic::Status> {
         let peer = request.remote_addr();
+        // On the TLS port the proxy is who its certificate says, and only that.
+        let authenticated = if self.secure {
+            let trust_domain = self
+                .shared
+                .snapshots
+                .borrow()
+                .snapshot
+                .mesh
+                .trust_domain
+                .clone();
+            let leaf = request
+                .peer_certs()
+                .and_then(|chain| chain.first().cloned())
+                .ok_or_else(|| {
+                    warn!(?peer, "discovery refused: no client certificate");
+                    tonic::Status::unauthenticated(
+                        "the discovery stream on the TLS port needs the proxy's workload certificate",
+                    )
+                })?;
+            let identity = certificate_identity(&leaf, &trust_domain).map_err(|e| {
+                warn!(?peer, "discovery refused: {e}");
+                tonic::Status::unauthenticated(format!("discovery refused: {e}"))
+            })?;
+            Some(identity)
+        } else {
+            None
+        };
         let mut inbound = request.into_inner();
         let first = inbound
             .message()
             .await?
             .ok_or_else(|| tonic::Status::invalid_argument("the stream ended before a request"))?;
-        let Some(node) = first.node.clone() else {
+        let Some(mut node) = first.node.clone() else {
             return Err(tonic::Status::invalid_argument(
                 "the first discovery request carries no node",
             ));
         };
+        if let Some(identity) = &authenticated {
+            if node.namespace.is_empty() {
+                node.namespace = identity.namespace.clone();
+            }
+            if node.namespace != identity.namespace {
+                let reason = format!(
+                    "discovery refused: proxy {:?} says it is in namespace {}, its certificate is for {}",
+                    node.name, node.namespace, identity.namespace
+                );
+                warn!(?peer, "{reason}");
+                return Err(tonic::Status::permission_denied(reason));
+            }
+        }
         let (tx, rx) = tokio::sync::mpsc::channel(16);
-        tokio::spawn(stream::serve(node, peer, inbound, tx, self.0.clone()));
+        tokio::spawn(stream::serve(
+            node,
+            peer,
+            authenticated,
+            inbound,
+            tx,
+            self.shared.clone(),
+        ));
         Ok(tonic::Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
@@ -236,6 +321,14 @@ pub async fn run(opts: ControlOptions) -> Result<(), ControlError> {
         crate::token::TokenKey::open(&opts.state_dir)
             .map_err(|e| ControlError::TokenKey(opts.state_dir.clone(), e))?,
     );
+    let clients = Arc::new(
+        crate::certs::MeshClientVerifier::new(&roots.borrow()).map_err(|reason| {
+            crate::ca::CaError::Invalid {
+                what: "the mesh roots".into(),
+                reason,
+            }
+        })?,
+    );
     let listener = crate::bind(opts.listen).await?;
     let secure = crate::bind(opts.secure_listen).await?;
     let issuer = crate::certs::Issuer {
@@ -243,14 +336,6 @@ pub async fn run(opts: ControlOptions) -> Result<(), ControlError> {
         tokens,
         default_ttl: opts.workload_cert_ttl,
     };
-    {
-        let serving = serving.clone();
-        tokio::spawn(async move {
-            if let Err(e) = crate::certs::serve(secure, serving, issuer).await {
-                error!("the certificate service failed: {e}");
-            }
-        });
-    }
     // A root rotation: when the CA's files change, the new CA signs from then on, its
     // roots are pushed to every proxy, and the TLS port gets a new certificate.
     let ca_dir = opts
@@ -269,6 +354,7 @@ pub async fn run(opts: ControlOptions) -> Result<(), ControlError> {
     let (ca_watcher, mut ca_changes) = DirWatcher::start_with(&ca_files, Debounce::ISTIOD)?;
     {
         let (state_dir, cacerts) = (opts.state_dir.clone(), opts.cacerts.clone());
+        let (serving, verifier) = (serving.clone(), clients.clone());
         tokio::spawn(async move {
             let _watcher = ca_watcher;
             while ca_changes.recv().await.is_some() {
@@ -278,6 +364,9 @@ pub async fn run(opts: ControlOptions) -> Result<(), ControlError> {
                             error!("the control plane's certificate: {e}");
                         }
                         let roots = next.roots().to_string();
+                        if let Err(e) = verifier.renew(&roots) {
+                            error!("the mesh roots that verify proxies: {e}");
+                        }
                         *ca.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
                         if **roots_tx.borrow() != roots {
                             info!("the mesh roots changed; pushing them to every proxy");
@@ -317,15 +406,86 @@ pub async fn run(opts: ControlOptions) -> Result<(), ControlError> {
             }
         }
     });
-    tonic::transport::Server::builder()
-        // A proxy that is gone without a word leaves proxy-status, and its stream ends.
-        .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)))
-        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
-        .add_service(AggregatedDiscoveryServiceServer::new(Discovery(
-            shared.clone(),
-        )))
+    // The TLS port: the certificate service and the authenticated discovery stream.
+    {
+        let incoming = crate::certs::tls_incoming(secure, serving, clients);
+        let secure_discovery = Discovery {
+            shared: shared.clone(),
+            secure: true,
+        };
+        tokio::spawn(async move {
+            let served = server()
+                .add_service(crate::certs::service(issuer))
+                .add_service(AggregatedDiscoveryServiceServer::new(secure_discovery))
+                .serve_with_incoming(incoming)
+                .await;
+            if let Err(e) = served {
+                error!("the control plane's TLS port failed: {e}");
+            }
+        });
+    }
+    server()
+        .add_service(AggregatedDiscoveryServiceServer::new(Discovery {
+            shared: shared.clone(),
+            secure: false,
+        }))
         .add_service(MeshDebugServer::new(Debug(shared)))
         .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
         .await?;
     Ok(())
+}
+
+/// A gRPC server whose streams end when their proxy is gone without a word (and so leave
+/// proxy-status).
+fn server() -> tonic::transport::Server {
+    tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(20)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::certificate_identity;
+
+    fn cert(uri: Option<&str>) -> Vec<u8> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["plain".to_string()]).unwrap();
+        if let Some(uri) = uri {
+            params
+                .subject_alt_names
+                .push(rcgen::SanType::URI(uri.try_into().unwrap()));
+        }
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn a_certificate_proves_the_namespace_and_service_account_of_its_spiffe_id() {
+        let id = certificate_identity(
+            &cert(Some("spiffe://cluster.local/ns/default/sa/reviews")),
+            "cluster.local",
+        )
+        .unwrap();
+        assert_eq!(
+            (id.namespace.as_str(), id.service_account.as_str()),
+            ("default", "reviews")
+        );
+        for (uri, why) in [
+            (None, "carries no SPIFFE id"),
+            (
+                Some("spiffe://other.domain/ns/default/sa/reviews"),
+                "of trust domain other.domain, not cluster.local",
+            ),
+            (
+                Some("spiffe://cluster.local/ns/default"),
+                "is not spiffe://TRUST_DOMAIN/ns/NS/sa/SA",
+            ),
+            (
+                Some("spiffe://cluster.local/ns//sa/reviews"),
+                "is not spiffe://TRUST_DOMAIN/ns/NS/sa/SA",
+            ),
+        ] {
+            let err = certificate_identity(&cert(uri), "cluster.local").unwrap_err();
+            assert!(err.contains(why), "{uri:?}: {err}");
+        }
+    }
 }

@@ -63,9 +63,14 @@ pub fn node_of(hello: &Hello, snapshot: &MeshSnapshot) -> (Node, Option<String>)
 const CHUNK: usize = 64 * 1024;
 
 /// Serves one proxy until its stream ends.
+///
+/// `authenticated` is the identity the proxy's certificate proves, on the TLS port: the
+/// stream ends when its workload runs as another service account. Without it (the
+/// plaintext port) no secret with a private key is sent, only the mesh roots.
 pub async fn serve(
     hello: Hello,
     peer: Option<SocketAddr>,
+    authenticated: Option<crate::ca::Identity>,
     mut inbound: tonic::Streaming<DiscoveryRequest>,
     out: mpsc::Sender<Result<DiscoveryResponse, tonic::Status>>,
     shared: Arc<Shared>,
@@ -73,7 +78,11 @@ pub async fn serve(
     let mut snapshots = shared.snapshots.clone();
     let mut roots = shared.roots.clone();
     let first = snapshots.borrow_and_update().clone();
-    let (node, workload) = node_of(&hello, &first.snapshot);
+    let Some((node, workload)) =
+        authenticated_node(&hello, &first.snapshot, &authenticated, &out).await
+    else {
+        return;
+    };
     let key = shared.proxies.register(Entry {
         id: node.id.clone(),
         namespace: node.namespace.clone(),
@@ -98,9 +107,14 @@ pub async fn serve(
     let mut sent: BTreeMap<TypeUrl, u64> = BTreeMap::new();
     let mut nonce: u64 = 0;
     let mut warned: Vec<String> = Vec::new();
+    let mut warned_keys = false;
     'push: loop {
         let published = snapshots.borrow_and_update().clone();
-        let (node, workload) = node_of(&hello, &published.snapshot);
+        let Some((node, workload)) =
+            authenticated_node(&hello, &published.snapshot, &authenticated, &out).await
+        else {
+            break 'push;
+        };
         shared.proxies.update(key, |e| {
             e.workload = workload;
             e.id = node.id.clone();
@@ -138,6 +152,17 @@ pub async fn serve(
                     clashes.join(", ")
                 );
                 super::classes::keep_last_of_each_name(&mut resources);
+            }
+            if authenticated.is_none() && t == TypeUrl::Secret {
+                let withheld = withhold_keys(&mut resources);
+                if !withheld.is_empty() && !warned_keys {
+                    warn!(
+                        proxy = %node.id,
+                        "secrets {} are sent only over the control plane's TLS port, to a proxy that proves its identity there",
+                        withheld.join(", ")
+                    );
+                    warned_keys = true;
+                }
             }
             if sent.get(&t) == Some(&digest) {
                 continue;
@@ -193,6 +218,66 @@ pub async fn serve(
     }
     shared.proxies.remove(key);
     info!(proxy = %hello.id, "proxy disconnected");
+}
+
+/// The node of `hello`, authenticated; a refusal is logged and ends the stream with its
+/// reason.
+async fn authenticated_node(
+    hello: &Hello,
+    snapshot: &MeshSnapshot,
+    identity: &Option<crate::ca::Identity>,
+    out: &mpsc::Sender<Result<DiscoveryResponse, tonic::Status>>,
+) -> Option<(Node, Option<String>)> {
+    let (node, workload) = node_of(hello, snapshot);
+    match authenticate(node, identity.as_ref()) {
+        Ok(node) => Some((node, workload)),
+        Err(reason) => {
+            warn!("{reason}; the stream ends");
+            let _ = out
+                .send(Err(tonic::Status::permission_denied(reason)))
+                .await;
+            None
+        }
+    }
+}
+
+/// The node with the identity the proxy's certificate proves: its workload must run as
+/// that service account; a proxy with no workload is given it.
+fn authenticate(mut node: Node, identity: Option<&crate::ca::Identity>) -> Result<Node, String> {
+    let Some(identity) = identity else {
+        return Ok(node);
+    };
+    if node.workload.is_none() {
+        node.service_account = identity.service_account.clone();
+        return Ok(node);
+    }
+    let runs_as = if node.service_account.is_empty() {
+        "default"
+    } else {
+        node.service_account.as_str()
+    };
+    if runs_as != identity.service_account {
+        return Err(format!(
+            "discovery refused: proxy {} has a certificate for service account {}, its workload {} runs as {runs_as}",
+            node.id,
+            identity.service_account,
+            node.workload.as_deref().unwrap_or("")
+        ));
+    }
+    Ok(node)
+}
+
+/// Leaves only the mesh roots among secrets; returns the names of the others.
+fn withhold_keys(resources: &mut Vec<meshwork_xds::Resource>) -> Vec<String> {
+    let mut withheld = Vec::new();
+    resources.retain(|r| {
+        let keep = r.name == MESH_ROOTS;
+        if !keep {
+            withheld.push(r.name.clone());
+        }
+        keep
+    });
+    withheld
 }
 
 /// Records an ACK or NACK. A request without a nonce subscribes to a type, which the

@@ -307,6 +307,8 @@ pub struct Step {
 /// The processes that run the demo, in start order.
 pub fn steps(l: &Layout, config: &Path) -> Vec<Step> {
     let control = format!("127.0.0.1:{}", l.control_port);
+    // Proxies speak to the control plane over mTLS on its TLS port.
+    let secure = format!("127.0.0.1:{}", l.secure_port);
     let state = config.join(".meshwork");
     let token_file = |name: &str| state.join(format!("{name}.token")).display().to_string();
     let token = |name: &str, ns: &str, sa: &str| Step {
@@ -333,7 +335,7 @@ pub fn steps(l: &Layout, config: &Path) -> Vec<Step> {
             "--listen".into(),
             control.clone(),
             "--secure-listen".into(),
-            format!("127.0.0.1:{}", l.secure_port),
+            secure.clone(),
             "--state-dir".into(),
             state.display().to_string(),
         ],
@@ -347,7 +349,7 @@ pub fn steps(l: &Layout, config: &Path) -> Vec<Step> {
             "--role".into(),
             role.into(),
             "--control-plane".into(),
-            control.clone(),
+            secure.clone(),
             "--ip".into(),
             ip,
             "--namespace".into(),
@@ -356,8 +358,8 @@ pub fn steps(l: &Layout, config: &Path) -> Vec<Step> {
             format!("127.0.0.1:{}", l.admin_base + i as u16),
             "--status".into(),
             format!("127.0.0.1:{}", l.status_base + i as u16),
-            "--ca-address".into(),
-            format!("127.0.0.1:{}", l.secure_port),
+            "--control-plane-auth-policy".into(),
+            "MUTUAL_TLS".into(),
             "--ca-root".into(),
             state.join("root-cert.pem").display().to_string(),
             "--token-file".into(),

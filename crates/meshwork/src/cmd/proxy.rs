@@ -24,15 +24,36 @@ pub enum Role {
     Sidecar,
 }
 
+/// How a proxy authenticates to the control plane (Istio's `controlPlaneAuthPolicy`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthPolicy {
+    /// mTLS with the workload certificate.
+    #[value(name = "MUTUAL_TLS")]
+    MutualTls,
+    /// Plaintext.
+    #[value(name = "NONE")]
+    None,
+}
+
 /// Arguments of `meshwork proxy`.
 #[derive(clap::Args)]
 pub struct Args {
     /// Gateway or sidecar.
     #[arg(long, value_enum, default_value = "sidecar")]
     role: Role,
-    /// The control plane (`meshwork control --listen`).
-    #[arg(long, env = "PILOT_ADDRESS", default_value = "127.0.0.1:15010")]
+    /// The control plane: its TLS port (`meshwork control --secure-listen`, istiod's
+    /// 15012), or its plaintext one (`--listen`, 15010).
+    #[arg(long, env = "PILOT_ADDRESS", default_value = "127.0.0.1:15012")]
     control_plane: String,
+    /// How the proxy proves itself to the control plane, as Istio's
+    /// `controlPlaneAuthPolicy`: MUTUAL_TLS with its workload certificate, or NONE
+    /// (plaintext, where the control plane sends no private keys). NONE when the
+    /// control plane's port is 15010, else MUTUAL_TLS.
+    #[arg(long, env = "CONTROL_PLANE_AUTH_POLICY", value_enum)]
+    control_plane_auth_policy: Option<AuthPolicy>,
+    /// The mesh's trust domain, for the identity the token names.
+    #[arg(long, env = "TRUST_DOMAIN", default_value = "cluster.local")]
+    trust_domain: String,
     /// The workload's address: the control plane finds the Pod or WorkloadEntry by it.
     #[arg(long, env = "INSTANCE_IP")]
     ip: String,
@@ -61,8 +82,8 @@ pub struct Args {
     /// `region/zone/subzone`, for locality load balancing.
     #[arg(long, env = "ISTIO_META_LOCALITY")]
     locality: Option<String>,
-    /// The certificate service (the control plane's TLS port); by default the
-    /// control plane's host, port 15012.
+    /// The certificate service (the control plane's TLS port); by default the control
+    /// plane's address under MUTUAL_TLS, else its host, port 15012.
     #[arg(long, env = "CA_ADDR")]
     ca_address: Option<String>,
     /// The mesh root that verifies the certificate service (`meshwork control` writes it
@@ -149,19 +170,31 @@ async fn serve(args: Args) -> Result<(), String> {
         locality: args.locality.unwrap_or_default(),
         version: env!("CARGO_PKG_VERSION").into(),
     };
-    info!(control_plane = %args.control_plane, role = %hello.role, ip = %hello.ips[0], "proxy starting");
+    let (host, port) = args
+        .control_plane
+        .rsplit_once(':')
+        .unwrap_or((args.control_plane.as_str(), ""));
+    let mutual_tls = match args.control_plane_auth_policy {
+        Some(policy) => policy == AuthPolicy::MutualTls,
+        None => port != "15010",
+    };
+    info!(control_plane = %args.control_plane, mutual_tls, role = %hello.role, ip = %hello.ips[0], "proxy starting");
+    // Over mTLS the certificate service is on the same port; else on the host's 15012.
+    let ca_address = args.ca_address.unwrap_or_else(|| {
+        if mutual_tls {
+            args.control_plane.clone()
+        } else {
+            format!("{host}:15012")
+        }
+    });
     let client = tokio::spawn(run_discovery(
         proxy.clone(),
         admin_state.clone(),
         ClientOptions {
+            mutual_tls,
             identity: Some(meshwork_proxy::identity::IdentityOptions {
-                ca_address: args.ca_address.unwrap_or_else(|| {
-                    let host = args
-                        .control_plane
-                        .rsplit_once(':')
-                        .map_or(args.control_plane.as_str(), |(h, _)| h);
-                    format!("{host}:15012")
-                }),
+                ca_address,
+                trust_domain: args.trust_domain,
                 ca_name: "istiod.istio-system.svc".into(),
                 ca_root: args.ca_root,
                 token_file: args.token_file,
