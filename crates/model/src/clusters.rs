@@ -212,9 +212,10 @@ pub fn build_clusters(
             _ => Some(protocol),
         };
         let dr_mode = merged.tls.as_ref().map(|t| t.mode.unwrap_or_default());
-        let tls = merged.tls.as_ref().and_then(|t| {
-            upstream_tls(t, alpn_protocol, ctx, dr, &name, &mut out.secrets, warnings)
-        });
+        let tls = merged
+            .tls
+            .as_ref()
+            .and_then(|t| upstream_tls(t, alpn_protocol, ctx, &name, &mut out.secrets, warnings));
         let mesh_tls = ctx.mesh_mtls
             && match dr_mode {
                 Some(ClientTlsMode::IstioMutual) => true,
@@ -264,7 +265,6 @@ fn upstream_tls(
     t: &ClientTlsSettings,
     protocol: Option<UpstreamProtocol>,
     ctx: &ClusterContext<'_>,
-    dr: Option<&DestinationRule>,
     cluster: &str,
     secrets: &mut BTreeMap<String, Secret>,
     warnings: &mut Vec<String>,
@@ -284,16 +284,8 @@ fn upstream_tls(
     let mut client_certificate = None;
     let mut trusted_ca = None;
     if let Some(name) = t.credential_name.as_deref().filter(|n| !n.is_empty()) {
-        let dr_ns = dr.and_then(|d| d.metadata.namespace.as_deref());
-        let found =
-            crate::secrets::credential(ctx.objects, ctx.proxy_namespace, name).or_else(|e| {
-                match dr_ns {
-                    Some(ns) if ns != ctx.proxy_namespace => {
-                        crate::secrets::credential(ctx.objects, ns, name)
-                    }
-                    _ => Err(e),
-                }
-            });
+        // As Istio fetches it: from the proxy's own namespace, never the rule's.
+        let found = crate::secrets::credential(ctx.objects, ctx.proxy_namespace, name);
         match found {
             Ok((cert, ca)) => {
                 if mode == UpstreamTlsMode::Mutual {

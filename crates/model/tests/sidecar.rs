@@ -763,3 +763,53 @@ spec:
         "a rule in another namespace does not apply"
     );
 }
+
+#[test]
+fn a_sidecar_takes_a_destination_rule_credential_from_its_own_namespace_only() {
+    let secret = |ns: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: client-cred, namespace: {ns}}}\ntype: Opaque\ndata: {{cert: Y2VydA==, key: a2V5, cacert: Y2E=}}\n"
+        )
+    };
+    let base = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: api, namespace: server}
+spec:
+  hosts: [api.example.com]
+  ports: [{number: 8443, name: tls, protocol: HTTP}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: api, namespace: server}
+spec:
+  host: api.example.com
+  trafficPolicy: {tls: {mode: MUTUAL, credentialName: client-cred}}
+---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: client}
+spec:
+  egress:
+  - port: {number: 8443, protocol: HTTP, name: http}
+    bind: 127.0.41.1
+    hosts: ["*/*"]
+"#;
+    let compiled = |secret_ns: &str| {
+        let yaml = format!("{base}{}", secret(secret_ns));
+        sidecar(&snapshot(&yaml), "client", "127.0.40.1")
+    };
+    let cluster = "outbound|8443||api.example.com";
+    let (config, _) = compiled("client");
+    assert!(
+        config.clusters[cluster].tls.is_some(),
+        "the proxy's namespace has the credential"
+    );
+    let (config, warnings) = compiled("server");
+    assert!(
+        config.clusters[cluster].tls.is_none(),
+        "the rule's namespace is not looked in"
+    );
+    assert_warned(&warnings, "Secret client/client-cred not found");
+}
