@@ -49,6 +49,9 @@ enum Command {
     Token(cmd::token::Args),
     /// Run a test backend that answers with the request it saw.
     Echo(cmd::echo::Args),
+    /// Redirect this network namespace's TCP to a sidecar's capture ports, as Istio's
+    /// istio-iptables does.
+    Iptables(cmd::iptables::Args),
 }
 
 fn main() -> ExitCode {
@@ -73,5 +76,6 @@ fn main() -> ExitCode {
         Command::Authn(args) => cmd::authn::run(args),
         Command::Token(args) => cmd::token::run(args),
         Command::Echo(args) => cmd::echo::run(args),
+        Command::Iptables(args) => cmd::iptables::run(args),
     }
 }

@@ -252,6 +252,7 @@ pub fn build_clusters(
                 policy: compile(&merged, Some(&mesh.locality_lb_setting)),
                 connections,
                 tls,
+                original_destination: None,
             },
         );
     }

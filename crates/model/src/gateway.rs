@@ -284,6 +284,8 @@ fn new_listener(bind_port: u16, gateway_port: u32) -> Listener {
         gateway_port,
         servers: Vec::new(),
         outbound: false,
+        bind_to_port: true,
+        capture: None,
     }
 }
 

@@ -119,6 +119,8 @@ pub struct ProxyClass {
     pub namespace: String,
     /// The workload's labels.
     pub labels: BTreeMap<String, String>,
+    /// Its traffic is redirected to it (its outbound listeners then bind nothing).
+    pub intercepted: bool,
 }
 
 impl ProxyClass {
@@ -128,6 +130,7 @@ impl ProxyClass {
             role: node.role,
             namespace: node.namespace.clone(),
             labels: node.labels.clone(),
+            intercepted: node.interception.is_some(),
         }
     }
 
@@ -136,6 +139,12 @@ impl ProxyClass {
             role: self.role,
             namespace: self.namespace.clone(),
             labels: self.labels.clone(),
+            interception: self
+                .intercepted
+                .then_some(meshwork_resources::node::Interception {
+                    outbound_port: 0,
+                    inbound_port: 0,
+                }),
             ..Node::default()
         }
     }

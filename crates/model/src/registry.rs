@@ -173,6 +173,10 @@ pub struct Service {
     /// ServiceEntry's `exportTo`; empty for the mesh default.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub export_to: Vec<String>,
+    /// The addresses clients call it at: a Service's `clusterIP`s, a ServiceEntry's
+    /// `addresses` (IPs or CIDRs); empty for none (a headless Service).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<String>,
 }
 
 impl Service {
@@ -372,12 +376,20 @@ fn from_service(
                 .collect()
         })
         .unwrap_or_default();
+    let mut addresses: Vec<String> = spec.cluster_ips.clone().unwrap_or_default();
+    if let Some(ip) = &spec.cluster_ip
+        && !addresses.contains(ip)
+    {
+        addresses.insert(0, ip.clone());
+    }
+    addresses.retain(|a| a.parse::<std::net::IpAddr>().is_ok());
     Some(Service {
         host: format!("{name}.{ns}.svc.{DOMAIN_SUFFIX}"),
         namespace: ns,
         ports,
         instances,
         export_to,
+        addresses,
     })
 }
 
@@ -550,6 +562,7 @@ fn from_service_entry(
                 ports: ports.clone(),
                 instances,
                 export_to: se.export_to.clone(),
+                addresses: se.addresses.clone(),
             }
         })
         .collect()

@@ -24,6 +24,9 @@ use crate::peer_authentication::MtlsMode;
 use crate::registry::{DOMAIN_SUFFIX, Protocol, Registry, Service, resolve_host};
 use crate::routes::{ClusterKey, RouteContext, cluster_name, compile_route, default_retries};
 
+mod capture;
+pub use capture::{INBOUND_PASSTHROUGH, PASSTHROUGH};
+
 /// The Sidecar resource that configures a workload, as Istio picks it: one in the
 /// workload's namespace whose `workloadSelector` matches its labels, else the one in its
 /// namespace without a selector, else the one in the root namespace without a selector.
@@ -278,6 +281,19 @@ fn server_protocol(protocol: Option<&str>) -> ServerProtocol {
 
 impl Build<'_> {
     fn listener(&mut self, address: String, port: u16, servers: Vec<ServerChain>, outbound: bool) {
+        self.add_listener(address, port, servers, outbound, true);
+    }
+
+    /// A listener; one that does not bind (`bind_to_port` false) takes the connections
+    /// the capture listeners hand it.
+    fn add_listener(
+        &mut self,
+        address: String,
+        port: u16,
+        servers: Vec<ServerChain>,
+        outbound: bool,
+        bind_to_port: bool,
+    ) {
         let name = format!("{address}_{port}");
         if self.config.listeners.contains_key(&name) {
             self.warnings.push(format!(
@@ -295,6 +311,8 @@ impl Build<'_> {
                 gateway_port: u32::from(port),
                 servers,
                 outbound,
+                bind_to_port,
+                capture: None,
             },
         );
     }
@@ -339,6 +357,38 @@ impl Build<'_> {
             ip.to_string()
         };
         let protocol = server_protocol(ingress.port.as_ref().and_then(|p| p.protocol.as_deref()));
+        let bind = ingress
+            .bind
+            .clone()
+            .filter(|b| !b.is_empty())
+            .unwrap_or_else(|| node_ip(self.node));
+        self.inbound_listener(
+            &format!("{source}#ingress[{port}]"),
+            port,
+            protocol,
+            Endpoint {
+                address: app_address,
+                port: app_port,
+                ..Endpoint::default()
+            },
+            bind,
+            true,
+        );
+    }
+
+    /// An inbound listener on `bind:port` handing what comes in to the app at `app`:
+    /// its cluster `inbound|PORT||`, and its servers as the port's PeerAuthentication
+    /// mode asks (mTLS only, mTLS and plaintext told apart by the first bytes, or
+    /// plaintext only).
+    fn inbound_listener(
+        &mut self,
+        source: &str,
+        port: u16,
+        protocol: ServerProtocol,
+        app: Endpoint,
+        bind: String,
+        bind_to_port: bool,
+    ) {
         let cluster = format!("inbound|{port}||");
         let mut inbound = inbound_cluster(&cluster, port, self.mesh);
         // The service this port serves, for the destination's telemetry labels.
@@ -348,15 +398,11 @@ impl Build<'_> {
             cluster.clone(),
             EndpointSet {
                 cluster: cluster.clone(),
-                endpoints: vec![Endpoint {
-                    address: app_address,
-                    port: app_port,
-                    ..Endpoint::default()
-                }],
+                endpoints: vec![app],
             },
         );
         let destination = whole(cluster.clone());
-        let mut server = plain_server(format!("{source}#ingress[{port}]"), protocol);
+        let mut server = plain_server(source.to_string(), protocol);
         if protocol == ServerProtocol::Http {
             let table = format!("inbound|{port}");
             self.config.route_tables.insert(
@@ -378,19 +424,19 @@ impl Build<'_> {
                 destinations: vec![destination],
             });
         }
-        let bind = ingress
-            .bind
-            .clone()
-            .filter(|b| !b.is_empty())
-            .unwrap_or_else(|| node_ip(self.node));
-        // PeerAuthentication: mTLS only, mTLS and plaintext (told apart by the first
-        // bytes), or plaintext only.
+        let servers = self.peer_authenticated(server, u32::from(port));
+        self.add_listener(bind, port, servers, false, bind_to_port);
+    }
+
+    /// The servers of an inbound port as PeerAuthentication asks: mTLS only, mTLS and
+    /// plaintext (told apart by the first bytes), or plaintext only.
+    fn peer_authenticated(&self, mut server: ServerChain, port: u32) -> Vec<ServerChain> {
         let mode = crate::peer_authentication::mode_for(
             self.objects,
             self.mesh,
             &self.node.namespace,
             &self.node.labels,
-            u32::from(port),
+            port,
         );
         server.hosts = vec!["*".into()];
         let mut mtls = server.clone();
@@ -400,12 +446,11 @@ impl Build<'_> {
             _ => ServerProtocol::Tls,
         };
         mtls.tls = Some(crate::mtls::server(server.protocol == ServerProtocol::Http));
-        let servers = match mode {
+        match mode {
             MtlsMode::Strict => vec![mtls],
             MtlsMode::Permissive => vec![mtls, server],
             MtlsMode::Disable => vec![server],
-        };
-        self.listener(bind, port, servers, false);
+        }
     }
 
     /// The first service (by host) with this workload behind it on `port`.
@@ -620,6 +665,7 @@ fn inbound_cluster(name: &str, port: u16, mesh: &MeshConfig) -> Cluster {
             max_requests_per_connection: 0,
         },
         tls: None,
+        original_destination: None,
     }
 }
 
@@ -662,31 +708,56 @@ pub fn compile_sidecar_part(
             Part::Own => BTreeMap::new(),
         },
     };
-    match sidecar_for(objects, mesh, &node.namespace, &node.labels) {
-        Some(sidecar) => {
-            let source = format!(
-                "{}/{}",
-                sidecar.metadata.namespace.as_deref().unwrap_or_default(),
-                sidecar.metadata.name.as_deref().unwrap_or_default()
-            );
-            match part {
-                Part::Own => {
-                    for ingress in &sidecar.spec.ingress {
-                        build.ingress(&source, ingress);
-                    }
-                }
-                Part::Class => {
-                    for egress in &sidecar.spec.egress {
-                        build.egress(&source, egress);
-                    }
-                }
+    let sidecar = sidecar_for(objects, mesh, &node.namespace, &node.labels);
+    let source = sidecar.map(|s| {
+        format!(
+            "{}/{}",
+            s.metadata.namespace.as_deref().unwrap_or_default(),
+            s.metadata.name.as_deref().unwrap_or_default()
+        )
+    });
+    let intercepted = node.interception.is_some();
+    match (sidecar, part) {
+        (Some(sidecar), Part::Own) => {
+            let source = source.as_deref().unwrap_or_default();
+            for ingress in &sidecar.spec.ingress {
+                build.ingress(source, ingress);
+            }
+            if intercepted && sidecar.spec.ingress.is_empty() {
+                build.capture_inbound();
             }
         }
-        None if part == Part::Own => build.warnings.push(format!(
+        (Some(sidecar), Part::Class) => {
+            let source = source.as_deref().unwrap_or_default();
+            let policy = sidecar
+                .spec
+                .outbound_traffic_policy
+                .as_ref()
+                .and_then(|p| p.mode);
+            for egress in &sidecar.spec.egress {
+                let captured = egress.port.as_ref().and_then(|p| p.number).is_none();
+                if intercepted && captured {
+                    build.capture_outbound(source, &egress.hosts, policy);
+                } else {
+                    build.egress(source, egress);
+                }
+            }
+            if intercepted && sidecar.spec.egress.is_empty() {
+                build.capture_outbound(source, &["*/*".to_string()], policy);
+            }
+        }
+        (None, Part::Own) if intercepted => build.capture_inbound(),
+        (None, Part::Class) if intercepted => {
+            build.capture_outbound("capture", &["*/*".to_string()], None)
+        }
+        (None, Part::Own) => build.warnings.push(format!(
             "sidecar {}: no Sidecar resource selects it; without traffic capture it has no listeners (give it ingress and egress listeners with captureMode NONE)",
             node.id
         )),
-        None => {}
+        (None, Part::Class) => {}
+    }
+    if let (Part::Own, Some(ports)) = (part, node.interception) {
+        build.capture_listeners(ports);
     }
     let Build {
         mut config,

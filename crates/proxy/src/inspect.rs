@@ -19,6 +19,67 @@ const MAX_HELLO: usize = 64 * 1024;
 /// PostgreSQL's SSLRequest: length 8, code 80877103.
 pub const PG_SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
 
+/// How long a client on a port of undeclared protocol may take to show whether it speaks
+/// HTTP before it is taken for other bytes (a server-first protocol says nothing).
+pub const HTTP_DETECTION_TIMEOUT: Duration = Duration::from_millis(100);
+
+/// The request methods that start an HTTP/1 request line, and HTTP/2's preface.
+const HTTP_STARTS: [&[u8]; 10] = [
+    b"GET ",
+    b"POST ",
+    b"PUT ",
+    b"DELETE ",
+    b"HEAD ",
+    b"OPTIONS ",
+    b"PATCH ",
+    b"CONNECT ",
+    b"TRACE ",
+    b"PRI * HTTP/2.0",
+];
+
+/// Whether `first` (the first bytes a client sent) starts HTTP/1 or HTTP/2: `None` while
+/// they are a prefix of a start and more are needed.
+pub fn looks_like_http(first: &[u8]) -> Option<bool> {
+    if first.is_empty() {
+        return None;
+    }
+    let mut undecided = false;
+    for start in HTTP_STARTS {
+        let n = first.len().min(start.len());
+        if first[..n] == start[..n] {
+            if n == start.len() {
+                return Some(true);
+            }
+            undecided = true;
+        }
+    }
+    if undecided { None } else { Some(false) }
+}
+
+/// Whether the client on `stream` speaks HTTP, from what it sends first (without
+/// consuming it); false when it sends nothing within [`HTTP_DETECTION_TIMEOUT`].
+pub async fn detect_http(stream: &mut tokio::net::TcpStream) -> bool {
+    let deadline = tokio::time::Instant::now() + HTTP_DETECTION_TIMEOUT;
+    let mut buf = [0u8; 16];
+    loop {
+        let peeked = tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await;
+        let n = match peeked {
+            Ok(Ok(n)) => n,
+            _ => return false,
+        };
+        if n == 0 {
+            return false;
+        }
+        if let Some(http) = looks_like_http(&buf[..n]) {
+            return http;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 /// What the ClientHello asks for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientHello {
@@ -202,6 +263,58 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    #[test]
+    fn http_is_told_from_other_bytes_by_its_first_ones() {
+        for http in [
+            &b"GET / HTTP/1.1\r\n"[..],
+            b"POST /x",
+            b"OPTIONS * HTTP/1.1",
+            b"PRI * HTTP/2.0\r\n\r\nSM",
+        ] {
+            assert_eq!(looks_like_http(http), Some(true), "{http:?}");
+        }
+        for other in [
+            &b"\x16\x03\x01\x02\x00"[..],
+            b"\0\0\0\x08\x04\xd2\x16\x2f",
+            b"GETX",
+            b"get / HTTP/1.1",
+            b"SSH-2.0-OpenSSH",
+            b"PRI * HTTP/1.1",
+            b"\xff",
+        ] {
+            assert_eq!(looks_like_http(other), Some(false), "{other:?}");
+        }
+        for partial in [&b""[..], b"G", b"GE", b"GET", b"P", b"PRI * H", b"DELE"] {
+            assert_eq!(looks_like_http(partial), None, "{partial:?}");
+        }
+        // Every prefix of every byte string decides at most once, and never flips.
+        let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+        for _ in 0..20_000 {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let len = (rng % 20) as usize;
+            let pick = (rng >> 8) % 3;
+            let bytes: Vec<u8> = (0..len)
+                .map(|i| match pick {
+                    0 => HTTP_STARTS[(rng as usize >> 3) % HTTP_STARTS.len()]
+                        .get(i)
+                        .copied()
+                        .unwrap_or(b'x'),
+                    _ => (rng.rotate_left(i as u32 * 5) & 0xff) as u8,
+                })
+                .collect();
+            let mut decided = None;
+            for n in 0..=bytes.len() {
+                match (decided, looks_like_http(&bytes[..n])) {
+                    (None, d) => decided = d,
+                    (Some(was), Some(now)) => assert_eq!(was, now, "{bytes:?}"),
+                    (Some(_), None) => panic!("undecided again: {bytes:?}"),
+                }
+            }
+        }
+    }
 
     /// A real ClientHello, as rustls' client writes it.
     fn client_hello(sni: &str, alpn: &[&str]) -> Vec<u8> {

@@ -158,7 +158,13 @@ impl Proxy {
     pub async fn apply(&self, config: ProxyConfig) -> ApplyReport {
         let previous = self.shared.state.load_full();
         let (runtime, rejected) = runtime::apply(config, &previous, &self.shared.upstreams);
-        let addrs: Vec<SocketAddr> = runtime.listeners.keys().copied().collect();
+        // Listeners that bind no port only take what the capture listeners hand them.
+        let addrs: Vec<SocketAddr> = runtime
+            .listeners
+            .iter()
+            .filter(|(_, l)| l.resource.bind_to_port)
+            .map(|(a, _)| *a)
+            .collect();
         let mut report = ApplyReport {
             rejected,
             bind_errors: Vec::new(),
@@ -238,9 +244,9 @@ impl Proxy {
         let listeners = self.listeners.lock().await;
         runtime
             .listeners
-            .keys()
-            .filter(|a| !listeners.contains_key(a))
-            .copied()
+            .iter()
+            .filter(|(a, l)| l.resource.bind_to_port && !listeners.contains_key(a))
+            .map(|(a, _)| *a)
             .collect()
     }
 

@@ -160,6 +160,17 @@ pub async fn start(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<Lis
     })
 }
 
+/// Where a connection redirected by iptables (`REDIRECT`) was meant to go.
+fn original_destination(stream: &TcpStream) -> std::io::Result<SocketAddr> {
+    let socket = socket2::SockRef::from(stream);
+    let addr = match stream.local_addr()? {
+        SocketAddr::V4(_) => socket.original_dst_v4()?,
+        SocketAddr::V6(_) => socket.original_dst_v6()?,
+    };
+    addr.as_socket()
+        .ok_or_else(|| std::io::Error::other("not an IP address"))
+}
+
 /// Why a connection was closed before it was routed, for the recorder.
 struct Refusal {
     flags: ResponseFlags,
@@ -241,12 +252,32 @@ async fn route_connection(
             why,
         )
     };
-    let Some(listener) = state.listeners.get(&bind) else {
+    let Some(mut listener) = state.listeners.get(&bind) else {
         return Err(no_chain("the listener is gone"));
     };
+    // Phase: a capture listener hands the connection to the listener of where the client
+    // meant to connect.
+    let mut bind = bind;
+    let mut original_dst = None;
+    if let Some(capture) = listener.resource.capture {
+        let dst = original_destination(&stream).map_err(|e| {
+            Refusal::new(
+                ResponseFlags::NO_FILTER_CHAIN_FOUND,
+                "filter_chain_not_found",
+                format!("no original destination: {e}"),
+            )
+        })?;
+        bind = state
+            .captured(capture, dst)
+            .ok_or_else(|| no_chain("no listener for the original destination"))?;
+        listener = &state.listeners[&bind];
+        original_dst = Some(dst);
+    }
     let mut conn = Connection::new(peer, stream.local_addr().ok(), bind);
+    conn.original_dst = original_dst;
     conn.guard = Some(signals.counted.clone());
-    let local_ip = conn.local.map(|a| a.ip());
+    // Routes by destination address match where the client meant to connect.
+    let local_ip = conn.original_dst.or(conn.local).map(|a| a.ip());
     // PERMISSIVE mTLS: a port with a TLS server and a plaintext one tells a client's
     // TLS from its plaintext by the first byte (a TLS handshake record is 0x16).
     let plaintext = !listener.inspects_tls()
@@ -271,11 +302,22 @@ async fn route_connection(
             peeked == 1 && first[0] != 0x16
         });
     if plaintext {
-        if let Some(server) = listener
+        // A port that carries HTTP and other bytes tells them apart by the first bytes.
+        let tcp = listener
             .servers
             .iter()
-            .find(|s| s.chain.protocol == ServerProtocol::Tcp)
-        {
+            .find(|s| s.chain.protocol == ServerProtocol::Tcp);
+        let http = listener
+            .servers
+            .iter()
+            .any(|s| s.chain.protocol == ServerProtocol::Http);
+        let tcp = match tcp {
+            Some(server) if http => {
+                (!crate::inspect::detect_http(&mut stream).await).then_some(server)
+            }
+            other => other,
+        };
+        if let Some(server) = tcp {
             let route = tcp::pick_route(&server.chain.tcp_routes, None, local_ip)
                 .ok_or_else(|| no_chain("no TCP route"))?;
             tcp::forward(stream, route, state, shared, &conn, false, Vec::new()).await;

@@ -89,6 +89,23 @@ impl ClusterState {
         let i = self.balancer.pick(hash)?;
         Some((i, &self.balancer.endpoints[i].endpoint))
     }
+
+    /// Where to connect for `endpoint`: its address, or for an original-destination
+    /// cluster where the client meant to connect (its port on 127.0.0.1, inbound).
+    pub fn authority(
+        &self,
+        endpoint: &meshwork_resources::Endpoint,
+        conn: &crate::connection::Connection,
+    ) -> String {
+        use meshwork_resources::cluster::OriginalDestination;
+        match (self.cluster.original_destination, conn.original_dst) {
+            (None, _) => endpoint.authority(),
+            (Some(OriginalDestination::AsSent), Some(dst)) => dst.to_string(),
+            (Some(OriginalDestination::Loopback), Some(dst)) => format!("127.0.0.1:{}", dst.port()),
+            // Nothing redirected the connection: there is nowhere it meant to go.
+            (Some(_), None) => "0.0.0.0:0".into(),
+        }
+    }
 }
 
 /// Everything a proxy runs, ready for requests and connections. Read without locks;
@@ -114,6 +131,36 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// The listener a capture listener hands a connection to, by where the client meant
+    /// to connect: the unbound listener of that address and port, else of any address on
+    /// that port, else the one for every other port (port 0) of that address or of any.
+    pub fn captured(
+        &self,
+        capture: meshwork_resources::listener::Capture,
+        dst: SocketAddr,
+    ) -> Option<SocketAddr> {
+        let outbound = capture == meshwork_resources::listener::Capture::Outbound;
+        let any: std::net::IpAddr = if dst.is_ipv4() {
+            std::net::Ipv4Addr::UNSPECIFIED.into()
+        } else {
+            std::net::Ipv6Addr::UNSPECIFIED.into()
+        };
+        [
+            dst,
+            SocketAddr::new(any, dst.port()),
+            SocketAddr::new(dst.ip(), 0),
+            SocketAddr::new(any, 0),
+        ]
+        .into_iter()
+        .find(|addr| {
+            self.listeners.get(addr).is_some_and(|l| {
+                !l.resource.bind_to_port
+                    && l.resource.capture.is_none()
+                    && l.resource.outbound == outbound
+            })
+        })
+    }
+
     /// Whether nothing has been applied yet.
     pub fn is_empty(&self) -> bool {
         self.config.listeners.is_empty() && self.config.clusters.is_empty()
@@ -254,9 +301,20 @@ pub fn apply(
                     .flat_map(|t| t.client_certificate.iter().chain(&t.trusted_ca))
                     .map(|n| (n.clone(), version(n)))
                     .collect();
+                // An original-destination cluster has one stand-in endpoint, which each
+                // connection's original destination takes the place of.
+                let stand_in = [meshwork_resources::Endpoint {
+                    address: "0.0.0.0".into(),
+                    port: 0,
+                    ..meshwork_resources::Endpoint::default()
+                }];
+                let balanced = match cluster.original_destination {
+                    Some(_) => &stand_in[..],
+                    None => &endpoints.endpoints[..],
+                };
                 Arc::new(ClusterState {
                     balancer: Balancer::update(
-                        &endpoints.endpoints,
+                        balanced,
                         &cluster.policy,
                         old.map(|o| &o.balancer),
                         first,

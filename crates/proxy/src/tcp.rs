@@ -250,7 +250,7 @@ where
             "upstream_reset_before_response_started{overflow}".into(),
         ));
     };
-    let addr = endpoint.authority();
+    let addr = cluster.authority(endpoint, conn);
     entry.upstream_host = Some(addr.clone());
     // PostgreSQL's own TLS negotiation goes to the server as the client sent it, so the
     // connection is plaintext (passthrough) then.

@@ -31,6 +31,20 @@ pub struct Cluster {
     /// TLS to the endpoints (DestinationRule `tls`); none means plaintext.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<UpstreamTls>,
+    /// A cluster with no endpoints of its own that connects where the client meant to
+    /// (Istio's `PassthroughCluster` and `InboundPassthroughCluster`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_destination: Option<OriginalDestination>,
+}
+
+/// Where an original-destination cluster connects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OriginalDestination {
+    /// The address the client connected to.
+    AsSent,
+    /// Its port on 127.0.0.1: inbound, to the app beside the proxy.
+    Loopback,
 }
 
 /// Connection settings of a cluster (`connectionPool` and `h2UpgradePolicy`).

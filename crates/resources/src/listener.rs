@@ -22,6 +22,34 @@ pub struct Listener {
     /// workload's AuthorizationPolicies (which guard what comes in) do not apply.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub outbound: bool,
+    /// False for a listener that binds no socket (Istio's `bindToPort: false`): it takes
+    /// the connections a capture listener hands it by their original destination,
+    /// `address:bind_port` (port 0: any port not otherwise listened for).
+    #[serde(default = "bound", skip_serializing_if = "is_bound")]
+    pub bind_to_port: bool,
+    /// A capture listener (Istio's `virtualOutbound` on 15001, `virtualInbound` on
+    /// 15006): it takes the connections iptables redirected to it and hands each to the
+    /// listener of its original destination.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture: Option<Capture>,
+}
+
+fn bound() -> bool {
+    true
+}
+
+fn is_bound(b: &bool) -> bool {
+    *b
+}
+
+/// Which way a capture listener's connections go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Capture {
+    /// The workload's own calls out: to the outbound listeners (`outbound: true`).
+    Outbound,
+    /// Calls to the workload: to its inbound listeners.
+    Inbound,
 }
 
 /// One Gateway server on a listener: its hosts, TLS, and the route table it uses.

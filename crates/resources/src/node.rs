@@ -50,4 +50,18 @@ pub struct Node {
     /// (`workloadentry/NS/NAME`); none when it found none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload: Option<String>,
+    /// How the workload's traffic reaches the proxy: through iptables redirects to its
+    /// capture ports (Istio's `INTERCEPTION_MODE: REDIRECT`); none when nothing
+    /// redirects it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interception: Option<Interception>,
+}
+
+/// The capture ports of a proxy whose workload's traffic iptables redirects to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Interception {
+    /// Where the workload's outbound TCP goes (15001).
+    pub outbound_port: u16,
+    /// Where inbound TCP to the workload goes (15006).
+    pub inbound_port: u16,
 }

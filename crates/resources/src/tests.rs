@@ -7,6 +7,7 @@ use serde::de::DeserializeOwned;
 
 use crate::cluster::*;
 use crate::listener::*;
+use crate::node::Interception;
 use crate::route::*;
 use crate::secret::Pem;
 use crate::*;
@@ -37,6 +38,8 @@ fn listener() -> Listener {
         bind_port: 8443,
         gateway_port: 443,
         outbound: false,
+        bind_to_port: true,
+        capture: None,
         servers: vec![
             ServerChain {
                 source: "istio-system/gw#0".into(),
@@ -261,6 +264,11 @@ fn clusters() -> Vec<Cluster> {
                 min_version: Some(TlsVersion::Tls13),
                 alpn: vec!["h2".into()],
             }),
+            original_destination: match i {
+                1 => Some(OriginalDestination::AsSent),
+                2 => Some(OriginalDestination::Loopback),
+                _ => None,
+            },
         })
         .collect()
 }
@@ -296,8 +304,25 @@ fn sample() -> ProxyConfig {
             ips: vec!["127.0.1.2".into()],
             workload: Some("workloadentry/default/reviews-v1".into()),
             trust_domain: "cluster.local".into(),
+            interception: Some(Interception {
+                outbound_port: 15001,
+                inbound_port: 15006,
+            }),
         },
-        listeners: [listener()]
+        listeners: [
+            listener(),
+            Listener {
+                name: "virtualOutbound".into(),
+                bind_port: 15001,
+                capture: Some(Capture::Outbound),
+                ..listener()
+            },
+            Listener {
+                name: "10.96.0.1_5432".into(),
+                bind_to_port: false,
+                ..listener()
+            },
+        ]
             .into_iter()
             .map(|l| (l.name.clone(), l))
             .collect(),

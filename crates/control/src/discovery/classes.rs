@@ -195,6 +195,7 @@ mod tests {
             role: meshwork_model::resources::Role::Sidecar,
             namespace: "default".into(),
             labels: BTreeMap::from([("pod".to_string(), i.to_string())]),
+            intercepted: false,
         };
         // One class a proxy holds, then many that nobody holds.
         let held = classes.get(&published, &class(0)).await;

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use meshwork_model::proxy::{MeshSnapshot, ProxyClass, compile_own, find_workload, resolve_node};
+use meshwork_model::resources::node::Interception;
 use meshwork_model::resources::secret::{MESH_ROOTS, Pem, Secret};
 use meshwork_model::resources::{Node, Role};
 use meshwork_xds::proto::Node as Hello;
@@ -53,6 +54,16 @@ pub fn node_of(hello: &Hello, snapshot: &MeshSnapshot) -> (Node, Option<String>)
         ips: hello.ips.clone(),
         workload: None,
         trust_domain: snapshot.mesh.trust_domain.clone(),
+        interception: (hello.interception_mode == "REDIRECT").then(|| Interception {
+            outbound_port: u16::try_from(hello.outbound_capture_port)
+                .ok()
+                .filter(|p| *p > 0)
+                .unwrap_or(15001),
+            inbound_port: u16::try_from(hello.inbound_capture_port)
+                .ok()
+                .filter(|p| *p > 0)
+                .unwrap_or(15006),
+        }),
     };
     let mut node = resolve_node(node, found.as_ref());
     node.workload = found.as_ref().map(|w| w.source.clone());

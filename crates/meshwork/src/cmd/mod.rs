@@ -4,6 +4,7 @@ pub mod authn;
 pub mod control;
 pub mod demo;
 pub mod echo;
+pub mod iptables;
 pub mod proxy;
 pub mod proxy_config;
 pub mod proxy_status;

@@ -35,6 +35,17 @@ pub enum AuthPolicy {
     None,
 }
 
+/// How a workload's traffic reaches its proxy.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InterceptionMode {
+    /// iptables redirects it to the capture ports.
+    #[value(name = "REDIRECT")]
+    Redirect,
+    /// Nothing redirects it.
+    #[value(name = "NONE")]
+    None,
+}
+
 /// Arguments of `meshwork proxy`.
 #[derive(clap::Args)]
 pub struct Args {
@@ -51,6 +62,22 @@ pub struct Args {
     /// control plane's port is 15010, else MUTUAL_TLS.
     #[arg(long, env = "CONTROL_PLANE_AUTH_POLICY", value_enum)]
     control_plane_auth_policy: Option<AuthPolicy>,
+    /// How the workload's traffic reaches the proxy, as Istio's INTERCEPTION_MODE:
+    /// REDIRECT when `meshwork iptables` sends it to the capture ports, NONE when the
+    /// app calls the proxy's listeners itself.
+    #[arg(
+        long,
+        env = "ISTIO_META_INTERCEPTION_MODE",
+        value_enum,
+        default_value = "NONE"
+    )]
+    interception_mode: InterceptionMode,
+    /// Where iptables sends the workload's outbound TCP (Istio's 15001).
+    #[arg(long, default_value_t = 15001)]
+    outbound_capture_port: u16,
+    /// Where iptables sends inbound TCP to the workload (Istio's 15006).
+    #[arg(long, default_value_t = 15006)]
+    inbound_capture_port: u16,
     /// The mesh's trust domain, for the identity the token names.
     #[arg(long, env = "TRUST_DOMAIN", default_value = "cluster.local")]
     trust_domain: String,
@@ -169,6 +196,13 @@ async fn serve(args: Args) -> Result<(), String> {
         admin_address: args.admin.to_string(),
         locality: args.locality.unwrap_or_default(),
         version: env!("CARGO_PKG_VERSION").into(),
+        interception_mode: match args.interception_mode {
+            InterceptionMode::Redirect => "REDIRECT",
+            InterceptionMode::None => "NONE",
+        }
+        .into(),
+        outbound_capture_port: u32::from(args.outbound_capture_port),
+        inbound_capture_port: u32::from(args.inbound_capture_port),
     };
     let (host, port) = args
         .control_plane

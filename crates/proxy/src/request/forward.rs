@@ -109,7 +109,7 @@ pub async fn forward(
                 .pick(hash)
                 .ok_or(PhaseError::Pick(PickError::NoHealthyUpstream))?;
             let endpoint_active = Held::acquire(&balancer.endpoints[index], |e| &e.active);
-            let addr = endpoint.authority();
+            let addr = cluster.authority(endpoint, &ctx.conn);
             ctx.upstream_host = Some(addr.clone());
             let mut req = Request::builder()
                 .method(parts.method.clone())

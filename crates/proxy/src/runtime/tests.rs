@@ -57,6 +57,7 @@ pub(crate) fn cluster(name: &str) -> Cluster {
             max_requests_per_connection: 0,
         },
         tls: None,
+        original_destination: None,
     }
 }
 
@@ -210,6 +211,8 @@ fn https_listener(servers: &[(&str, &str)]) -> Listener {
         bind_port: 8443,
         gateway_port: 443,
         outbound: false,
+        bind_to_port: true,
+        capture: None,
         servers: servers
             .iter()
             .map(|(host, secret)| ServerChain {

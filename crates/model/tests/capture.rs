@@ -1,0 +1,224 @@
+//! Sidecars whose traffic iptables redirects to them: what the capture listeners hand
+//! connections to, compiled per proxy as the control plane compiles it.
+
+use std::path::Path;
+
+use meshwork_api::load::{LoadOptions, load_str};
+use meshwork_model::proxy::{MeshSnapshot, compile_proxy, find_workload, resolve_node};
+use meshwork_resources::cluster::OriginalDestination;
+use meshwork_resources::listener::{Capture, ServerProtocol};
+use meshwork_resources::node::Interception;
+use meshwork_resources::route::RouteAction;
+use meshwork_resources::{Node, ProxyConfig, Role};
+
+const MESH: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: default}
+spec:
+  clusterIP: 10.96.0.20
+  selector: {app: reviews}
+  ports: [{name: http, port: 9080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: default}
+spec:
+  clusterIP: 10.96.0.30
+  selector: {app: db}
+  ports: [{name: tcp-postgres, port: 5432}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: legacy, namespace: default}
+spec:
+  clusterIP: 10.96.0.40
+  selector: {app: legacy}
+  ports: [{name: legacy, port: 9080}]
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: productpage-v1, namespace: default}
+spec: {address: 10.0.0.1, labels: {app: productpage}}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: reviews-v1, namespace: default}
+spec: {address: 10.0.0.3, labels: {app: reviews}, serviceAccount: bookinfo-reviews}
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {name: db, namespace: default}
+spec: {address: 10.0.0.5, labels: {app: db}}
+---
+apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: default}
+spec:
+  mtls: {mode: STRICT}
+"#;
+
+fn snapshot(yaml: &str) -> MeshSnapshot {
+    let out = load_str(Path::new("mesh.yaml"), yaml, &LoadOptions::default());
+    assert!(!out.has_errors(), "{:#?}", out.diagnostics);
+    MeshSnapshot::new(
+        out.config.objects.into_iter().map(|o| o.object).collect(),
+        out.config.mesh,
+    )
+}
+
+fn captured(snap: &MeshSnapshot, ip: &str) -> (ProxyConfig, Vec<String>) {
+    let found = find_workload(&snap.objects, "default", ip);
+    let node = resolve_node(
+        Node {
+            id: format!("{ip}.default"),
+            role: Role::Sidecar,
+            namespace: "default".into(),
+            ips: vec![ip.into()],
+            interception: Some(Interception {
+                outbound_port: 15001,
+                inbound_port: 15006,
+            }),
+            ..Node::default()
+        },
+        found.as_ref(),
+    );
+    let (config, warnings) = compile_proxy(snap, &node);
+    let wire = serde_json::to_vec(&config).expect("serializes");
+    let back: ProxyConfig = serde_json::from_slice(&wire).expect("deserializes");
+    assert_eq!(
+        back, config,
+        "what is streamed decodes to what was compiled"
+    );
+    (config, warnings)
+}
+
+#[test]
+fn only_the_capture_ports_are_bound_and_services_get_listeners_of_their_original_destination() {
+    let (config, _) = captured(&snapshot(MESH), "10.0.0.1");
+    let bound: Vec<(&str, u16, Option<Capture>)> = config
+        .listeners
+        .values()
+        .filter(|l| l.bind_to_port)
+        .map(|l| (l.name.as_str(), l.bind_port, l.capture))
+        .collect();
+    assert_eq!(
+        bound,
+        [
+            ("virtualInbound", 15006, Some(Capture::Inbound)),
+            ("virtualOutbound", 15001, Some(Capture::Outbound))
+        ]
+    );
+    // HTTP on 9080: one listener for the port, routed by Host, the VIP among the names.
+    let http = &config.listeners["0.0.0.0_9080"];
+    assert!(http.outbound && !http.bind_to_port);
+    assert_eq!(http.servers[0].protocol, ServerProtocol::Http);
+    let table = &config.route_tables[&http.servers[0].route_table];
+    let reviews = table
+        .virtual_hosts
+        .iter()
+        .find(|v| v.name == "reviews.default.svc.cluster.local:9080")
+        .expect("reviews");
+    for name in ["reviews", "reviews.default", "10.96.0.20"] {
+        assert!(reviews.domains.iter().any(|d| d == name), "{name}");
+    }
+    // The undeclared `legacy` port is told apart from HTTP by its bytes: its address
+    // routes the rest.
+    let tcp = &http.servers[1];
+    assert_eq!(tcp.protocol, ServerProtocol::Tcp);
+    assert_eq!(tcp.tcp_routes[0].destination_subnets, ["10.96.0.40/32"]);
+    assert_eq!(
+        tcp.tcp_routes[0].destinations[0].cluster,
+        "outbound|9080||legacy.default.svc.cluster.local"
+    );
+    // Unknown hosts pass through (ALLOW_ANY, the default).
+    let last = table.virtual_hosts.last().unwrap();
+    assert_eq!(last.name, "allow_any");
+    assert_eq!(tcp.tcp_routes.last().unwrap().name, "PassthroughCluster");
+    assert_eq!(
+        config.clusters["PassthroughCluster"].original_destination,
+        Some(OriginalDestination::AsSent)
+    );
+    // A declared TCP port: a listener for its address.
+    let db = &config.listeners["10.96.0.30_5432"];
+    assert_eq!(db.servers.len(), 1);
+    assert_eq!(
+        db.servers[0].tcp_routes[0].destinations[0].cluster,
+        "outbound|5432||db.default.svc.cluster.local"
+    );
+    // Any other port passes through too.
+    let other = &config.listeners["0.0.0.0_0"];
+    assert_eq!(other.servers[0].tcp_routes[0].name, "PassthroughCluster");
+}
+
+#[test]
+fn inbound_ports_hand_calls_to_the_app_under_the_workloads_mtls_mode() {
+    let (config, _) = captured(&snapshot(MESH), "10.0.0.3");
+    let inbound = &config.listeners["10.0.0.3_9080"];
+    assert!(!inbound.outbound && !inbound.bind_to_port);
+    let protocols: Vec<ServerProtocol> = inbound.servers.iter().map(|s| s.protocol).collect();
+    assert_eq!(protocols, [ServerProtocol::Https], "STRICT: mTLS only");
+    let endpoints = &config.endpoints["inbound|9080||"].endpoints;
+    assert_eq!(
+        (endpoints[0].address.as_str(), endpoints[0].port),
+        ("127.0.0.1", 9080)
+    );
+    assert_eq!(
+        config.clusters["inbound|9080||"].host,
+        "reviews.default.svc.cluster.local"
+    );
+    // Ports no service declares go to the app too, under the same mode.
+    let rest = &config.listeners["10.0.0.3_0"];
+    assert_eq!(rest.servers[0].protocol, ServerProtocol::Tls);
+    assert_eq!(
+        config.clusters["InboundPassthroughCluster"].original_destination,
+        Some(OriginalDestination::Loopback)
+    );
+}
+
+#[test]
+fn registry_only_answers_unknown_hosts_with_502_and_finds_no_route_for_other_bytes() {
+    let yaml = format!(
+        "{MESH}---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: default, namespace: default}}\nspec:\n  outboundTrafficPolicy: {{mode: REGISTRY_ONLY}}\n  egress:\n  - hosts: [\"./*\"]\n"
+    );
+    let (config, _) = captured(&snapshot(&yaml), "10.0.0.1");
+    let table = &config.route_tables["9080"];
+    let last = table.virtual_hosts.last().unwrap();
+    assert_eq!(last.name, "block_all");
+    assert!(matches!(
+        last.routes[0].action,
+        RouteAction::DirectResponse { status: 502, .. }
+    ));
+    let port = &config.listeners["0.0.0.0_9080"];
+    assert!(
+        port.servers[1]
+            .tcp_routes
+            .iter()
+            .all(|r| r.name != "PassthroughCluster"),
+        "no passthrough"
+    );
+    let other = &config.listeners["0.0.0.0_0"];
+    let protocols: Vec<ServerProtocol> = other.servers.iter().map(|s| s.protocol).collect();
+    assert_eq!(protocols, [ServerProtocol::Http, ServerProtocol::Tcp]);
+    assert!(other.servers[1].tcp_routes.is_empty(), "reset");
+    assert!(!config.clusters.contains_key("PassthroughCluster"));
+}
+
+#[test]
+fn a_proxy_without_interception_gets_no_capture_listeners() {
+    let snap = snapshot(MESH);
+    let node = Node {
+        id: "x.default".into(),
+        role: Role::Sidecar,
+        namespace: "default".into(),
+        ips: vec!["10.0.0.1".into()],
+        ..Node::default()
+    };
+    let (config, warnings) = compile_proxy(&snap, &node);
+    assert!(config.listeners.is_empty(), "{:?}", config.listeners.keys());
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("without traffic capture"))
+    );
+}
