@@ -5,9 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the end-to-end tiers use: curl and openssl (clients, `openssl s_server`
-# backends), postgresql (initdb, postgres, psql), iproute2 (`ss`), prometheus (scrapes the
-# gateway's metrics). Installed only when something is missing.
-packages=(curl openssl postgresql iproute2 prometheus)
+# backends), postgresql (initdb, postgres, psql), iproute2 (`ss`, and `ip netns` for the
+# pods of the interception tests), prometheus (scrapes the gateway's metrics), iptables
+# (what `meshwork iptables` drives) and tcpdump (shows what crosses the pods' bridge).
+# Installed only when something is missing.
+packages=(curl openssl postgresql iproute2 prometheus iptables tcpdump)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -323,9 +323,9 @@ fn sample() -> ProxyConfig {
                 ..listener()
             },
         ]
-            .into_iter()
-            .map(|l| (l.name.clone(), l))
-            .collect(),
+        .into_iter()
+        .map(|l| (l.name.clone(), l))
+        .collect(),
         route_tables: BTreeMap::from([("http.80".into(), route_table())]),
         endpoints: clusters
             .iter()

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod bookinfo;
+pub mod pods;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -152,9 +153,20 @@ impl Proc {
 
     /// Starts `meshwork ARGS` with these environment variables set.
     pub fn start_env(dir: &Path, label: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
+        Self::start_program(dir, label, meshwork_bin(), args, env)
+    }
+
+    /// Starts `PROGRAM ARGS` (`ip netns exec ...`) with stdout and stderr in files.
+    pub fn start_program(
+        dir: &Path,
+        label: &str,
+        program: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Proc {
         let stdout_path = dir.join(format!("{label}.stdout"));
         let stderr_path = dir.join(format!("{label}.stderr"));
-        let child = Command::new(meshwork_bin())
+        let child = Command::new(program)
             .args(args)
             .envs(env.iter().copied())
             .env("MESHWORK_LOG", "info")
@@ -162,7 +174,7 @@ impl Proc {
             .stdout(std::fs::File::create(&stdout_path).unwrap())
             .stderr(std::fs::File::create(&stderr_path).unwrap())
             .spawn()
-            .expect("meshwork starts");
+            .unwrap_or_else(|e| panic!("{program} starts: {e}"));
         Proc {
             child,
             stdout_path,

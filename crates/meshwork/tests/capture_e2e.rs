@@ -1,0 +1,527 @@
+//! Transparent interception with real network namespaces as pods: each pod has its
+//! sidecar (`meshwork iptables`, then `meshwork proxy --interception-mode REDIRECT` as
+//! UID 1337) and an unmodified app (`curl`, or `meshwork echo`, a plain HTTP server) that
+//! calls the others by service name. The control plane runs on the host side of the
+//! bridge. Needs root; without it these tests fail.
+
+mod support;
+
+use std::time::Duration;
+
+use support::pods::Net;
+use support::*;
+
+/// Services (with cluster IPs), their workloads (the pods), mTLS STRICT, and Bookinfo's
+/// reviews rule: jason to v2, everyone else to v1.
+fn mesh_yaml(net: &Net) -> String {
+    let mut yaml = String::new();
+    for (name, vip) in [
+        ("productpage", "10.96.0.11"),
+        ("reviews", "10.96.0.12"),
+        ("ratings", "10.96.0.14"),
+        ("plain", "10.96.0.20"),
+    ] {
+        yaml.push_str(&format!(
+            "apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: default}}
+spec:
+  clusterIP: {vip}
+  selector: {{app: {name}}}
+  ports: [{{name: http, port: 9080}}]
+---
+"
+        ));
+    }
+    // A service that declares no protocol, outside the mesh (no sidecar at its address).
+    yaml.push_str(&format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{name: legacy, namespace: default}}
+spec:
+  clusterIP: 10.96.0.30
+  selector: {{app: legacy}}
+  ports: [{{name: legacy, port: 7070}}]
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: legacy, namespace: default}}
+spec:
+  address: {}
+  labels: {{app: legacy}}
+---
+",
+        net.ip(30)
+    ));
+    for (name, app, version, k, sidecar) in [
+        ("sleep", "sleep", "v1", 10, true),
+        ("productpage-v1", "productpage", "v1", 11, true),
+        ("reviews-v1", "reviews", "v1", 12, true),
+        ("reviews-v2", "reviews", "v2", 13, true),
+        ("ratings-v1", "ratings", "v1", 14, true),
+        ("plain", "plain", "v1", 20, false),
+    ] {
+        // Istio's injector labels the pods it gives a sidecar.
+        let mesh = if sidecar {
+            ", security.istio.io/tlsMode: istio"
+        } else {
+            ""
+        };
+        yaml.push_str(&format!(
+            "apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: {{name: {name}, namespace: default}}
+spec:
+  address: {}
+  labels: {{app: {app}, version: {version}{mesh}}}
+  serviceAccount: bookinfo-{app}
+---
+",
+            net.ip(k)
+        ));
+    }
+    yaml.push_str(
+        "apiVersion: security.istio.io/v1
+kind: PeerAuthentication
+metadata: {name: default, namespace: default}
+spec:
+  mtls: {mode: STRICT}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: reviews, namespace: default}
+spec:
+  host: reviews
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: reviews, namespace: default}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{headers: {end-user: {exact: jason}}}]
+    route: [{destination: {host: reviews, subset: v2}}]
+  - route: [{destination: {host: reviews, subset: v1}}]
+",
+    );
+    yaml
+}
+
+/// What every pod's `/etc/hosts` says, as cluster DNS would answer.
+const HOSTS: &str =
+    "10.96.0.11 productpage productpage.default productpage.default.svc.cluster.local
+10.96.0.12 reviews reviews.default reviews.default.svc.cluster.local
+10.96.0.14 ratings ratings.default ratings.default.svc.cluster.local
+10.96.0.20 plain plain.default plain.default.svc.cluster.local
+10.96.0.30 legacy legacy.default legacy.default.svc.cluster.local
+";
+
+/// The mesh: the control plane on the host, and the pods. The processes stop before
+/// their pods go (fields drop in order).
+struct Mesh {
+    _procs: Vec<Proc>,
+    control: Proc,
+    net: Net,
+    dir: TempDir,
+    /// The control plane's plaintext port, for proxy-status.
+    listen: String,
+}
+
+impl Mesh {
+    fn start() -> Mesh {
+        let mut net = Net::new();
+        let dir = TempDir::new("capture");
+        let config = dir.path().join("config");
+        std::fs::create_dir_all(&config).unwrap();
+        std::fs::write(config.join("mesh.yaml"), mesh_yaml(&net)).unwrap();
+        let state = dir.path().join("state");
+        let listen = format!("{}:{}", net.host(), free_port());
+        let secure_port = free_port();
+        let secure = format!("{}:{secure_port}", net.host());
+        let control = Proc::start(
+            dir.path(),
+            "control",
+            &[
+                "control",
+                "--config",
+                config.to_str().unwrap(),
+                "--listen",
+                &listen,
+                "--secure-listen",
+                &secure,
+                "--state-dir",
+                state.to_str().unwrap(),
+            ],
+        );
+        let host = net.host();
+        eventually(Duration::from_secs(10), "the control plane", || {
+            std::net::TcpStream::connect((host.as_str(), secure_port)).is_ok()
+        });
+        // What the proxies read, readable by their user.
+        let shared = dir.path().join("pods");
+        std::fs::create_dir_all(&shared).unwrap();
+        std::fs::copy(state.join("root-cert.pem"), shared.join("root-cert.pem")).unwrap();
+        let root = shared.join("root-cert.pem").display().to_string();
+        let mut procs = Vec::new();
+        let pods: [(&str, u8, &[&str]); 5] = [
+            ("sleep", 10, &[]),
+            (
+                "productpage-v1",
+                11,
+                &["--call", "http://reviews:9080/reviews/0"],
+            ),
+            ("reviews-v1", 12, &[]),
+            (
+                "reviews-v2",
+                13,
+                &["--call", "http://ratings:9080/ratings/0"],
+            ),
+            ("ratings-v1", 14, &[]),
+        ];
+        for (name, k, calls) in pods {
+            let ns = net.pod(name, k, HOSTS);
+            let app = name.split('-').next().unwrap();
+            let token = run(
+                &[
+                    "token",
+                    "create",
+                    "--state-dir",
+                    state.to_str().unwrap(),
+                    "--namespace",
+                    "default",
+                    "--service-account",
+                    &format!("bookinfo-{app}"),
+                ],
+                None,
+            );
+            assert!(token.status.success());
+            let token_file = shared.join(format!("{name}.token"));
+            std::fs::write(&token_file, &token.stdout).unwrap();
+            let out = net.exec(&ns, meshwork_bin(), &["iptables"]);
+            assert!(
+                out.status.success(),
+                "meshwork iptables: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let ip = net.ip(k);
+            procs.push(net.start_as_proxy(
+                dir.path(),
+                &format!("{name}-sidecar"),
+                &ns,
+                &[
+                    "proxy",
+                    "--control-plane",
+                    &secure,
+                    "--interception-mode",
+                    "REDIRECT",
+                    "--ip",
+                    &ip,
+                    "--namespace",
+                    "default",
+                    "--ca-root",
+                    &root,
+                    "--token-file",
+                    token_file.to_str().unwrap(),
+                ],
+            ));
+            if name != "sleep" {
+                let mut args = vec!["echo", "--port", "9080", "--name", name];
+                args.extend_from_slice(calls);
+                procs.push(net.start(dir.path(), name, &ns, meshwork_bin(), &args));
+            }
+        }
+        // A pod without a sidecar, and a host outside the mesh.
+        let plain = net.pod("plain", 20, HOSTS);
+        procs.push(net.start(
+            dir.path(),
+            "plain",
+            &plain,
+            meshwork_bin(),
+            &[
+                "echo", "--port", "9080", "--name", "plain", "--bind", "0.0.0.0",
+            ],
+        ));
+        let outside = net.pod("outside", 30, "");
+        procs.push(net.start(
+            dir.path(),
+            "outside",
+            &outside,
+            meshwork_bin(),
+            &[
+                "echo", "--port", "8080", "--name", "outside", "--bind", "0.0.0.0",
+            ],
+        ));
+        // A server-first TCP service: it speaks before the client does.
+        procs.push(net.start(
+            dir.path(),
+            "legacy",
+            &outside,
+            meshwork_bin(),
+            &[
+                "echo", "--port", "7070", "--name", "legacy", "--bind", "0.0.0.0", "--tcp",
+            ],
+        ));
+        let mesh = Mesh {
+            net,
+            dir,
+            _procs: procs,
+            control,
+            listen,
+        };
+        for name in [
+            "sleep",
+            "productpage-v1",
+            "reviews-v1",
+            "reviews-v2",
+            "ratings-v1",
+        ] {
+            let ns = mesh.net.ns(name);
+            let start = std::time::Instant::now();
+            while mesh
+                .net
+                .status(&ns, &["http://127.0.0.1:15021/healthz/ready"])
+                != 200
+            {
+                assert!(
+                    start.elapsed() < Duration::from_secs(20),
+                    "{name}'s sidecar is not ready:\n{}\ncontrol:\n{}",
+                    mesh.log(&format!("{name}-sidecar")),
+                    mesh.control.stderr()
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        mesh
+    }
+
+    fn log(&self, label: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{label}.stderr"))).unwrap_or_default()
+    }
+
+    /// The `x-echo-chain` a request from the sleep pod gets.
+    fn chain_from_sleep(&self, url: &str, headers: &[&str]) -> String {
+        let mut args = vec!["-o", "/dev/null", "-w", "%header{x-echo-chain}"];
+        for h in headers {
+            args.extend(["-H", h]);
+        }
+        args.push(url);
+        let out = self.net.curl(&self.net.ns("sleep"), &args);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn edit(&self, edit: impl FnOnce(String) -> String) {
+        let path = self.dir.path().join("config/mesh.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, edit(text)).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+    }
+}
+
+#[test]
+fn apps_call_services_by_name_and_the_mesh_routes_them_over_mtls() {
+    let mesh = Mesh::start();
+    // The wire between the pods, from before the first call.
+    let capture = Proc::start_program(
+        mesh.dir.path(),
+        "tcpdump",
+        "tcpdump",
+        &["-i", &mesh.net.bridge, "-l", "-nn", "-A", "tcp port 9080"],
+        &[],
+    );
+    eventually(Duration::from_secs(5), "tcpdump listens", || {
+        capture.stderr().contains("listening on")
+    });
+    // The app calls by name; the VirtualService routes: jason to v2 (which calls ratings).
+    let url = "http://productpage:9080/productpage";
+    let everyone = mesh.chain_from_sleep(url, &[]);
+    assert_eq!(
+        everyone,
+        "productpage-v1(reviews-v1)",
+        "sleep's sidecar:\n{}\nproductpage's sidecar:\n{}",
+        mesh.log("sleep-sidecar"),
+        mesh.log("productpage-v1-sidecar")
+    );
+    let jason = mesh.chain_from_sleep(url, &["end-user: jason"]);
+    assert_eq!(jason, "productpage-v1(reviews-v2(ratings-v1))");
+    // What crossed the bridge was TLS: packets to port 9080, no plaintext HTTP in them.
+    std::thread::sleep(Duration::from_millis(300));
+    drop(capture);
+    let wire = std::fs::read_to_string(mesh.dir.path().join("tcpdump.stdout")).unwrap();
+    let packets = wire.lines().filter(|l| l.contains(".9080")).count();
+    assert!(packets > 10, "the calls crossed the bridge: {wire}");
+    for plaintext in ["GET /", "HTTP/1.1", "x-echo-chain", "end-user"] {
+        assert!(
+            !wire.contains(plaintext),
+            "{plaintext:?} on the wire:\n{wire}"
+        );
+    }
+    // The control plane knows every sidecar.
+    let status = run(&["proxy-status", "--control-plane", &mesh.listen], None);
+    let table = String::from_utf8_lossy(&status.stdout);
+    assert_eq!(
+        table.lines().filter(|l| l.contains(".default")).count(),
+        5,
+        "{table}"
+    );
+}
+
+#[test]
+fn strict_refuses_a_pod_without_a_sidecar_and_the_outbound_policy_decides_the_rest() {
+    let mesh = Mesh::start();
+    let plain = mesh.net.ns("plain");
+    let sleep = mesh.net.ns("sleep");
+    // Without a sidecar there is no client certificate: STRICT refuses the plaintext call
+    // to the pod, which its app would have answered.
+    let reviews = format!("http://{}:9080/reviews/0", mesh.net.ip(12));
+    assert_eq!(mesh.net.status(&plain, &[&reviews]), 0);
+    // A mesh app calls the pod without a sidecar in plaintext (auto mTLS).
+    assert_eq!(
+        mesh.chain_from_sleep("http://plain:9080/", &[]),
+        "plain",
+        "{}",
+        mesh.log("sleep-sidecar")
+    );
+    // A host the mesh does not know: ALLOW_ANY (the default) passes HTTP and other bytes
+    // through.
+    let outside = format!("http://{}:8080/", mesh.net.ip(30));
+    assert_eq!(mesh.net.status(&sleep, &[&outside]), 200);
+    let raw = |ns: &str| {
+        let script = format!(
+            "exec 3<>/dev/tcp/{}/8080; printf 'hello\\r\\n\\r\\n' >&3; timeout 3 cat <&3",
+            mesh.net.ip(30)
+        );
+        let out = mesh.net.exec(ns, "bash", &["-c", &script]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    // A service on a port that declares no protocol, whose server speaks first: the client
+    // sends nothing, so after the detection time its bytes are TCP, routed by the service's
+    // address.
+    let first_line = mesh.net.exec(
+        &sleep,
+        "bash",
+        &[
+            "-c",
+            "exec 3<>/dev/tcp/legacy/7070; timeout 3 head -n 1 <&3",
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&first_line.stdout).trim(),
+        "legacy",
+        "{}",
+        mesh.log("sleep-sidecar")
+    );
+    assert!(raw(&sleep).starts_with("HTTP/1.1 400"), "{}", raw(&sleep));
+    // REGISTRY_ONLY: HTTP to it is answered 502, other bytes get nothing.
+    mesh.edit(|t| {
+        t + "---
+apiVersion: networking.istio.io/v1
+kind: Sidecar
+metadata: {name: default, namespace: default}
+spec:
+  outboundTrafficPolicy: {mode: REGISTRY_ONLY}
+  egress:
+  - hosts: [\"./*\"]
+"
+    });
+    eventually(Duration::from_secs(10), "REGISTRY_ONLY applies", || {
+        mesh.net.status(&sleep, &[&outside]) == 502
+    });
+    assert_eq!(raw(&sleep), "", "no route: the connection is closed");
+    // The mesh's own services are still reached.
+    assert_eq!(
+        mesh.chain_from_sleep("http://productpage:9080/productpage", &[]),
+        "productpage-v1(reviews-v1)"
+    );
+}
+
+#[test]
+fn iptables_installs_once_however_often_it_runs_and_cleanup_removes_it() {
+    let mut net = Net::new();
+    let ns = net.pod("alone", 10, "");
+    let rules = |family: &str| {
+        let out = net.exec(&ns, &format!("{family}-save"), &["-t", "nat"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with("-A ") && l.contains("ISTIO"))
+            .count()
+    };
+    for _ in 0..2 {
+        let out = net.exec(&ns, meshwork_bin(), &["iptables"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(rules("iptables"), 17, "installed once");
+    assert_eq!(rules("ip6tables"), 17, "IPv6 too");
+    let out = net.exec(&ns, meshwork_bin(), &["iptables", "--cleanup"]);
+    assert!(out.status.success());
+    assert_eq!(rules("iptables"), 0);
+    assert_eq!(rules("ip6tables"), 0);
+}
+
+#[test]
+fn dry_run_prints_the_rules_a_pods_annotations_ask_for() {
+    let dir = TempDir::new("iptables");
+    let pod = dir.path().join("pod.yaml");
+    std::fs::write(
+        &pod,
+        "apiVersion: v1
+kind: Pod
+metadata:
+  name: reviews-v1
+  namespace: default
+  annotations:
+    traffic.sidecar.istio.io/excludeOutboundPorts: \"5432\"
+    traffic.sidecar.istio.io/includeInboundPorts: \"9080\"
+spec:
+  containers: [{name: app, image: reviews}]
+",
+    )
+    .unwrap();
+    let out = run(
+        &["iptables", "--dry-run", "--pod", pod.to_str().unwrap()],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "# iptables-restore --noflush",
+        "# ip6tables-restore --noflush",
+        "-A ISTIO_OUTPUT -p tcp --dport 5432 -j RETURN",
+        "-A ISTIO_INBOUND -p tcp --dport 9080 -j ISTIO_IN_REDIRECT",
+    ] {
+        assert!(text.contains(line), "{line} in\n{text}");
+    }
+    // A bad annotation is named, and nothing is printed.
+    std::fs::write(
+        &pod,
+        "apiVersion: v1
+kind: Pod
+metadata:
+  name: x
+  annotations: {traffic.sidecar.istio.io/excludeOutboundPorts: \"db\"}
+spec:
+  containers: [{name: app, image: x}]
+",
+    )
+    .unwrap();
+    let out = run(
+        &["iptables", "--dry-run", "--pod", pod.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("excludeOutboundPorts: \"db\" is not a port")
+    );
+    assert!(out.stdout.is_empty());
+}
