@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 # Debian packages the end-to-end tiers use: curl and openssl (clients, `openssl s_server`
 # backends), postgresql (initdb, postgres, psql), iproute2 (`ss`, and `ip netns` for the
 # pods of the interception tests), prometheus (scrapes the gateway's metrics), iptables
-# (what `meshwork iptables` drives) and tcpdump (shows what crosses the pods' bridge).
-# Installed only when something is missing.
-packages=(curl openssl postgresql iproute2 prometheus iptables tcpdump)
+# (what `meshwork iptables` drives), tcpdump (shows what crosses the pods' bridge) and
+# python3 (a stand-in for a pod's own DNS resolver). Installed only when something is
+# missing.
+packages=(curl openssl postgresql iproute2 prometheus iptables tcpdump python3)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -33,6 +33,20 @@ spec:
 "
         ));
     }
+    // An API outside the mesh, known by a ServiceEntry without addresses.
+    yaml.push_str(&format!(
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: api, namespace: default}}
+spec:
+  hosts: [api.external.test]
+  ports: [{{number: 8080, name: http, protocol: HTTP}}]
+  resolution: STATIC
+  endpoints: [{{address: {}}}]
+---
+",
+        net.ip(30)
+    ));
     // A service that declares no protocol, outside the mesh (no sidecar at its address).
     yaml.push_str(&format!(
         "apiVersion: v1
@@ -119,6 +133,45 @@ const HOSTS: &str =
 10.96.0.30 legacy legacy.default legacy.default.svc.cluster.local
 ";
 
+/// The workload's own resolver: it knows `upstream.example.test` (the outside host) and
+/// nothing else.
+const UPSTREAM_DNS: &str = r#"
+import socket, struct, sys
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.bind((sys.argv[1], 53))
+print("listening", flush=True)
+while True:
+    data, peer = sock.recvfrom(512)
+    i, labels = 12, []
+    while data[i] != 0:
+        labels.append(data[i + 1:i + 1 + data[i]].decode())
+        i += data[i] + 1
+    qtype = struct.unpack(">H", data[i + 1:i + 3])[0]
+    question = data[12:i + 5]
+    known = ".".join(labels).lower() == "upstream.example.test"
+    answers = b""
+    if known and qtype == 1:
+        answers = b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 30, 4) + socket.inet_aton(sys.argv[2])
+    flags = b"\x81\x80" if known else b"\x81\x83"
+    header = data[:2] + flags + struct.pack(">HHHH", 1, 1 if answers else 0, 0, 0)
+    sock.sendto(header + question + answers, peer)
+"#;
+
+/// An A query over TCP (`NAME SERVER`); prints the first address of the answer.
+const TCP_QUERY: &str = r#"
+import socket, struct, sys
+name, server = sys.argv[1], sys.argv[2]
+q = b"\x12\x34\x01\x00" + struct.pack(">HHHH", 1, 0, 0, 0)
+q += b"".join(bytes([len(l)]) + l.encode() for l in name.split(".")) + b"\x00" + struct.pack(">HH", 1, 1)
+s = socket.create_connection((server, 53), timeout=5)
+s.sendall(struct.pack(">H", len(q)) + q)
+n = struct.unpack(">H", s.recv(2))[0]
+r = b""
+while len(r) < n:
+    r += s.recv(n - len(r))
+print(socket.inet_ntoa(r[-4:]) if struct.unpack(">H", r[6:8])[0] else "none")
+"#;
+
 /// The mesh: the control plane on the host, and the pods. The processes stop before
 /// their pods go (fields drop in order).
 struct Mesh {
@@ -132,7 +185,15 @@ struct Mesh {
 
 impl Mesh {
     fn start() -> Mesh {
+        Self::start_with(false)
+    }
+
+    /// With `dns`, pods find services through their sidecar's DNS proxy (and their
+    /// `/etc/hosts` knows nothing of them); the workload's resolver is a DNS server on
+    /// the host that knows `upstream.example.test`.
+    fn start_with(dns: bool) -> Mesh {
         let mut net = Net::new();
+        let hosts = if dns { "" } else { HOSTS };
         let dir = TempDir::new("capture");
         let config = dir.path().join("config");
         std::fs::create_dir_all(&config).unwrap();
@@ -182,7 +243,16 @@ impl Mesh {
             ("ratings-v1", 14, &[]),
         ];
         for (name, k, calls) in pods {
-            let ns = net.pod(name, k, HOSTS);
+            let ns = net.pod(name, k, hosts);
+            if dns {
+                net.resolv_conf(
+                    &ns,
+                    &format!(
+                        "nameserver {}\nsearch default.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n",
+                        net.host()
+                    ),
+                );
+            }
             let app = name.split('-').next().unwrap();
             let token = run(
                 &[
@@ -200,7 +270,12 @@ impl Mesh {
             assert!(token.status.success());
             let token_file = shared.join(format!("{name}.token"));
             std::fs::write(&token_file, &token.stdout).unwrap();
-            let out = net.exec(&ns, meshwork_bin(), &["iptables"]);
+            let iptables: &[&str] = if dns {
+                &["iptables", "--redirect-dns"]
+            } else {
+                &["iptables"]
+            };
+            let out = net.exec(&ns, meshwork_bin(), iptables);
             assert!(
                 out.status.success(),
                 "meshwork iptables: {}",
@@ -225,6 +300,11 @@ impl Mesh {
                     &root,
                     "--token-file",
                     token_file.to_str().unwrap(),
+                    if dns {
+                        "--dns-capture"
+                    } else {
+                        "--dns-address=127.0.0.1:15053"
+                    },
                 ],
             ));
             if name != "sleep" {
@@ -234,7 +314,18 @@ impl Mesh {
             }
         }
         // A pod without a sidecar, and a host outside the mesh.
-        let plain = net.pod("plain", 20, HOSTS);
+        if dns {
+            let script = dir.path().join("upstream_dns.py");
+            std::fs::write(&script, UPSTREAM_DNS).unwrap();
+            procs.push(Proc::start_program(
+                dir.path(),
+                "upstream-dns",
+                "python3",
+                &[script.to_str().unwrap(), &net.host(), &net.ip(30)],
+                &[],
+            ));
+        }
+        let plain = net.pod("plain", 20, hosts);
         procs.push(net.start(
             dir.path(),
             "plain",
@@ -524,4 +615,76 @@ spec:
         String::from_utf8_lossy(&out.stderr).contains("excludeOutboundPorts: \"db\" is not a port")
     );
     assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn the_dns_proxy_answers_mesh_names_and_forwards_the_rest() {
+    let mesh = Mesh::start_with(true);
+    eventually(Duration::from_secs(5), "the upstream resolver", || {
+        std::fs::read_to_string(mesh.dir.path().join("upstream-dns.stdout"))
+            .is_ok_and(|s| s.contains("listening"))
+    });
+    let sleep = mesh.net.ns("sleep");
+    let resolve = |name: &str| {
+        let out = mesh.net.exec(&sleep, "getent", &["ahostsv4", name]);
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_string()
+    };
+    // Short names, by the search domains of resolv.conf, and the other forms.
+    assert_eq!(
+        resolve("reviews"),
+        "10.96.0.12",
+        "{}",
+        mesh.log("sleep-sidecar")
+    );
+    assert_eq!(resolve("reviews.default"), "10.96.0.12");
+    assert_eq!(resolve("reviews.default.svc.cluster.local"), "10.96.0.12");
+    // DNS over TCP too.
+    let tcp = mesh.net.exec(
+        &sleep,
+        "python3",
+        &[
+            "-c",
+            TCP_QUERY,
+            "ratings.default.svc.cluster.local",
+            &mesh.net.host(),
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&tcp.stdout).trim(),
+        "10.96.0.14",
+        "{}",
+        String::from_utf8_lossy(&tcp.stderr)
+    );
+    // The app calls by name, as before.
+    assert_eq!(
+        mesh.chain_from_sleep("http://productpage:9080/productpage", &[]),
+        "productpage-v1(reviews-v1)"
+    );
+    // A ServiceEntry without addresses gets one: it resolves, and the call connects.
+    let api = resolve("api.external.test");
+    assert!(api.starts_with("240.240."), "{api:?}");
+    let out = mesh.net.curl(
+        &sleep,
+        &[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %header{x-echo-name}",
+            "http://api.external.test:8080/",
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200 outside");
+    // Under the cluster's domain, what the mesh does not know does not exist.
+    assert_eq!(resolve("nothing.default.svc.cluster.local"), "");
+    // Everything else goes to the workload's resolver.
+    assert_eq!(resolve("upstream.example.test"), mesh.net.ip(30));
+    assert_eq!(
+        mesh.net
+            .status(&sleep, &["http://upstream.example.test:8080/"]),
+        200
+    );
 }

@@ -261,6 +261,7 @@ fn compile_one(
         secrets,
         access_log,
         authorization,
+        names: None,
     }
 }
 

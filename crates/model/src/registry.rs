@@ -206,6 +206,7 @@ impl Registry {
     pub fn build(objects: &[Object]) -> Registry {
         let workloads = collect_workloads(objects);
         let mut services = BTreeMap::new();
+        let mut unaddressed = BTreeSet::new();
         for obj in objects {
             match obj {
                 Object::Service(svc) => {
@@ -216,10 +217,20 @@ impl Registry {
                 Object::ServiceEntry(se) => {
                     let ns = se.metadata.namespace.clone().unwrap_or_default();
                     for s in from_service_entry(&se.spec, &ns, &workloads) {
+                        if s.addresses.is_empty() && !s.host.contains('*') {
+                            unaddressed.insert(s.host.clone());
+                        }
                         services.entry(s.host.clone()).or_insert(s);
                     }
                 }
                 _ => {}
+            }
+        }
+        for (host, address) in allocate(&unaddressed) {
+            if let Some(s) = services.get_mut(&host)
+                && s.addresses.is_empty()
+            {
+                s.addresses.push(address);
             }
         }
         Registry { services }
@@ -229,6 +240,29 @@ impl Registry {
     pub fn get(&self, host: &str) -> Option<&Service> {
         self.services.get(host)
     }
+}
+
+/// Addresses for ServiceEntry hosts that have none, as Istio's DNS auto-allocation gives
+/// them: one each in 240.240.0.0/16 (class E, never routed), by a hash of the host, so
+/// that a host keeps its address as others come and go; a taken address moves on to the
+/// next free one, in host order.
+pub fn allocate(hosts: &BTreeSet<String>) -> Vec<(String, String)> {
+    const SIZE: u32 = 65534;
+    let mut taken = BTreeSet::new();
+    let mut out = Vec::new();
+    for host in hosts {
+        // FNV-1a: the same on every build.
+        let mut h: u32 = 0x811c_9dc5;
+        for b in host.as_bytes() {
+            h = (h ^ u32::from(*b)).wrapping_mul(0x0100_0193);
+        }
+        let mut n = h % SIZE + 1;
+        while !taken.insert(n) {
+            n = n % SIZE + 1;
+        }
+        out.push((host.clone(), format!("240.240.{}.{}", n >> 8, n & 0xff)));
+    }
+    out
 }
 
 fn collect_workloads(objects: &[Object]) -> Vec<Workload> {
@@ -576,6 +610,30 @@ fn dedup(instances: &mut Vec<Instance>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_without_addresses_get_stable_distinct_ones_in_240_240() {
+        let set = |hosts: &[&str]| hosts.iter().map(|h| h.to_string()).collect::<BTreeSet<_>>();
+        let some = allocate(&set(&["api.example.com", "db.example.com"]));
+        let more = allocate(&set(&[
+            "api.example.com",
+            "db.example.com",
+            "new.example.com",
+        ]));
+        for (host, address) in &some {
+            assert!(address.starts_with("240.240."), "{address}");
+            assert!(
+                more.contains(&(host.clone(), address.clone())),
+                "{host} keeps {address}"
+            );
+        }
+        let addresses: BTreeSet<&String> = more.iter().map(|(_, a)| a).collect();
+        assert_eq!(addresses.len(), 3, "distinct: {more:?}");
+        // Every host of a full range still gets one of its own.
+        let many: BTreeSet<String> = (0..5000).map(|i| format!("h{i}.test")).collect();
+        let given: BTreeSet<String> = allocate(&many).into_iter().map(|(_, a)| a).collect();
+        assert_eq!(given.len(), 5000);
+    }
     use meshwork_api::load::{LoadOptions, load_str};
     use std::path::Path;
 

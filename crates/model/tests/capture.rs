@@ -56,6 +56,15 @@ kind: PeerAuthentication
 metadata: {name: default, namespace: default}
 spec:
   mtls: {mode: STRICT}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: api, namespace: default}
+spec:
+  hosts: [api.external.test]
+  ports: [{number: 8080, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints: [{address: 10.0.0.30}]
 "#;
 
 fn snapshot(yaml: &str) -> MeshSnapshot {
@@ -221,4 +230,39 @@ fn a_proxy_without_interception_gets_no_capture_listeners() {
             .iter()
             .any(|w| w.contains("without traffic capture"))
     );
+}
+
+#[test]
+fn the_dns_proxy_knows_every_name_a_client_may_use_and_service_entries_get_an_address() {
+    let (config, _) = captured(&snapshot(MESH), "10.0.0.1");
+    let names = config.names.expect("a name table");
+    assert_eq!(names.domain, "cluster.local");
+    for name in [
+        "reviews",
+        "reviews.default",
+        "reviews.default.svc",
+        "reviews.default.svc.cluster.local",
+    ] {
+        assert_eq!(names.hosts[name], ["10.96.0.20"], "{name}");
+    }
+    // A ServiceEntry without addresses gets one, which its names resolve to and which
+    // routes the captured call.
+    let api = &names.hosts["api.external.test"];
+    assert!(api[0].starts_with("240.240."), "{api:?}");
+    let table = &config.route_tables["8080"];
+    let vhost = table
+        .virtual_hosts
+        .iter()
+        .find(|v| v.name == "api.external.test:8080")
+        .expect("the ServiceEntry's virtual host");
+    assert!(vhost.domains.contains(&api[0]), "{:?}", vhost.domains);
+    // A gateway or an uncaptured sidecar has none.
+    let node = Node {
+        id: "x.default".into(),
+        role: Role::Sidecar,
+        namespace: "default".into(),
+        ips: vec!["10.0.0.1".into()],
+        ..Node::default()
+    };
+    assert!(compile_proxy(&snapshot(MESH), &node).0.names.is_none());
 }

@@ -13,6 +13,7 @@ pub mod client_cert;
 pub mod connection;
 pub mod connections;
 pub mod discovery;
+pub mod dns;
 pub mod error;
 pub mod flags;
 pub mod identity;

@@ -10,6 +10,7 @@
 
 pub mod authorization;
 pub mod cluster;
+pub mod dns;
 pub mod endpoint;
 pub mod listener;
 pub mod node;
@@ -56,6 +57,9 @@ pub struct ProxyConfig {
     /// (evaluation is DENY, then ALLOW).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub authorization: Vec<authorization::AuthorizationPolicy>,
+    /// What the DNS proxy answers for, for a sidecar whose traffic is captured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub names: Option<dns::NameTable>,
 }
 
 impl ProxyConfig {

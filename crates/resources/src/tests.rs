@@ -352,6 +352,16 @@ fn sample() -> ProxyConfig {
             filter: CodeFilter::parse("response.code >= 400"),
         }),
         authorization: vec![authorization()],
+        names: Some(crate::dns::NameTable {
+            hosts: BTreeMap::from([
+                ("reviews".into(), vec!["10.96.0.12".into()]),
+                (
+                    "api.example.com".into(),
+                    vec!["240.240.1.7".into(), "2001:db8::7".into()],
+                ),
+            ]),
+            domain: "cluster.local".into(),
+        }),
     }
 }
 

@@ -110,6 +110,9 @@ pub struct Policy {
     /// The AuthorizationPolicies of the proxy.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub authorization: Vec<AuthorizationPolicy>,
+    /// What the DNS proxy answers for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub names: Option<meshwork_resources::dns::NameTable>,
 }
 
 /// Bodies at least this large are sent deflated.
@@ -180,6 +183,7 @@ pub fn encode(config: &ProxyConfig) -> BTreeMap<TypeUrl, Vec<Resource>> {
     let policy = Policy {
         access_log: config.access_log.clone(),
         authorization: config.authorization.clone(),
+        names: config.names.clone(),
     };
     BTreeMap::from([
         (
@@ -277,6 +281,7 @@ pub fn decode(
             let p: Policy = decode_one(type_url, resources)?;
             config.access_log = p.access_log;
             config.authorization = p.authorization;
+            config.names = p.names;
         }
     }
     Ok(())

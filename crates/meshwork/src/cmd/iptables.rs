@@ -16,11 +16,12 @@ use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 
 /// The chains the rules live in.
-const CHAINS: [&str; 4] = [
+const CHAINS: [&str; 5] = [
     "ISTIO_INBOUND",
     "ISTIO_REDIRECT",
     "ISTIO_IN_REDIRECT",
     "ISTIO_OUTPUT",
+    "ISTIO_DNS",
 ];
 
 /// The jumps from the built-in chains into them: (chain, rule).
@@ -28,6 +29,9 @@ const JUMPS: [(&str, &str); 2] = [
     ("PREROUTING", "-p tcp -j ISTIO_INBOUND"),
     ("OUTPUT", "-p tcp -j ISTIO_OUTPUT"),
 ];
+
+/// The jump of `--redirect-dns`.
+const DNS_JUMP: (&str, &str) = ("OUTPUT", "-p udp --dport 53 -j ISTIO_DNS");
 
 /// The annotation prefix Istio reads these knobs from.
 const ANNOTATION: &str = "traffic.sidecar.istio.io/";
@@ -66,6 +70,13 @@ pub struct Args {
     /// Outbound ports to redirect whatever the destination, as `includeOutboundPorts`.
     #[arg(long)]
     include_outbound_ports: Option<String>,
+    /// Also send the workload's DNS (UDP and TCP port 53) to the sidecar's DNS proxy, as
+    /// Istio does with `ISTIO_META_DNS_CAPTURE`.
+    #[arg(long)]
+    redirect_dns: bool,
+    /// The DNS proxy's port (the sidecar's `--dns-address`).
+    #[arg(long, default_value_t = 15053)]
+    dns_port: u16,
     /// A Pod manifest whose `traffic.sidecar.istio.io/*` annotations set the knobs the
     /// flags leave unset.
     #[arg(long, value_name = "FILE")]
@@ -93,6 +104,8 @@ pub struct Capture {
     pub exclude_outbound_ranges: Vec<ipnet::IpNet>,
     pub exclude_outbound_ports: Vec<u16>,
     pub include_outbound_ports: Vec<u16>,
+    /// Where DNS goes, with `--redirect-dns`.
+    pub dns_port: Option<u16>,
 }
 
 /// Which iptables.
@@ -213,6 +226,7 @@ impl Capture {
                 "includeOutboundPorts",
                 &knob(&args.include_outbound_ports, "includeOutboundPorts").unwrap_or_default(),
             )?,
+            dns_port: args.redirect_dns.then_some(args.dns_port),
         })
     }
 
@@ -251,6 +265,21 @@ impl Capture {
                     ));
                 }
             }
+        }
+        // DNS from anyone but the proxy (whose own queries go to the resolvers).
+        if let Some(port) = self.dns_port {
+            rule(format!("-A {} {}", DNS_JUMP.0, DNS_JUMP.1));
+            for (owner, id) in [("uid", self.uid), ("gid", self.gid)] {
+                rule(format!(
+                    "-A ISTIO_DNS -m owner --{owner}-owner {id} -j RETURN"
+                ));
+            }
+            for protocol in ["udp", "tcp"] {
+                rule(format!(
+                    "-A ISTIO_DNS -p {protocol} -j REDIRECT --to-ports {port}"
+                ));
+            }
+            rule("-A ISTIO_OUTPUT -p tcp --dport 53 -j ISTIO_DNS".into());
         }
         // Outbound.
         for p in &self.include_outbound_ports {
@@ -336,7 +365,7 @@ fn run_tool(tool: &str, args: &[&str], input: Option<&str>) -> Result<(), String
 /// Removes the jumps and the chains; what was not there is no error.
 fn cleanup(family: Family) {
     let tool = family.tool();
-    for (chain, jump) in JUMPS {
+    for (chain, jump) in JUMPS.into_iter().chain([DNS_JUMP]) {
         let mut args = vec!["-t", "nat", "-D", chain];
         args.extend(jump.split(' '));
         while run_tool(tool, &args, None).is_ok() {}
@@ -453,6 +482,7 @@ mod tests {
 :ISTIO_REDIRECT - [0:0]
 :ISTIO_IN_REDIRECT - [0:0]
 :ISTIO_OUTPUT - [0:0]
+:ISTIO_DNS - [0:0]
 -A ISTIO_REDIRECT -p tcp -j REDIRECT --to-ports 15001
 -A ISTIO_IN_REDIRECT -p tcp -j REDIRECT --to-ports 15006
 -A PREROUTING -p tcp -j ISTIO_INBOUND
@@ -527,6 +557,36 @@ COMMIT
         )
         .unwrap();
         assert_eq!(flagged.exclude_outbound_ports, [6379]);
+    }
+
+    #[test]
+    fn dns_is_redirected_for_everyone_but_the_proxy() {
+        let rules = capture(
+            &Args {
+                redirect_dns: true,
+                dns_port: 15053,
+                ..defaults()
+            },
+            &[],
+        )
+        .unwrap()
+        .rules(Family::V4);
+        let dns = "-A OUTPUT -p udp --dport 53 -j ISTIO_DNS
+-A ISTIO_DNS -m owner --uid-owner 1337 -j RETURN
+-A ISTIO_DNS -m owner --gid-owner 1337 -j RETURN
+-A ISTIO_DNS -p udp -j REDIRECT --to-ports 15053
+-A ISTIO_DNS -p tcp -j REDIRECT --to-ports 15053
+-A ISTIO_OUTPUT -p tcp --dport 53 -j ISTIO_DNS
+";
+        assert!(rules.contains(dns), "{rules}");
+        // Before the loopback and owner rules of outbound TCP.
+        assert!(rules.find(dns).unwrap() < rules.find("-A ISTIO_OUTPUT -o lo").unwrap());
+        assert!(
+            !capture(&defaults(), &[])
+                .unwrap()
+                .rules(Family::V4)
+                .contains("-j ISTIO_DNS")
+        );
     }
 
     #[test]

@@ -78,6 +78,14 @@ pub struct Args {
     /// Where iptables sends inbound TCP to the workload (Istio's 15006).
     #[arg(long, default_value_t = 15006)]
     inbound_capture_port: u16,
+    /// Answer the workload's DNS (what `meshwork iptables --redirect-dns` sends here) for
+    /// the mesh's names, as Istio's DNS proxy does; the rest goes to the resolvers of
+    /// /etc/resolv.conf.
+    #[arg(long, env = "ISTIO_META_DNS_CAPTURE", value_parser = clap::builder::BoolishValueParser::new(), default_value = "false", num_args = 0..=1, default_missing_value = "true")]
+    dns_capture: bool,
+    /// Where the DNS proxy listens, UDP and TCP (Istio's 15053).
+    #[arg(long, default_value = "127.0.0.1:15053")]
+    dns_address: SocketAddr,
     /// The mesh's trust domain, for the identity the token names.
     #[arg(long, env = "TRUST_DOMAIN", default_value = "cluster.local")]
     trust_domain: String,
@@ -175,6 +183,19 @@ async fn serve(args: Args) -> Result<(), String> {
         tokio::spawn(admin::serve_metrics(bind(addr).await?, metrics.clone()));
     }
     let proxy = Arc::new(Proxy::with_metrics(args.settings.settings(), Some(metrics)));
+    if args.dns_capture {
+        let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let upstreams = meshwork_proxy::dns::nameservers(&resolv);
+        let addr = args.dns_address;
+        let sockets = meshwork_proxy::dns::bind(addr)
+            .await
+            .map_err(|e| format!("cannot bind the DNS proxy on {addr}: {e}"))?;
+        tokio::spawn(meshwork_proxy::dns::serve(
+            sockets,
+            proxy.shared(),
+            upstreams,
+        ));
+    }
     let mut labels = args.json_labels.unwrap_or_default();
     labels.extend(args.labels.unwrap_or_default());
     let name = args.name.unwrap_or_default();

@@ -141,6 +141,11 @@ impl Net {
         ns
     }
 
+    /// Pod `ns`'s `/etc/resolv.conf`.
+    pub fn resolv_conf(&self, ns: &str, text: &str) {
+        std::fs::write(format!("/etc/netns/{ns}/resolv.conf"), text).unwrap();
+    }
+
     /// `COMMAND ARGS` in pod `ns`, to completion.
     pub fn exec(&self, ns: &str, program: &str, args: &[&str]) -> Output {
         Command::new("ip")

@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use meshwork_api::generated::networking::{IstioEgressListener, OutboundTrafficPolicyMode};
 use meshwork_api::mesh::OutboundMode;
 use meshwork_resources::cluster::{Cluster, OriginalDestination};
+use meshwork_resources::dns::NameTable;
 use meshwork_resources::listener::{Capture, L4Route, Listener, ServerChain, ServerProtocol};
 use meshwork_resources::node::Interception;
 use meshwork_resources::route::{RouteAction, RouteTable, VirtualHost};
@@ -80,6 +81,7 @@ impl Build<'_> {
             ..IstioEgressListener::default()
         };
         let services: Vec<&Service> = visible(&egress, self.node, self.registry, self.mesh);
+        self.name_table(&services);
         let mut by_port: BTreeMap<u32, Vec<(&Service, Kind)>> = BTreeMap::new();
         for s in &services {
             for p in &s.ports {
@@ -188,6 +190,33 @@ impl Build<'_> {
             ));
         }
         self.add_listener("0.0.0.0".into(), 0, other, true, false);
+    }
+
+    /// What the DNS proxy answers for these services: each host with its addresses,
+    /// under every name a client of this namespace may use for it (`reviews`,
+    /// `reviews.default`, `reviews.default.svc`, the FQDN).
+    fn name_table(&mut self, services: &[&Service]) {
+        let names = self.config.names.get_or_insert_with(|| NameTable {
+            hosts: BTreeMap::new(),
+            domain: crate::registry::DOMAIN_SUFFIX.to_string(),
+        });
+        for s in services {
+            if s.addresses.is_empty() || s.host.contains('*') {
+                continue;
+            }
+            let addresses: Vec<String> = s
+                .addresses
+                .iter()
+                .filter(|a| a.parse::<std::net::IpAddr>().is_ok())
+                .cloned()
+                .collect();
+            for name in domains(&s.host, &self.node.namespace) {
+                names
+                    .hosts
+                    .entry(name.to_ascii_lowercase())
+                    .or_insert_with(|| addresses.clone());
+            }
+        }
     }
 
     /// The virtual host of every host the mesh does not know: through to where the app
