@@ -52,6 +52,9 @@ enum Command {
     /// Redirect this network namespace's TCP to a sidecar's capture ports, as Istio's
     /// istio-iptables does.
     Iptables(cmd::iptables::Args),
+    /// Wait until the sidecar is ready, as `pilot-agent wait` does
+    /// (holdApplicationUntilProxyStarts).
+    Wait(cmd::wait::Args),
 }
 
 fn main() -> ExitCode {
@@ -77,5 +80,6 @@ fn main() -> ExitCode {
         Command::Token(args) => cmd::token::run(args),
         Command::Echo(args) => cmd::echo::run(args),
         Command::Iptables(args) => cmd::iptables::run(args),
+        Command::Wait(args) => cmd::wait::run(args),
     }
 }

@@ -176,6 +176,9 @@ print(socket.inet_ntoa(r[-4:]) if struct.unpack(">H", r[6:8])[0] else "none")
 /// their pods go (fields drop in order).
 struct Mesh {
     _procs: Vec<Proc>,
+    /// Each pod's sidecar, and how it was started.
+    sidecars: std::collections::BTreeMap<String, Proc>,
+    sidecar_args: std::collections::BTreeMap<String, Vec<String>>,
     control: Proc,
     net: Net,
     dir: TempDir,
@@ -227,6 +230,8 @@ impl Mesh {
         std::fs::copy(state.join("root-cert.pem"), shared.join("root-cert.pem")).unwrap();
         let root = shared.join("root-cert.pem").display().to_string();
         let mut procs = Vec::new();
+        let mut sidecars = std::collections::BTreeMap::new();
+        let mut sidecar_args = std::collections::BTreeMap::new();
         let pods: [(&str, u8, &[&str]); 5] = [
             ("sleep", 10, &[]),
             (
@@ -282,31 +287,37 @@ impl Mesh {
                 String::from_utf8_lossy(&out.stderr)
             );
             let ip = net.ip(k);
-            procs.push(net.start_as_proxy(
-                dir.path(),
-                &format!("{name}-sidecar"),
-                &ns,
-                &[
-                    "proxy",
-                    "--control-plane",
-                    &secure,
-                    "--interception-mode",
-                    "REDIRECT",
-                    "--ip",
-                    &ip,
-                    "--namespace",
-                    "default",
-                    "--ca-root",
-                    &root,
-                    "--token-file",
-                    token_file.to_str().unwrap(),
-                    if dns {
-                        "--dns-capture"
-                    } else {
-                        "--dns-address=127.0.0.1:15053"
-                    },
-                ],
-            ));
+            let args: Vec<String> = [
+                "proxy",
+                "--control-plane",
+                &secure,
+                "--interception-mode",
+                "REDIRECT",
+                "--ip",
+                &ip,
+                "--namespace",
+                "default",
+                "--ca-root",
+                &root,
+                "--token-file",
+                token_file.to_str().unwrap(),
+                "--drain",
+                "3s",
+                if dns {
+                    "--dns-capture"
+                } else {
+                    "--dns-address=127.0.0.1:15053"
+                },
+            ]
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            sidecars.insert(
+                name.to_string(),
+                net.start_as_proxy(dir.path(), &format!("{name}-sidecar"), &ns, &refs),
+            );
+            sidecar_args.insert(name.to_string(), args);
             if name != "sleep" {
                 let mut args = vec!["echo", "--port", "9080", "--name", name];
                 args.extend_from_slice(calls);
@@ -359,6 +370,8 @@ impl Mesh {
             net,
             dir,
             _procs: procs,
+            sidecars,
+            sidecar_args,
             control,
             listen,
         };
@@ -386,6 +399,15 @@ impl Mesh {
             }
         }
         mesh
+    }
+
+    /// Starts a pod's sidecar again, as it was started first.
+    fn restart_sidecar(&mut self, name: &str) {
+        let args: Vec<&str> = self.sidecar_args[name].iter().map(String::as_str).collect();
+        let ns = self.net.ns(name);
+        let label = format!("{name}-sidecar-again");
+        let proc = self.net.start_as_proxy(self.dir.path(), &label, &ns, &args);
+        self.sidecars.insert(name.to_string(), proc);
     }
 
     fn log(&self, label: &str) -> String {
@@ -686,5 +708,97 @@ fn the_dns_proxy_answers_mesh_names_and_forwards_the_rest() {
         mesh.net
             .status(&sleep, &["http://upstream.example.test:8080/"]),
         200
+    );
+}
+
+#[test]
+fn the_app_waits_for_its_sidecar_which_drains_on_sigterm_then_exits() {
+    let mut mesh = Mesh::start();
+    let sleep = mesh.net.ns("sleep");
+    let slow = "http://reviews:9080/reviews/0?delay=1500ms";
+    // A request in flight when the sidecar is told to stop.
+    let in_flight = {
+        let ns = sleep.clone();
+        std::thread::spawn(move || {
+            let out = std::process::Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &ns,
+                    "curl",
+                    "-sS",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                ])
+                .arg(slow)
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = mesh.sidecars["sleep"].pid().to_string();
+    let started = std::time::Instant::now();
+    support::pods::sh("kill", &["-TERM", &pid]);
+    // It finishes what it was doing, then exits (within its drain time, 3 s).
+    assert_eq!(
+        in_flight.join().unwrap(),
+        "200",
+        "{}",
+        mesh.log("sleep-sidecar")
+    );
+    let exit = mesh
+        .sidecars
+        .get_mut("sleep")
+        .unwrap()
+        .wait_exit(Duration::from_secs(10))
+        .expect("the sidecar exits");
+    assert!(exit.success(), "{exit:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(mesh.log("sleep-sidecar").contains("drained"));
+    // Without its sidecar, the app's captured calls have nowhere to go.
+    assert_eq!(
+        mesh.net.status(&sleep, &["http://reviews:9080/reviews/0"]),
+        0
+    );
+    // `meshwork wait` holds the app until the sidecar started again is ready.
+    mesh.restart_sidecar("sleep");
+    let held = mesh.net.exec(
+        &sleep,
+        "sh",
+        &[
+            "-c",
+            &format!(
+                "{} wait --timeout 20s && curl -sS -o /dev/null -w %{{http_code}} http://reviews:9080/reviews/0",
+                meshwork_bin()
+            ),
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&held.stdout),
+        "200",
+        "{}",
+        String::from_utf8_lossy(&held.stderr)
+    );
+    assert!(String::from_utf8_lossy(&held.stderr).contains("the proxy is ready"));
+}
+
+#[test]
+fn wait_gives_up_when_the_proxy_never_gets_ready() {
+    let out = run(
+        &["wait", "--status", "127.0.0.1:1", "--timeout", "300ms"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the proxy at 127.0.0.1:1 is not ready after 300ms"),
+        "{err}"
     );
 }

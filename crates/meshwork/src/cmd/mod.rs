@@ -12,6 +12,7 @@ pub mod settings;
 pub mod token;
 pub mod up;
 pub mod validate;
+pub mod wait;
 
 /// Runs `work` on a new tokio runtime: success, or the error logged and exit code 1.
 pub fn block_on<E: std::fmt::Display>(
