@@ -47,6 +47,20 @@ spec:
 ",
         net.ip(30)
     ));
+    // A TLS service outside the mesh, told apart by its SNI.
+    yaml.push_str(&format!(
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: secure, namespace: default}}
+spec:
+  hosts: [secure.external.test]
+  ports: [{{number: 8443, name: tls, protocol: TLS}}]
+  resolution: STATIC
+  endpoints: [{{address: {}}}]
+---
+",
+        net.ip(30)
+    ));
     // A service that declares no protocol, outside the mesh (no sidecar at its address).
     yaml.push_str(&format!(
         "apiVersion: v1
@@ -353,7 +367,29 @@ impl Mesh {
             &outside,
             meshwork_bin(),
             &[
-                "echo", "--port", "8080", "--name", "outside", "--bind", "0.0.0.0",
+                "echo", "--port", "8080", "--name", "outside", "--bind", "::",
+            ],
+        ));
+        // A TLS server.
+        let ca = TestCa::new("outside CA");
+        let (cert, key) = ca.leaf(&["secure.external.test"], "secure.external.test");
+        std::fs::write(dir.path().join("secure.crt"), cert).unwrap();
+        std::fs::write(dir.path().join("secure.key"), key).unwrap();
+        let (crt, key) = (dir.path().join("secure.crt"), dir.path().join("secure.key"));
+        procs.push(net.start(
+            dir.path(),
+            "secure",
+            &outside,
+            "openssl",
+            &[
+                "s_server",
+                "-accept",
+                "8443",
+                "-www",
+                "-cert",
+                crt.to_str().unwrap(),
+                "-key",
+                key.to_str().unwrap(),
             ],
         ));
         // A server-first TCP service: it speaks before the client does.
@@ -528,6 +564,31 @@ fn strict_refuses_a_pod_without_a_sidecar_and_the_outbound_policy_decides_the_re
         mesh.log("sleep-sidecar")
     );
     assert!(raw(&sleep).starts_with("HTTP/1.1 400"), "{}", raw(&sleep));
+    // IPv6 too.
+    let outside6 = format!("http://[{}]:8080/", mesh.net.ip6(30));
+    assert_eq!(
+        mesh.net.status(&sleep, &["-g", &outside6]),
+        200,
+        "{}",
+        mesh.log("sleep-sidecar")
+    );
+    // A TLS service is routed by the SNI of the ClientHello: the app resolved it to an
+    // address where nothing is, and reaches it anyway.
+    let nowhere = format!("secure.external.test:8443:{}", mesh.net.ip(99));
+    assert_eq!(
+        mesh.net.status(
+            &sleep,
+            &[
+                "-k",
+                "--resolve",
+                &nowhere,
+                "https://secure.external.test:8443/"
+            ]
+        ),
+        200,
+        "{}",
+        mesh.log("sleep-sidecar")
+    );
     // REGISTRY_ONLY: HTTP to it is answered 502, other bytes get nothing.
     mesh.edit(|t| {
         t + "---

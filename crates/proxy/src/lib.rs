@@ -175,7 +175,8 @@ impl Proxy {
             if listeners.contains_key(addr) {
                 continue;
             }
-            match listener::start(*addr, self.shared.clone()).await {
+            let captures = runtime.listeners[addr].resource.capture.is_some();
+            match listener::start(*addr, captures, self.shared.clone()).await {
                 Ok(handle) => {
                     listeners.insert(*addr, handle);
                 }
@@ -201,7 +202,11 @@ impl Proxy {
         // 127.0.0.1:P) can be bound now.
         let mut still_failing = Vec::new();
         for e in report.bind_errors.drain(..) {
-            match listener::start(e.addr, self.shared.clone()).await {
+            let captures = self.shared.state.load().listeners[&e.addr]
+                .resource
+                .capture
+                .is_some();
+            match listener::start(e.addr, captures, self.shared.clone()).await {
                 Ok(handle) => {
                     listeners.insert(e.addr, handle);
                 }

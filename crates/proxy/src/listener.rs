@@ -109,9 +109,30 @@ impl Drop for ListenerHandle {
 }
 
 /// Binds `addr` and starts accepting, until the handle is dropped or the proxy drains.
-pub async fn start(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<ListenerHandle> {
+///
+/// A capture listener (`captures`) on 0.0.0.0 takes what ip6tables redirects too, on
+/// `[::]`.
+pub async fn start(
+    addr: SocketAddr,
+    captures: bool,
+    shared: Arc<Shared>,
+) -> std::io::Result<ListenerHandle> {
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
+    let v6 = if captures && addr.ip() == std::net::IpAddr::from(std::net::Ipv4Addr::UNSPECIFIED) {
+        match bind_v6_only(SocketAddr::new(
+            std::net::Ipv6Addr::UNSPECIFIED.into(),
+            bound.port(),
+        )) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                debug!(port = bound.port(), "no IPv6 capture: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let (stop, mut stopped) = watch::channel(false);
     let (generation, generations) = watch::channel(0u64);
     let mut draining = shared.connections.drain_signal();
@@ -121,7 +142,7 @@ pub async fn start(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<Lis
     tokio::spawn(async move {
         loop {
             tokio::select! {
-                accepted = listener.accept() => match accepted {
+                accepted = accept_either(&listener, v6.as_ref()) => match accepted {
                     Ok((stream, peer)) => {
                         let limit = shared.settings.max_connections_per_listener;
                         if open.fetch_add(1, Ordering::AcqRel) >= limit {
@@ -158,6 +179,31 @@ pub async fn start(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<Lis
         stop,
         generation,
     })
+}
+
+/// The next connection of either socket.
+async fn accept_either(
+    v4: &TcpListener,
+    v6: Option<&TcpListener>,
+) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match v6 {
+        Some(v6) => tokio::select! {
+            accepted = v4.accept() => accepted,
+            accepted = v6.accept() => accepted,
+        },
+        None => v4.accept().await,
+    }
+}
+
+/// A listening socket for IPv6 only (beside an IPv4 one on the same port).
+fn bind_v6_only(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None)?;
+    socket.set_only_v6(true)?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
 }
 
 /// Where a connection redirected by iptables (`REDIRECT`) was meant to go.

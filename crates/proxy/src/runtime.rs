@@ -140,16 +140,16 @@ impl Runtime {
         dst: SocketAddr,
     ) -> Option<SocketAddr> {
         let outbound = capture == meshwork_resources::listener::Capture::Outbound;
-        let any: std::net::IpAddr = if dst.is_ipv4() {
-            std::net::Ipv4Addr::UNSPECIFIED.into()
-        } else {
-            std::net::Ipv6Addr::UNSPECIFIED.into()
-        };
+        // `0.0.0.0` stands for any address of either family, as `[::]` does.
+        let v4_any: std::net::IpAddr = std::net::Ipv4Addr::UNSPECIFIED.into();
+        let v6_any: std::net::IpAddr = std::net::Ipv6Addr::UNSPECIFIED.into();
         [
             dst,
-            SocketAddr::new(any, dst.port()),
+            SocketAddr::new(v6_any, dst.port()),
+            SocketAddr::new(v4_any, dst.port()),
             SocketAddr::new(dst.ip(), 0),
-            SocketAddr::new(any, 0),
+            SocketAddr::new(v6_any, 0),
+            SocketAddr::new(v4_any, 0),
         ]
         .into_iter()
         .find(|addr| {

@@ -96,6 +96,11 @@ impl Net {
         format!("10.250.{}.{k}", self.index)
     }
 
+    /// The IPv6 address of pod `k` (every pod has one, on the same link).
+    pub fn ip6(&self, k: u8) -> String {
+        format!("fd00:250:{}::{k}", self.index)
+    }
+
     /// The namespace name of a pod.
     pub fn ns(&self, pod: &str) -> String {
         format!("mw{}-{pod}", self.index)
@@ -121,9 +126,12 @@ impl Net {
         sh("ip", &["link", "set", &host_side, "master", &self.bridge]);
         sh("ip", &["link", "set", &host_side, "up"]);
         let ip = self.ip(k);
+        let ip6 = format!("{}/64", self.ip6(k));
         for args in [
             vec!["link", "set", "lo", "up"],
             vec!["addr", "add", &format!("{ip}/24"), "dev", "eth0"],
+            // No duplicate address detection: the address works at once.
+            vec!["-6", "addr", "add", &ip6, "dev", "eth0", "nodad"],
             vec!["link", "set", "eth0", "up"],
             vec!["route", "add", "default", "via", &self.host()],
         ] {

@@ -115,36 +115,74 @@ impl Build<'_> {
                     self.add_listener(address.clone(), port16, vec![server], true, false);
                 }
             }
-            // HTTP, and undeclared services: one listener on the port.
+            // HTTP, TLS by SNI, and undeclared services: one listener on the port.
+            let mut servers = Vec::new();
             let http: Vec<&Service> = services
                 .iter()
                 .filter(|(_, k)| *k != Kind::Opaque)
                 .map(|(s, _)| *s)
                 .collect();
-            if http.is_empty() {
+            if !http.is_empty() {
+                let table_name = port.to_string();
+                let mut table = RouteTable::default();
+                for s in &http {
+                    let routes = self.http_routes(&s.host, port);
+                    if routes.is_empty() {
+                        continue;
+                    }
+                    let mut names = domains(&s.host, &self.node.namespace);
+                    names.extend(s.addresses.iter().cloned());
+                    table.virtual_hosts.push(VirtualHost {
+                        name: format!("{}:{port}", s.host),
+                        domains: names,
+                        routes,
+                    });
+                }
+                table.virtual_hosts.push(self.unknown_host(allow_any));
+                self.config.route_tables.insert(table_name.clone(), table);
+                let mut server =
+                    plain_server(format!("{source}#outbound[{port}]"), ServerProtocol::Http);
+                server.route_table = table_name;
+                servers.push(server);
+            }
+            // TLS services are told apart by the SNI of the ClientHello, whatever address
+            // the app connected to.
+            let tls_services: Vec<&Service> = services
+                .iter()
+                .filter(|(s, _)| {
+                    s.port(port)
+                        .is_some_and(|p| matches!(p.protocol, Protocol::Tls | Protocol::Https))
+                })
+                .map(|(s, _)| *s)
+                .collect();
+            for s in &tls_services {
+                let mut server = plain_server(
+                    format!("{source}#outbound[{port}]#sni[{}]", s.host),
+                    ServerProtocol::TlsPassthrough,
+                );
+                server.hosts = vec![s.host.clone()];
+                server.tcp_routes = self
+                    .tcp_routes(&s.host, port)
+                    .into_iter()
+                    .map(|mut r| {
+                        r.sni_hosts = vec![s.host.clone()];
+                        r
+                    })
+                    .collect();
+                servers.push(server);
+            }
+            if servers.is_empty() {
                 continue;
             }
-            let table_name = port.to_string();
-            let mut table = RouteTable::default();
-            for s in &http {
-                let routes = self.http_routes(&s.host, port);
-                if routes.is_empty() {
-                    continue;
-                }
-                let mut names = domains(&s.host, &self.node.namespace);
-                names.extend(s.addresses.iter().cloned());
-                table.virtual_hosts.push(VirtualHost {
-                    name: format!("{}:{port}", s.host),
-                    domains: names,
-                    routes,
-                });
+            if !tls_services.is_empty() && allow_any {
+                let mut any = plain_server(
+                    format!("{source}#outbound[{port}]#sni[*]"),
+                    ServerProtocol::TlsPassthrough,
+                );
+                any.hosts = vec!["*".into()];
+                any.tcp_routes.push(self.passthrough_route());
+                servers.push(any);
             }
-            table.virtual_hosts.push(self.unknown_host(allow_any));
-            self.config.route_tables.insert(table_name.clone(), table);
-            let mut server =
-                plain_server(format!("{source}#outbound[{port}]"), ServerProtocol::Http);
-            server.route_table = table_name;
-            let mut servers = vec![server];
             // Undeclared services that are not HTTP go by the address called.
             let mut tcp = plain_server(
                 format!("{source}#outbound[{port}]#tcp"),
