@@ -40,7 +40,7 @@ fn strict_refuses_plaintext_and_clients_without_certificates_and_mesh_traffic_fl
     assert!(only(&counts, &[V1, V3]), "{counts:?}");
     // The destination reports the client's principal, learned from its certificate; the
     // source reports its own.
-    let inbound = reported(&mesh, "reviews-v1-sidecar", "destination");
+    let inbound = reported(&mesh, "reviews-v1-sidecar", "destination", "reviews-v1");
     for label in [
         "source_principal=\"spiffe://cluster.local/ns/default/sa/bookinfo-productpage\"",
         "destination_principal=\"spiffe://cluster.local/ns/default/sa/bookinfo-reviews\"",
@@ -50,6 +50,12 @@ fn strict_refuses_plaintext_and_clients_without_certificates_and_mesh_traffic_fl
         "destination_version=\"v1\"",
         "connection_security_policy=\"mutual_tls\"",
         "response_code=\"200\"",
+        // What the client's sidecar said of itself (Istio's metadata exchange).
+        "source_workload=\"productpage-v1\"",
+        "source_workload_namespace=\"default\"",
+        "source_app=\"productpage\"",
+        "source_version=\"v1\"",
+        "source_canonical_service=\"productpage\"",
     ] {
         assert!(inbound.contains(label), "{label} in {inbound}");
     }
@@ -60,13 +66,20 @@ fn strict_refuses_plaintext_and_clients_without_certificates_and_mesh_traffic_fl
         String::from_utf8_lossy(&out.stdout).contains(&inbound),
         "the admin port serves the status port's series"
     );
-    let outbound = reported(&mesh, "productpage-v1-sidecar", "source");
-    for label in [
-        "source_principal=\"spiffe://cluster.local/ns/default/sa/bookinfo-productpage\"",
-        "source_app=\"productpage\"",
-        "destination_service=\"reviews.default.svc.cluster.local\"",
-    ] {
-        assert!(outbound.contains(label), "{label} in {outbound}");
+    // The source learns the destination's workload from its answer: a series per
+    // reviews version it reached.
+    for (workload, version) in [("reviews-v1", "v1"), ("reviews-v3", "v3")] {
+        let outbound = reported(&mesh, "productpage-v1-sidecar", "source", workload);
+        for label in [
+            "source_principal=\"spiffe://cluster.local/ns/default/sa/bookinfo-productpage\"",
+            "source_app=\"productpage\"",
+            "destination_service=\"reviews.default.svc.cluster.local\"",
+            "destination_app=\"reviews\"",
+            &format!("destination_version=\"{version}\""),
+            "destination_canonical_service=\"reviews\"",
+        ] {
+            assert!(outbound.contains(label), "{label} in {outbound}");
+        }
     }
     // A plaintext client is refused.
     assert_eq!(plaintext(&mesh), 0, "plaintext is not served under STRICT");
@@ -112,15 +125,17 @@ fn strict_refuses_plaintext_and_clients_without_certificates_and_mesh_traffic_fl
     );
 }
 
-/// The `istio_requests_total` line of a proxy with this reporter (exactly one).
-fn reported(mesh: &Bookinfo, step: &str, reporter: &str) -> String {
+/// The `istio_requests_total` line of a proxy with this reporter, to this destination
+/// workload (exactly one).
+fn reported(mesh: &Bookinfo, step: &str, reporter: &str, workload: &str) -> String {
     let all = mesh.requests_total(step);
     let mine: Vec<&String> = all
         .iter()
         .filter(|l| l.contains(&format!("reporter=\"{reporter}\"")))
         .filter(|l| l.contains("destination_service=\"reviews."))
+        .filter(|l| l.contains(&format!("destination_workload=\"{workload}\"")))
         .collect();
-    assert_eq!(mine.len(), 1, "one series to reviews in {all:#?}");
+    assert_eq!(mine.len(), 1, "one series to {workload} in {all:#?}");
     mine[0].clone()
 }
 
@@ -154,6 +169,19 @@ fn permissive_serves_plaintext_and_mesh_clients_still_use_mtls() {
     eventually(Duration::from_secs(10), "plaintext is served", || {
         plaintext(&mesh) == 200
     });
+    // A plaintext client's peer metadata is not believed, and never reaches the app.
+    let out = curl(&[
+        "-s",
+        "-i",
+        "-H",
+        "x-envoy-peer-metadata: Zm9yZ2Vk",
+        "-H",
+        "x-envoy-peer-metadata-id: forged",
+        &format!("http://{REVIEWS_V1}:{}/reviews/0", mesh.base),
+    ]);
+    let answer = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    assert!(answer.starts_with("http/1.1 200"), "{answer}");
+    assert!(!answer.contains("x-envoy-peer-metadata"), "{answer}");
     // Only productpage's identity may call reviews: the mesh client's principal, learned
     // from its certificate, is allowed; the plaintext client has none and is denied.
     std::fs::write(

@@ -20,6 +20,7 @@ pub mod identity;
 pub mod inspect;
 pub mod listener;
 pub mod metrics;
+pub mod peer;
 pub mod recorder;
 pub mod request;
 pub mod route;

@@ -61,7 +61,7 @@ const PEER_LABELS: [&str; 21] = [
 pub struct PeerLabels {
     values: [String; 21],
     /// Reported by the destination (a sidecar's inbound cluster): the client's principal
-    /// and whether it used mTLS come from each connection ([`Downstream`]).
+    /// and whether it used mTLS come from each connection ([`Counterpart`]).
     inbound: bool,
     id: u64,
 }
@@ -238,15 +238,40 @@ impl PeerLabels {
 
     fn encode(
         &self,
-        downstream: Option<&Downstream>,
+        other: Option<&Counterpart>,
         encoder: &mut LabelSetEncoder,
     ) -> Result<(), std::fmt::Error> {
+        // The other side's workload, as its metadata said: the source's labels at the
+        // destination, the destination's at the source.
+        let workload = other.and_then(|o| o.workload.as_deref());
+        let peer_label = |i: usize| -> Option<&str> {
+            let w = workload?;
+            let offset = if self.inbound { 0 } else { 8 };
+            let value = match i.checked_sub(offset)? {
+                1 => &w.name,
+                2 => &w.namespace,
+                4 => &w.app,
+                5 => &w.version,
+                6 if !self.inbound => return None,
+                6 => &w.canonical_service,
+                7 if !self.inbound => return None,
+                7 => &w.canonical_revision,
+                9 if !self.inbound => &w.canonical_service,
+                10 if !self.inbound => &w.canonical_revision,
+                _ => return None,
+            };
+            Some(if value.is_empty() {
+                UNKNOWN
+            } else {
+                value.as_str()
+            })
+        };
         for (i, (name, value)) in PEER_LABELS.iter().zip(&self.values).enumerate() {
-            let value = match (downstream, i) {
+            let value = match (other.filter(|_| self.inbound), i) {
                 (Some(d), SOURCE_PRINCIPAL) => d.principal.as_deref().unwrap_or(UNKNOWN),
                 (Some(d), SECURITY_POLICY) if d.mutual_tls => "mutual_tls",
                 (Some(_), SECURITY_POLICY) => "none",
-                _ => value.as_str(),
+                _ => peer_label(i).unwrap_or(value.as_str()),
             };
             (*name, value).encode(encoder.encode_label())?;
         }
@@ -254,22 +279,26 @@ impl PeerLabels {
     }
 }
 
-/// What the destination learns of its client from the connection: the principal its
-/// certificate proves and whether it spoke mTLS.
+/// What a proxy learns of the other side of a request: at the destination, the
+/// principal the client's certificate proves and whether it spoke mTLS; at either side,
+/// the other's workload from its metadata.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
-pub struct Downstream {
+pub struct Counterpart {
     /// The client's SPIFFE id (`spiffe://cluster.local/ns/default/sa/sleep`).
     pub principal: Option<Arc<str>>,
     /// The client presented a verified certificate.
     pub mutual_tls: bool,
+    /// The other side's workload (Istio's metadata exchange).
+    pub workload: Option<Arc<crate::peer::Workload>>,
 }
 
-impl Downstream {
+impl Counterpart {
     /// What `conn` tells of its client, for labels reported by the destination.
-    pub fn of(conn: &crate::connection::Connection) -> Downstream {
-        Downstream {
+    pub fn of(conn: &crate::connection::Connection) -> Counterpart {
+        Counterpart {
             principal: conn.peer_identity.clone(),
             mutual_tls: conn.peer_identity.is_some(),
+            workload: None,
         }
     }
 }
@@ -278,7 +307,7 @@ impl Downstream {
 #[derive(Debug, Clone)]
 pub struct RequestLabels {
     peer: Arc<PeerLabels>,
-    downstream: Option<Downstream>,
+    downstream: Option<Counterpart>,
     grpc: bool,
     code: u16,
     grpc_status: Option<u16>,
@@ -330,7 +359,7 @@ impl EncodeLabelSet for RequestLabels {
 #[derive(Debug, Clone)]
 pub struct TcpLabels {
     peer: Arc<PeerLabels>,
-    downstream: Option<Downstream>,
+    downstream: Option<Counterpart>,
     flags: ResponseFlags,
 }
 
@@ -373,7 +402,7 @@ pub struct RequestSample {
     /// Who talked to whom.
     pub peer: Arc<PeerLabels>,
     /// The client, when the destination reports.
-    pub downstream: Option<Downstream>,
+    pub downstream: Option<Counterpart>,
     /// A gRPC request (`content-type: application/grpc...`).
     pub grpc: bool,
     /// The status sent.
@@ -511,7 +540,9 @@ impl Metrics {
     /// Counts a finished request.
     pub fn request(&self, s: RequestSample) {
         let labels = RequestLabels {
-            downstream: s.downstream.filter(|_| s.peer.inbound),
+            downstream: s
+                .downstream
+                .filter(|d| s.peer.inbound || d.workload.is_some()),
             peer: s.peer,
             grpc: s.grpc,
             code: s.code,
@@ -534,7 +565,7 @@ impl Metrics {
     }
 
     /// Counts a TCP connection opened to `peer`'s destination.
-    pub fn tcp_opened(&self, peer: Arc<PeerLabels>, downstream: Downstream) {
+    pub fn tcp_opened(&self, peer: Arc<PeerLabels>, downstream: Counterpart) {
         let labels = TcpLabels {
             downstream: Some(downstream).filter(|_| peer.inbound),
             peer,
@@ -547,7 +578,7 @@ impl Metrics {
     pub fn tcp_closed(
         &self,
         peer: Arc<PeerLabels>,
-        downstream: Option<Downstream>,
+        downstream: Option<Counterpart>,
         flags: ResponseFlags,
         sent: u64,
         received: u64,
@@ -691,9 +722,18 @@ mod tests {
         let peer = Arc::new(PeerLabels::new(&node, Some(&cluster)));
         assert!(peer.inbound());
         let m = Metrics::default();
-        let client = |principal: Option<&str>| Downstream {
+        let productpage = Arc::new(crate::peer::Workload {
+            name: "productpage-v1".into(),
+            namespace: "default".into(),
+            app: "productpage".into(),
+            version: "v1".into(),
+            canonical_service: "productpage".into(),
+            canonical_revision: "v1".into(),
+        });
+        let client = |principal: Option<&str>| Counterpart {
             principal: principal.map(Arc::from),
             mutual_tls: principal.is_some(),
+            workload: principal.map(|_| productpage.clone()),
         };
         for downstream in [
             Some(client(Some(
@@ -720,7 +760,9 @@ mod tests {
         for label in [
             "reporter=\"destination\"",
             "source_principal=\"spiffe://cluster.local/ns/default/sa/productpage\"",
-            "source_workload=\"unknown\"",
+            "source_workload=\"productpage-v1\"",
+            "source_app=\"productpage\"",
+            "source_canonical_service=\"productpage\"",
             "destination_workload=\"reviews-v1\"",
             "destination_principal=\"spiffe://cluster.local/ns/default/sa/bookinfo-reviews\"",
             "destination_app=\"reviews\"",
@@ -738,10 +780,48 @@ mod tests {
                     && l.contains("connection_security_policy=\"none\"")),
             "{text}"
         );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("source_workload=\"unknown\"")
+                    && l.contains("connection_security_policy=\"none\"")),
+            "a client without metadata: {text}"
+        );
         // The source reports its own principal only through a mesh certificate.
         let outbound = PeerLabels::new(&node, None);
         assert!(!outbound.inbound());
         assert_eq!(outbound.values[SOURCE_PRINCIPAL], "unknown");
+        // The source takes the destination's workload from its answer, and keeps the
+        // service it called.
+        let mut reviews =
+            crate::runtime::tests::cluster("outbound|9080||reviews.default.svc.cluster.local");
+        reviews.host = "reviews.default.svc.cluster.local".into();
+        let to_reviews = Arc::new(PeerLabels::new(&node, Some(&reviews)));
+        let m = Metrics::default();
+        m.request(RequestSample {
+            peer: to_reviews,
+            downstream: Some(Counterpart {
+                workload: Some(productpage.clone()),
+                ..Counterpart::default()
+            }),
+            ..sample(200)
+        });
+        let text = m.encode();
+        for label in [
+            "reporter=\"source\"",
+            "source_workload=\"reviews-v1\"",
+            "destination_workload=\"productpage-v1\"",
+            "destination_workload_namespace=\"default\"",
+            "destination_app=\"productpage\"",
+            "destination_version=\"v1\"",
+            "destination_canonical_service=\"productpage\"",
+            "destination_canonical_revision=\"v1\"",
+            "destination_service=\"reviews.default.svc.cluster.local\"",
+            "destination_service_name=\"reviews\"",
+            "connection_security_policy=\"unknown\"",
+        ] {
+            assert!(text.contains(label), "{label} in {text}");
+        }
     }
 
     #[test]

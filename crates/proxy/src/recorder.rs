@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::access_log::Entry;
 use crate::flags::ResponseFlags;
-use crate::metrics::{Downstream, Metrics, PeerLabels, RequestSample};
+use crate::metrics::{Counterpart, Metrics, PeerLabels, RequestSample};
 
 /// What was recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +36,7 @@ pub struct Outcome {
     /// Who talked to whom, for the metrics; `None` when no destination was chosen.
     pub peer: Option<Arc<PeerLabels>>,
     /// The client as its connection shows it (labels the destination reports).
-    pub downstream: Option<Downstream>,
+    pub downstream: Option<Counterpart>,
     /// A gRPC request.
     pub grpc: bool,
     /// The gRPC status of the response, when its headers carry one.

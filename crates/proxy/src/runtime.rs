@@ -90,6 +90,15 @@ impl ClusterState {
         Some((i, &self.balancer.endpoints[i].endpoint))
     }
 
+    /// Whether the cluster speaks mesh mTLS (the workload certificate): its peers are the
+    /// mesh's, which exchange metadata.
+    pub fn mesh_mtls(&self) -> bool {
+        self.cluster.tls.as_ref().is_some_and(|t| {
+            t.client_certificate.as_deref()
+                == Some(meshwork_resources::secret::WORKLOAD_CERTIFICATE)
+        })
+    }
+
     /// Where to connect for `endpoint`: its address, or for an original-destination
     /// cluster where the client meant to connect (its port on 127.0.0.1, inbound).
     pub fn authority(
@@ -128,6 +137,8 @@ pub struct Runtime {
     /// The labels of requests a sidecar's ingress listener (by bound address) answers
     /// before routing, as a denial: its inbound cluster's, reported by the destination.
     pub inbound_peers: HashMap<SocketAddr, Arc<crate::metrics::PeerLabels>>,
+    /// This proxy's side of Istio's metadata exchange.
+    pub exchange: Arc<crate::peer::Exchange>,
 }
 
 impl Runtime {
@@ -346,7 +357,14 @@ pub fn apply(
             Some((*addr, clusters.get(name)?.peer.clone()))
         })
         .collect();
+    // The metadata and the peers met stay as long as the node does.
+    let exchange = if previous.config.node == config.node {
+        previous.exchange.clone()
+    } else {
+        Arc::new(crate::peer::Exchange::new(&config.node))
+    };
     let runtime = Runtime {
+        exchange,
         no_destination: Some(Arc::new(crate::metrics::PeerLabels::new(
             &config.node,
             None,

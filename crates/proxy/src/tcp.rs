@@ -143,7 +143,7 @@ pub async fn forward<S>(
     entry.upstream_cluster = dest.map(|d| d.cluster.clone());
     let cluster = dest.and_then(|d| state.clusters.get(&d.cluster));
     if let (Some(c), Some(metrics)) = (cluster, &shared.recorder.metrics) {
-        metrics.tcp_opened(c.peer.clone(), crate::metrics::Downstream::of(conn));
+        metrics.tcp_opened(c.peer.clone(), crate::metrics::Counterpart::of(conn));
     }
     let denied = authorize(state, conn);
     let outcome = match (dest, cluster) {
@@ -161,7 +161,7 @@ pub async fn forward<S>(
     let (flags, details) = outcome.unwrap_or((ResponseFlags::NONE, Cow::Borrowed("via_upstream")));
     let recorded = Recorded {
         peer: cluster.map(|c| c.peer.clone()),
-        downstream: Some(crate::metrics::Downstream::of(conn)),
+        downstream: Some(crate::metrics::Counterpart::of(conn)),
         request_bytes: entry.bytes_received,
         response_bytes: entry.bytes_sent,
         duration_ms: start.elapsed().as_secs_f64() * 1000.0,

@@ -36,6 +36,9 @@ pub struct RequestContext {
     pub details: Cow<'static, str>,
     /// Who talks to whom, for the metrics: the chosen cluster's labels.
     pub peer: Option<Arc<crate::metrics::PeerLabels>>,
+    /// The other side's workload, from its metadata: the client's at a sidecar's inbound
+    /// port, the server's on the way out.
+    pub counterpart: Option<Arc<crate::peer::Workload>>,
 }
 
 impl RequestContext {
@@ -54,6 +57,7 @@ impl RequestContext {
             flags: ResponseFlags::NONE,
             details: Cow::Borrowed("via_upstream"),
             peer: None,
+            counterpart: None,
         }
     }
 

@@ -62,6 +62,11 @@ pub async fn forward(
     ctx.cluster = Some(dest.cluster.clone());
     ctx.peer = Some(cluster.peer.clone());
     let (authority, downstream_upgrade) = upstream_headers(ctx, &mut parts, route, dest, cluster);
+    // A mesh destination is told who calls (Istio's metadata exchange).
+    let mesh = cluster.mesh_mtls();
+    if mesh {
+        state.exchange.add(&mut parts.headers);
+    }
     let path_and_query = upstream_path(route, matched, &parts.uri);
 
     // A body small enough to hold can be sent again on retry, or to mirrors; others
@@ -168,12 +173,17 @@ pub async fn forward(
             .unwrap_or(Err(PhaseError::Upstream(UpstreamError::Timeout)))?,
         None => attempts.await?,
     };
-    let response = downstream_response(
+    let mut response = downstream_response(
         response,
         downstream_upgrade.map(|u| (u, ctx.conn.clone())),
         dest,
         new_cookie,
     );
+    // What the destination said of itself is for the metrics, never for the app.
+    let told = state.exchange.take(response.headers_mut(), mesh);
+    if mesh {
+        ctx.counterpart = told;
+    }
     // The request is in flight, for the circuit breakers and least-request balancing,
     // until its response body has ended.
     Ok(response.map(|body| boxed(Holding::new(body, (in_flight, endpoint_active)))))

@@ -57,11 +57,12 @@ pub async fn handle(
     let (mut parts, body) = req.into_parts();
     let request_id = ensure_request_id(&mut parts.headers);
     let mut ctx = RequestContext::new(conn, &parts);
-    ctx.peer = state
-        .inbound_peers
-        .get(&ctx.conn.bind)
-        .or(state.no_destination.as_ref())
-        .cloned();
+    let inbound_peer = state.inbound_peers.get(&ctx.conn.bind);
+    ctx.peer = inbound_peer.or(state.no_destination.as_ref()).cloned();
+    // Peer metadata never reaches an app; at a sidecar's inbound port it tells who the
+    // client is, when its certificate vouches for it.
+    let trusted = inbound_peer.is_some() && ctx.conn.peer_identity.is_some();
+    ctx.counterpart = state.exchange.take(&mut parts.headers, trusted);
     let grpc = parts
         .headers
         .get(header::CONTENT_TYPE)
@@ -103,8 +104,21 @@ pub async fn handle(
         .insert(header::SERVER, HeaderValue::from_static("meshwork"));
     let mut outcome = Outcome::new(Kind::Http, rparts.status.as_u16(), ctx.flags, ctx.details);
     outcome.peer = ctx.peer.take();
+    let workload = ctx.counterpart.take();
     if outcome.peer.as_ref().is_some_and(|p| p.inbound()) {
-        outcome.downstream = Some(crate::metrics::Downstream::of(&ctx.conn));
+        // A mesh client learns who answered.
+        if workload.is_some() {
+            state.exchange.add(&mut rparts.headers);
+        }
+        outcome.downstream = Some(crate::metrics::Counterpart {
+            workload,
+            ..crate::metrics::Counterpart::of(&ctx.conn)
+        });
+    } else if workload.is_some() {
+        outcome.downstream = Some(crate::metrics::Counterpart {
+            workload,
+            ..Default::default()
+        });
     }
     outcome.grpc = grpc;
     outcome.grpc_status = rparts
