@@ -150,25 +150,42 @@ const HOSTS: &str =
 /// The workload's own resolver: it knows `upstream.example.test` (the outside host) and
 /// nothing else.
 const UPSTREAM_DNS: &str = r#"
-import socket, struct, sys
-sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-sock.bind((sys.argv[1], 53))
-print("listening", flush=True)
-while True:
-    data, peer = sock.recvfrom(512)
+import socket, struct, sys, threading
+KNOWN = {"upstream.example.test", "headless.default.svc.cluster.local"}
+def answer(data):
     i, labels = 12, []
     while data[i] != 0:
         labels.append(data[i + 1:i + 1 + data[i]].decode())
         i += data[i] + 1
     qtype = struct.unpack(">H", data[i + 1:i + 3])[0]
     question = data[12:i + 5]
-    known = ".".join(labels).lower() == "upstream.example.test"
+    known = ".".join(labels).lower() in KNOWN
     answers = b""
     if known and qtype == 1:
         answers = b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 30, 4) + socket.inet_aton(sys.argv[2])
     flags = b"\x81\x80" if known else b"\x81\x83"
-    header = data[:2] + flags + struct.pack(">HHHH", 1, 1 if answers else 0, 0, 0)
-    sock.sendto(header + question + answers, peer)
+    return data[:2] + flags + struct.pack(">HHHH", 1, 1 if answers else 0, 0, 0) + question + answers
+def tcp():
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind((sys.argv[1], 53))
+    server.listen(16)
+    while True:
+        conn, _ = server.accept()
+        n = struct.unpack(">H", conn.recv(2))[0]
+        data = b""
+        while len(data) < n:
+            data += conn.recv(n - len(data))
+        reply = answer(data)
+        conn.sendall(struct.pack(">H", len(reply)) + reply)
+        conn.close()
+threading.Thread(target=tcp, daemon=True).start()
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.bind((sys.argv[1], 53))
+print("listening", flush=True)
+while True:
+    data, peer = sock.recvfrom(512)
+    sock.sendto(answer(data), peer)
 "#;
 
 /// An A query over TCP (`NAME SERVER`); prints the first address of the answer.
@@ -333,9 +350,24 @@ impl Mesh {
             );
             sidecar_args.insert(name.to_string(), args);
             if name != "sleep" {
-                let mut args = vec!["echo", "--port", "9080", "--name", name];
+                // Apps listen on every address: their sidecar calls them at the pod's.
+                let mut args = vec![
+                    "echo", "--port", "9080", "--name", name, "--bind", "0.0.0.0",
+                ];
                 args.extend_from_slice(calls);
                 procs.push(net.start(dir.path(), name, &ns, meshwork_bin(), &args));
+                if name == "reviews-v1" {
+                    // A port no service declares.
+                    procs.push(net.start(
+                        dir.path(),
+                        "reviews-v1-extra",
+                        &ns,
+                        meshwork_bin(),
+                        &[
+                            "echo", "--port", "9999", "--name", "extra", "--bind", "0.0.0.0",
+                        ],
+                    ));
+                }
             }
         }
         // A pod without a sidecar, and a host outside the mesh.
@@ -508,6 +540,18 @@ fn apps_call_services_by_name_and_the_mesh_routes_them_over_mtls() {
             "{plaintext:?} on the wire:\n{wire}"
         );
     }
+    // An app calling its own service: its sidecar's call to its own pod comes back in as
+    // inbound, through the same mTLS and to the app.
+    let out = mesh.net.curl(
+        &mesh.net.ns("productpage-v1"),
+        &["-o", "/dev/null", "-w", "%header{x-echo-chain}", url],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "productpage-v1(reviews-v1)",
+        "{}",
+        mesh.log("productpage-v1-sidecar")
+    );
     // The control plane knows every sidecar.
     let status = run(&["proxy-status", "--control-plane", &mesh.listen], None);
     let table = String::from_utf8_lossy(&status.stdout);
@@ -540,7 +584,7 @@ fn strict_refuses_a_pod_without_a_sidecar_and_the_outbound_policy_decides_the_re
     assert_eq!(mesh.net.status(&sleep, &[&outside]), 200);
     let raw = |ns: &str| {
         let script = format!(
-            "exec 3<>/dev/tcp/{}/8080; printf 'hello\\r\\n\\r\\n' >&3; timeout 3 cat <&3",
+            "exec 3<>/dev/tcp/{}/8080; printf 'hello\\r\\n\\r\\n' >&3; timeout 3 cat <&3; echo \" exit=$?\"",
             mesh.net.ip(30)
         );
         let out = mesh.net.exec(ns, "bash", &["-c", &script]);
@@ -571,6 +615,20 @@ fn strict_refuses_a_pod_without_a_sidecar_and_the_outbound_policy_decides_the_re
         200,
         "{}",
         mesh.log("sleep-sidecar")
+    );
+    // Another SNI on that port passes through to where the app meant to go.
+    let elsewhere = format!("other.external.test:8443:{}", mesh.net.ip(30));
+    assert_eq!(
+        mesh.net.status(
+            &sleep,
+            &[
+                "-k",
+                "--resolve",
+                &elsewhere,
+                "https://other.external.test:8443/"
+            ]
+        ),
+        200
     );
     // A TLS service is routed by the SNI of the ClientHello: the app resolved it to an
     // address where nothing is, and reaches it anyway.
@@ -604,12 +662,41 @@ spec:
     eventually(Duration::from_secs(10), "REGISTRY_ONLY applies", || {
         mesh.net.status(&sleep, &[&outside]) == 502
     });
-    assert_eq!(raw(&sleep), "", "no route: the connection is closed");
+    // No route: the connection is closed at once (`timeout` did not have to end it).
+    let blocked = raw(&sleep);
+    assert!(
+        blocked.trim() == "exit=0" || blocked.trim() == "exit=1",
+        "closed, nothing said: {blocked:?}"
+    );
+    // The same over IPv6, which the sidecar captures too.
+    assert_eq!(mesh.net.status(&sleep, &["-g", &outside6]), 502);
     // The mesh's own services are still reached.
     assert_eq!(
         mesh.chain_from_sleep("http://productpage:9080/productpage", &[]),
         "productpage-v1(reviews-v1)"
     );
+    // A call to a capture port itself is refused, not handed on to itself for ever.
+    for target in [
+        "http://127.0.0.1:15001/".to_string(),
+        format!("http://{}:15001/", mesh.net.ip(10)),
+    ] {
+        assert_eq!(mesh.net.status(&sleep, &[&target]), 0, "{target}");
+    }
+    assert!(
+        mesh.log("sleep-sidecar")
+            .contains("a connection to the capture port itself")
+    );
+    // Under PERMISSIVE the pod without a sidecar is served: STRICT was what refused it.
+    mesh.edit(|t| t.replace("mtls: {mode: STRICT}", "mtls: {mode: PERMISSIVE}"));
+    eventually(Duration::from_secs(10), "PERMISSIVE serves it", || {
+        mesh.net.status(&plain, &[&reviews]) == 200
+    });
+    // A port no service declares reaches the app too; what listens on 127.0.0.1 alone
+    // (the sidecar's admin port) does not, since calls come to the pod's address.
+    let extra = format!("http://{}:9999/", mesh.net.ip(12));
+    assert_eq!(mesh.net.status(&plain, &[&extra]), 200);
+    let admin = format!("http://{}:15000/config_dump", mesh.net.ip(12));
+    assert_eq!(mesh.net.status(&plain, &[&admin]), 0);
 }
 
 #[test]
@@ -633,6 +720,17 @@ fn iptables_installs_once_however_often_it_runs_and_cleanup_removes_it() {
     }
     assert_eq!(rules("iptables"), 17, "installed once");
     assert_eq!(rules("ip6tables"), 17, "IPv6 too");
+    // Installed again with DNS, then without: the rules follow.
+    let out = net.exec(&ns, meshwork_bin(), &["iptables", "--redirect-dns"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(rules("iptables"), 23, "with DNS");
+    let out = net.exec(&ns, meshwork_bin(), &["iptables"]);
+    assert!(out.status.success());
+    assert_eq!(rules("iptables"), 17, "without DNS again");
     let out = net.exec(&ns, meshwork_bin(), &["iptables", "--cleanup"]);
     assert!(out.status.success());
     assert_eq!(rules("iptables"), 0);
@@ -761,10 +859,25 @@ fn the_dns_proxy_answers_mesh_names_and_forwards_the_rest() {
         ],
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "200 outside");
-    // Under the cluster's domain, what the mesh does not know does not exist.
+    // Everything else goes to the workload's resolver, under the cluster's domain too
+    // (a headless Service is the cluster DNS's), over UDP and over TCP.
+    assert_eq!(
+        resolve("headless.default.svc.cluster.local"),
+        mesh.net.ip(30)
+    );
     assert_eq!(resolve("nothing.default.svc.cluster.local"), "");
-    // Everything else goes to the workload's resolver.
     assert_eq!(resolve("upstream.example.test"), mesh.net.ip(30));
+    let tcp = mesh.net.exec(
+        &sleep,
+        "python3",
+        &["-c", TCP_QUERY, "upstream.example.test", &mesh.net.host()],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&tcp.stdout).trim(),
+        mesh.net.ip(30),
+        "{}",
+        String::from_utf8_lossy(&tcp.stderr)
+    );
     assert_eq!(
         mesh.net
             .status(&sleep, &["http://upstream.example.test:8080/"]),
@@ -848,6 +961,17 @@ fn the_app_waits_for_its_sidecar_which_drains_on_sigterm_then_exits() {
         String::from_utf8_lossy(&held.stderr)
     );
     assert!(String::from_utf8_lossy(&held.stderr).contains("the proxy is ready"));
+}
+
+#[test]
+fn wait_gives_up_on_a_status_port_that_never_answers() {
+    // Accepts, and says nothing.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    let out = run(&["wait", "--status", &addr, "--timeout", "1500ms"], None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no answer"));
+    drop(silent);
 }
 
 #[test]

@@ -188,6 +188,7 @@ pub fn build_clusters(
                 .and_then(|h| h.max_requests_per_connection)
                 .filter(|n| *n > 0)
                 .map_or(0, |n| n as u32),
+            source_address: None,
         };
         let connect_timeout_ms = merged
             .connection_pool

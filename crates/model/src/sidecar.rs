@@ -663,6 +663,7 @@ fn inbound_cluster(name: &str, port: u16, mesh: &MeshConfig) -> Cluster {
             http_idle_timeout_ms: 3_600_000,
             use_client_protocol: true,
             max_requests_per_connection: 0,
+            source_address: None,
         },
         tls: None,
         original_destination: None,

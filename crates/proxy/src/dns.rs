@@ -2,10 +2,10 @@
 //! sends the workload's DNS (UDP and TCP port 53) to it. It answers A and AAAA queries
 //! for the mesh's names from the name table the control plane sent (Service cluster IPs,
 //! ServiceEntry addresses, and the addresses allocated to ServiceEntries without any),
-//! under every name a client of its namespace may use. A name under the cluster's domain
-//! that the table does not know does not exist (NXDOMAIN), as the cluster's DNS would
-//! say; every other query goes to the resolver the workload was given (`resolv.conf`),
-//! and its answer comes back as it was.
+//! under every name a client of its namespace may use. Every other query goes to the
+//! resolver the workload was given (`resolv.conf`), over the transport it came on, and
+//! its answer comes back as it was: headless Services and pod names stay the cluster
+//! DNS's, as with Istio's DNS proxy.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -53,14 +53,8 @@ pub fn answer(query: &[u8], names: Option<&NameTable>) -> Answer {
         return Answer::Forward;
     };
     let name = normalized(&question.qname.to_string());
-    let known = names.hosts.get(&name);
-    let in_domain = !names.domain.is_empty()
-        && (name == names.domain || name.ends_with(&format!(".{}", names.domain)));
-    let Some(addresses) = known else {
-        if !in_domain {
-            return Answer::Forward;
-        }
-        return Answer::Local(reply(&packet, RCODE::NameError, Vec::new()));
+    let Some(addresses) = names.hosts.get(&name) else {
+        return Answer::Forward;
     };
     let mut records = Vec::new();
     for address in addresses.iter().filter_map(|a| a.parse::<IpAddr>().ok()) {
@@ -136,16 +130,48 @@ async fn forward(query: &[u8], upstreams: &[SocketAddr]) -> Option<Vec<u8>> {
     None
 }
 
+/// Asks the workload's resolvers, in turn, over TCP (a query that came over TCP, after
+/// a truncated answer over UDP, wants the whole answer).
+async fn forward_tcp(query: &[u8], upstreams: &[SocketAddr]) -> Option<Vec<u8>> {
+    let len = u16::try_from(query.len()).ok()?;
+    for upstream in upstreams {
+        let asked = async {
+            let mut stream = tokio::net::TcpStream::connect(upstream).await?;
+            stream.write_all(&len.to_be_bytes()).await?;
+            stream.write_all(query).await?;
+            let mut n = [0u8; 2];
+            stream.read_exact(&mut n).await?;
+            let mut reply = vec![0u8; usize::from(u16::from_be_bytes(n))];
+            stream.read_exact(&mut reply).await?;
+            Ok::<_, std::io::Error>(reply)
+        };
+        match tokio::time::timeout(UPSTREAM_TIMEOUT, asked).await {
+            Ok(Ok(reply)) => return Some(reply),
+            _ => debug!(%upstream, "the workload's resolver did not answer over TCP"),
+        }
+    }
+    None
+}
+
 /// The reply to one query: from the name table in force, else from the resolvers.
-async fn resolve(query: &[u8], shared: &Shared, upstreams: &[SocketAddr]) -> Option<Vec<u8>> {
+async fn resolve(
+    query: &[u8],
+    shared: &Shared,
+    upstreams: &[SocketAddr],
+    tcp: bool,
+) -> Option<Vec<u8>> {
     let state = shared.state.load();
     match answer(query, state.config.names.as_ref()) {
         Answer::Local(reply) => Some(reply),
         Answer::Drop => None,
-        Answer::Forward => match forward(query, upstreams).await {
-            Some(reply) => Some(reply),
-            None => server_failure(query),
-        },
+        Answer::Forward => {
+            let reply = if tcp {
+                forward_tcp(query, upstreams).await
+            } else {
+                forward(query, upstreams).await
+            };
+            reply.or_else(|| server_failure(query))
+        }
     }
 }
 
@@ -198,7 +224,7 @@ pub async fn serve(sockets: Sockets, shared: Arc<Shared>, upstreams: Vec<SocketA
         let query = buf[..n].to_vec();
         let (udp, shared, upstreams) = (udp.clone(), shared.clone(), upstreams.clone());
         tokio::spawn(async move {
-            if let Some(reply) = resolve(&query, &shared, &upstreams).await {
+            if let Some(reply) = resolve(&query, &shared, &upstreams, false).await {
                 let _ = udp.send_to(&reply, client).await;
             }
         });
@@ -218,7 +244,7 @@ async fn serve_tcp(
         }
         let mut query = vec![0u8; usize::from(u16::from_be_bytes(len))];
         stream.read_exact(&mut query).await?;
-        let Some(reply) = resolve(&query, shared, upstreams).await else {
+        let Some(reply) = resolve(&query, shared, upstreams, true).await else {
             return Ok(());
         };
         let Ok(n) = u16::try_from(reply.len()) else {
@@ -244,7 +270,6 @@ mod tests {
             .into_iter()
             .map(|(k, v)| (k.to_string(), v.into_iter().map(str::to_string).collect()))
             .collect(),
-            domain: "cluster.local".into(),
         }
     }
 
@@ -300,13 +325,16 @@ mod tests {
             (RCODE::NoError, vec![])
         );
         assert_eq!(local(query("reviews", TYPE::MX)), (RCODE::NoError, vec![]));
-        // Unknown under the cluster's domain: it does not exist.
-        assert_eq!(
-            local(query("reviews.other.svc.cluster.local", TYPE::A)),
-            (RCODE::NameError, vec![])
-        );
-        // Anything else is the workload's resolver's.
+        // Anything else is the workload's resolver's, under the cluster's domain too
+        // (headless Services, pod names).
         let table = table();
+        assert_eq!(
+            answer(
+                &query("db-0.db.default.svc.cluster.local", TYPE::A),
+                Some(&table)
+            ),
+            Answer::Forward
+        );
         assert_eq!(
             answer(&query("example.org", TYPE::A), Some(&table)),
             Answer::Forward

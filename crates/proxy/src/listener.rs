@@ -313,6 +313,11 @@ async fn route_connection(
                 format!("no original destination: {e}"),
             )
         })?;
+        // A connection made to a capture port itself would be handed on to itself, and
+        // again (Istio's virtualOutbound-blackhole refuses these too).
+        if dst.port() == bind.port() {
+            return Err(no_chain("a connection to the capture port itself"));
+        }
         bind = state
             .captured(capture, dst)
             .ok_or_else(|| no_chain("no listener for the original destination"))?;

@@ -224,7 +224,26 @@ impl ClusterClient {
         protocol: Option<UpstreamProtocol>,
     ) -> Result<Box<dyn IoBox>, UpstreamError> {
         let timeout = Duration::from_millis(self.connect_timeout_ms);
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        let connecting = async {
+            let Some(source) = &self.settings.source_address else {
+                return TcpStream::connect(addr).await;
+            };
+            let target: std::net::SocketAddr = tokio::net::lookup_host(addr)
+                .await?
+                .next()
+                .ok_or_else(|| std::io::Error::other("no address"))?;
+            let source: std::net::IpAddr = source
+                .parse()
+                .map_err(|_| std::io::Error::other("a bad source address"))?;
+            let socket = if target.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()?
+            } else {
+                tokio::net::TcpSocket::new_v6()?
+            };
+            socket.bind(std::net::SocketAddr::new(source, 0))?;
+            socket.connect(target).await
+        };
+        let stream = tokio::time::timeout(timeout, connecting)
             .await
             .map_err(|_| UpstreamError::ConnectFailure)?
             .map_err(|_| UpstreamError::ConnectFailure)?;

@@ -62,6 +62,11 @@ pub struct ConnectionSettings {
     /// unlimited).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub max_requests_per_connection: u32,
+    /// The address connections come from (Envoy's `upstream_bind_config`): a sidecar
+    /// hands inbound calls to its app from 127.0.0.6, which iptables does not capture
+    /// again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_address: Option<String>,
 }
 
 fn is_zero(n: &u32) -> bool {

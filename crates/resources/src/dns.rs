@@ -11,8 +11,4 @@ pub struct NameTable {
     /// Lower-case names without the final dot (`reviews`, `reviews.default`,
     /// `reviews.default.svc.cluster.local`, `api.example.com`) and their addresses.
     pub hosts: BTreeMap<String, Vec<String>>,
-    /// The cluster's DNS domain (`cluster.local`): a name under it that the table does
-    /// not know does not exist, as the cluster's DNS would answer; other names go to the
-    /// resolver the workload was given.
-    pub domain: String,
 }

@@ -249,6 +249,7 @@ fn clusters() -> Vec<Cluster> {
                 http_idle_timeout_ms: 3_600_000,
                 use_client_protocol: true,
                 max_requests_per_connection: 1,
+                source_address: None,
             },
             tls: Some(UpstreamTls {
                 mode: if i % 2 == 0 {
@@ -360,7 +361,6 @@ fn sample() -> ProxyConfig {
                     vec!["240.240.1.7".into(), "2001:db8::7".into()],
                 ),
             ]),
-            domain: "cluster.local".into(),
         }),
     }
 }

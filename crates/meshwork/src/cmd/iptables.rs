@@ -230,9 +230,24 @@ impl Capture {
         })
     }
 
-    /// The rules, in iptables-restore's format (`*nat` ... `COMMIT`), in the order
-    /// istio-iptables writes them.
+    /// The jumps from the built-in chains that these rules need.
+    pub fn jumps(&self) -> Vec<(&'static str, &'static str)> {
+        let mut out = JUMPS.to_vec();
+        if self.dns_port.is_some() {
+            out.push(DNS_JUMP);
+        }
+        out
+    }
+
+    /// The rules with every jump they need, in iptables-restore's format (`*nat` ...
+    /// `COMMIT`), in the order istio-iptables writes them.
     pub fn rules(&self, family: Family) -> String {
+        self.rules_with(family, &self.jumps())
+    }
+
+    /// The rules with these jumps. Restoring them with `--noflush` replaces what the
+    /// chains held in one step, so nothing goes uncaptured while they are replaced.
+    pub fn rules_with(&self, family: Family, jumps: &[(&str, &str)]) -> String {
         let mut out = vec!["*nat".to_string()];
         out.extend(CHAINS.iter().map(|c| format!(":{c} - [0:0]")));
         let mut rule = |r: String| out.push(r);
@@ -245,7 +260,7 @@ impl Capture {
             self.inbound_port
         ));
         // Inbound.
-        for (chain, jump) in JUMPS {
+        for (chain, jump) in jumps {
             rule(format!("-A {chain} {jump}"));
         }
         match &self.include_inbound_ports {
@@ -268,7 +283,6 @@ impl Capture {
         }
         // DNS from anyone but the proxy (whose own queries go to the resolvers).
         if let Some(port) = self.dns_port {
-            rule(format!("-A {} {}", DNS_JUMP.0, DNS_JUMP.1));
             for (owner, id) in [("uid", self.uid), ("gid", self.gid)] {
                 rule(format!(
                     "-A ISTIO_DNS -m owner --{owner}-owner {id} -j RETURN"
@@ -282,12 +296,6 @@ impl Capture {
             rule("-A ISTIO_OUTPUT -p tcp --dport 53 -j ISTIO_DNS".into());
         }
         // Outbound.
-        for p in &self.include_outbound_ports {
-            rule(format!(
-                "-A ISTIO_OUTPUT -p tcp --dport {p} -m owner ! --uid-owner {} -m owner ! --gid-owner {} -j ISTIO_REDIRECT",
-                self.uid, self.gid
-            ));
-        }
         for p in &self.exclude_outbound_ports {
             rule(format!("-A ISTIO_OUTPUT -p tcp --dport {p} -j RETURN"));
         }
@@ -314,6 +322,12 @@ impl Capture {
             .filter(|n| family.holds(n))
         {
             rule(format!("-A ISTIO_OUTPUT -d {net} -j RETURN"));
+        }
+        // Ports captured whatever the destination, after what is never captured.
+        for p in &self.include_outbound_ports {
+            rule(format!(
+                "-A ISTIO_OUTPUT -p tcp --dport {p} -j ISTIO_REDIRECT"
+            ));
         }
         match &self.include_outbound_ranges {
             None => rule("-A ISTIO_OUTPUT -j ISTIO_REDIRECT".into()),
@@ -423,26 +437,46 @@ pub fn run(args: Args) -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    for family in families {
-        cleanup(family);
-    }
     if args.cleanup {
+        for family in families {
+            cleanup(family);
+        }
         eprintln!("removed the capture rules");
         return ExitCode::SUCCESS;
     }
     for family in families {
-        let restore = format!("{}-restore", family.tool());
-        match run_tool(&restore, &["--noflush"], Some(&capture.rules(family))) {
+        let tool = family.tool();
+        // A jump already there stays; one no longer wanted goes.
+        let present = |(chain, jump): (&str, &str)| {
+            let mut args = vec!["-t", "nat", "-C", chain];
+            args.extend(jump.split(' '));
+            run_tool(tool, &args, None).is_ok()
+        };
+        if capture.dns_port.is_none() && present(DNS_JUMP) {
+            let mut args = vec!["-t", "nat", "-D", DNS_JUMP.0];
+            args.extend(DNS_JUMP.1.split(' '));
+            let _ = run_tool(tool, &args, None);
+        }
+        let missing: Vec<(&str, &str)> = capture
+            .jumps()
+            .into_iter()
+            .filter(|j| !present(*j))
+            .collect();
+        let restore = format!("{tool}-restore");
+        match run_tool(
+            &restore,
+            &["--noflush"],
+            Some(&capture.rules_with(family, &missing)),
+        ) {
             Ok(()) => eprintln!(
-                "{}: inbound TCP to port {}, outbound TCP to port {}; UID {} and GID {} are not captured",
-                family.tool(),
-                capture.inbound_port,
-                capture.outbound_port,
-                capture.uid,
-                capture.gid
+                "{tool}: inbound TCP to port {}, outbound TCP to port {}; UID {} and GID {} are not captured",
+                capture.inbound_port, capture.outbound_port, capture.uid, capture.gid
             ),
-            // A namespace without IPv6 has nothing to capture there.
-            Err(e) if family == Family::V6 => eprintln!("warning: IPv6 is not captured: {e}"),
+            // A namespace without IPv6 has nothing to capture there; one with it would
+            // have its IPv6 traffic pass the sidecar by.
+            Err(e) if family == Family::V6 && !ipv6_enabled() => {
+                eprintln!("warning: IPv6 is off here, so not captured: {e}")
+            }
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::FAILURE;
@@ -450,6 +484,11 @@ pub fn run(args: Args) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// Whether this network namespace has IPv6 addresses.
+fn ipv6_enabled() -> bool {
+    std::fs::read_to_string("/proc/net/if_inet6").is_ok_and(|s| !s.trim().is_empty())
 }
 
 #[cfg(test)]
@@ -528,7 +567,7 @@ COMMIT
             "-A ISTIO_OUTPUT -p tcp --dport 5432 -j RETURN",
             "-A ISTIO_OUTPUT -d 10.96.0.1/32 -j RETURN",
             "-A ISTIO_OUTPUT -d 10.96.0.0/12 -j ISTIO_REDIRECT",
-            "-A ISTIO_OUTPUT -p tcp --dport 443 -m owner ! --uid-owner 1337 -m owner ! --gid-owner 1337 -j ISTIO_REDIRECT",
+            "-A ISTIO_OUTPUT -p tcp --dport 443 -j ISTIO_REDIRECT",
         ] {
             assert!(v4.contains(line), "{line}\n{v4}");
         }
@@ -571,8 +610,13 @@ COMMIT
         )
         .unwrap()
         .rules(Family::V4);
-        let dns = "-A OUTPUT -p udp --dport 53 -j ISTIO_DNS
--A ISTIO_DNS -m owner --uid-owner 1337 -j RETURN
+        assert!(
+            rules.contains(
+                "-A OUTPUT -p tcp -j ISTIO_OUTPUT\n-A OUTPUT -p udp --dport 53 -j ISTIO_DNS\n"
+            ),
+            "{rules}"
+        );
+        let dns = "-A ISTIO_DNS -m owner --uid-owner 1337 -j RETURN
 -A ISTIO_DNS -m owner --gid-owner 1337 -j RETURN
 -A ISTIO_DNS -p udp -j REDIRECT --to-ports 15053
 -A ISTIO_DNS -p tcp -j REDIRECT --to-ports 15053

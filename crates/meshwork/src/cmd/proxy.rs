@@ -190,6 +190,20 @@ async fn serve(args: Args) -> Result<(), String> {
         let sockets = meshwork_proxy::dns::bind(addr)
             .await
             .map_err(|e| format!("cannot bind the DNS proxy on {addr}: {e}"))?;
+        // ip6tables sends what it captures to the loopback of its own family.
+        if addr.ip() == std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST) {
+            let v6 = SocketAddr::new(std::net::Ipv6Addr::LOCALHOST.into(), addr.port());
+            match meshwork_proxy::dns::bind(v6).await {
+                Ok(s) => {
+                    tokio::spawn(meshwork_proxy::dns::serve(
+                        s,
+                        proxy.shared(),
+                        upstreams.clone(),
+                    ));
+                }
+                Err(e) => tracing::debug!("no IPv6 DNS proxy on {v6}: {e}"),
+            }
+        }
         tokio::spawn(meshwork_proxy::dns::serve(
             sockets,
             proxy.shared(),

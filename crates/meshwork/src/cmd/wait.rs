@@ -47,7 +47,10 @@ pub fn run(args: Args) -> ExitCode {
     runtime.block_on(async {
         let start = Instant::now();
         loop {
-            let last = match ready(&args.status).await {
+            // A status port that accepts and never answers is asked again.
+            let asked =
+                tokio::time::timeout(args.period.max(Duration::from_secs(1)), ready(&args.status));
+            let last = match asked.await.unwrap_or_else(|_| Err("no answer".into())) {
                 Ok(200) => {
                     eprintln!("the proxy is ready ({:?})", start.elapsed());
                     return ExitCode::SUCCESS;

@@ -7,7 +7,8 @@
 //!   table of the port's HTTP services (telling HTTP from other bytes when the port also
 //!   carries undeclared services), and `0.0.0.0:0` for any other port;
 //! - inbound, `POD_IP:PORT` for each port a service sends to the workload, and
-//!   `POD_IP:0` for any other.
+//!   `POD_IP:0` for any other; calls go on to the app at the pod's address, from
+//!   127.0.0.6.
 //!
 //! What is not the mesh's follows `outboundTrafficPolicy`: ALLOW_ANY passes it through
 //! to where the app meant to go (`PassthroughCluster`); REGISTRY_ONLY answers HTTP with
@@ -33,6 +34,8 @@ use crate::registry::{Protocol, Service};
 pub const PASSTHROUGH: &str = "PassthroughCluster";
 /// Istio's cluster that connects inbound calls to ports no service declares.
 pub const INBOUND_PASSTHROUGH: &str = "InboundPassthroughCluster";
+/// Where a sidecar's calls to its own app come from (`meshwork iptables` lets it by).
+pub const INBOUND_SOURCE: &str = "127.0.0.6";
 
 /// How a service port is spoken, for capture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,7 +239,6 @@ impl Build<'_> {
     fn name_table(&mut self, services: &[&Service]) {
         let names = self.config.names.get_or_insert_with(|| NameTable {
             hosts: BTreeMap::new(),
-            domain: crate::registry::DOMAIN_SUFFIX.to_string(),
         });
         for s in services {
             if s.addresses.is_empty() || s.host.contains('*') {
@@ -348,16 +350,19 @@ impl Build<'_> {
                 port,
                 protocol,
                 Endpoint {
-                    address: "127.0.0.1".into(),
+                    address: ip.clone(),
                     port,
                     ..Endpoint::default()
                 },
                 ip.clone(),
                 false,
             );
+            self.call_app_from_inbound_source(&format!("inbound|{port}||"));
         }
-        // Every other port: to the same port on 127.0.0.1, under the workload's mTLS mode.
-        self.passthrough_cluster(INBOUND_PASSTHROUGH, OriginalDestination::Loopback);
+        // Every other port: to where the client meant to connect, the same way, under the
+        // workload's mTLS mode.
+        self.passthrough_cluster(INBOUND_PASSTHROUGH, OriginalDestination::AsSent);
+        self.call_app_from_inbound_source(INBOUND_PASSTHROUGH);
         let mut server = plain_server("capture#inbound[*]".into(), ServerProtocol::Tcp);
         server.tcp_routes.push(L4Route {
             name: INBOUND_PASSTHROUGH.into(),
@@ -367,6 +372,15 @@ impl Build<'_> {
         });
         let servers = self.peer_authenticated(server, 0);
         self.add_listener(ip, 0, servers, false, false);
+    }
+
+    /// Calls to the app come from 127.0.0.6, which iptables lets through, to the pod's
+    /// address (as Istio's sidecars hand them over since 1.10): an app that listens on
+    /// 127.0.0.1 alone is not reachable from outside its pod.
+    fn call_app_from_inbound_source(&mut self, cluster: &str) {
+        if let Some(c) = self.config.clusters.get_mut(cluster) {
+            c.connections.source_address = Some(INBOUND_SOURCE.into());
+        }
     }
 
     /// The two listeners iptables sends the workload's TCP to.

@@ -55,6 +55,7 @@ pub(crate) fn cluster(name: &str) -> Cluster {
             http_idle_timeout_ms: 1000,
             use_client_protocol: false,
             max_requests_per_connection: 0,
+            source_address: None,
         },
         tls: None,
         original_destination: None,
