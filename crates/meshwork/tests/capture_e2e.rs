@@ -33,6 +33,18 @@ spec:
 "
         ));
     }
+    // A port of the ratings pods that declares no protocol, and is not HTTP.
+    yaml.push_str(
+        "apiVersion: v1
+kind: Service
+metadata: {name: tally, namespace: default}
+spec:
+  clusterIP: 10.96.0.40
+  selector: {app: ratings}
+  ports: [{name: tally, port: 7171}]
+---
+",
+    );
     // An API outside the mesh, known by a ServiceEntry without addresses.
     yaml.push_str(&format!(
         "apiVersion: networking.istio.io/v1
@@ -145,6 +157,7 @@ const HOSTS: &str =
 10.96.0.14 ratings ratings.default ratings.default.svc.cluster.local
 10.96.0.20 plain plain.default plain.default.svc.cluster.local
 10.96.0.30 legacy legacy.default legacy.default.svc.cluster.local
+10.96.0.40 tally tally.default tally.default.svc.cluster.local
 ";
 
 /// The workload's own resolver: it knows `upstream.example.test` (the outside host) and
@@ -356,6 +369,19 @@ impl Mesh {
                 ];
                 args.extend_from_slice(calls);
                 procs.push(net.start(dir.path(), name, &ns, meshwork_bin(), &args));
+                if name == "ratings-v1" {
+                    // Raw bytes, the server first.
+                    procs.push(net.start(
+                        dir.path(),
+                        "ratings-v1-tally",
+                        &ns,
+                        meshwork_bin(),
+                        &[
+                            "echo", "--port", "7171", "--name", "tally", "--bind", "0.0.0.0",
+                            "--tcp",
+                        ],
+                    ));
+                }
                 if name == "reviews-v1" {
                     // A port no service declares.
                     procs.push(net.start(
@@ -552,6 +578,23 @@ fn apps_call_services_by_name_and_the_mesh_routes_them_over_mtls() {
         "{}",
         mesh.log("productpage-v1-sidecar")
     );
+    // Bytes that are not HTTP, between two sidecars, on a port that declares no
+    // protocol: the client's sidecar says so by ALPN, over mTLS like the rest.
+    let tally = mesh.net.exec(
+        &mesh.net.ns("sleep"),
+        "bash",
+        &[
+            "-c",
+            "exec 3<>/dev/tcp/tally/7171; timeout 5 head -n 1 <&3; printf 'ping\\n' >&3; timeout 5 head -n 1 <&3",
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&tally.stdout),
+        "tally\nping\n",
+        "{}\n{}",
+        mesh.log("sleep-sidecar"),
+        mesh.log("ratings-v1-sidecar")
+    );
     // The control plane knows every sidecar.
     let status = run(&["proxy-status", "--control-plane", &mesh.listen], None);
     let table = String::from_utf8_lossy(&status.stdout);
@@ -598,7 +641,7 @@ fn strict_refuses_a_pod_without_a_sidecar_and_the_outbound_policy_decides_the_re
         "bash",
         &[
             "-c",
-            "exec 3<>/dev/tcp/legacy/7070; timeout 3 head -n 1 <&3",
+            "exec 3<>/dev/tcp/legacy/7070; timeout 5 head -n 1 <&3",
         ],
     );
     assert_eq!(

@@ -440,7 +440,13 @@ async fn route_connection(
         .peer_certificates()
         .and_then(|chain| chain.first())
         .and_then(|leaf| peer_identity(leaf));
-    if server.chain.protocol == ServerProtocol::Tls {
+    // A mesh client's bytes that are not HTTP, on a port that takes both.
+    let opaque = conn
+        .alpn
+        .as_deref()
+        .is_some_and(|a| meshwork_resources::listener::OPAQUE_ALPN.contains(&a))
+        && !server.chain.tcp_routes.is_empty();
+    if server.chain.protocol == ServerProtocol::Tls || opaque {
         let route = tcp::pick_route(&server.chain.tcp_routes, conn.sni.as_deref(), local_ip)
             .ok_or_else(|| no_chain("no TCP route"))?;
         tcp::forward(tls, route, state, shared, &conn, false, Vec::new()).await;

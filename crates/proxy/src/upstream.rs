@@ -211,7 +211,7 @@ impl ClusterClient {
             }
             _ => None,
         };
-        self.connect(addr, sni.as_deref(), None).await
+        self.connect(addr, sni.as_deref(), None, true).await
     }
 
     /// Connects to `addr`, with TLS when there is an SNI (and so TLS origination); the
@@ -222,6 +222,7 @@ impl ClusterClient {
         addr: &str,
         sni: Option<&str>,
         protocol: Option<UpstreamProtocol>,
+        opaque: bool,
     ) -> Result<Box<dyn IoBox>, UpstreamError> {
         let timeout = Duration::from_millis(self.connect_timeout_ms);
         let connecting = async {
@@ -269,6 +270,7 @@ impl ClusterClient {
             }
         })?;
         let config = match protocol {
+            _ if opaque && tls.opaque.is_some() => tls.opaque.clone().unwrap_or(tls.config.clone()),
             _ if !self.settings.use_client_protocol => tls.config.clone(),
             Some(UpstreamProtocol::Http1) => tls.by_protocol[0].clone(),
             Some(UpstreamProtocol::Http2) => tls.by_protocol[1].clone(),
@@ -345,7 +347,7 @@ impl ClusterClient {
                 Some(s) => (s, true),
                 None => {
                     let io = self
-                        .connect(addr, sni, Some(UpstreamProtocol::Http1))
+                        .connect(addr, sni, Some(UpstreamProtocol::Http1), false)
                         .await?;
                     let (sender, conn) = http1::Builder::new()
                         .handshake(TokioIo::new(io))
@@ -425,7 +427,7 @@ impl ClusterClient {
             Some(s) => s,
             None => {
                 let io = self
-                    .connect(addr, sni, Some(UpstreamProtocol::Http2))
+                    .connect(addr, sni, Some(UpstreamProtocol::Http2), false)
                     .await?;
                 let mut builder = http2::Builder::new(TokioExecutor::new());
                 builder.timer(TokioTimer::new());

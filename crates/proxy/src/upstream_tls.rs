@@ -41,6 +41,9 @@ pub struct TlsOrigination {
     /// The same, offering `h2` and `http/1.1` alone, for requests that speak the client's
     /// HTTP version (`useClientProtocol`).
     pub by_protocol: [Arc<ClientConfig>; 2],
+    /// For mesh mTLS, the same offering Istio's ALPN for bytes that are not HTTP, for
+    /// TCP routes.
+    pub opaque: Option<Arc<ClientConfig>>,
     /// The SNI to send when the settings fix one.
     pub sni: Option<String>,
     /// What makes connections with these settings reusable for one another.
@@ -237,7 +240,18 @@ pub fn origination(
         c.alpn_protocols = vec![alpn.to_vec()];
         Arc::new(c)
     };
+    let mesh =
+        tls.client_certificate.as_deref() == Some(meshwork_resources::secret::WORKLOAD_CERTIFICATE);
+    let opaque = mesh.then(|| {
+        let mut c = config.clone();
+        c.alpn_protocols = meshwork_resources::listener::OPAQUE_ALPN
+            .iter()
+            .map(|a| a.as_bytes().to_vec())
+            .collect();
+        Arc::new(c)
+    });
     Ok(TlsOrigination {
+        opaque,
         by_protocol: [with_alpn(b"http/1.1"), with_alpn(b"h2")],
         config: Arc::new(config),
         sni: tls.sni.clone(),

@@ -20,7 +20,9 @@ use meshwork_api::generated::networking::{IstioEgressListener, OutboundTrafficPo
 use meshwork_api::mesh::OutboundMode;
 use meshwork_resources::cluster::{Cluster, OriginalDestination};
 use meshwork_resources::dns::NameTable;
-use meshwork_resources::listener::{Capture, L4Route, Listener, ServerChain, ServerProtocol};
+use meshwork_resources::listener::{
+    Capture, L4Route, Listener, OPAQUE_ALPN, ServerChain, ServerProtocol,
+};
 use meshwork_resources::node::Interception;
 use meshwork_resources::route::{RouteAction, RouteTable, VirtualHost};
 use meshwork_resources::{Endpoint, EndpointSet};
@@ -341,8 +343,6 @@ impl Build<'_> {
         for (port, k) in ports {
             let protocol = match k {
                 Kind::Opaque => ServerProtocol::Tcp,
-                // An undeclared port is taken for HTTP inbound: the client's sidecar
-                // detected it, and mTLS hides the first bytes.
                 Kind::Http | Kind::Detected => ServerProtocol::Http,
             };
             self.inbound_listener(
@@ -358,6 +358,9 @@ impl Build<'_> {
                 false,
             );
             self.call_app_from_inbound_source(&format!("inbound|{port}||"));
+            if k == Kind::Detected {
+                self.other_bytes_too(&format!("{ip}_{port}"), &format!("inbound|{port}||"));
+            }
         }
         // Every other port: to where the client meant to connect, the same way, under the
         // workload's mTLS mode.
@@ -372,6 +375,42 @@ impl Build<'_> {
         });
         let servers = self.peer_authenticated(server, 0);
         self.add_listener(ip, 0, servers, false, false);
+    }
+
+    /// An inbound port of undeclared protocol takes other bytes than HTTP too: under mTLS
+    /// the client's sidecar says which by ALPN (`istio` for bytes it did not take for
+    /// HTTP, as Istio's sidecars say), in plaintext the first bytes tell.
+    fn other_bytes_too(&mut self, listener: &str, cluster: &str) {
+        let Some(l) = self.config.listeners.get_mut(listener) else {
+            return;
+        };
+        let route = L4Route {
+            name: cluster.to_string(),
+            sni_hosts: Vec::new(),
+            destination_subnets: Vec::new(),
+            destinations: vec![whole(cluster.to_string())],
+        };
+        let mut plain_tcp = None;
+        for server in &mut l.servers {
+            match server.protocol {
+                ServerProtocol::Https => {
+                    server.tcp_routes.push(route.clone());
+                    if let Some(tls) = &mut server.tls {
+                        tls.alpn.extend(OPAQUE_ALPN.iter().map(|a| a.to_string()));
+                    }
+                }
+                ServerProtocol::Http => {
+                    let mut tcp = server.clone();
+                    tcp.source = format!("{}#tcp", server.source);
+                    tcp.protocol = ServerProtocol::Tcp;
+                    tcp.route_table = String::new();
+                    tcp.tcp_routes = vec![route.clone()];
+                    plain_tcp = Some(tcp);
+                }
+                _ => {}
+            }
+        }
+        l.servers.extend(plain_tcp);
     }
 
     /// Calls to the app come from 127.0.0.6, which iptables lets through, to the pod's
