@@ -246,6 +246,13 @@ impl Mesh {
         std::fs::create_dir_all(&config).unwrap();
         std::fs::write(config.join("mesh.yaml"), mesh_yaml(&net)).unwrap();
         let state = dir.path().join("state");
+        // Sidecars drain for as long as the mesh config says.
+        let mesh_config = dir.path().join("mesh-config.yaml");
+        std::fs::write(
+            &mesh_config,
+            "defaultConfig:\n  terminationDrainDuration: 3s\n",
+        )
+        .unwrap();
         let listen = format!("{}:{}", net.host(), free_port());
         let secure_port = free_port();
         let secure = format!("{}:{secure_port}", net.host());
@@ -262,6 +269,8 @@ impl Mesh {
                 &secure,
                 "--state-dir",
                 state.to_str().unwrap(),
+                "--mesh",
+                mesh_config.to_str().unwrap(),
             ],
         );
         let host = net.host();
@@ -345,8 +354,6 @@ impl Mesh {
                 &root,
                 "--token-file",
                 token_file.to_str().unwrap(),
-                "--drain",
-                "3s",
                 if dns {
                     "--dns-capture"
                 } else {
@@ -959,7 +966,8 @@ fn the_app_waits_for_its_sidecar_which_drains_on_sigterm_then_exits() {
     let pid = mesh.sidecars["sleep"].pid().to_string();
     let started = std::time::Instant::now();
     support::pods::sh("kill", &["-TERM", &pid]);
-    // It finishes what it was doing, then exits (within its drain time, 3 s).
+    // It finishes what it was doing, then exits (within its drain time, 3 s from the mesh
+    // config).
     assert_eq!(
         in_flight.join().unwrap(),
         "200",
@@ -978,7 +986,13 @@ fn the_app_waits_for_its_sidecar_which_drains_on_sigterm_then_exits() {
         "{:?}",
         started.elapsed()
     );
-    assert!(mesh.log("sleep-sidecar").contains("drained"));
+    let log = mesh.log("sleep-sidecar");
+    assert!(log.contains("drained"), "{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("SIGTERM: draining") && l.contains("3s")),
+        "the mesh config's terminationDrainDuration: {log}"
+    );
     // Without its sidecar, the app's captured calls have nowhere to go.
     assert_eq!(
         mesh.net.status(&sleep, &["http://reviews:9080/reviews/0"]),

@@ -55,6 +55,10 @@ pub struct Node {
     /// redirects it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interception: Option<Interception>,
+    /// How long connections may finish after SIGTERM, in milliseconds (the mesh config's
+    /// `defaultConfig.terminationDrainDuration`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub termination_drain_ms: Option<u64>,
 }
 
 /// The capture ports of a proxy whose workload's traffic iptables redirects to it.

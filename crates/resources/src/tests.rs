@@ -309,6 +309,7 @@ fn sample() -> ProxyConfig {
                 outbound_port: 15001,
                 inbound_port: 15006,
             }),
+            termination_drain_ms: Some(20_000),
         },
         listeners: [
             listener(),

@@ -54,6 +54,11 @@ pub fn node_of(hello: &Hello, snapshot: &MeshSnapshot) -> (Node, Option<String>)
         ips: hello.ips.clone(),
         workload: None,
         trust_domain: snapshot.mesh.trust_domain.clone(),
+        termination_drain_ms: meshwork_api::duration::parse_duration(
+            &snapshot.mesh.default_config.termination_drain_duration,
+        )
+        .ok()
+        .map(|d| d.as_millis() as u64),
         interception: (hello.interception_mode == "REDIRECT").then(|| Interception {
             outbound_port: u16::try_from(hello.outbound_capture_port)
                 .ok()

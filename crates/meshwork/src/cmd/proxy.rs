@@ -132,9 +132,10 @@ pub struct Args {
     /// when not given.
     #[arg(long, value_parser = super::settings::duration)]
     workload_cert_ttl: Option<std::time::Duration>,
-    /// How long connections may finish after SIGTERM.
-    #[arg(long, default_value = "5s", value_parser = super::settings::duration)]
-    drain: std::time::Duration,
+    /// How long connections may finish after SIGTERM; by default the mesh config's
+    /// `defaultConfig.terminationDrainDuration`, as the control plane sends it (5s).
+    #[arg(long, value_parser = super::settings::duration)]
+    drain: Option<std::time::Duration>,
     #[command(flatten)]
     settings: super::settings::SettingsArgs,
 }
@@ -276,8 +277,17 @@ async fn serve(args: Args) -> Result<(), String> {
     terminated().await;
     client.abort();
     admin_state.set_ready(false);
+    let drain = args
+        .drain
+        .or(proxy
+            .config()
+            .node
+            .termination_drain_ms
+            .map(std::time::Duration::from_millis))
+        .unwrap_or(std::time::Duration::from_secs(5));
+    info!(?drain, "SIGTERM: draining");
     proxy.start_drain();
-    let left = proxy.drain(args.drain).await;
+    let left = proxy.drain(drain).await;
     info!(open = left, "drained; exiting");
     Ok(())
 }
