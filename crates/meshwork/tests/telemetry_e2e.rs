@@ -238,3 +238,226 @@ fn a_telemetry_filter_logs_only_the_failures() {
     assert!(!up.stdout().contains("/good"), "{}", up.stdout());
     assert!(!mesh.log().contains("not supported yet"), "{}", mesh.log());
 }
+
+/// A Zipkin collector: it takes POSTs of span batches and keeps every span.
+struct Zipkin {
+    port: u16,
+    spans: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+}
+
+impl Zipkin {
+    fn start() -> Zipkin {
+        use std::io::{BufRead, Read, Write};
+        let listener = std::net::TcpListener::bind(("127.0.0.1", free_port())).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let spans: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>> = Default::default();
+        let kept = spans.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().map_while(Result::ok) {
+                let mut reader = std::io::BufReader::new(stream);
+                let mut length = 0usize;
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                    if line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                    line.clear();
+                }
+                let mut body = vec![0u8; length];
+                if reader.read_exact(&mut body).is_err() {
+                    continue;
+                }
+                if let Ok(serde_json::Value::Array(batch)) = serde_json::from_slice(&body) {
+                    kept.lock().unwrap().extend(batch);
+                }
+                let _ = reader.get_mut().write_all(
+                    b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                );
+            }
+        });
+        Zipkin { port, spans }
+    }
+
+    fn spans(&self) -> Vec<serde_json::Value> {
+        self.spans.lock().unwrap().clone()
+    }
+}
+
+/// The trace headers the echo backend saw, from its JSON answer.
+fn seen_traceparent(body: &[u8]) -> String {
+    let v: serde_json::Value = serde_json::from_slice(body).expect("the echo answers JSON");
+    v["headers"]["traceparent"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn spans_link_to_the_callers_trace_and_reach_a_zipkin_collector() {
+    let mut mesh = Mesh::new("tracing");
+    let zipkin = Zipkin::start();
+    let http = free_port();
+    let app = mesh.echo("app");
+    app_on_port_80(
+        &mesh,
+        http,
+        app,
+        "  - route: [{destination: {host: app}}]\n",
+    );
+    let mesh_config = mesh.dir.path().join("mesh-tracing.yaml");
+    std::fs::write(
+        &mesh_config,
+        format!(
+            "extensionProviders:\n- name: zipkin\n  zipkin: {{service: 127.0.0.1, port: {}}}\n",
+            zipkin.port
+        ),
+    )
+    .unwrap();
+    mesh.config(
+        "telemetry.yaml",
+        "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: mesh-default, namespace: istio-system}\nspec:\n  tracing:\n  - providers: [{name: zipkin}]\n    randomSamplingPercentage: 100\n    customTags:\n      team: {literal: {value: platform}}\n",
+    );
+    mesh.up(&["--mesh", mesh_config.to_str().unwrap()]);
+    let url = format!("http://127.0.0.1:{http}/traced");
+    // W3C from the caller: the backend sees the same trace, with the gateway's span as
+    // its parent; the collector gets that span, child of the caller's.
+    let caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let out = curl(&[
+        "-s",
+        "-H",
+        HOST,
+        "-H",
+        &format!("traceparent: {caller}"),
+        &url,
+    ]);
+    let seen = seen_traceparent(&out.stdout);
+    let parts: Vec<&str> = seen.split('-').collect();
+    assert_eq!(parts.len(), 4, "{seen}");
+    assert_eq!(
+        parts[1], "4bf92f3577b34da6a3ce929d0e0e4736",
+        "the same trace"
+    );
+    assert_ne!(parts[2], "00f067aa0ba902b7", "a span of the gateway's own");
+    assert_eq!(parts[3], "01");
+    eventually(Duration::from_secs(10), "the gateway's span", || {
+        zipkin.spans().iter().any(|s| s["id"] == parts[2])
+    });
+    let span = zipkin
+        .spans()
+        .into_iter()
+        .find(|s| s["id"] == parts[2])
+        .unwrap();
+    assert_eq!(span["traceId"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(span["parentId"], "00f067aa0ba902b7");
+    assert_eq!(span["tags"]["http.status_code"], "200");
+    assert_eq!(span["tags"]["http.method"], "GET");
+    assert_eq!(span["tags"]["team"], "platform", "a literal custom tag");
+    assert!(
+        span["tags"]["upstream_cluster"]
+            .as_str()
+            .is_some_and(|c| c.contains("app.")),
+        "{span}"
+    );
+    // B3 from the caller is joined too.
+    let out = curl(&[
+        "-s",
+        "-H",
+        HOST,
+        "-H",
+        "x-b3-traceid: 0af7651916cd43dd8448eb211c80319c",
+        "-H",
+        "x-b3-spanid: b7ad6b7169203331",
+        "-H",
+        "x-b3-sampled: 1",
+        &url,
+    ]);
+    assert!(
+        seen_traceparent(&out.stdout).starts_with("00-0af7651916cd43dd8448eb211c80319c-"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // Without a context the gateway starts a trace, sampled at 100%.
+    let out = curl(&["-s", "-H", HOST, &url]);
+    let fresh = seen_traceparent(&out.stdout);
+    let trace = fresh.split('-').nth(1).unwrap_or_default().to_string();
+    assert_eq!(trace.len(), 32, "{fresh}");
+    eventually(Duration::from_secs(10), "the new trace's span", || {
+        zipkin
+            .spans()
+            .iter()
+            .any(|s| s["traceId"] == trace.as_str() && s.get("parentId").is_none())
+    });
+    // What was sent is counted.
+    let stats = format!("http://127.0.0.1:{}/stats", mesh.admin);
+    eventually(Duration::from_secs(5), "the spans counted as sent", || {
+        let text = String::from_utf8_lossy(&curl(&[&stats]).stdout).into_owned();
+        text.lines()
+            .find_map(|l| l.split_once("tracing.zipkin.spans_sent: "))
+            .and_then(|(_, n)| n.trim().parse::<u64>().ok())
+            .is_some_and(|n| n >= 3)
+    });
+    // At 0%, new traces are not sampled: the context still goes on, no span is sent.
+    mesh.config(
+        "telemetry.yaml",
+        "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: mesh-default, namespace: istio-system}\nspec:\n  tracing:\n  - providers: [{name: zipkin}]\n    randomSamplingPercentage: 0\n",
+    );
+    let admin = format!("http://127.0.0.1:{}/config_dump", mesh.admin);
+    eventually(Duration::from_secs(10), "sampling 0 applies", || {
+        String::from_utf8_lossy(&curl(&[&admin]).stdout).contains("\"sampling\": 0.0")
+    });
+    let out = curl(&["-s", "-H", HOST, &url]);
+    let unsampled = seen_traceparent(&out.stdout);
+    assert!(unsampled.ends_with("-00"), "{unsampled}");
+    let trace = unsampled.split('-').nth(1).unwrap_or_default().to_string();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        !zipkin
+            .spans()
+            .iter()
+            .any(|s| s["traceId"] == trace.as_str()),
+        "an unsampled trace is not reported"
+    );
+}
+
+#[test]
+fn a_collector_that_is_down_costs_only_the_spans_which_are_counted() {
+    let mut mesh = Mesh::new("tracing-down");
+    let http = free_port();
+    let app = mesh.echo("app");
+    app_on_port_80(
+        &mesh,
+        http,
+        app,
+        "  - route: [{destination: {host: app}}]\n",
+    );
+    // Nothing listens there.
+    let mesh_config = mesh.dir.path().join("mesh-tracing.yaml");
+    std::fs::write(
+        &mesh_config,
+        format!(
+            "defaultProviders: {{tracing: [zipkin]}}\nextensionProviders:\n- name: zipkin\n  zipkin: {{service: 127.0.0.1, port: {}}}\ndefaultConfig:\n  tracing: {{sampling: 100}}\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    mesh.up(&["--mesh", mesh_config.to_str().unwrap()]);
+    let url = format!("http://127.0.0.1:{http}/traced");
+    for _ in 0..3 {
+        assert_eq!(status(&["-H", HOST, &url]), 200);
+    }
+    let stats = format!("http://127.0.0.1:{}/stats", mesh.admin);
+    eventually(
+        Duration::from_secs(10),
+        "the spans counted as dropped",
+        || {
+            let text = String::from_utf8_lossy(&curl(&[&stats]).stdout).into_owned();
+            text.lines()
+                .find_map(|l| l.split_once("tracing.zipkin.spans_dropped: "))
+                .and_then(|(_, n)| n.trim().parse::<u64>().ok())
+                .is_some_and(|n| n >= 3)
+        },
+    );
+}

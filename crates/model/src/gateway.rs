@@ -242,6 +242,7 @@ fn compile_one(
     let authorization =
         crate::authorization::for_workload(objects, mesh, namespace, selector, warnings);
     let access_log = crate::telemetry::access_log(objects, mesh, namespace, selector, warnings);
+    let tracing = crate::telemetry::tracing(objects, mesh, namespace, selector, warnings);
     ProxyConfig {
         node: Node {
             id: selector_name(selector),
@@ -262,6 +263,7 @@ fn compile_one(
         access_log,
         authorization,
         names: None,
+        tracing,
     }
 }
 

@@ -784,5 +784,7 @@ pub fn compile_sidecar_part(
         crate::authorization::for_workload(objects, mesh, &node.namespace, &node.labels, warnings);
     config.access_log =
         crate::telemetry::access_log(objects, mesh, &node.namespace, &node.labels, warnings);
+    config.tracing =
+        crate::telemetry::tracing(objects, mesh, &node.namespace, &node.labels, warnings);
     config
 }

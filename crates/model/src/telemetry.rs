@@ -27,34 +27,11 @@ pub fn access_log(
             filter: None,
         })
     };
-    let telemetries: Vec<_> = objects
-        .iter()
-        .filter_map(|o| match o {
-            Object::Telemetry(t) if !t.spec.access_logging.is_empty() => Some(t),
-            _ => None,
-        })
-        .collect();
+    let chosen = most_specific(objects, mesh, namespace, labels, |t| {
+        !t.spec.access_logging.is_empty()
+    });
     let ns_of =
-        |t: &&meshwork_api::resource::Telemetry| t.metadata.namespace.clone().unwrap_or_default();
-    let selects = |t: &&meshwork_api::resource::Telemetry| {
-        t.spec
-            .selector
-            .as_ref()
-            .is_some_and(|s| s.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v)))
-    };
-    let chosen = telemetries
-        .iter()
-        .find(|t| ns_of(t) == namespace && selects(t))
-        .or_else(|| {
-            telemetries
-                .iter()
-                .find(|t| ns_of(t) == namespace && t.spec.selector.is_none())
-        })
-        .or_else(|| {
-            telemetries
-                .iter()
-                .find(|t| ns_of(t) == mesh.root_namespace && t.spec.selector.is_none())
-        });
+        |t: &meshwork_api::resource::Telemetry| t.metadata.namespace.clone().unwrap_or_default();
     let Some(t) = chosen else {
         return from_mesh();
     };
@@ -103,6 +80,128 @@ pub fn access_log(
                 filter,
             });
         }
+    }
+    None
+}
+
+/// The Telemetry that decides one kind of telemetry for a workload, with Istio's
+/// precedence: one in its namespace whose selector matches it, then its namespace's
+/// without a selector, then the root namespace's.
+fn most_specific<'a>(
+    objects: &'a [Object],
+    mesh: &MeshConfig,
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+    configures: fn(&meshwork_api::resource::Telemetry) -> bool,
+) -> Option<&'a meshwork_api::resource::Telemetry> {
+    let telemetries: Vec<_> = objects
+        .iter()
+        .filter_map(|o| match o {
+            Object::Telemetry(t) if configures(t) => Some(t),
+            _ => None,
+        })
+        .collect();
+    let ns_of =
+        |t: &&meshwork_api::resource::Telemetry| t.metadata.namespace.clone().unwrap_or_default();
+    let selects = |t: &&meshwork_api::resource::Telemetry| {
+        t.spec
+            .selector
+            .as_ref()
+            .is_some_and(|s| s.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v)))
+    };
+    telemetries
+        .iter()
+        .find(|t| ns_of(t) == namespace && selects(t))
+        .or_else(|| {
+            telemetries
+                .iter()
+                .find(|t| ns_of(t) == namespace && t.spec.selector.is_none())
+        })
+        .or_else(|| {
+            telemetries
+                .iter()
+                .find(|t| ns_of(t) == mesh.root_namespace && t.spec.selector.is_none())
+        })
+        .copied()
+}
+
+/// The tracing of a workload in `namespace` with `labels`: the most specific Telemetry
+/// with `tracing` (its providers, else `defaultProviders.tracing`; its
+/// `randomSamplingPercentage`, else the mesh's `defaultConfig.tracing.sampling`, else
+/// Istio's 1%), or without one the mesh's default providers. The providers are the mesh
+/// config's `zipkin` extension providers.
+pub fn tracing(
+    objects: &[Object],
+    mesh: &MeshConfig,
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+    warnings: &mut Vec<String>,
+) -> Option<meshwork_resources::trace::Tracing> {
+    let chosen = most_specific(objects, mesh, namespace, labels, |t| {
+        !t.spec.tracing.is_empty()
+    });
+    let entry = chosen.and_then(|t| t.spec.tracing.first());
+    let name = chosen.map_or_else(String::new, |t| {
+        format!(
+            "{}/{}",
+            t.metadata.namespace.as_deref().unwrap_or_default(),
+            t.metadata.name.as_deref().unwrap_or_default()
+        )
+    });
+    let providers: Vec<String> = match entry {
+        Some(e) if !e.providers.is_empty() => e.providers.iter().map(|p| p.name.clone()).collect(),
+        _ => mesh.default_providers.tracing.clone(),
+    };
+    let sampling = entry
+        .and_then(|e| e.random_sampling_percentage)
+        .or_else(|| {
+            mesh.default_config
+                .tracing
+                .as_ref()
+                .and_then(|t| t.sampling)
+        })
+        .unwrap_or(1.0)
+        .clamp(0.0, 100.0);
+    let tags = entry
+        .map(|e| {
+            e.custom_tags
+                .iter()
+                .filter_map(|(k, t)| Some((k.clone(), t.literal.as_ref()?.value.clone())))
+                .collect()
+        })
+        .unwrap_or_default();
+    for provider in providers {
+        let Some(p) = mesh.provider(&provider) else {
+            warnings.push(format!(
+                "Telemetry {name}: tracing provider {provider} is not in the mesh config's extensionProviders"
+            ));
+            continue;
+        };
+        let Some(zipkin) = &p.zipkin else {
+            warnings.push(format!(
+                "Telemetry {name}: tracing provider {provider} is not a zipkin provider; it is not run yet"
+            ));
+            continue;
+        };
+        let service = zipkin.get("service").and_then(|v| v.as_str()).unwrap_or("");
+        let port = zipkin.get("port").and_then(|v| v.as_u64()).unwrap_or(9411);
+        if service.is_empty() {
+            warnings.push(format!(
+                "tracing provider {provider}: zipkin needs a service; tracing is off"
+            ));
+            return None;
+        }
+        return Some(meshwork_resources::trace::Tracing {
+            collector: format!("{service}:{port}"),
+            path: zipkin
+                .get("path")
+                .and_then(|v| v.as_str())
+                .unwrap_or("/api/v2/spans")
+                .to_string(),
+            sampling,
+            disable_span_reporting: entry.and_then(|e| e.disable_span_reporting) == Some(true),
+            tags,
+        });
     }
     None
 }

@@ -74,6 +74,14 @@ fn respond(admin: &AdminState, req: &Request<Incoming>) -> Response<Body> {
                     "proxy.{id}.listener.downstream_cx_active: {}\n",
                     shared.connections.open()
                 ));
+                if let Some(tracer) = &shared.state.load().tracer {
+                    let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+                    out.push_str(&format!(
+                        "proxy.{id}.tracing.zipkin.spans_sent: {}\nproxy.{id}.tracing.zipkin.spans_dropped: {}\n",
+                        get(&tracer.sent),
+                        get(&tracer.dropped)
+                    ));
+                }
             }
             out
         }),

@@ -30,6 +30,7 @@ pub mod secrets;
 pub mod settings;
 pub mod tcp;
 pub mod tls;
+pub mod trace;
 pub mod upstream;
 pub mod upstream_tls;
 

@@ -139,6 +139,8 @@ pub struct Runtime {
     pub inbound_peers: HashMap<SocketAddr, Arc<crate::metrics::PeerLabels>>,
     /// This proxy's side of Istio's metadata exchange.
     pub exchange: Arc<crate::peer::Exchange>,
+    /// Where spans go, when tracing is on.
+    pub tracer: Option<Arc<crate::trace::Tracer>>,
 }
 
 impl Runtime {
@@ -363,8 +365,15 @@ pub fn apply(
     } else {
         Arc::new(crate::peer::Exchange::new(&config.node))
     };
+    // The tracer (and its queue of spans) stays while its settings do.
+    let tracer = match (&previous.tracer, &config.tracing) {
+        (Some(t), Some(settings)) if t.settings == *settings => Some(t.clone()),
+        (_, Some(settings)) => Some(Arc::new(crate::trace::Tracer::new(settings.clone()))),
+        (_, None) => None,
+    };
     let runtime = Runtime {
         exchange,
+        tracer,
         no_destination: Some(Arc::new(crate::metrics::PeerLabels::new(
             &config.node,
             None,

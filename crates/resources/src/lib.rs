@@ -17,6 +17,7 @@ pub mod node;
 pub mod retry;
 pub mod route;
 pub mod secret;
+pub mod trace;
 
 use std::collections::BTreeMap;
 
@@ -60,6 +61,9 @@ pub struct ProxyConfig {
     /// What the DNS proxy answers for, for a sidecar whose traffic is captured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub names: Option<dns::NameTable>,
+    /// Tracing, when a Telemetry resource (or the mesh's default providers) turns it on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<trace::Tracing>,
 }
 
 impl ProxyConfig {

@@ -363,6 +363,13 @@ fn sample() -> ProxyConfig {
                 ),
             ]),
         }),
+        tracing: Some(crate::trace::Tracing {
+            collector: "zipkin.istio-system:9411".into(),
+            path: "/api/v2/spans".into(),
+            sampling: 12.5,
+            disable_span_reporting: true,
+            tags: BTreeMap::from([("team".into(), "platform".into())]),
+        }),
     }
 }
 

@@ -113,6 +113,9 @@ pub struct Policy {
     /// What the DNS proxy answers for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub names: Option<meshwork_resources::dns::NameTable>,
+    /// Tracing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<meshwork_resources::trace::Tracing>,
 }
 
 /// Bodies at least this large are sent deflated.
@@ -184,6 +187,7 @@ pub fn encode(config: &ProxyConfig) -> BTreeMap<TypeUrl, Vec<Resource>> {
         access_log: config.access_log.clone(),
         authorization: config.authorization.clone(),
         names: config.names.clone(),
+        tracing: config.tracing.clone(),
     };
     BTreeMap::from([
         (
@@ -282,6 +286,7 @@ pub fn decode(
             config.access_log = p.access_log;
             config.authorization = p.authorization;
             config.names = p.names;
+            config.tracing = p.tracing;
         }
     }
     Ok(())

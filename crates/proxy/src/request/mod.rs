@@ -31,6 +31,7 @@ pub mod select;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
@@ -63,6 +64,27 @@ pub async fn handle(
     // client is, when its certificate vouches for it.
     let trusted = inbound_peer.is_some() && ctx.conn.peer_identity.is_some();
     ctx.counterpart = state.exchange.take(&mut parts.headers, trusted);
+    // Phase: the trace this request joins or starts; its next hop's parent is this one.
+    let trace = state.tracer.as_ref().map(|t| {
+        let context = crate::trace::TraceContext::start(&parts.headers, t.settings.sampling);
+        context.inject(&mut parts.headers);
+        (t.clone(), context)
+    });
+    let traced = trace.as_ref().filter(|(_, c)| c.sampled).map(|(t, c)| {
+        let url = format!(
+            "{}://{}{}",
+            ctx.conn.scheme,
+            ctx.authority,
+            parts.uri.path_and_query().map_or("/", |p| p.as_str())
+        );
+        (
+            t.clone(),
+            *c,
+            parts.method.to_string(),
+            url,
+            SystemTime::now(),
+        )
+    });
     let grpc = parts
         .headers
         .get(header::CONTENT_TYPE)
@@ -125,7 +147,48 @@ pub async fn handle(
         .headers
         .get("grpc-status")
         .and_then(|v| v.to_str().ok()?.parse().ok());
+    // The span, finished when the response is.
+    let span = traced.map(|(tracer, context, method, url, started)| {
+        let node = &state.config.node;
+        let inbound = outcome.peer.as_ref().is_some_and(|p| p.inbound());
+        let name = if node.workload_name.is_empty() {
+            node.id.clone()
+        } else {
+            node.workload_name.clone()
+        };
+        let span = crate::trace::Span {
+            context,
+            name: format!("{}/*", ctx.authority),
+            kind: if inbound { "SERVER" } else { "CLIENT" },
+            start: started,
+            duration: std::time::Duration::ZERO,
+            service: format!("{name}.{}", node.namespace),
+            tags: vec![
+                ("component", "proxy".into()),
+                ("http.method", method),
+                ("http.url", url),
+                ("http.status_code", rparts.status.as_u16().to_string()),
+                (
+                    "upstream_cluster",
+                    ctx.cluster.clone().unwrap_or_else(|| "-".into()),
+                ),
+                ("node_id", node.id.clone()),
+                ("istio.namespace", node.namespace.clone()),
+                ("istio.canonical_service", name),
+                ("istio.mesh_id", node.trust_domain.clone()),
+            ],
+        };
+        (tracer, span)
+    });
+    let finish = move |flags: ResponseFlags| {
+        if let Some((tracer, mut span)) = span {
+            span.duration = span.start.elapsed().unwrap_or_default();
+            span.tags.push(("response_flags", flags.to_string()));
+            tracer.finish(span);
+        }
+    };
     if !measured {
+        finish(outcome.flags);
         shared.recorder.record(outcome, None);
         return Ok(Response::from_parts(rparts, rbody));
     }
@@ -163,6 +226,7 @@ pub async fn handle(
             entry.bytes_sent = outcome.response_bytes;
             (entry, l, *json)
         });
+        finish(outcome.flags);
         recorder.recorder.record(outcome, log);
     });
     Ok(Response::from_parts(
