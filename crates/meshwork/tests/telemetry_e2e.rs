@@ -461,3 +461,66 @@ fn a_collector_that_is_down_costs_only_the_spans_which_are_counted() {
         },
     );
 }
+
+#[test]
+fn a_trace_links_the_gateway_and_every_sidecar_hop() {
+    let zipkin = Zipkin::start();
+    let dir = TempDir::new("tracing-mesh");
+    let mesh_config = dir.path().join("mesh.yaml");
+    std::fs::write(
+        &mesh_config,
+        format!(
+            "defaultProviders: {{tracing: [zipkin]}}\nextensionProviders:\n- name: zipkin\n  zipkin: {{service: 127.0.0.1, port: {}}}\ndefaultConfig:\n  tracing: {{sampling: 100}}\n",
+            zipkin.port
+        ),
+    )
+    .unwrap();
+    let mesh = support::bookinfo::Bookinfo::start_with(&["--mesh", mesh_config.to_str().unwrap()]);
+    let trace = "5af7651916cd43dd8448eb211c80319c";
+    let caller = "c7ad6b7169203331";
+    let chains = mesh.chains(1, &[&format!("traceparent: 00-{trace}-{caller}-01")]);
+    assert_eq!(chains.len(), 1, "{chains:?}");
+    // gateway -> productpage (in) -> productpage (out, to reviews) -> reviews (in).
+    let spans = || -> Vec<serde_json::Value> {
+        zipkin
+            .spans()
+            .into_iter()
+            .filter(|s| s["traceId"] == trace)
+            .collect()
+    };
+    let child =
+        |spans: &[serde_json::Value], parent: &serde_json::Value, kind: &str, cluster: &str| {
+            spans
+                .iter()
+                .find(|s| {
+                    s["parentId"] == *parent
+                        && s["kind"] == kind
+                        && s["tags"]["upstream_cluster"]
+                            .as_str()
+                            .is_some_and(|c| c.contains(cluster))
+                })
+                .cloned()
+        };
+    let linked = |spans: &[serde_json::Value]| -> Option<Vec<serde_json::Value>> {
+        let gateway = child(spans, &caller.into(), "CLIENT", "productpage")?;
+        let productpage_in = child(spans, &gateway["id"], "SERVER", "inbound|")?;
+        let productpage_out = child(spans, &productpage_in["id"], "CLIENT", "reviews")?;
+        let reviews_in = child(spans, &productpage_out["id"], "SERVER", "inbound|")?;
+        Some(vec![gateway, productpage_in, productpage_out, reviews_in])
+    };
+    eventually(Duration::from_secs(10), "the linked spans", || {
+        linked(&spans()).is_some()
+    });
+    let hops = linked(&spans()).unwrap();
+    let services: Vec<&str> = hops
+        .iter()
+        .map(|s| s["localEndpoint"]["serviceName"].as_str().unwrap_or(""))
+        .collect();
+    assert!(
+        services[0].starts_with("istio-ingressgateway"),
+        "{services:?}"
+    );
+    assert_eq!(services[1], "productpage-v1.default");
+    assert_eq!(services[2], "productpage-v1.default");
+    assert!(services[3].starts_with("reviews-v"), "{services:?}");
+}
