@@ -35,6 +35,8 @@ pub struct Issuer {
     pub tokens: Arc<TokenKey>,
     /// The lifetime of a certificate when the request asks for none (24 h).
     pub default_ttl: Duration,
+    /// Counts requests, issues and refusals.
+    pub metrics: Arc<crate::metrics::ControlMetrics>,
 }
 
 #[tonic::async_trait]
@@ -51,7 +53,10 @@ impl CertificateService for Issuer {
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("")
             .to_string();
+        use std::sync::atomic::Ordering::Relaxed;
+        self.metrics.csr.fetch_add(1, Relaxed);
         let identity = self.tokens.verify(&token).map_err(|e| {
+            self.metrics.authentication_failures.fetch_add(1, Relaxed);
             warn!(?peer, "certificate refused: {e}");
             tonic::Status::unauthenticated(format!("certificate refused: {e}"))
         })?;
@@ -66,6 +71,7 @@ impl CertificateService for Issuer {
             warn!(?peer, identity = %identity.spiffe(ca.trust_domain()), "certificate refused: {e}");
             tonic::Status::invalid_argument(format!("certificate refused: {e}"))
         })?;
+        self.metrics.issued.fetch_add(1, Relaxed);
         info!(identity = %identity.spiffe(ca.trust_domain()), ?ttl, "issued a workload certificate");
         Ok(tonic::Response::new(CertificateResponse {
             cert_chain: vec![chain, ca.roots().to_string()],
@@ -293,6 +299,7 @@ mod tests {
             ca: Arc::new(std::sync::RwLock::new(Arc::new(ca))),
             tokens: Arc::new(tokens),
             default_ttl: Duration::from_secs(3600),
+            metrics: Default::default(),
         };
         let key = rcgen::KeyPair::generate().unwrap();
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();

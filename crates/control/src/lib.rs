@@ -6,6 +6,7 @@ pub mod ca;
 pub mod certs;
 pub mod discovery;
 pub mod last_good;
+pub mod metrics;
 pub mod source;
 pub mod token;
 pub mod up;

@@ -110,7 +110,8 @@ fn a_proxy_keeps_serving_without_the_control_plane_and_resyncs_when_it_returns()
 
 #[test]
 fn a_listener_a_proxy_cannot_bind_is_nacked_and_shown_by_proxy_status() {
-    let mesh = Bookinfo::start();
+    let monitoring = format!("127.0.0.1:{}", free_port());
+    let mesh = Bookinfo::start_with(&["--monitoring-address", &monitoring]);
     // Something else holds the port that details' new ingress listener wants.
     let held = free_port();
     let details_ip = "127.0.10.2";
@@ -134,6 +135,16 @@ fn a_listener_a_proxy_cannot_bind_is_nacked_and_shown_by_proxy_status() {
                 .lines()
                 .any(|l| l.starts_with("details-v1.default") && l.contains("NACK"))
         },
+    );
+    // The control plane counts the rejection.
+    let metrics =
+        String::from_utf8_lossy(&curl(&["-s", &format!("http://{monitoring}/metrics")]).stdout)
+            .into_owned();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("pilot_total_xds_rejects{type=\"lds\"} ") && !l.ends_with(" 0")),
+        "{metrics}"
     );
     let status = mesh.proxy_status();
     let reason = format!("cannot bind port {held} on {details_ip}");
@@ -415,4 +426,47 @@ spec: {address: 127.0.10.60, labels: {app: reviews, version: v1}, serviceAccount
         "ratings leaves proxy-status",
         || !mesh.proxy_status().contains("ratings-v1.default"),
     );
+}
+
+#[test]
+fn the_control_plane_reports_its_metrics_under_istiods_names() {
+    let port = free_port();
+    let monitoring = format!("127.0.0.1:{port}");
+    let mesh = Bookinfo::start_with(&["--monitoring-address", &monitoring]);
+    let metrics = || {
+        let out = curl(&["-s", &format!("http://{monitoring}/metrics")]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let value = |text: &str, series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(-1.0)
+    };
+    eventually(Duration::from_secs(10), "every proxy counted", || {
+        value(&metrics(), "pilot_xds") == 7.0
+    });
+    let text = metrics();
+    for series in [
+        "pilot_xds_pushes{type=\"cds\"}",
+        "pilot_xds_pushes{type=\"lds\"}",
+        "pilot_proxy_convergence_time_count",
+        "citadel_server_csr_count",
+        "citadel_server_success_cert_issuance_count",
+    ] {
+        assert!(value(&text, series) >= 7.0, "{series} in\n{text}");
+    }
+    assert_eq!(
+        value(&text, "citadel_server_authentication_failure_count"),
+        0.0
+    );
+    // A change is pushed again.
+    let before = value(&text, "pilot_xds_pushes{type=\"rds\"}");
+    mesh.edit(|t| {
+        t.replacen("weight: 50", "weight: 80", 1)
+            .replacen("weight: 50", "weight: 20", 1)
+    });
+    eventually(Duration::from_secs(10), "more route pushes", || {
+        value(&metrics(), "pilot_xds_pushes{type=\"rds\"}") > before
+    });
 }

@@ -190,6 +190,7 @@ mod tests {
             version: "1".into(),
             number: 1,
             snapshot: Default::default(),
+            at: std::time::Instant::now(),
         };
         let class = |i: usize| ProxyClass {
             role: meshwork_model::resources::Role::Sidecar,

@@ -49,6 +49,8 @@ pub struct ControlOptions {
     pub secure_listen: SocketAddr,
     /// The lifetime of workload certificates (24 h).
     pub workload_cert_ttl: std::time::Duration,
+    /// Where the control plane's metrics are served (istiod's 15014), if anywhere.
+    pub monitoring_address: Option<SocketAddr>,
 }
 
 /// `meshwork control` could not start.
@@ -75,7 +77,7 @@ pub enum ControlError {
 }
 
 /// One version of the config, as every connection compiles from it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Published {
     /// The push version (`1`, `2`, ...), sent as `version_info`.
     pub version: String,
@@ -83,6 +85,8 @@ pub struct Published {
     pub number: u64,
     /// The config.
     pub snapshot: MeshSnapshot,
+    /// When it was published.
+    pub at: std::time::Instant,
 }
 
 /// What every connection shares.
@@ -97,6 +101,8 @@ pub struct Shared {
     pub classes: classes::Classes,
     /// This instance's name.
     pub id: String,
+    /// The control plane's metrics.
+    pub metrics: Arc<crate::metrics::ControlMetrics>,
 }
 
 /// The discovery service on one port: the plaintext one (15010) or the TLS one (15012),
@@ -295,6 +301,7 @@ fn publish(source: &DirSource, version: u64) -> Arc<Published> {
         version: version.to_string(),
         number: version,
         snapshot: MeshSnapshot::new(source.objects(), source.mesh().clone()),
+        at: std::time::Instant::now(),
     })
 }
 
@@ -331,10 +338,12 @@ pub async fn run(opts: ControlOptions) -> Result<(), ControlError> {
     );
     let listener = crate::bind(opts.listen).await?;
     let secure = crate::bind(opts.secure_listen).await?;
+    let metrics = Arc::new(crate::metrics::ControlMetrics::default());
     let issuer = crate::certs::Issuer {
         ca: ca.clone(),
         tokens,
         default_ttl: opts.workload_cert_ttl,
+        metrics: metrics.clone(),
     };
     // A root rotation: when the CA's files change, the new CA signs from then on, its
     // roots are pushed to every proxy, and the TLS port gets a new certificate.
@@ -388,7 +397,15 @@ pub async fn run(opts: ControlOptions) -> Result<(), ControlError> {
         proxies: status::Proxies::default(),
         classes: classes::Classes::default(),
         id: opts.id.clone(),
+        metrics: metrics.clone(),
     });
+    if let Some(addr) = opts.monitoring_address {
+        let listener = crate::bind(addr).await?;
+        let shared = shared.clone();
+        tokio::spawn(crate::metrics::serve(listener, metrics, move || {
+            shared.proxies.entries().len()
+        }));
+    }
     info!(listen = %opts.listen, secure = %opts.secure_listen, id = %opts.id, "control plane ready");
     let (watcher, mut changes) = DirWatcher::start_with(&source.paths(), Debounce::ISTIOD)?;
     tokio::spawn(async move {

@@ -157,6 +157,7 @@ pub async fn serve(
             warned = warnings;
         }
         let own = Encoded::of(&own);
+        let mut pushed_now = false;
         for t in TypeUrl::ALL {
             let (mut resources, digest) = Encoded::merged(&class, &own, t);
             let clashes = Encoded::clashes(&class, &own, t);
@@ -201,11 +202,16 @@ pub async fn serve(
                 if out.send(Ok(response)).await.is_err() {
                     break 'push;
                 }
+                shared.metrics.pushed(t);
             }
             shared
                 .proxies
                 .sent(key, t, &published.version, &nonce.to_string());
             sent.insert(t, digest);
+            pushed_now = true;
+        }
+        if pushed_now {
+            shared.metrics.converged(published.at.elapsed());
         }
         loop {
             tokio::select! {
@@ -308,6 +314,7 @@ fn answered(shared: &Shared, key: u64, proxy: &str, request: &DiscoveryRequest) 
     };
     let error = request.error_detail.as_ref().map(|e| e.message.as_str());
     if let Some(reason) = error {
+        shared.metrics.rejected(t);
         warn!(proxy, type_url = %t, nonce = %request.response_nonce, "NACK: {reason}");
     }
     shared.proxies.answered(

@@ -35,6 +35,9 @@ pub struct Args {
     /// How long workload certificates live.
     #[arg(long, default_value = "24h", value_parser = super::settings::duration)]
     workload_cert_ttl: std::time::Duration,
+    /// Serve the control plane's metrics at `/metrics` here (istiod's port is 15014).
+    #[arg(long, value_name = "ADDR")]
+    monitoring_address: Option<std::net::SocketAddr>,
 }
 
 /// Runs until stopped.
@@ -48,6 +51,7 @@ pub fn run(args: Args) -> ExitCode {
         cacerts: args.cacerts,
         secure_listen: args.secure_listen,
         workload_cert_ttl: args.workload_cert_ttl,
+        monitoring_address: args.monitoring_address,
     };
     super::block_on(async {
         tokio::select! {
