@@ -318,7 +318,7 @@ fn spans_link_to_the_callers_trace_and_reach_a_zipkin_collector() {
     .unwrap();
     mesh.config(
         "telemetry.yaml",
-        "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: mesh-default, namespace: istio-system}\nspec:\n  tracing:\n  - providers: [{name: zipkin}]\n    randomSamplingPercentage: 100\n    customTags:\n      team: {literal: {value: platform}}\n",
+        "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: mesh-default, namespace: istio-system}\nspec:\n  tracing:\n  - providers: [{name: zipkin}]\n    randomSamplingPercentage: 100\n    customTags:\n      team: {literal: {value: platform}}\n      client: {header: {name: x-client, defaultValue: none}}\n      zone: {environment: {name: MESHWORK_TEST_ZONE, defaultValue: unknown}}\n      log: {environment: {name: MESHWORK_LOG}}\n",
     );
     mesh.up(&["--mesh", mesh_config.to_str().unwrap()]);
     let url = format!("http://127.0.0.1:{http}/traced");
@@ -331,6 +331,8 @@ fn spans_link_to_the_callers_trace_and_reach_a_zipkin_collector() {
         HOST,
         "-H",
         &format!("traceparent: {caller}"),
+        "-H",
+        "x-client: web",
         &url,
     ]);
     let seen = seen_traceparent(&out.stdout);
@@ -355,6 +357,12 @@ fn spans_link_to_the_callers_trace_and_reach_a_zipkin_collector() {
     assert_eq!(span["tags"]["http.status_code"], "200");
     assert_eq!(span["tags"]["http.method"], "GET");
     assert_eq!(span["tags"]["team"], "platform", "a literal custom tag");
+    assert_eq!(span["tags"]["client"], "web", "from the request's header");
+    assert_eq!(
+        span["tags"]["zone"], "unknown",
+        "an unset variable's default"
+    );
+    assert_eq!(span["tags"]["log"], "info", "from the proxy's environment");
     assert!(
         span["tags"]["upstream_cluster"]
             .as_str()

@@ -162,14 +162,39 @@ pub fn tracing(
         })
         .unwrap_or(1.0)
         .clamp(0.0, 100.0);
-    let tags = entry
-        .map(|e| {
-            e.custom_tags
-                .iter()
-                .filter_map(|(k, t)| Some((k.clone(), t.literal.as_ref()?.value.clone())))
-                .collect()
-        })
-        .unwrap_or_default();
+    let custom = entry.map(|e| &e.custom_tags);
+    let tags = custom
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, t)| Some((k.clone(), t.literal.as_ref()?.value.clone())))
+        .collect();
+    let from = |pick: fn(
+        &meshwork_api::generated::telemetry::CustomTag,
+    ) -> Option<&meshwork_api::generated::telemetry::EnvironmentTag>| {
+        custom
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, t)| {
+                let t = pick(t)?;
+                Some((
+                    k.clone(),
+                    (
+                        t.name.to_ascii_lowercase(),
+                        t.default_value.clone().unwrap_or_default(),
+                    ),
+                ))
+            })
+            .collect()
+    };
+    let header_tags = from(|t| t.header.as_ref());
+    let mut environment_tags: std::collections::BTreeMap<String, (String, String)> =
+        from(|t| t.environment.as_ref());
+    // Variable names keep their case.
+    for (k, t) in custom.into_iter().flatten() {
+        if let (Some(e), Some(entry)) = (&t.environment, environment_tags.get_mut(k)) {
+            entry.0 = e.name.clone();
+        }
+    }
     for provider in providers {
         let Some(p) = mesh.provider(&provider) else {
             warnings.push(format!(
@@ -201,6 +226,8 @@ pub fn tracing(
             sampling,
             disable_span_reporting: entry.and_then(|e| e.disable_span_reporting) == Some(true),
             tags,
+            header_tags,
+            environment_tags,
         });
     }
     None

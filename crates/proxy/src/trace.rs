@@ -170,6 +170,8 @@ pub struct Span {
     /// The proxy's service: `istio-ingressgateway.istio-system`.
     pub service: String,
     pub tags: Vec<(&'static str, String)>,
+    /// Custom tags from the request's headers.
+    pub custom: Vec<(String, String)>,
 }
 
 impl Span {
@@ -178,6 +180,9 @@ impl Span {
         let mut tags = serde_json::Map::new();
         for (k, v) in &self.tags {
             tags.insert((*k).into(), v.clone().into());
+        }
+        for (k, v) in &self.custom {
+            tags.insert(k.clone(), v.clone().into());
         }
         for (k, v) in extra {
             tags.insert(k.clone(), v.clone().into());
@@ -205,6 +210,9 @@ impl Span {
 pub struct Tracer {
     /// The settings it was made with.
     pub settings: Tracing,
+    /// The tags of every span: the literal ones, and the environment's as the proxy
+    /// started with it.
+    pub fixed: std::collections::BTreeMap<String, String>,
     queue: mpsc::Sender<Span>,
     /// Spans sent.
     pub sent: Arc<AtomicU64>,
@@ -218,14 +226,23 @@ impl Tracer {
         let (queue, spans) = mpsc::channel(QUEUE);
         let sent = Arc::new(AtomicU64::new(0));
         let dropped = Arc::new(AtomicU64::new(0));
+        let mut fixed = settings.tags.clone();
+        for (tag, (variable, default)) in &settings.environment_tags {
+            fixed.insert(
+                tag.clone(),
+                std::env::var(variable).unwrap_or_else(|_| default.clone()),
+            );
+        }
         tokio::spawn(export(
             settings.clone(),
+            fixed.clone(),
             spans,
             sent.clone(),
             dropped.clone(),
         ));
         Tracer {
             settings,
+            fixed,
             queue,
             sent,
             dropped,
@@ -246,6 +263,7 @@ impl Tracer {
 /// Sends spans in batches until the tracer is gone.
 async fn export(
     settings: Tracing,
+    fixed: std::collections::BTreeMap<String, String>,
     mut spans: mpsc::Receiver<Span>,
     sent: Arc<AtomicU64>,
     dropped: Arc<AtomicU64>,
@@ -265,8 +283,7 @@ async fn export(
             }
         }
         let n = batch.len() as u64;
-        let body: Vec<serde_json::Value> =
-            batch.drain(..).map(|s| s.to_json(&settings.tags)).collect();
+        let body: Vec<serde_json::Value> = batch.drain(..).map(|s| s.to_json(&fixed)).collect();
         match post(&settings, serde_json::to_vec(&body).unwrap_or_default()).await {
             Ok(()) => sent.fetch_add(n, Ordering::Relaxed),
             Err(e) => {

@@ -369,6 +369,8 @@ fn sample() -> ProxyConfig {
             sampling: 12.5,
             disable_span_reporting: true,
             tags: BTreeMap::from([("team".into(), "platform".into())]),
+            header_tags: BTreeMap::from([("client".into(), ("x-client".into(), "none".into()))]),
+            environment_tags: BTreeMap::from([("zone".into(), ("ZONE".into(), "".into()))]),
         }),
     }
 }

@@ -19,4 +19,12 @@ pub struct Tracing {
     /// Tags every span carries (`customTags` with a literal value).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
+    /// Tags from a request header (`customTags` `header`): tag, then the header's name and
+    /// the value when it is absent.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub header_tags: BTreeMap<String, (String, String)>,
+    /// Tags from the proxy's environment (`customTags` `environment`): tag, then the
+    /// variable and the value when it is unset.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub environment_tags: BTreeMap<String, (String, String)>,
 }

@@ -77,12 +77,26 @@ pub async fn handle(
             ctx.authority,
             parts.uri.path_and_query().map_or("/", |p| p.as_str())
         );
+        let custom: Vec<(String, String)> = t
+            .settings
+            .header_tags
+            .iter()
+            .map(|(tag, (header, default))| {
+                let value = parts
+                    .headers
+                    .get(header.as_str())
+                    .and_then(|v| v.to_str().ok())
+                    .map_or_else(|| default.clone(), str::to_string);
+                (tag.clone(), value)
+            })
+            .collect();
         (
             t.clone(),
             *c,
             parts.method.to_string(),
             url,
             SystemTime::now(),
+            custom,
         )
     });
     let grpc = parts
@@ -148,7 +162,7 @@ pub async fn handle(
         .get("grpc-status")
         .and_then(|v| v.to_str().ok()?.parse().ok());
     // The span, finished when the response is.
-    let span = traced.map(|(tracer, context, method, url, started)| {
+    let span = traced.map(|(tracer, context, method, url, started, custom)| {
         let node = &state.config.node;
         let inbound = outcome.peer.as_ref().is_some_and(|p| p.inbound());
         let name = if node.workload_name.is_empty() {
@@ -177,6 +191,7 @@ pub async fn handle(
                 ("istio.canonical_service", name),
                 ("istio.mesh_id", node.trust_domain.clone()),
             ],
+            custom,
         };
         (tracer, span)
     });
