@@ -25,6 +25,16 @@ impl Drop for Prometheus {
 
 /// Prometheus scraping `target` every second.
 fn prometheus(dir: &std::path::Path, target: u16) -> Prometheus {
+    prometheus_of(dir, &[target])
+}
+
+/// Prometheus scraping each of `targets` every second.
+fn prometheus_of(dir: &std::path::Path, targets: &[u16]) -> Prometheus {
+    let targets: Vec<String> = targets
+        .iter()
+        .map(|t| format!("\"127.0.0.1:{t}\""))
+        .collect();
+    let targets = targets.join(", ");
     let bin = ["/usr/bin/prometheus", "/usr/local/bin/prometheus"]
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())
@@ -35,7 +45,7 @@ fn prometheus(dir: &std::path::Path, target: u16) -> Prometheus {
     std::fs::write(
         &config,
         format!(
-            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n- job_name: gateway\n  metrics_path: /stats/prometheus\n  static_configs: [{{targets: [\"127.0.0.1:{target}\"]}}]\n"
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n- job_name: proxies\n  metrics_path: /stats/prometheus\n  static_configs: [{{targets: [{targets}]}}]\n"
         ),
     )
     .unwrap();
@@ -531,4 +541,44 @@ fn a_trace_links_the_gateway_and_every_sidecar_hop() {
     assert_eq!(services[1], "productpage-v1.default");
     assert_eq!(services[2], "productpage-v1.default");
     assert!(services[3].starts_with("reviews-v"), "{services:?}");
+}
+
+#[test]
+fn prometheus_scrapes_two_sidecars_which_report_both_ends_of_a_call() {
+    let mesh = support::bookinfo::Bookinfo::start();
+    let counts = mesh.chains(10, &[]);
+    assert_eq!(counts.values().sum::<usize>(), 10, "{counts:?}");
+    let status_port = |step: &str| {
+        mesh.steps
+            .iter()
+            .find(|s| s.name == step)
+            .and_then(|s| s.status_port)
+            .expect("a proxy")
+    };
+    let prom = prometheus_of(
+        mesh.dir.path(),
+        &[
+            status_port("productpage-v1-sidecar"),
+            status_port("details-v1-sidecar"),
+        ],
+    );
+    // productpage called details ten times: its sidecar reports the source end, details'
+    // the destination end, each with the other's workload.
+    let calls = |reporter: &str| {
+        format!(
+            "sum(istio_requests_total{{reporter=\"{reporter}\",source_workload=\"productpage-v1\",destination_workload=\"details-v1\",destination_service_name=\"details\",response_code=\"200\"}})"
+        )
+    };
+    eventually(Duration::from_secs(20), "both ends scraped", || {
+        query(&prom, &calls("source")) == Some(10.0)
+            && query(&prom, &calls("destination")) == Some(10.0)
+    });
+    assert_eq!(
+        query(
+            &prom,
+            "sum(istio_requests_total{reporter=\"destination\",destination_workload=\"details-v1\",connection_security_policy=\"mutual_tls\"})"
+        ),
+        Some(10.0),
+        "over mTLS"
+    );
 }
