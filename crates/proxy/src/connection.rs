@@ -25,6 +25,9 @@ pub struct Connection {
     /// The verified client identity: the SPIFFE URI SAN of its certificate, else the
     /// certificate's subject.
     pub peer_identity: Option<std::sync::Arc<str>>,
+    /// The listener carries the workload's own calls out (a sidecar's egress): its
+    /// AuthorizationPolicies do not apply.
+    pub outbound: bool,
     /// Keeps the connection counted (registry, listener cap) for as long as anything
     /// serves it, an upgraded (WebSocket) stream included.
     pub guard: Option<Arc<dyn std::any::Any + Send + Sync>>,
@@ -42,6 +45,7 @@ impl Connection {
             sni: None,
             alpn: None,
             peer_identity: None,
+            outbound: false,
             guard: None,
         }
     }

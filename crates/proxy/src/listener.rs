@@ -326,6 +326,7 @@ async fn route_connection(
     }
     let mut conn = Connection::new(peer, stream.local_addr().ok(), bind);
     conn.original_dst = original_dst;
+    conn.outbound = listener.resource.outbound;
     conn.guard = Some(signals.counted.clone());
     // Routes by destination address match where the client meant to connect.
     let local_ip = conn.original_dst.or(conn.local).map(|a| a.ip());

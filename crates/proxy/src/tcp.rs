@@ -176,11 +176,7 @@ pub async fn forward<S>(
 /// Authorizes a routed TCP connection; the flag and details when it is denied.
 fn authorize(state: &State, conn: &Connection) -> Option<Failure> {
     use crate::request::authz;
-    let outbound = state
-        .listeners
-        .get(&conn.bind)
-        .is_some_and(|l| l.resource.outbound);
-    if state.config.authorization.is_empty() || outbound {
+    if state.config.authorization.is_empty() || conn.outbound {
         return None;
     }
     let headers = http::HeaderMap::new();

@@ -295,11 +295,9 @@ async fn run(
 ) -> Result<Response<Body>, LocalReply> {
     checks::check(&parts, settings)?;
     path::normalize(&mut parts);
-    let outbound = state
-        .listeners
-        .get(&ctx.conn.bind)
-        .is_some_and(|l| l.resource.outbound);
-    if !outbound && let Some(denied) = policy::authorize(ctx, &parts, &state.config.authorization) {
+    if !ctx.conn.outbound
+        && let Some(denied) = policy::authorize(ctx, &parts, &state.config.authorization)
+    {
         return Ok(denied);
     }
     let server = select::server(ctx, state)?;
