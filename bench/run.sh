@@ -134,14 +134,16 @@ start_backends() {
   head -c 1024 /dev/zero | tr '\0' 'x' >"$work/body1k"
 }
 
-# start_meshwork NAME CONFIGDIR: sets MW_PID, MW_ADMIN, MW_HEALTH.
+# start_meshwork NAME CONFIGDIR [ARGS...]: sets MW_PID, MW_ADMIN, MW_HEALTH.
 start_meshwork() {
+  local name=$1 dir=$2
+  shift 2
   alloc_port MW_ADMIN
   alloc_port MW_HEALTH
-  TOKIO_WORKER_THREADS=1 start_bg "$1" "$PROXY_CPU" "$MW" up "$2" \
-    --admin "127.0.0.1:$MW_ADMIN" --health "127.0.0.1:$MW_HEALTH"
+  TOKIO_WORKER_THREADS=1 start_bg "$name" "$PROXY_CPU" "$MW" up "$dir" \
+    --admin "127.0.0.1:$MW_ADMIN" --health "127.0.0.1:$MW_HEALTH" "$@"
   MW_PID=$LAST_PID
-  wait_http "http://127.0.0.1:$MW_HEALTH/healthz/ready" 200 600 || die "meshwork did not get ready ($work/$1.log)"
+  wait_http "http://127.0.0.1:$MW_HEALTH/healthz/ready" 200 600 || die "meshwork did not get ready ($work/$name.log)"
 }
 
 start_nginx() {
@@ -324,6 +326,40 @@ bench_http1() {
 }
 
 rps_per_conn() { awk -v r="$1" -v c="$2" 'BEGIN { printf "%g", r / c }'; }
+
+# ---------------------------------------------------------------------------------------
+# a (cont.). What Istio's standard metrics cost: a second gateway on the same config,
+# with --metrics, at saturation, against the first (metrics off) in the same run.
+
+bench_metrics_cost() {
+  local out off on u
+  alloc_port MWM_HTTP; alloc_port MWM_TLS; alloc_port MWM_METRICS
+  mw_base_config "$work/mw-metrics" "$MWM_HTTP" "$MWM_TLS" "$work" "$ECHO_PORT" "$STATIC_PORT"
+  local off_pid=$MW_PID
+  start_meshwork meshwork-metrics "$work/mw-metrics" --metrics "127.0.0.1:$MWM_METRICS"
+  local on_pid=$MW_PID
+  MW_PID=$off_pid
+  u="http://127.0.0.1:$MWM_HTTP/e?size=0"
+  row a "a.sat.metrics" "Saturation with Istio's metrics on (--metrics), backend echo (req/s)" \
+    "wrk -t1 -c$CONNS -d${SAT}s --latency http://127.0.0.1:PORT/e?size=0 (meshwork up --metrics ADDR)"
+  row a "a.metrics.ratio" "  metrics on / off, at saturation (runs alternated: off, on, off, on)" \
+    "(the sums of the on runs over the off runs, measured back to back)"
+  local off_url i rps
+  off_url=$(url meshwork echo)
+  warm_wrk "$CONNS" "$u"
+  warm_wrk "$CONNS" "$off_url"
+  off=0 on=0
+  for i in 1 2; do
+    out="$work/a.sat.metrics.off.$i"
+    measured "$off_pid" run_wrk "$out" "$SAT" "$CONNS" "$off_url"
+    rps=$(wrk_rps "$out"); rps=${rps%% *}; [[ $rps =~ ^[0-9]+$ ]] || rps=0; off=$((off + rps))
+    out="$work/a.sat.metrics.$i"
+    measured "$on_pid" run_wrk "$out" "$SAT" "$CONNS" "$u"
+    rps=$(wrk_rps "$out"); rps=${rps%% *}; [[ $rps =~ ^[0-9]+$ ]] || rps=0; on=$((on + rps))
+  done
+  cell "a.sat.metrics" meshwork "$((on / 2))"
+  cell "a.metrics.ratio" meshwork "$(awk -v a="$on" -v b="$off" 'BEGIN { if (b + 0 > 0) printf "%.2f", a / b; else print "ERR" }')"
+}
 
 # ---------------------------------------------------------------------------------------
 # b. HTTPS termination.
@@ -669,6 +705,7 @@ main() {
   local t
   for t in "${TARGETS[@]}"; do IDLE_RSS[$t]=$(rss_kb "${PID[$t]}"); done
   bench_http1
+  bench_metrics_cost
   bench_tls
   bench_h2
   bench_istio
