@@ -89,3 +89,32 @@ fn the_security_page_yaml_examples_validate() {
     .unwrap();
     assert_yaml_validates(&page, 2);
 }
+
+/// Every Kubernetes or Istio resource in the page's YAML examples validates (mesh config
+/// and Prometheus documents beside them are not resources).
+fn assert_resources_validate(page: &str, least: usize) {
+    let resources: Vec<String> = blocks(page, "yaml")
+        .iter()
+        .flat_map(|b| b.split("\n---\n").map(str::to_string).collect::<Vec<_>>())
+        .filter(|d| d.contains("apiVersion:"))
+        .collect();
+    assert!(resources.len() >= least, "the page has its examples");
+    for doc in resources {
+        let out = run(&["validate", "-"], Some(&doc));
+        assert!(
+            out.status.success(),
+            "{doc}\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
+
+#[test]
+fn the_sidecar_and_telemetry_pages_resources_validate() {
+    let page = |name: &str| {
+        std::fs::read_to_string(format!("{}/../../docs/{name}", env!("CARGO_MANIFEST_DIR")))
+            .unwrap()
+    };
+    assert_resources_validate(&page("sidecar.md"), 2);
+    assert_resources_validate(&page("telemetry.md"), 2);
+}
