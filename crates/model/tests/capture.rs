@@ -1,10 +1,10 @@
 //! Sidecars whose traffic iptables redirects to them: what the capture listeners hand
 //! connections to, compiled per proxy as the control plane compiles it.
 
-use std::path::Path;
+mod common;
 
-use meshwork_api::load::{LoadOptions, load_str};
-use meshwork_model::proxy::{MeshSnapshot, compile_proxy, find_workload, resolve_node};
+use common::{sidecar_config, snapshot};
+use meshwork_model::proxy::{MeshSnapshot, compile_proxy};
 use meshwork_resources::cluster::OriginalDestination;
 use meshwork_resources::listener::{Capture, ServerProtocol};
 use meshwork_resources::node::Interception;
@@ -67,39 +67,12 @@ spec:
   endpoints: [{address: 10.0.0.30}]
 "#;
 
-fn snapshot(yaml: &str) -> MeshSnapshot {
-    let out = load_str(Path::new("mesh.yaml"), yaml, &LoadOptions::default());
-    assert!(!out.has_errors(), "{:#?}", out.diagnostics);
-    MeshSnapshot::new(
-        out.config.objects.into_iter().map(|o| o.object).collect(),
-        out.config.mesh,
-    )
-}
-
 fn captured(snap: &MeshSnapshot, ip: &str) -> (ProxyConfig, Vec<String>) {
-    let found = find_workload(&snap.objects, "default", ip);
-    let node = resolve_node(
-        Node {
-            id: format!("{ip}.default"),
-            role: Role::Sidecar,
-            namespace: "default".into(),
-            ips: vec![ip.into()],
-            interception: Some(Interception {
-                outbound_port: 15001,
-                inbound_port: 15006,
-            }),
-            ..Node::default()
-        },
-        found.as_ref(),
-    );
-    let (config, warnings) = compile_proxy(snap, &node);
-    let wire = serde_json::to_vec(&config).expect("serializes");
-    let back: ProxyConfig = serde_json::from_slice(&wire).expect("deserializes");
-    assert_eq!(
-        back, config,
-        "what is streamed decodes to what was compiled"
-    );
-    (config, warnings)
+    let ports = Interception {
+        outbound_port: 15001,
+        inbound_port: 15006,
+    };
+    sidecar_config(snap, "default", ip, Some(ports))
 }
 
 #[test]

@@ -2,10 +2,11 @@
 //! connecting proxy: the workload behind an address, Sidecar ingress and egress listeners,
 //! mesh VirtualServices between services, and `exportTo` scoping.
 
-use std::collections::BTreeMap;
-use std::path::Path;
+mod common;
 
-use meshwork_api::load::{LoadOptions, load_str};
+use std::collections::BTreeMap;
+
+use common::{sidecar_config, snapshot};
 use meshwork_model::proxy::{MeshSnapshot, compile_proxy, find_workload, resolve_node};
 use meshwork_resources::listener::ServerProtocol;
 use meshwork_resources::route::RouteAction;
@@ -115,33 +116,8 @@ spec:
   - {name: v2, labels: {version: v2}}
 "#;
 
-fn snapshot(yaml: &str) -> MeshSnapshot {
-    let out = load_str(Path::new("mesh.yaml"), yaml, &LoadOptions::default());
-    assert!(!out.has_errors(), "{:#?}", out.diagnostics);
-    MeshSnapshot::new(
-        out.config.objects.into_iter().map(|o| o.object).collect(),
-        out.config.mesh,
-    )
-}
-
 fn sidecar(snap: &MeshSnapshot, ns: &str, ip: &str) -> (ProxyConfig, Vec<String>) {
-    let found = find_workload(&snap.objects, ns, ip);
-    let node = resolve_node(
-        Node {
-            id: format!("{ip}.{ns}"),
-            role: Role::Sidecar,
-            namespace: ns.into(),
-            ips: vec![ip.into()],
-            ..Node::default()
-        },
-        found.as_ref(),
-    );
-    let (config, warnings) = compile_proxy(snap, &node);
-    // What the control plane streams decodes to what it compiled.
-    let wire = serde_json::to_vec(&config).expect("serializes");
-    let back: ProxyConfig = serde_json::from_slice(&wire).expect("deserializes");
-    assert_eq!(back, config);
-    (config, warnings)
+    sidecar_config(snap, ns, ip, None)
 }
 
 /// Some warning says `text`.

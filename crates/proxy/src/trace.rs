@@ -205,6 +205,114 @@ impl Span {
     }
 }
 
+/// A request's span while it is served: its context went upstream; what the request
+/// said is kept only when the trace is sampled.
+pub struct Pending {
+    tracer: Arc<Tracer>,
+    context: TraceContext,
+    method: String,
+    url: String,
+    start: SystemTime,
+    custom: Vec<(String, String)>,
+}
+
+/// A span whose response has been given, waiting for its end.
+pub struct Answered {
+    tracer: Arc<Tracer>,
+    span: Span,
+}
+
+impl Pending {
+    /// Joins or starts the request's trace and tells the next hop; the pending span when
+    /// the trace is sampled.
+    pub fn begin(
+        tracer: &Arc<Tracer>,
+        parts: &mut http::request::Parts,
+        scheme: &str,
+        authority: &str,
+    ) -> Option<Pending> {
+        let context = TraceContext::start(&parts.headers, tracer.settings.sampling);
+        context.inject(&mut parts.headers);
+        if !context.sampled || tracer.settings.disable_span_reporting {
+            return None;
+        }
+        let custom = tracer
+            .settings
+            .header_tags
+            .iter()
+            .map(|(tag, (header, default))| {
+                let value = parts
+                    .headers
+                    .get(header.as_str())
+                    .and_then(|v| v.to_str().ok())
+                    .map_or_else(|| default.clone(), str::to_string);
+                (tag.clone(), value)
+            })
+            .collect();
+        Some(Pending {
+            tracer: tracer.clone(),
+            context,
+            method: parts.method.to_string(),
+            url: format!(
+                "{scheme}://{authority}{}",
+                parts.uri.path_and_query().map_or("/", |p| p.as_str())
+            ),
+            start: SystemTime::now(),
+            custom,
+        })
+    }
+
+    /// The span with what the response says: reported by `node`, the server side when
+    /// `inbound`.
+    pub fn answered(
+        self,
+        node: &meshwork_resources::Node,
+        inbound: bool,
+        status: u16,
+        cluster: Option<&str>,
+        authority: &str,
+    ) -> Answered {
+        let name = if node.workload_name.is_empty() {
+            node.id.clone()
+        } else {
+            node.workload_name.clone()
+        };
+        let span = Span {
+            context: self.context,
+            name: format!("{authority}/*"),
+            kind: if inbound { "SERVER" } else { "CLIENT" },
+            start: self.start,
+            duration: Duration::ZERO,
+            service: format!("{name}.{}", node.namespace),
+            tags: vec![
+                ("component", "proxy".into()),
+                ("http.method", self.method),
+                ("http.url", self.url),
+                ("http.status_code", status.to_string()),
+                ("upstream_cluster", cluster.unwrap_or("-").to_string()),
+                ("node_id", node.id.clone()),
+                ("istio.namespace", node.namespace.clone()),
+                ("istio.canonical_service", name),
+                ("istio.mesh_id", node.trust_domain.clone()),
+            ],
+            custom: self.custom,
+        };
+        Answered {
+            tracer: self.tracer,
+            span,
+        }
+    }
+}
+
+impl Answered {
+    /// Ends the span (its response has ended, with these flags) and hands it on.
+    pub fn finish(mut self, flags: crate::flags::ResponseFlags) {
+        self.span.duration = self.span.start.elapsed().unwrap_or_default();
+        self.span.tags.push(("response_flags", flags.to_string()));
+        self.tracer.finish(self.span);
+    }
+}
+
 /// The spans of one proxy, on their way to the collector.
 #[derive(Debug)]
 pub struct Tracer {

@@ -31,7 +31,6 @@ pub mod select;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::SystemTime;
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
@@ -65,40 +64,10 @@ pub async fn handle(
     let trusted = inbound_peer.is_some() && ctx.conn.peer_identity.is_some();
     ctx.counterpart = state.exchange.take(&mut parts.headers, trusted);
     // Phase: the trace this request joins or starts; its next hop's parent is this one.
-    let trace = state.tracer.as_ref().map(|t| {
-        let context = crate::trace::TraceContext::start(&parts.headers, t.settings.sampling);
-        context.inject(&mut parts.headers);
-        (t.clone(), context)
-    });
-    let traced = trace.as_ref().filter(|(_, c)| c.sampled).map(|(t, c)| {
-        let url = format!(
-            "{}://{}{}",
-            ctx.conn.scheme,
-            ctx.authority,
-            parts.uri.path_and_query().map_or("/", |p| p.as_str())
-        );
-        let custom: Vec<(String, String)> = t
-            .settings
-            .header_tags
-            .iter()
-            .map(|(tag, (header, default))| {
-                let value = parts
-                    .headers
-                    .get(header.as_str())
-                    .and_then(|v| v.to_str().ok())
-                    .map_or_else(|| default.clone(), str::to_string);
-                (tag.clone(), value)
-            })
-            .collect();
-        (
-            t.clone(),
-            *c,
-            parts.method.to_string(),
-            url,
-            SystemTime::now(),
-            custom,
-        )
-    });
+    let span = state
+        .tracer
+        .as_ref()
+        .and_then(|t| crate::trace::Pending::begin(t, &mut parts, ctx.conn.scheme, &ctx.authority));
     let grpc = parts
         .headers
         .get(header::CONTENT_TYPE)
@@ -162,44 +131,19 @@ pub async fn handle(
         .get("grpc-status")
         .and_then(|v| v.to_str().ok()?.parse().ok());
     // The span, finished when the response is.
-    let span = traced.map(|(tracer, context, method, url, started, custom)| {
-        let node = &state.config.node;
+    let span = span.map(|pending| {
         let inbound = outcome.peer.as_ref().is_some_and(|p| p.inbound());
-        let name = if node.workload_name.is_empty() {
-            node.id.clone()
-        } else {
-            node.workload_name.clone()
-        };
-        let span = crate::trace::Span {
-            context,
-            name: format!("{}/*", ctx.authority),
-            kind: if inbound { "SERVER" } else { "CLIENT" },
-            start: started,
-            duration: std::time::Duration::ZERO,
-            service: format!("{name}.{}", node.namespace),
-            tags: vec![
-                ("component", "proxy".into()),
-                ("http.method", method),
-                ("http.url", url),
-                ("http.status_code", rparts.status.as_u16().to_string()),
-                (
-                    "upstream_cluster",
-                    ctx.cluster.clone().unwrap_or_else(|| "-".into()),
-                ),
-                ("node_id", node.id.clone()),
-                ("istio.namespace", node.namespace.clone()),
-                ("istio.canonical_service", name),
-                ("istio.mesh_id", node.trust_domain.clone()),
-            ],
-            custom,
-        };
-        (tracer, span)
+        pending.answered(
+            &state.config.node,
+            inbound,
+            rparts.status.as_u16(),
+            ctx.cluster.as_deref(),
+            &ctx.authority,
+        )
     });
     let finish = move |flags: ResponseFlags| {
-        if let Some((tracer, mut span)) = span {
-            span.duration = span.start.elapsed().unwrap_or_default();
-            span.tags.push(("response_flags", flags.to_string()));
-            tracer.finish(span);
+        if let Some(span) = span {
+            span.finish(flags);
         }
     };
     if !measured {
