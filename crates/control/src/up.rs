@@ -35,8 +35,9 @@ pub struct UpOptions {
     pub locality: Option<String>,
     /// Limits and timeouts of downstream connections.
     pub settings: meshwork_proxy::settings::ProxySettings,
-    /// Where Istio's standard metrics are served (`/stats/prometheus`), if anywhere.
-    pub metrics: Option<SocketAddr>,
+    /// Where Istio's standard metrics are served (`/stats/prometheus`), if anywhere
+    /// (Istio serves them on 15020 and 15090).
+    pub metrics: Vec<SocketAddr>,
 }
 
 /// `meshwork up` could not start.
@@ -180,14 +181,15 @@ pub async fn run(opts: UpOptions) -> Result<(), UpError> {
         let listener = crate::bind(addr).await?;
         tokio::spawn(admin::serve(listener, admin.clone()));
     }
-    let metrics = match opts.metrics {
-        Some(addr) => {
-            let listener = crate::bind(addr).await?;
-            let metrics = Arc::new(meshwork_proxy::metrics::Metrics::default());
+    let metrics = if opts.metrics.is_empty() {
+        None
+    } else {
+        let metrics = Arc::new(meshwork_proxy::metrics::Metrics::default());
+        for addr in &opts.metrics {
+            let listener = crate::bind(*addr).await?;
             tokio::spawn(admin::serve_metrics(listener, metrics.clone()));
-            Some(metrics)
         }
-        None => None,
+        Some(metrics)
     };
     let mut source = DirSource::open(opts.dir.clone(), opts.mesh.clone())?;
     let mesh = source.mesh().clone();

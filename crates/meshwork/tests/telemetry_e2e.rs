@@ -100,7 +100,8 @@ fn app_on_port_80(mesh: &Mesh, http: u16, app: u16, routes: &str) {
 #[test]
 fn prometheus_scrapes_istio_request_metrics_from_the_gateway() {
     let mut mesh = Mesh::new("metrics");
-    let (http, metrics) = (free_port(), free_port());
+    // Two metrics ports, as Istio's 15020 and 15090.
+    let (http, metrics, envoy_metrics) = (free_port(), free_port(), free_port());
     let app = mesh.echo("app");
     app_on_port_80(
         &mesh,
@@ -108,7 +109,12 @@ fn prometheus_scrapes_istio_request_metrics_from_the_gateway() {
         app,
         "  - retries: {attempts: 0}\n    route: [{destination: {host: app}}]\n",
     );
-    mesh.up(&["--metrics", &format!("127.0.0.1:{metrics}")]);
+    mesh.up(&[
+        "--metrics",
+        &format!("127.0.0.1:{metrics}"),
+        "--metrics",
+        &format!("127.0.0.1:{envoy_metrics}"),
+    ]);
     let url = format!("http://127.0.0.1:{http}/");
     for _ in 0..7 {
         assert_eq!(status(&["-H", HOST, &url]), 200);
@@ -143,6 +149,17 @@ fn prometheus_scrapes_istio_request_metrics_from_the_gateway() {
     ] {
         assert!(text.contains(needle), "{needle} in:\n{text}");
     }
+    let second = String::from_utf8_lossy(
+        &curl(&[&format!(
+            "http://127.0.0.1:{envoy_metrics}/stats/prometheus"
+        )])
+        .stdout,
+    )
+    .into_owned();
+    assert!(
+        second.contains("destination_service=\"app.shop.svc.cluster.local\""),
+        "the second metrics port serves the same series:\n{second}"
+    );
 
     // What a dashboard asks, through a real Prometheus.
     let prom = prometheus(mesh.dir.path(), metrics);
@@ -294,6 +311,31 @@ impl Zipkin {
     fn spans(&self) -> Vec<serde_json::Value> {
         self.spans.lock().unwrap().clone()
     }
+
+    /// The spans in the form both collectors share.
+    fn seen(&self) -> Vec<SeenSpan> {
+        let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+        self.spans()
+            .iter()
+            .map(|s| SeenSpan {
+                service: text(&s["localEndpoint"]["serviceName"]),
+                trace_id: text(&s["traceId"]),
+                id: text(&s["id"]),
+                parent: text(&s["parentId"]),
+                kind: match s["kind"].as_str() {
+                    Some("SERVER") => SERVER,
+                    Some("CLIENT") => CLIENT,
+                    _ => 0,
+                },
+                attributes: s["tags"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| (k.clone(), text(v)))
+                    .collect(),
+            })
+            .collect()
+    }
 }
 
 /// The trace headers the echo backend saw, from its JSON answer.
@@ -305,10 +347,11 @@ fn seen_traceparent(body: &[u8]) -> String {
         .to_string()
 }
 
-#[test]
-fn spans_link_to_the_callers_trace_and_reach_a_zipkin_collector() {
-    let mut mesh = Mesh::new("tracing");
-    let zipkin = Zipkin::start();
+/// A gateway on port 80 (the port returned) in front of the echo server `app`, which a
+/// Telemetry traces every request of to the extension provider `tracer` (`provider`,
+/// YAML), with the custom tag `team: platform` and `more_tags` (YAML).
+fn traced_gateway(label: &str, provider: &str, more_tags: &str) -> (Mesh, u16) {
+    let mut mesh = Mesh::new(label);
     let http = free_port();
     let app = mesh.echo("app");
     app_on_port_80(
@@ -318,19 +361,27 @@ fn spans_link_to_the_callers_trace_and_reach_a_zipkin_collector() {
         "  - route: [{destination: {host: app}}]\n",
     );
     let mesh_config = mesh.dir.path().join("mesh-tracing.yaml");
-    std::fs::write(
-        &mesh_config,
-        format!(
-            "extensionProviders:\n- name: zipkin\n  zipkin: {{service: 127.0.0.1, port: {}}}\n",
-            zipkin.port
-        ),
-    )
-    .unwrap();
+    std::fs::write(&mesh_config, format!("extensionProviders:\n{provider}")).unwrap();
     mesh.config(
         "telemetry.yaml",
-        "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: mesh-default, namespace: istio-system}\nspec:\n  tracing:\n  - providers: [{name: zipkin}]\n    randomSamplingPercentage: 100\n    customTags:\n      team: {literal: {value: platform}}\n      client: {header: {name: x-client, defaultValue: none}}\n      zone: {environment: {name: MESHWORK_TEST_ZONE, defaultValue: unknown}}\n      log: {environment: {name: MESHWORK_LOG}}\n",
+        &format!("apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {{name: mesh-default, namespace: istio-system}}\nspec:\n  tracing:\n  - providers: [{{name: tracer}}]\n    randomSamplingPercentage: 100\n    customTags:\n      team: {{literal: {{value: platform}}}}\n{more_tags}"),
     );
     mesh.up(&["--mesh", mesh_config.to_str().unwrap()]);
+    (mesh, http)
+}
+
+#[test]
+fn spans_link_to_the_callers_trace_and_reach_a_zipkin_collector() {
+    let zipkin = Zipkin::start();
+    let provider = format!(
+        "- name: tracer\n  zipkin: {{service: 127.0.0.1, port: {}}}\n",
+        zipkin.port
+    );
+    let (mesh, http) = traced_gateway(
+        "tracing",
+        &provider,
+        "      client: {header: {name: x-client, defaultValue: none}}\n      zone: {environment: {name: MESHWORK_TEST_ZONE, defaultValue: unknown}}\n      log: {environment: {name: MESHWORK_LOG}}\n",
+    );
     let url = format!("http://127.0.0.1:{http}/traced");
     // W3C from the caller: the backend sees the same trace, with the gateway's span as
     // its parent; the collector gets that span, child of the caller's.
@@ -420,7 +471,7 @@ fn spans_link_to_the_callers_trace_and_reach_a_zipkin_collector() {
     // At 0%, new traces are not sampled: the context still goes on, no span is sent.
     mesh.config(
         "telemetry.yaml",
-        "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: mesh-default, namespace: istio-system}\nspec:\n  tracing:\n  - providers: [{name: zipkin}]\n    randomSamplingPercentage: 0\n",
+        "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: mesh-default, namespace: istio-system}\nspec:\n  tracing:\n  - providers: [{name: tracer}]\n    randomSamplingPercentage: 0\n",
     );
     let admin = format!("http://127.0.0.1:{}/config_dump", mesh.admin);
     eventually(Duration::from_secs(10), "sampling 0 applies", || {
@@ -483,64 +534,69 @@ fn a_collector_that_is_down_costs_only_the_spans_which_are_counted() {
 #[test]
 fn a_trace_links_the_gateway_and_every_sidecar_hop() {
     let zipkin = Zipkin::start();
+    let provider = format!(
+        "- name: tracer\n  zipkin: {{service: 127.0.0.1, port: {}}}\n",
+        zipkin.port
+    );
+    let hops = hops_through_bookinfo(&provider, || zipkin.seen());
+    assert_eq!(hops[2].service, "productpage-v1.default");
+}
+
+/// The spans of one traced request through Bookinfo, whose mesh traces every request to
+/// the extension provider `tracer` (`provider`, YAML), each the child of the one before:
+/// gateway -> productpage (in) -> productpage (out, to reviews) -> reviews (in), whose
+/// services are checked.
+fn hops_through_bookinfo(provider: &str, received: impl Fn() -> Vec<SeenSpan>) -> Vec<SeenSpan> {
     let dir = TempDir::new("tracing-mesh");
     let mesh_config = dir.path().join("mesh.yaml");
     std::fs::write(
         &mesh_config,
         format!(
-            "defaultProviders: {{tracing: [zipkin]}}\nextensionProviders:\n- name: zipkin\n  zipkin: {{service: 127.0.0.1, port: {}}}\ndefaultConfig:\n  tracing: {{sampling: 100}}\n",
-            zipkin.port
+            "defaultProviders: {{tracing: [tracer]}}\nextensionProviders:\n{provider}defaultConfig:\n  tracing: {{sampling: 100}}\n"
         ),
     )
     .unwrap();
     let mesh = support::bookinfo::Bookinfo::start_with(&["--mesh", mesh_config.to_str().unwrap()]);
-    let trace = "5af7651916cd43dd8448eb211c80319c";
+    let trace = format!("{:032x}", own_trace_id());
     let caller = "c7ad6b7169203331";
     let chains = mesh.chains(1, &[&format!("traceparent: 00-{trace}-{caller}-01")]);
     assert_eq!(chains.len(), 1, "{chains:?}");
-    // gateway -> productpage (in) -> productpage (out, to reviews) -> reviews (in).
-    let spans = || -> Vec<serde_json::Value> {
-        zipkin
-            .spans()
+    let spans = || -> Vec<SeenSpan> {
+        received()
             .into_iter()
-            .filter(|s| s["traceId"] == trace)
+            .filter(|s| s.trace_id == trace)
             .collect()
     };
-    let child =
-        |spans: &[serde_json::Value], parent: &serde_json::Value, kind: &str, cluster: &str| {
-            spans
-                .iter()
-                .find(|s| {
-                    s["parentId"] == *parent
-                        && s["kind"] == kind
-                        && s["tags"]["upstream_cluster"]
-                            .as_str()
-                            .is_some_and(|c| c.contains(cluster))
-                })
-                .cloned()
-        };
-    let linked = |spans: &[serde_json::Value]| -> Option<Vec<serde_json::Value>> {
-        let gateway = child(spans, &caller.into(), "CLIENT", "productpage")?;
-        let productpage_in = child(spans, &gateway["id"], "SERVER", "inbound|")?;
-        let productpage_out = child(spans, &productpage_in["id"], "CLIENT", "reviews")?;
-        let reviews_in = child(spans, &productpage_out["id"], "SERVER", "inbound|")?;
+    let child = |spans: &[SeenSpan], parent: &str, kind: i32, cluster: &str| {
+        spans
+            .iter()
+            .find(|s| {
+                s.parent == parent
+                    && s.kind == kind
+                    && s.attributes
+                        .get("upstream_cluster")
+                        .is_some_and(|c| c.contains(cluster))
+            })
+            .cloned()
+    };
+    let linked = |spans: &[SeenSpan]| -> Option<Vec<SeenSpan>> {
+        let gateway = child(spans, caller, CLIENT, "productpage")?;
+        let productpage_in = child(spans, &gateway.id, SERVER, "inbound|")?;
+        let productpage_out = child(spans, &productpage_in.id, CLIENT, "reviews")?;
+        let reviews_in = child(spans, &productpage_out.id, SERVER, "inbound|")?;
         Some(vec![gateway, productpage_in, productpage_out, reviews_in])
     };
     eventually(Duration::from_secs(10), "the linked spans", || {
         linked(&spans()).is_some()
     });
     let hops = linked(&spans()).unwrap();
-    let services: Vec<&str> = hops
-        .iter()
-        .map(|s| s["localEndpoint"]["serviceName"].as_str().unwrap_or(""))
-        .collect();
     assert!(
-        services[0].starts_with("istio-ingressgateway"),
-        "{services:?}"
+        hops[0].service.starts_with("istio-ingressgateway"),
+        "{hops:?}"
     );
-    assert_eq!(services[1], "productpage-v1.default");
-    assert_eq!(services[2], "productpage-v1.default");
-    assert!(services[3].starts_with("reviews-v"), "{services:?}");
+    assert_eq!(hops[1].service, "productpage-v1.default");
+    assert!(hops[3].service.starts_with("reviews-v"), "{hops:?}");
+    hops
 }
 
 #[test]
@@ -581,4 +637,243 @@ fn prometheus_scrapes_two_sidecars_which_report_both_ends_of_a_call() {
         Some(10.0),
         "over mTLS"
     );
+}
+
+/// A span as a collector received it, flattened for the assertions (a Zipkin span's
+/// tags are its attributes).
+#[derive(Debug, Clone)]
+struct SeenSpan {
+    service: String,
+    trace_id: String,
+    id: String,
+    parent: String,
+    kind: i32,
+    attributes: std::collections::BTreeMap<String, String>,
+}
+
+type Received = std::sync::Arc<std::sync::Mutex<Vec<SeenSpan>>>;
+
+fn keep(
+    spans: &Received,
+    request: opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+) {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let text = |kv: &opentelemetry_proto::tonic::common::v1::KeyValue| {
+        let value = match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+            Some(Value::StringValue(s)) => s.clone(),
+            other => format!("{other:?}"),
+        };
+        (kv.key.clone(), value)
+    };
+    let mut kept = spans.lock().unwrap();
+    for resource in request.resource_spans {
+        let service = resource
+            .resource
+            .iter()
+            .flat_map(|r| r.attributes.iter().map(text))
+            .find(|(k, _)| k == "service.name")
+            .map(|(_, v)| v)
+            .unwrap_or_default();
+        for scope in resource.scope_spans {
+            for s in scope.spans {
+                kept.push(SeenSpan {
+                    service: service.clone(),
+                    trace_id: hex(&s.trace_id),
+                    id: hex(&s.span_id),
+                    parent: hex(&s.parent_span_id),
+                    kind: s.kind,
+                    attributes: s.attributes.iter().map(text).collect(),
+                });
+            }
+        }
+    }
+}
+
+/// An OpenTelemetry collector: OTLP over gRPC (the `TraceService` of the official
+/// definitions, served by tonic) or over HTTP (protobuf POSTs to `/v1/traces`).
+struct Otlp {
+    port: u16,
+    spans: Received,
+    /// The paths HTTP batches were POSTed to.
+    paths: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+struct Collector(Received);
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService
+    for Collector
+{
+    async fn export(
+        &self,
+        request: tonic::Request<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+        >,
+    ) -> Result<
+        tonic::Response<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse,
+        >,
+        tonic::Status,
+    > {
+        keep(&self.0, request.into_inner());
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+impl Otlp {
+    fn grpc() -> Otlp {
+        use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
+        let port = free_port();
+        let spans: Received = Default::default();
+        let service = TraceServiceServer::new(Collector(spans.clone()));
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+            let _ = runtime.block_on(
+                tonic::transport::Server::builder()
+                    .add_service(service)
+                    .serve(addr),
+            );
+        });
+        eventually(Duration::from_secs(5), "the collector listening", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Otlp {
+            port,
+            spans,
+            paths: Default::default(),
+        }
+    }
+
+    fn http() -> Otlp {
+        use prost::Message;
+        use std::io::{BufRead, Read, Write};
+        let listener = std::net::TcpListener::bind(("127.0.0.1", free_port())).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let spans: Received = Default::default();
+        let paths: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+        let (kept, seen) = (spans.clone(), paths.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().map_while(Result::ok) {
+                let mut reader = std::io::BufReader::new(stream);
+                let (mut length, mut line, mut first) = (0usize, String::new(), true);
+                while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                    if line == "\r\n" {
+                        break;
+                    }
+                    if first {
+                        let head = line
+                            .split_whitespace()
+                            .take(2)
+                            .collect::<Vec<_>>()
+                            .join(" ");
+                        seen.lock().unwrap().push(head);
+                        first = false;
+                    }
+                    let lower = line.to_ascii_lowercase();
+                    if let Some(v) = lower.strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                    if let Some(v) = lower.strip_prefix("content-type:") {
+                        seen.lock().unwrap().push(v.trim().to_string());
+                    }
+                    line.clear();
+                }
+                let mut body = vec![0u8; length];
+                if reader.read_exact(&mut body).is_err() {
+                    continue;
+                }
+                if let Ok(request) = opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(body.as_slice()) {
+                    keep(&kept, request);
+                }
+                let _ = reader.get_mut().write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                );
+            }
+        });
+        Otlp { port, spans, paths }
+    }
+
+    fn spans(&self) -> Vec<SeenSpan> {
+        self.spans.lock().unwrap().clone()
+    }
+}
+
+/// A trace id of the test's own.
+fn own_trace_id() -> u128 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    nanos ^ (u128::from(std::process::id()) << 64) | 1
+}
+
+/// OTLP's `SpanKind`s.
+const SERVER: i32 = 2;
+const CLIENT: i32 = 3;
+
+#[test]
+fn a_trace_links_the_gateway_and_every_sidecar_hop_over_otlp_grpc() {
+    let otlp = Otlp::grpc();
+    let provider = format!(
+        "- name: tracer\n  opentelemetry: {{service: 127.0.0.1, port: {}}}\n",
+        otlp.port
+    );
+    let hops = hops_through_bookinfo(&provider, || otlp.spans());
+    assert_eq!(hops[1].attributes["http.status_code"], "200");
+    assert_eq!(hops[1].attributes["istio.namespace"], "default");
+    assert_eq!(hops[1].attributes["http.method"], "GET");
+}
+
+#[test]
+fn spans_reach_an_otlp_http_collector_from_the_gateway() {
+    let otlp = Otlp::http();
+    let provider = format!(
+        "- name: tracer\n  opentelemetry:\n    service: 127.0.0.1\n    port: {}\n    http: {{path: /otlp/v1/traces, timeout: 5s}}\n",
+        otlp.port
+    );
+    let (mesh, http) = traced_gateway("otlp-http", &provider, "");
+    let out = curl(&[
+        "-s",
+        "-H",
+        HOST,
+        "-H",
+        "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        &format!("http://127.0.0.1:{http}/traced?status=503"),
+    ]);
+    let seen = seen_traceparent(&out.stdout);
+    let id = seen.split('-').nth(2).unwrap_or_default().to_string();
+    eventually(Duration::from_secs(10), "the gateway's span", || {
+        otlp.spans().iter().any(|s| s.id == id)
+    });
+    let span = otlp.spans().into_iter().find(|s| s.id == id).unwrap();
+    assert_eq!(span.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(span.parent, "00f067aa0ba902b7");
+    assert_eq!(span.kind, CLIENT);
+    assert!(span.service.starts_with("istio-ingressgateway"), "{span:?}");
+    assert_eq!(span.attributes["http.status_code"], "503");
+    assert_eq!(span.attributes["team"], "platform");
+    assert!(
+        span.attributes["upstream_cluster"].contains("app"),
+        "{span:?}"
+    );
+    let paths = otlp.paths.lock().unwrap().clone();
+    assert!(
+        paths.contains(&"POST /otlp/v1/traces".to_string()),
+        "{paths:?}"
+    );
+    assert!(
+        paths.contains(&"application/x-protobuf".to_string()),
+        "{paths:?}"
+    );
+    // Envoy's tracer stats, under the OpenTelemetry tracer's name.
+    let stats = format!("http://127.0.0.1:{}/stats", mesh.admin);
+    eventually(Duration::from_secs(5), "the span counted as sent", || {
+        String::from_utf8_lossy(&curl(&[&stats]).stdout)
+            .contains("tracing.opentelemetry.spans_sent: 1")
+    });
 }

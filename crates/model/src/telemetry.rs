@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use meshwork_api::mesh::{AccessLogEncoding, MeshConfig};
 use meshwork_api::resource::Object;
+use meshwork_resources::trace::Protocol;
 use meshwork_resources::{AccessLog, CodeFilter};
 
 /// The access log of a workload in `namespace` with `labels`.
@@ -129,7 +130,7 @@ fn most_specific<'a>(
 /// with `tracing` (its providers, else `defaultProviders.tracing`; its
 /// `randomSamplingPercentage`, else the mesh's `defaultConfig.tracing.sampling`, else
 /// Istio's 1%), or without one the mesh's default providers. The providers are the mesh
-/// config's `zipkin` extension providers.
+/// config's `zipkin` and `opentelemetry` extension providers.
 pub fn tracing(
     objects: &[Object],
     mesh: &MeshConfig,
@@ -202,27 +203,57 @@ pub fn tracing(
             ));
             continue;
         };
-        let Some(zipkin) = &p.zipkin else {
-            warnings.push(format!(
-                "Telemetry {name}: tracing provider {provider} is not a zipkin provider; it is not run yet"
-            ));
-            continue;
+        let (settings, protocol, default_port, default_path) = match (&p.zipkin, &p.opentelemetry) {
+            (Some(z), _) => (z, Protocol::Zipkin, 9411, "/api/v2/spans"),
+            // OTLP over HTTP when the provider has an `http` block, else over gRPC.
+            (None, Some(o)) => match o.get("http") {
+                Some(http) => (
+                    o,
+                    Protocol::OtlpHttp,
+                    4318,
+                    http.get("path")
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("/v1/traces"),
+                ),
+                None => (o, Protocol::OtlpGrpc, 4317, ""),
+            },
+            (None, None) => {
+                warnings.push(format!(
+                    "Telemetry {name}: tracing provider {provider} is neither zipkin nor opentelemetry; it is not run"
+                ));
+                continue;
+            }
         };
-        let service = zipkin.get("service").and_then(|v| v.as_str()).unwrap_or("");
-        let port = zipkin.get("port").and_then(|v| v.as_u64()).unwrap_or(9411);
+        let service = settings
+            .get("service")
+            .and_then(|v| v.as_str())
+            .unwrap_or("");
+        let port = settings
+            .get("port")
+            .and_then(|v| v.as_u64())
+            .unwrap_or(default_port);
         if service.is_empty() {
             warnings.push(format!(
-                "tracing provider {provider}: zipkin needs a service; tracing is off"
+                "tracing provider {provider}: it needs a service; tracing is off"
             ));
             return None;
         }
-        return Some(meshwork_resources::trace::Tracing {
-            collector: format!("{service}:{port}"),
-            path: zipkin
+        let path = match protocol {
+            Protocol::Zipkin => settings
                 .get("path")
                 .and_then(|v| v.as_str())
-                .unwrap_or("/api/v2/spans")
-                .to_string(),
+                .unwrap_or(default_path),
+            _ => default_path,
+        };
+        let path = if path.starts_with('/') || path.is_empty() {
+            path.to_string()
+        } else {
+            format!("/{path}")
+        };
+        return Some(meshwork_resources::trace::Tracing {
+            collector: format!("{service}:{port}"),
+            protocol,
+            path,
             sampling,
             disable_span_reporting: entry.and_then(|e| e.disable_span_reporting) == Some(true),
             tags,

@@ -76,8 +76,13 @@ fn respond(admin: &AdminState, req: &Request<Incoming>) -> Response<Body> {
                 ));
                 if let Some(tracer) = &shared.state.load().tracer {
                     let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+                    // Envoy's tracer stats, under its tracer's name.
+                    let kind = match tracer.settings.protocol {
+                        meshwork_resources::trace::Protocol::Zipkin => "zipkin",
+                        _ => "opentelemetry",
+                    };
                     out.push_str(&format!(
-                        "proxy.{id}.tracing.zipkin.spans_sent: {}\nproxy.{id}.tracing.zipkin.spans_dropped: {}\n",
+                        "proxy.{id}.tracing.{kind}.spans_sent: {}\nproxy.{id}.tracing.{kind}.spans_dropped: {}\n",
                         get(&tracer.sent),
                         get(&tracer.dropped)
                     ));

@@ -364,8 +364,9 @@ fn sample() -> ProxyConfig {
             ]),
         }),
         tracing: Some(crate::trace::Tracing {
-            collector: "zipkin.istio-system:9411".into(),
-            path: "/api/v2/spans".into(),
+            collector: "otel-collector.observability:4318".into(),
+            protocol: crate::trace::Protocol::OtlpHttp,
+            path: "/v1/traces".into(),
             sampling: 12.5,
             disable_span_reporting: true,
             tags: BTreeMap::from([("team".into(), "platform".into())]),

@@ -4,12 +4,34 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// How spans reach the collector.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// Zipkin v2 JSON, POSTed to the path (Jaeger's collector takes it on 9411).
+    #[default]
+    Zipkin,
+    /// OTLP over gRPC (`TraceService/Export`, an OpenTelemetry collector's 4317).
+    OtlpGrpc,
+    /// OTLP over HTTP: protobuf POSTed to the path (`/v1/traces`, port 4318).
+    OtlpHttp,
+}
+
+impl Protocol {
+    fn is_zipkin(&self) -> bool {
+        *self == Protocol::Zipkin
+    }
+}
+
 /// A proxy's tracing, from the Telemetry resource that applies to it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Tracing {
-    /// The Zipkin collector (`host:port`), sent Zipkin v2 JSON.
+    /// The collector (`host:port`).
     pub collector: String,
-    /// The collector's path (`/api/v2/spans`).
+    /// What the collector speaks.
+    #[serde(default, skip_serializing_if = "Protocol::is_zipkin")]
+    pub protocol: Protocol,
+    /// The collector's path (`/api/v2/spans`, `/v1/traces`; unused over gRPC).
     pub path: String,
     /// The percentage of requests without a sampling decision that start a sampled trace.
     pub sampling: f64,

@@ -110,10 +110,11 @@ pub struct Args {
     /// Status address: `/healthz/ready` and `/stats/prometheus`.
     #[arg(long, default_value = "127.0.0.1:15021")]
     status: SocketAddr,
-    /// Also serve Istio's standard metrics on a port of their own (Istio's is 15020); the
-    /// admin and status ports serve them at `/stats/prometheus` in any case.
+    /// Also serve Istio's standard metrics on a port of their own (Istio's are 15020 and
+    /// 15090); may be given more than once. The admin and status ports serve them at
+    /// `/stats/prometheus` in any case.
     #[arg(long, value_name = "ADDR")]
-    metrics: Option<SocketAddr>,
+    metrics: Vec<SocketAddr>,
     /// `region/zone/subzone`, for locality load balancing.
     #[arg(long, env = "ISTIO_META_LOCALITY")]
     locality: Option<String>,
@@ -180,7 +181,7 @@ async fn serve(args: Args) -> Result<(), String> {
     for addr in [args.admin, args.status] {
         tokio::spawn(admin::serve(bind(addr).await?, admin_state.clone()));
     }
-    if let Some(addr) = args.metrics {
+    for addr in args.metrics.iter().copied() {
         tokio::spawn(admin::serve_metrics(bind(addr).await?, metrics.clone()));
     }
     let proxy = Arc::new(Proxy::with_metrics(args.settings.settings(), Some(metrics)));

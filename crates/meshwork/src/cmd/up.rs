@@ -25,10 +25,10 @@ pub struct Args {
     /// gateway pod learns from its node's topology labels in a cluster).
     #[arg(long, value_name = "REGION/ZONE/SUBZONE")]
     locality: Option<String>,
-    /// Serve Istio's standard metrics at this address (`/stats/prometheus`; Istio's port is
-    /// 15020).
+    /// Serve Istio's standard metrics at this address (`/stats/prometheus`; Istio's ports
+    /// are 15020 and 15090); may be given more than once.
     #[arg(long, value_name = "ADDR")]
-    metrics: Option<std::net::SocketAddr>,
+    metrics: Vec<std::net::SocketAddr>,
     #[command(flatten)]
     settings: super::settings::SettingsArgs,
 }

@@ -1,17 +1,21 @@
-//! Tracing, as Envoy's Zipkin tracer does it for Istio: each request joins the trace its
-//! headers carry (W3C `traceparent`, B3 multi-header `x-b3-*`, or B3 single `b3`), or
-//! starts one (sampled at the configured percentage); the proxy's hop is one span, whose
-//! id goes upstream as the parent, in both W3C and B3 headers. Finished spans of sampled
-//! traces are sent to the Zipkin collector in batches of Zipkin v2 JSON, by a task of
-//! their own: sending never holds a request up, and a collector that is away costs only
-//! the spans, which are counted.
+//! Tracing, as Envoy's tracers do it for Istio: each request joins the trace its headers
+//! carry (W3C `traceparent`, B3 multi-header `x-b3-*`, or B3 single `b3`), or starts one
+//! (sampled at the configured percentage); the proxy's hop is one span, whose id goes
+//! upstream as the parent, in both W3C and B3 headers. Finished spans of sampled traces
+//! are sent to the collector in batches, by a task of their own, as Zipkin v2 JSON
+//! ([`zipkin`]) or OTLP over gRPC or HTTP ([`otlp`]): sending never holds a request up,
+//! and a collector that is away costs only the spans, which are counted.
+
+pub mod otlp;
+pub mod zipkin;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
-use meshwork_resources::trace::Tracing;
+use meshwork_resources::trace::{Protocol, Tracing};
+use prost::Message;
 use tokio::sync::mpsc;
 
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
@@ -172,37 +176,6 @@ pub struct Span {
     pub tags: Vec<(&'static str, String)>,
     /// Custom tags from the request's headers.
     pub custom: Vec<(String, String)>,
-}
-
-impl Span {
-    /// The span as Zipkin v2 JSON.
-    pub fn to_json(&self, extra: &std::collections::BTreeMap<String, String>) -> serde_json::Value {
-        let mut tags = serde_json::Map::new();
-        for (k, v) in &self.tags {
-            tags.insert((*k).into(), v.clone().into());
-        }
-        for (k, v) in &self.custom {
-            tags.insert(k.clone(), v.clone().into());
-        }
-        for (k, v) in extra {
-            tags.insert(k.clone(), v.clone().into());
-        }
-        let micros = |d: Duration| d.as_micros() as u64;
-        let mut span = serde_json::json!({
-            "traceId": format!("{:032x}", self.context.trace_id),
-            "id": format!("{:016x}", self.context.span_id),
-            "name": self.name,
-            "kind": self.kind,
-            "timestamp": micros(self.start.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default()),
-            "duration": micros(self.duration).max(1),
-            "localEndpoint": {"serviceName": self.service},
-            "tags": tags,
-        });
-        if let Some(p) = self.context.parent_id {
-            span["parentId"] = format!("{p:016x}").into();
-        }
-        span
-    }
 }
 
 /// A request's span while it is served: its context went upstream; what the request
@@ -376,6 +349,9 @@ async fn export(
     sent: Arc<AtomicU64>,
     dropped: Arc<AtomicU64>,
 ) {
+    let mut grpc = (settings.protocol == Protocol::OtlpGrpc)
+        .then(|| otlp::GrpcClient::new(&settings.collector))
+        .flatten();
     let mut batch = Vec::new();
     loop {
         let first = spans.recv().await;
@@ -391,8 +367,22 @@ async fn export(
             }
         }
         let n = batch.len() as u64;
-        let body: Vec<serde_json::Value> = batch.drain(..).map(|s| s.to_json(&fixed)).collect();
-        match post(&settings, serde_json::to_vec(&body).unwrap_or_default()).await {
+        let result = match settings.protocol {
+            Protocol::Zipkin => {
+                let body = zipkin::body(&batch, &fixed);
+                post(&settings, "application/json", body).await
+            }
+            Protocol::OtlpHttp => {
+                let body = otlp::request(&batch, &fixed).encode_to_vec();
+                post(&settings, "application/x-protobuf", body).await
+            }
+            Protocol::OtlpGrpc => match &mut grpc {
+                Some(client) => client.export(otlp::request(&batch, &fixed)).await,
+                None => Err(format!("{} is not a collector address", settings.collector)),
+            },
+        };
+        batch.clear();
+        match result {
             Ok(()) => sent.fetch_add(n, Ordering::Relaxed),
             Err(e) => {
                 tracing::debug!(collector = %settings.collector, "spans dropped: {e}");
@@ -403,7 +393,7 @@ async fn export(
 }
 
 /// POSTs one batch to the collector.
-async fn post(settings: &Tracing, body: Vec<u8>) -> Result<(), String> {
+async fn post(settings: &Tracing, content_type: &str, body: Vec<u8>) -> Result<(), String> {
     let sending = async {
         let stream = tokio::net::TcpStream::connect(&settings.collector)
             .await
@@ -415,7 +405,7 @@ async fn post(settings: &Tracing, body: Vec<u8>) -> Result<(), String> {
         tokio::spawn(conn);
         let request = http::Request::post(settings.path.as_str())
             .header(http::header::HOST, settings.collector.as_str())
-            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::CONTENT_TYPE, content_type)
             .body(http_body_util::Full::new(bytes::Bytes::from(body)))
             .map_err(|e| e.to_string())?;
         let response = sender
