@@ -225,7 +225,7 @@ fn a_telemetry_resource_turns_the_access_log_on() {
     );
     let admin = format!("http://127.0.0.1:{}/config_dump", mesh.admin);
     eventually(Duration::from_secs(10), "the log turned off", || {
-        !String::from_utf8_lossy(&curl(&[&admin]).stdout).contains("\"access_log\"")
+        !String::from_utf8_lossy(&curl(&[&admin]).stdout).contains("\"access_logs\"")
     });
     assert_eq!(
         status(&["-H", HOST, &format!("http://127.0.0.1:{http}/unlogged")]),
@@ -236,6 +236,37 @@ fn a_telemetry_resource_turns_the_access_log_on() {
         200
     );
     assert!(!up.stdout().contains("/unlogged"), "{}", up.stdout());
+}
+
+#[test]
+fn a_filter_meshwork_cannot_run_is_reported_and_the_log_stays_on() {
+    let mut mesh = Mesh::new("telemetry-filter-unknown");
+    let http = free_port();
+    let app = mesh.echo("app");
+    app_on_port_80(
+        &mesh,
+        http,
+        app,
+        "  - route: [{destination: {host: app}}]\n",
+    );
+    mesh.config(
+        "telemetry.yaml",
+        "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: odd, namespace: istio-system}\nspec:\n  accessLogging:\n  - providers: [{name: envoy}]\n    filter: {expression: \"request.path.matches('^/x')\"}\n",
+    );
+    mesh.up(&[]);
+    assert_eq!(
+        status(&["-H", HOST, &format!("http://127.0.0.1:{http}/anything")]),
+        200
+    );
+    let up = mesh.up.as_ref().unwrap();
+    eventually(Duration::from_secs(5), "the request logged", || {
+        up.stdout().contains("/anything")
+    });
+    let log = mesh.log();
+    assert!(
+        log.contains("Telemetry istio-system/odd") && log.contains("matches() is not supported"),
+        "{log}"
+    );
 }
 
 #[test]
@@ -251,18 +282,28 @@ fn a_telemetry_filter_logs_only_the_failures() {
     );
     mesh.config(
         "telemetry.yaml",
-        "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: failures, namespace: istio-system}\nspec:\n  accessLogging:\n  - providers: [{name: envoy}]\n    filter: {expression: \"response.code >= 400\"}\n",
+        "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: failures, namespace: istio-system}\nspec:\n  accessLogging:\n  - providers: [{name: envoy}]\n    filter: {expression: \"response.code >= 400 || request.headers['x-debug'] == 'on'\"}\n",
     );
     mesh.up(&[]);
     let url = |path: &str| format!("http://127.0.0.1:{http}{path}");
     assert_eq!(status(&["-H", HOST, &url("/good")]), 200);
+    assert_eq!(
+        status(&["-H", HOST, "-H", "x-debug: off", &url("/quiet")]),
+        200
+    );
+    assert_eq!(
+        status(&["-H", HOST, "-H", "X-Debug: on", &url("/debugged")]),
+        200
+    );
     assert_eq!(status(&["-H", HOST, &url("/bad?status=503")]), 503);
     let up = mesh.up.as_ref().unwrap();
-    // One writer, in order: once the failure is written, the success would have been too.
+    // One writer, in order: once the failure is written, the others would have been too.
     eventually(Duration::from_secs(5), "the failure logged", || {
         up.stdout().contains("/bad?status=503")
     });
+    assert!(up.stdout().contains("/debugged"), "{}", up.stdout());
     assert!(!up.stdout().contains("/good"), "{}", up.stdout());
+    assert!(!up.stdout().contains("/quiet"), "{}", up.stdout());
     assert!(!mesh.log().contains("not supported yet"), "{}", mesh.log());
 }
 
@@ -876,4 +917,101 @@ fn spans_reach_an_otlp_http_collector_from_the_gateway() {
         String::from_utf8_lossy(&curl(&[&stats]).stdout)
             .contains("tracing.opentelemetry.spans_sent: 1")
     });
+}
+
+#[test]
+fn telemetry_modes_and_metric_overrides_apply_per_side_in_the_mesh() {
+    let mesh = support::bookinfo::Bookinfo::start();
+    assert_eq!(mesh.chains(2, &[]).values().sum::<usize>(), 2);
+    // Istio's standard labels before any override.
+    let before = mesh.requests_total("productpage-v1-sidecar");
+    assert!(
+        before.iter().all(|l| !l.contains("request_host=")),
+        "{before:?}"
+    );
+    mesh.edit(|config| {
+        format!(
+            "{config}\n---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {{name: mesh-default, namespace: istio-system}}\nspec:\n  accessLogging:\n  - match: {{mode: SERVER}}\n    providers: [{{name: envoy}}]\n  metrics:\n  - providers: [{{name: prometheus}}]\n    overrides:\n    - match: {{metric: REQUEST_COUNT, mode: CLIENT}}\n      tagOverrides:\n        request_host: {{value: request.host}}\n        request_method: {{value: request.method}}\n        destination_canonical_revision: {{operation: REMOVE}}\n    - match: {{metric: REQUEST_SIZE}}\n      disabled: true\n"
+        )
+    });
+    let metrics_of = |step: &str| {
+        let port = mesh
+            .steps
+            .iter()
+            .find(|s| s.name == step)
+            .and_then(|s| s.status_port)
+            .unwrap();
+        String::from_utf8_lossy(
+            &curl(&["-s", &format!("http://127.0.0.1:{port}/stats/prometheus")]).stdout,
+        )
+        .into_owned()
+    };
+    // The overrides reach the sidecars; a request made after that shows them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !mesh
+        .requests_total("productpage-v1-sidecar")
+        .iter()
+        .any(|l| l.contains("request_host=\"details:"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the tag overrides applied: {:#?}\n{}",
+            mesh.requests_total("productpage-v1-sidecar"),
+            mesh.proxy_status()
+        );
+        mesh.chains(1, &[]);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let lines = mesh.requests_total("productpage-v1-sidecar");
+    let client = lines
+        .iter()
+        .find(|l| l.contains("request_host=\"details:"))
+        .unwrap();
+    assert!(client.contains("reporter=\"source\""), "{client}");
+    assert!(client.contains("request_method=\"GET\""), "{client}");
+    assert!(
+        !client.contains("destination_canonical_revision="),
+        "removed: {client}"
+    );
+    // The server side of the same sidecar keeps Istio's labels.
+    let server = lines
+        .iter()
+        .rfind(|l| l.contains("reporter=\"destination\""))
+        .unwrap_or_else(|| panic!("{lines:?}"));
+    assert!(
+        server.contains("destination_canonical_revision=\"v1\""),
+        "{server}"
+    );
+    assert!(!server.contains("request_host="), "{server}");
+    // The request size histogram is off from now on; the response size stays.
+    let text = metrics_of("productpage-v1-sidecar");
+    mesh.chains(3, &[]);
+    let again = metrics_of("productpage-v1-sidecar");
+    let sum = |text: &str, name: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!(
+        sum(&text, "istio_request_bytes_count{"),
+        sum(&again, "istio_request_bytes_count{"),
+        "no request sizes are counted any more"
+    );
+    assert!(
+        sum(&again, "istio_response_bytes_count{") > sum(&text, "istio_response_bytes_count{"),
+        "response sizes still are"
+    );
+    // The access log is on for what each sidecar serves, not for what it sends.
+    let productpage = &mesh.procs["productpage-v1-sidecar"];
+    let details = &mesh.procs["details-v1-sidecar"];
+    eventually(Duration::from_secs(5), "inbound requests logged", || {
+        productpage.stdout().contains("GET /productpage")
+            && details.stdout().contains("GET /details/0")
+    });
+    assert!(
+        !productpage.stdout().contains("/details/0"),
+        "productpage's calls to details are not logged by its sidecar:\n{}",
+        productpage.stdout()
+    );
 }

@@ -241,7 +241,8 @@ fn compile_one(
     secrets.extend(clusters.secrets);
     let authorization =
         crate::authorization::for_workload(objects, mesh, namespace, selector, warnings);
-    let access_log = crate::telemetry::access_log(objects, mesh, namespace, selector, warnings);
+    let access_logs = crate::telemetry::access_logs(objects, mesh, namespace, selector, warnings);
+    let metrics = crate::telemetry::metrics(objects, mesh, namespace, selector, warnings);
     let tracing = crate::telemetry::tracing(objects, mesh, namespace, selector, warnings);
     ProxyConfig {
         node: Node {
@@ -260,7 +261,8 @@ fn compile_one(
         clusters: clusters.clusters,
         endpoints: clusters.endpoints,
         secrets,
-        access_log,
+        access_logs,
+        metrics,
         authorization,
         names: None,
         tracing,

@@ -5,6 +5,7 @@
 
 pub mod authorization;
 pub mod clusters;
+pub mod expr;
 pub mod gateway;
 pub mod mtls;
 pub mod peer_authentication;

@@ -782,8 +782,10 @@ pub fn compile_sidecar_part(
     config.secrets.extend(clusters.secrets);
     config.authorization =
         crate::authorization::for_workload(objects, mesh, &node.namespace, &node.labels, warnings);
-    config.access_log =
-        crate::telemetry::access_log(objects, mesh, &node.namespace, &node.labels, warnings);
+    config.access_logs =
+        crate::telemetry::access_logs(objects, mesh, &node.namespace, &node.labels, warnings);
+    config.metrics =
+        crate::telemetry::metrics(objects, mesh, &node.namespace, &node.labels, warnings);
     config.tracing =
         crate::telemetry::tracing(objects, mesh, &node.namespace, &node.labels, warnings);
     config

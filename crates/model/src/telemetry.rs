@@ -1,88 +1,297 @@
-//! The Telemetry API's access logging for a workload (a gateway today): the most specific
-//! Telemetry that configures `accessLogging` decides (a workload selector in the
-//! workload's namespace, then that namespace's Telemetry without selector, then the root
-//! namespace's); its providers name the mesh config's `extensionProviders` (the built-in
-//! `envoy` writes to `/dev/stdout`, JSON when `accessLogEncoding: JSON`), or
-//! `defaultProviders.accessLogging` when it names none. Without any such Telemetry, the
-//! mesh config's `accessLogFile` applies.
+//! The Telemetry API for one workload: access logs, metrics and tracing, from the
+//! Telemetry resources that apply to it with Istio's precedence (a workload selector in
+//! the workload's namespace, then that namespace's Telemetry without selector, then the
+//! root namespace's), and the mesh config's `extensionProviders` and `defaultProviders`.
 
 use std::collections::BTreeMap;
 
+use meshwork_api::generated::telemetry::{IstioMetric, TagOperation, WorkloadMode};
 use meshwork_api::mesh::{AccessLogEncoding, MeshConfig};
-use meshwork_api::resource::Object;
+use meshwork_api::resource::{Object, Telemetry};
+use meshwork_resources::metric::{Metric, MetricOverride, TagOverride};
 use meshwork_resources::trace::Protocol;
-use meshwork_resources::{AccessLog, CodeFilter};
+use meshwork_resources::{AccessLog, Mode};
 
-/// The access log of a workload in `namespace` with `labels`.
-pub fn access_log(
+fn mode(m: Option<WorkloadMode>) -> Mode {
+    match m {
+        Some(WorkloadMode::Client) => Mode::Client,
+        Some(WorkloadMode::Server) => Mode::Server,
+        _ => Mode::ClientAndServer,
+    }
+}
+
+fn name_of(t: &Telemetry) -> String {
+    format!(
+        "{}/{}",
+        t.metadata.namespace.as_deref().unwrap_or_default(),
+        t.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
+/// The access logs of a workload in `namespace` with `labels`: at most one for the
+/// requests it serves as the client and one for those it serves as the server. The most
+/// specific Telemetry that configures `accessLogging` decides; for each side, the first
+/// of its entries whose `match.mode` covers that side. Its providers name the mesh
+/// config's `extensionProviders` (the built-in `envoy` writes to `/dev/stdout`, JSON when
+/// `accessLogEncoding: JSON`), or `defaultProviders.accessLogging` when it names none.
+/// Without any such Telemetry, the mesh config's `accessLogFile` applies.
+pub fn access_logs(
     objects: &[Object],
     mesh: &MeshConfig,
     namespace: &str,
     labels: &BTreeMap<String, String>,
     warnings: &mut Vec<String>,
-) -> Option<AccessLog> {
-    let from_mesh = || {
-        (!mesh.access_log_file.is_empty()).then(|| AccessLog {
-            path: mesh.access_log_file.clone(),
-            json: mesh.access_log_encoding == AccessLogEncoding::Json,
-            filter: None,
-        })
-    };
+) -> Vec<AccessLog> {
     let chosen = most_specific(objects, mesh, namespace, labels, |t| {
         !t.spec.access_logging.is_empty()
     });
-    let ns_of =
-        |t: &meshwork_api::resource::Telemetry| t.metadata.namespace.clone().unwrap_or_default();
     let Some(t) = chosen else {
-        return from_mesh();
+        return (!mesh.access_log_file.is_empty())
+            .then(|| AccessLog {
+                path: mesh.access_log_file.clone(),
+                json: mesh.access_log_encoding == AccessLogEncoding::Json,
+                filter: None,
+                mode: Mode::ClientAndServer,
+            })
+            .into_iter()
+            .collect();
     };
-    let name = format!(
-        "{}/{}",
-        ns_of(t),
-        t.metadata.name.as_deref().unwrap_or_default()
-    );
-    for entry in &t.spec.access_logging {
-        let expression = entry.filter.as_ref().and_then(|f| f.expression.as_deref());
-        let filter = expression.and_then(CodeFilter::parse);
-        if let (Some(e), None) = (expression, filter) {
+    let name = name_of(t);
+    let entries = &t.spec.access_logging;
+    let side = |inbound: bool| {
+        entries
+            .iter()
+            .position(|e| mode(e.match_.as_ref().and_then(|m| m.mode)).applies(inbound))
+    };
+    let mut compiled: BTreeMap<usize, Option<AccessLog>> = BTreeMap::new();
+    let mut log_of = |i: usize| {
+        compiled
+            .entry(i)
+            .or_insert_with(|| access_log_entry(&entries[i], &name, mesh, warnings))
+            .clone()
+    };
+    let client = side(false).and_then(&mut log_of);
+    let server = side(true).and_then(&mut log_of);
+    match (client, server) {
+        (Some(c), Some(s)) if c == s => vec![AccessLog {
+            mode: Mode::ClientAndServer,
+            ..c
+        }],
+        (c, s) => c
+            .map(|c| AccessLog {
+                mode: Mode::Client,
+                ..c
+            })
+            .into_iter()
+            .chain(s.map(|s| AccessLog {
+                mode: Mode::Server,
+                ..s
+            }))
+            .collect(),
+    }
+}
+
+/// One `accessLogging` entry's log, unless it is disabled or names no provider that
+/// writes a file.
+fn access_log_entry(
+    entry: &meshwork_api::generated::telemetry::AccessLogging,
+    name: &str,
+    mesh: &MeshConfig,
+    warnings: &mut Vec<String>,
+) -> Option<AccessLog> {
+    if entry.disabled == Some(true) {
+        return None;
+    }
+    let expression = entry.filter.as_ref().and_then(|f| f.expression.as_deref());
+    let filter = match expression.map(crate::expr::parse) {
+        Some(Ok(e)) => Some(e),
+        Some(Err(why)) => {
             warnings.push(format!(
-                "Telemetry {name}: accessLogging filter {e:?} is not supported yet (only response.code comparisons are); every request is logged"
+                "Telemetry {name}: accessLogging filter {:?}: {why}; every request is logged",
+                expression.unwrap_or_default()
             ));
+            None
         }
-        if entry.disabled == Some(true) {
-            return None;
-        }
-        let providers: Vec<String> = if entry.providers.is_empty() {
-            mesh.default_providers.access_logging.clone()
-        } else {
-            entry.providers.iter().map(|p| p.name.clone()).collect()
+        None => None,
+    };
+    let providers: Vec<String> = if entry.providers.is_empty() {
+        mesh.default_providers.access_logging.clone()
+    } else {
+        entry.providers.iter().map(|p| p.name.clone()).collect()
+    };
+    for provider in providers {
+        let Some(p) = mesh.provider(&provider) else {
+            warnings.push(format!(
+                "Telemetry {name}: provider {provider} is not in the mesh config's extensionProviders"
+            ));
+            continue;
         };
-        for provider in providers {
-            let Some(p) = mesh.provider(&provider) else {
-                warnings.push(format!(
-                    "Telemetry {name}: provider {provider} is not in the mesh config's extensionProviders"
-                ));
-                continue;
-            };
-            let Some(file) = &p.envoy_file_access_log else {
-                warnings.push(format!(
-                    "Telemetry {name}: provider {provider} is not a file access log; it is not run yet"
-                ));
-                continue;
-            };
-            let labels_format = file
-                .log_format
-                .as_ref()
-                .is_some_and(|f| f.get("labels").is_some());
-            return Some(AccessLog {
-                path: file.path.clone(),
-                json: labels_format
-                    || (provider == "envoy" && mesh.access_log_encoding == AccessLogEncoding::Json),
-                filter,
-            });
-        }
+        let Some(file) = &p.envoy_file_access_log else {
+            warnings.push(format!(
+                "Telemetry {name}: provider {provider} is not a file access log; it is not run yet"
+            ));
+            continue;
+        };
+        let labels_format = file
+            .log_format
+            .as_ref()
+            .is_some_and(|f| f.get("labels").is_some());
+        return Some(AccessLog {
+            path: file.path.clone(),
+            json: labels_format
+                || (provider == "envoy" && mesh.access_log_encoding == AccessLogEncoding::Json),
+            filter,
+            mode: Mode::ClientAndServer,
+        });
     }
     None
+}
+
+/// The metrics of Istio's `IstioMetric` (`ALL_METRICS` is every one; the gRPC message
+/// counts are not kept).
+fn metrics_of(m: Option<IstioMetric>) -> &'static [Metric] {
+    match m {
+        None | Some(IstioMetric::AllMetrics) => &Metric::ALL,
+        Some(IstioMetric::RequestCount) => &[Metric::RequestCount],
+        Some(IstioMetric::RequestDuration) => &[Metric::RequestDuration],
+        Some(IstioMetric::RequestSize) => &[Metric::RequestSize],
+        Some(IstioMetric::ResponseSize) => &[Metric::ResponseSize],
+        Some(IstioMetric::TcpOpenedConnections) => &[Metric::TcpOpenedConnections],
+        Some(IstioMetric::TcpClosedConnections) => &[Metric::TcpClosedConnections],
+        Some(IstioMetric::TcpSentBytes) => &[Metric::TcpSentBytes],
+        Some(IstioMetric::TcpReceivedBytes) => &[Metric::TcpReceivedBytes],
+        Some(IstioMetric::GrpcRequestMessages | IstioMetric::GrpcResponseMessages) => &[],
+    }
+}
+
+/// How Istio's standard metrics differ for a workload in `namespace` with `labels`. As
+/// in Istio, the `metrics` of every Telemetry that applies are merged, the root
+/// namespace's first, then the namespace's, then the workload's; within each, overrides
+/// apply in order, so a later one wins for the metrics, sides and tags it names. Only
+/// the `prometheus` provider (the default) is served.
+pub fn metrics(
+    objects: &[Object],
+    mesh: &MeshConfig,
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+    warnings: &mut Vec<String>,
+) -> Vec<MetricOverride> {
+    let telemetries: Vec<&Telemetry> = objects
+        .iter()
+        .filter_map(|o| match o {
+            Object::Telemetry(t) if !t.spec.metrics.is_empty() => Some(t),
+            _ => None,
+        })
+        .collect();
+    let ns_of = |t: &Telemetry| t.metadata.namespace.clone().unwrap_or_default();
+    let selects = |t: &Telemetry| {
+        t.spec
+            .selector
+            .as_ref()
+            .is_some_and(|s| s.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v)))
+    };
+    let root = telemetries
+        .iter()
+        .find(|t| ns_of(t) == mesh.root_namespace && t.spec.selector.is_none());
+    let own_namespace = telemetries.iter().find(|t| {
+        ns_of(t) == namespace && t.spec.selector.is_none() && ns_of(t) != mesh.root_namespace
+    });
+    let workload = telemetries
+        .iter()
+        .find(|t| ns_of(t) == namespace && selects(t));
+    // (metric, inbound) -> the override so far.
+    let mut resolved: BTreeMap<(Metric, bool), MetricOverride> = BTreeMap::new();
+    for t in [root, own_namespace, workload].into_iter().flatten() {
+        let name = name_of(t);
+        for entry in &t.spec.metrics {
+            let providers: Vec<String> = if entry.providers.is_empty() {
+                mesh.default_providers.metrics.clone()
+            } else {
+                entry.providers.iter().map(|p| p.name.clone()).collect()
+            };
+            // Istio's default metrics provider is Prometheus.
+            let prometheus = providers.is_empty()
+                || providers.iter().any(|p| {
+                    p == "prometheus" || mesh.provider(p).is_some_and(|p| p.prometheus.is_some())
+                });
+            if !prometheus {
+                warnings.push(format!(
+                    "Telemetry {name}: metrics providers {providers:?} are not prometheus; only Prometheus metrics are served"
+                ));
+                continue;
+            }
+            for o in &entry.overrides {
+                let selector = o.match_.as_ref();
+                if let Some(custom) = selector.and_then(|m| m.custom_metric.as_ref()) {
+                    warnings.push(format!(
+                        "Telemetry {name}: customMetric {custom} is not a metric meshwork keeps; the override is ignored"
+                    ));
+                    continue;
+                }
+                let side = mode(selector.and_then(|m| m.mode));
+                let mut tags = Vec::new();
+                for (tag, change) in &o.tag_overrides {
+                    let label_name = tag.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                        && tag.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                    if !label_name {
+                        warnings.push(format!(
+                            "Telemetry {name}: tagOverrides {tag:?} is not a Prometheus label name (letters, digits and _); the tag is not changed"
+                        ));
+                        continue;
+                    }
+                    let value = match (change.operation, change.value.as_deref()) {
+                        (Some(TagOperation::Remove), _) => None,
+                        (_, Some(text)) => match crate::expr::parse(text) {
+                            Ok(e) => Some(e),
+                            Err(why) => {
+                                warnings.push(format!(
+                                    "Telemetry {name}: tagOverrides {tag} value {text:?}: {why}; the tag is not changed"
+                                ));
+                                continue;
+                            }
+                        },
+                        (_, None) => {
+                            warnings.push(format!(
+                                "Telemetry {name}: tagOverrides {tag} upserts no value; the tag is not changed"
+                            ));
+                            continue;
+                        }
+                    };
+                    tags.push(TagOverride {
+                        name: tag.clone(),
+                        value,
+                    });
+                }
+                for metric in metrics_of(selector.and_then(|m| m.metric)) {
+                    for inbound in [false, true] {
+                        if !side.applies(inbound) {
+                            continue;
+                        }
+                        let r =
+                            resolved
+                                .entry((*metric, inbound))
+                                .or_insert_with(|| MetricOverride {
+                                    metric: *metric,
+                                    inbound,
+                                    disabled: false,
+                                    tags: Vec::new(),
+                                });
+                        if let Some(disabled) = o.disabled {
+                            r.disabled = disabled;
+                        }
+                        for t in &tags {
+                            r.tags.retain(|old| old.name != t.name);
+                            r.tags.push(t.clone());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    resolved
+        .into_values()
+        .filter(|r| r.disabled || !r.tags.is_empty())
+        .collect()
 }
 
 /// The Telemetry that decides one kind of telemetry for a workload, with Istio's
@@ -93,8 +302,8 @@ fn most_specific<'a>(
     mesh: &MeshConfig,
     namespace: &str,
     labels: &BTreeMap<String, String>,
-    configures: fn(&meshwork_api::resource::Telemetry) -> bool,
-) -> Option<&'a meshwork_api::resource::Telemetry> {
+    configures: fn(&Telemetry) -> bool,
+) -> Option<&'a Telemetry> {
     let telemetries: Vec<_> = objects
         .iter()
         .filter_map(|o| match o {

@@ -372,7 +372,7 @@ spec:
 fn access_log_with(
     telemetry: &str,
     json: bool,
-) -> (Option<meshwork_resources::AccessLog>, Vec<String>) {
+) -> (Vec<meshwork_resources::AccessLog>, Vec<String>) {
     let yaml = format!("{SEED_003}{telemetry}");
     let out = load_str(Path::new("t.yaml"), &yaml, &LoadOptions::default());
     assert!(!out.has_errors(), "{:#?}", out.diagnostics);
@@ -382,31 +382,155 @@ fn access_log_with(
         mesh.access_log_encoding = meshwork_api::mesh::AccessLogEncoding::Json;
     }
     let c = compile_gateways(&objects, &mesh);
-    (c.gateways[0].access_log.clone(), c.warnings)
+    (c.gateways[0].access_logs.clone(), c.warnings)
 }
 
 #[test]
 fn the_telemetry_api_turns_the_access_log_on_and_off() {
     let mesh_wide = "---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: access-logs, namespace: istio-system}\nspec:\n  accessLogging:\n  - providers: [{name: envoy}]\n";
     let (log, warnings) = access_log_with("", false);
-    assert_eq!(log, None, "off by default");
+    assert_eq!(log, [], "off by default");
     assert!(warnings.is_empty());
     let (log, _) = access_log_with(mesh_wide, false);
-    let log = log.expect("the seed's Telemetry turns it on");
+    let log = log.first().expect("the seed's Telemetry turns it on");
     assert_eq!((log.path.as_str(), log.json), ("/dev/stdout", false));
     let (log, _) = access_log_with(mesh_wide, true);
-    assert!(log.unwrap().json, "JSON with accessLogEncoding: JSON");
+    assert!(log[0].json, "JSON with accessLogEncoding: JSON");
     // The gateway's namespace is istio-system here: a selector Telemetry there wins.
     let off_for_gateway = "---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: quiet, namespace: istio-system}\nspec:\n  selector: {matchLabels: {istio: ingressgateway}}\n  accessLogging:\n  - disabled: true\n";
     let (log, _) = access_log_with(&format!("{mesh_wide}{off_for_gateway}"), false);
-    assert_eq!(log, None, "the workload's Telemetry turns it off");
+    assert_eq!(log, [], "the workload's Telemetry turns it off");
     let unknown = "---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: odd, namespace: istio-system}\nspec:\n  accessLogging:\n  - providers: [{name: nowhere}]\n";
     let (log, warnings) = access_log_with(unknown, false);
-    assert_eq!(log, None);
+    assert_eq!(log, []);
     assert!(
         warnings.iter().any(|w| w.contains("provider nowhere")),
         "{warnings:?}"
     );
+}
+
+/// A Telemetry in the gateway's namespace with these `accessLogging` entries (YAML).
+fn access_logging(entries: &str) -> String {
+    format!(
+        "---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {{name: logs, namespace: istio-system}}\nspec:\n  accessLogging:\n{entries}"
+    )
+}
+
+#[test]
+fn access_log_modes_split_the_sides_and_filters_compile() {
+    use meshwork_resources::Mode;
+    // The first entry that covers a side decides it.
+    let (logs, warnings) = access_log_with(
+        &access_logging(
+            "  - match: {mode: CLIENT}\n    disabled: true\n  - providers: [{name: envoy}]\n    filter: {expression: \"response.code >= 400 || 'x-debug' in request.headers\"}\n",
+        ),
+        false,
+    );
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    assert_eq!(logs[0].mode, Mode::Server);
+    assert!(logs[0].filter.is_some());
+    // The same log for both sides is one log.
+    let (logs, _) = access_log_with(
+        &access_logging(
+            "  - match: {mode: SERVER}\n    providers: [{name: envoy}]\n  - providers: [{name: envoy}]\n",
+        ),
+        false,
+    );
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    assert_eq!(logs[0].mode, Mode::ClientAndServer);
+    // Different logs for the two sides are two.
+    let (logs, _) = access_log_with(
+        &access_logging(
+            "  - match: {mode: SERVER}\n    providers: [{name: envoy}]\n    filter: {expression: 'response.code >= 500'}\n  - providers: [{name: envoy}]\n",
+        ),
+        false,
+    );
+    let modes: Vec<Mode> = logs.iter().map(|l| l.mode).collect();
+    assert_eq!(modes, [Mode::Client, Mode::Server]);
+    assert!(logs[0].filter.is_none() && logs[1].filter.is_some());
+    // A filter meshwork cannot run is named, and the log stays on unfiltered.
+    let (logs, warnings) = access_log_with(
+        &access_logging(
+            "  - providers: [{name: envoy}]\n    filter: {expression: \"request.path.matches('^/x')\"}\n",
+        ),
+        false,
+    );
+    assert_eq!(logs.len(), 1);
+    assert!(logs[0].filter.is_none());
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("Telemetry istio-system/logs")
+                && w.contains("matches() is not supported")),
+        "{warnings:?}"
+    );
+}
+
+/// The metric overrides a gateway gets from these Telemetry documents.
+fn metrics_with(telemetry: &str) -> (Vec<meshwork_resources::metric::MetricOverride>, Vec<String>) {
+    let yaml = format!("{SEED_003}{telemetry}");
+    let out = load_str(Path::new("t.yaml"), &yaml, &LoadOptions::default());
+    assert!(!out.has_errors(), "{:#?}", out.diagnostics);
+    let objects: Vec<Object> = out.config.objects.into_iter().map(|o| o.object).collect();
+    let c = compile_gateways(&objects, &out.config.mesh);
+    (c.gateways[0].metrics.clone(), c.warnings)
+}
+
+#[test]
+fn metric_overrides_merge_by_scope_metric_side_and_tag() {
+    use meshwork_resources::metric::Metric;
+    let mesh_wide = "---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: mesh-default, namespace: istio-system}\nspec:\n  metrics:\n  - providers: [{name: prometheus}]\n    overrides:\n    - match: {metric: ALL_METRICS, mode: CLIENT_AND_SERVER}\n      tagOverrides:\n        destination_canonical_revision: {operation: REMOVE}\n    - match: {metric: REQUEST_COUNT, mode: CLIENT}\n      tagOverrides:\n        request_host: {value: request.host}\n        destination_port: {value: string(destination.port)}\n    - match: {metric: REQUEST_DURATION}\n      disabled: true\n";
+    let (overrides, warnings) = metrics_with(mesh_wide);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    // Eight metrics, two sides each, all with the removal.
+    assert_eq!(overrides.len(), 16, "{overrides:#?}");
+    let of = |m: Metric, inbound: bool| {
+        overrides
+            .iter()
+            .find(|o| o.metric == m && o.inbound == inbound)
+            .unwrap()
+    };
+    let client_count = of(Metric::RequestCount, false);
+    let names: Vec<&str> = client_count.tags.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "destination_canonical_revision",
+            "destination_port",
+            "request_host"
+        ]
+    );
+    assert!(client_count.tags[0].value.is_none(), "removed");
+    assert!(client_count.tags[2].value.is_some());
+    assert_eq!(
+        of(Metric::RequestCount, true).tags.len(),
+        1,
+        "the server side only removes"
+    );
+    assert!(of(Metric::RequestDuration, true).disabled);
+    assert!(!of(Metric::RequestSize, true).disabled);
+    // A workload's Telemetry comes after: it turns the duration back on for the gateway
+    // and puts the revision back as a literal.
+    let workload = "---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: gateway, namespace: istio-system}\nspec:\n  selector: {matchLabels: {istio: ingressgateway}}\n  metrics:\n  - overrides:\n    - match: {metric: REQUEST_DURATION}\n      disabled: false\n      tagOverrides:\n        destination_canonical_revision: {value: \"'v0'\"}\n        bad: {value: \"request.nothing\"}\n";
+    let (overrides, warnings) = metrics_with(&format!("{mesh_wide}{workload}"));
+    let duration = overrides
+        .iter()
+        .find(|o| o.metric == Metric::RequestDuration && !o.inbound)
+        .unwrap();
+    assert!(!duration.disabled);
+    assert_eq!(duration.tags.len(), 1);
+    assert!(duration.tags[0].value.is_some(), "{duration:?}");
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("tagOverrides bad")
+                && w.contains("request.nothing is not an attribute")),
+        "{warnings:?}"
+    );
+    // Nothing changed, nothing sent.
+    let (overrides, _) = metrics_with("");
+    assert!(overrides.is_empty());
 }
 
 /// A VirtualService exported only to its own namespace does not route a gateway of

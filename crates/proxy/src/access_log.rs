@@ -53,6 +53,27 @@ pub struct Entry {
     /// Why a connection was closed before it was routed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub connection_termination_details: Option<String>,
+    /// What else telemetry expressions may read; not a field of the log.
+    #[serde(skip)]
+    pub facts: Facts,
+}
+
+/// What a request's or connection's record carries besides its log fields, for the
+/// Telemetry API's expressions (filters, metric tags).
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    /// Served as the server: a sidecar's inbound.
+    pub inbound: bool,
+    /// `http` or `https`.
+    pub scheme: &'static str,
+    /// The address the client connected to.
+    pub destination: Option<std::net::SocketAddr>,
+    /// The client's SPIFFE id, when it presented a verified certificate.
+    pub peer_identity: Option<std::sync::Arc<str>>,
+    /// The request headers the expressions read, as sent.
+    pub request_headers: Vec<(String, String)>,
+    /// The response headers the expressions read.
+    pub response_headers: Vec<(String, String)>,
 }
 
 impl Entry {
@@ -84,7 +105,7 @@ impl Entry {
 }
 
 /// Sends entries to the writer thread.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct AccessLogger {
     tx: mpsc::Sender<(Entry, bool)>,
 }

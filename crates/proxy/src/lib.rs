@@ -36,12 +36,11 @@ pub mod upstream_tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use meshwork_resources::ProxyConfig;
 
-use crate::access_log::AccessLogger;
 use crate::listener::ListenerHandle;
 use crate::runtime::{Rejection, Runtime};
 use crate::upstream::Upstreams;
@@ -58,37 +57,6 @@ pub struct Shared {
     pub connections: Arc<connections::Registry>,
     /// Limits and timeouts of downstream connections.
     pub settings: settings::ProxySettings,
-    loggers: Mutex<HashMap<String, AccessLogger>>,
-}
-
-impl Shared {
-    /// The access log writer and its format for an entry with response code `code`, when
-    /// the log is on and its filter lets the entry through.
-    pub fn log_for(&self, state: &Runtime, code: u16) -> Option<(AccessLogger, bool)> {
-        let log = state.config.access_log.as_ref()?;
-        if log.filter.is_some_and(|f| !f.allows(code)) {
-            return None;
-        }
-        Some((self.access_logger(&log.path)?, log.json))
-    }
-
-    /// The access log writer for `path`, started on first use.
-    pub fn access_logger(&self, path: &str) -> Option<AccessLogger> {
-        let mut loggers = self.loggers.lock().ok()?;
-        if let Some(l) = loggers.get(path) {
-            return Some(l.clone());
-        }
-        match AccessLogger::start(path) {
-            Ok(l) => {
-                loggers.insert(path.to_string(), l.clone());
-                Some(l)
-            }
-            Err(e) => {
-                tracing::warn!(path, error = %e, "cannot open the access log");
-                None
-            }
-        }
-    }
 }
 
 /// A port could not be bound; the rest of the config applies.
@@ -144,13 +112,9 @@ impl Proxy {
             shared: Arc::new(Shared {
                 state: ArcSwap::from_pointee(Runtime::default()),
                 upstreams: Upstreams::default(),
-                recorder: recorder::Recorder {
-                    metrics,
-                    ..recorder::Recorder::default()
-                },
+                recorder: recorder::Recorder::with_metrics(metrics),
                 connections: Arc::default(),
                 settings,
-                loggers: Mutex::new(HashMap::new()),
             }),
             listeners: tokio::sync::Mutex::new(HashMap::new()),
         }

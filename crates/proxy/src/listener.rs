@@ -245,22 +245,24 @@ fn record_refusal(
 ) {
     info!(%peer, %bind, sni = sni.as_deref().unwrap_or("-"), reason = %refusal.why, "connection closed before routing");
     let outcome = Outcome::new(Kind::Refused, 0, refusal.flags, refusal.details.into());
-    let logger = shared.log_for(state, 0);
-    let entry = logger.as_ref().map(|(l, json)| {
-        let entry = Entry {
-            start_time: rfc3339(std::time::SystemTime::now()),
-            method: "-".into(),
-            path: "-".into(),
-            protocol: "-".into(),
-            request_id: "-".into(),
-            downstream_remote_address: peer.to_string(),
-            requested_server_name: sni,
-            connection_termination_details: Some(refusal.why),
+    let inbound = state.inbound_peers.contains_key(&bind);
+    let entry = state.telemetry.wants_entry(inbound).then(|| Entry {
+        start_time: rfc3339(std::time::SystemTime::now()),
+        method: "-".into(),
+        path: "-".into(),
+        protocol: "-".into(),
+        request_id: "-".into(),
+        downstream_remote_address: peer.to_string(),
+        requested_server_name: sni,
+        connection_termination_details: Some(refusal.why),
+        facts: crate::access_log::Facts {
+            inbound,
+            destination: Some(bind),
             ..Default::default()
-        };
-        (entry, l, *json)
+        },
+        ..Default::default()
     });
-    shared.recorder.record(outcome, entry);
+    shared.recorder.record(outcome, entry, &state.telemetry);
 }
 
 async fn serve_connection(

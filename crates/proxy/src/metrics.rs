@@ -12,6 +12,10 @@
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
+use std::collections::HashMap;
+
+use meshwork_resources::expr::Attributes;
+use meshwork_resources::metric::{Metric, MetricOverride};
 use meshwork_resources::secret::WORKLOAD_CERTIFICATE;
 use meshwork_resources::{Cluster, Node};
 use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
@@ -236,11 +240,8 @@ impl PeerLabels {
         self.inbound
     }
 
-    fn encode(
-        &self,
-        other: Option<&Counterpart>,
-        encoder: &mut LabelSetEncoder,
-    ) -> Result<(), std::fmt::Error> {
+    /// Each label, with `other`'s side filled in.
+    fn each(&self, other: Option<&Counterpart>, f: &mut dyn FnMut(&'static str, &str)) {
         // The other side's workload, as its metadata said: the source's labels at the
         // destination, the destination's at the source.
         let workload = other.and_then(|o| o.workload.as_deref());
@@ -273,9 +274,8 @@ impl PeerLabels {
                 (Some(_), SECURITY_POLICY) => "none",
                 _ => peer_label(i).unwrap_or(value.as_str()),
             };
-            (*name, value).encode(encoder.encode_label())?;
+            f(name, value);
         }
-        Ok(())
     }
 }
 
@@ -341,17 +341,14 @@ impl Hash for RequestLabels {
     }
 }
 
-impl EncodeLabelSet for RequestLabels {
-    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
-        self.peer.encode(self.downstream.as_ref(), encoder)?;
-        let protocol = if self.grpc { "grpc" } else { "http" };
-        ("request_protocol", protocol).encode(encoder.encode_label())?;
-        let code = self.code.to_string();
-        ("response_code", code.as_str()).encode(encoder.encode_label())?;
+impl Labels for RequestLabels {
+    fn each(&self, f: &mut dyn FnMut(&'static str, &str)) {
+        self.peer.each(self.downstream.as_ref(), f);
+        f("request_protocol", if self.grpc { "grpc" } else { "http" });
+        f("response_code", &self.code.to_string());
         let grpc = self.grpc_status.map(|s| s.to_string()).unwrap_or_default();
-        ("grpc_response_status", grpc.as_str()).encode(encoder.encode_label())?;
-        let flags = self.flags.to_string();
-        ("response_flags", flags.as_str()).encode(encoder.encode_label())
+        f("grpc_response_status", &grpc);
+        f("response_flags", &self.flags.to_string());
     }
 }
 
@@ -377,13 +374,106 @@ impl Hash for TcpLabels {
     }
 }
 
-impl EncodeLabelSet for TcpLabels {
-    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
-        self.peer.encode(self.downstream.as_ref(), encoder)?;
-        ("request_protocol", "tcp").encode(encoder.encode_label())?;
-        let flags = self.flags.to_string();
-        ("response_flags", flags.as_str()).encode(encoder.encode_label())
+impl Labels for TcpLabels {
+    fn each(&self, f: &mut dyn FnMut(&'static str, &str)) {
+        self.peer.each(self.downstream.as_ref(), f);
+        f("request_protocol", "tcp");
+        f("response_flags", &self.flags.to_string());
     }
+}
+
+/// A label set, as names and values in order.
+pub trait Labels {
+    /// Calls `f` with each label.
+    fn each(&self, f: &mut dyn FnMut(&'static str, &str));
+}
+
+/// The series of one metric: its standard labels, or those the Telemetry API's tag
+/// overrides made of them (built per record; only proxies with overrides pay for it).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Series<L> {
+    /// Istio's labels.
+    Standard(L),
+    /// Labels changed by overrides, in order.
+    Custom(Arc<[(String, String)]>),
+}
+
+impl<L: Labels> EncodeLabelSet for Series<L> {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        match self {
+            Series::Standard(labels) => {
+                let mut result = Ok(());
+                labels.each(&mut |name, value| {
+                    if result.is_ok() {
+                        result = (name, value).encode(encoder.encode_label());
+                    }
+                });
+                result
+            }
+            Series::Custom(pairs) => {
+                for (name, value) in pairs.iter() {
+                    (name.as_str(), value.as_str()).encode(encoder.encode_label())?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A proxy's metric overrides, by metric and side.
+#[derive(Debug, Default)]
+pub struct Overrides {
+    by: HashMap<(Metric, bool), MetricOverride>,
+}
+
+impl Overrides {
+    /// The overrides of a config.
+    pub fn new(list: &[MetricOverride]) -> Overrides {
+        Overrides {
+            by: list
+                .iter()
+                .map(|o| ((o.metric, o.inbound), o.clone()))
+                .collect(),
+        }
+    }
+
+    /// None.
+    pub fn is_empty(&self) -> bool {
+        self.by.is_empty()
+    }
+
+    fn get(&self, metric: Metric, inbound: bool) -> Option<&MetricOverride> {
+        if self.by.is_empty() {
+            return None;
+        }
+        self.by.get(&(metric, inbound))
+    }
+}
+
+/// The labels of `labels` as `o` changes them: removed tags go, upserted ones take their
+/// expression's value over `attributes` (`unknown` when it has none), new ones last.
+fn overridden<L: Labels>(
+    labels: &L,
+    o: &MetricOverride,
+    attributes: Option<&dyn Attributes>,
+) -> Series<L> {
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    labels.each(&mut |name, value| pairs.push((name.to_string(), value.to_string())));
+    for tag in &o.tags {
+        match &tag.value {
+            None => pairs.retain(|(name, _)| *name != tag.name),
+            Some(e) => {
+                let value = attributes
+                    .and_then(|a| e.eval(a).ok())
+                    .map_or_else(|| UNKNOWN.to_string(), |v| v.to_text());
+                match pairs.iter_mut().find(|(name, _)| *name == tag.name) {
+                    Some(pair) => pair.1 = value,
+                    None => pairs.push((tag.name.clone(), value)),
+                }
+            }
+        }
+    }
+    Series::Custom(pairs.into())
 }
 
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
@@ -431,14 +521,14 @@ pub struct Metrics {
     series: std::sync::RwLock<std::collections::HashSet<u64>>,
     max_series: usize,
     overflow: Counter,
-    requests: Family<RequestLabels, Counter>,
-    duration: Histograms<RequestLabels>,
-    request_bytes: Histograms<RequestLabels>,
-    response_bytes: Histograms<RequestLabels>,
-    tcp_opened: Family<TcpLabels, Counter>,
-    tcp_closed: Family<TcpLabels, Counter>,
-    tcp_sent: Family<TcpLabels, Counter>,
-    tcp_received: Family<TcpLabels, Counter>,
+    requests: Family<Series<RequestLabels>, Counter>,
+    duration: Histograms<Series<RequestLabels>>,
+    request_bytes: Histograms<Series<RequestLabels>>,
+    response_bytes: Histograms<Series<RequestLabels>>,
+    tcp_opened: Family<Series<TcpLabels>, Counter>,
+    tcp_closed: Family<Series<TcpLabels>, Counter>,
+    tcp_sent: Family<Series<TcpLabels>, Counter>,
+    tcp_received: Family<Series<TcpLabels>, Counter>,
 }
 
 impl Default for Metrics {
@@ -451,15 +541,17 @@ impl Metrics {
     /// Metrics that keep at most `max_series` request series.
     pub fn with_max_series(max_series: usize) -> Metrics {
         let mut registry = Registry::default();
-        let requests = Family::<RequestLabels, Counter>::default();
-        let duration: Histograms<RequestLabels> = Family::new_with_constructor(duration_histogram);
-        let request_bytes: Histograms<RequestLabels> = Family::new_with_constructor(size_histogram);
-        let response_bytes: Histograms<RequestLabels> =
+        let requests = Family::<Series<RequestLabels>, Counter>::default();
+        let duration: Histograms<Series<RequestLabels>> =
+            Family::new_with_constructor(duration_histogram);
+        let request_bytes: Histograms<Series<RequestLabels>> =
             Family::new_with_constructor(size_histogram);
-        let tcp_opened = Family::<TcpLabels, Counter>::default();
-        let tcp_closed = Family::<TcpLabels, Counter>::default();
-        let tcp_sent = Family::<TcpLabels, Counter>::default();
-        let tcp_received = Family::<TcpLabels, Counter>::default();
+        let response_bytes: Histograms<Series<RequestLabels>> =
+            Family::new_with_constructor(size_histogram);
+        let tcp_opened = Family::<Series<TcpLabels>, Counter>::default();
+        let tcp_closed = Family::<Series<TcpLabels>, Counter>::default();
+        let tcp_sent = Family::<Series<TcpLabels>, Counter>::default();
+        let tcp_received = Family::<Series<TcpLabels>, Counter>::default();
         registry.register("istio_requests", "Requests", requests.clone());
         registry.register(
             "istio_request_duration_milliseconds",
@@ -518,8 +610,11 @@ impl Metrics {
         }
     }
 
-    /// Whether the series with this key may be recorded: known, or new within the cap.
-    fn admit(&self, key: u64) -> bool {
+    /// Whether `series` may be recorded: known, or new within the cap.
+    fn admit<L: Hash>(&self, series: &Series<L>) -> bool {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        series.hash(&mut h);
+        let key = h.finish();
         if self
             .series
             .read()
@@ -537,8 +632,14 @@ impl Metrics {
         true
     }
 
-    /// Counts a finished request.
-    pub fn request(&self, s: RequestSample) {
+    /// Counts a finished request; `attributes` are what tag overrides read.
+    pub fn request(
+        &self,
+        s: RequestSample,
+        overrides: &Overrides,
+        attributes: Option<&dyn Attributes>,
+    ) {
+        let inbound = s.peer.inbound;
         let labels = RequestLabels {
             downstream: s
                 .downstream
@@ -549,32 +650,83 @@ impl Metrics {
             grpc_status: s.grpc_status,
             flags: s.flags,
         };
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        labels.hash(&mut h);
-        if !self.admit(h.finish()) {
+        let standard = Series::Standard(labels);
+        let Series::Standard(labels) = &standard else {
             return;
+        };
+        // The standard series is admitted once for the four metrics that share it.
+        let mut standard_admitted = None;
+        let mut each =
+            |metric: Metric, record: &mut dyn FnMut(&Series<RequestLabels>)| match overrides
+                .get(metric, inbound)
+            {
+                Some(o) if o.disabled => {}
+                Some(o) => {
+                    let custom = overridden(labels, o, attributes);
+                    if self.admit(&custom) {
+                        record(&custom);
+                    }
+                }
+                None => {
+                    if *standard_admitted.get_or_insert_with(|| self.admit(&standard)) {
+                        record(&standard);
+                    }
+                }
+            };
+        each(Metric::RequestCount, &mut |l| {
+            self.requests.get_or_create(l).inc();
+        });
+        each(Metric::RequestDuration, &mut |l| {
+            self.duration.get_or_create(l).observe(s.duration_ms)
+        });
+        each(Metric::RequestSize, &mut |l| {
+            self.request_bytes
+                .get_or_create(l)
+                .observe(s.request_bytes as f64)
+        });
+        each(Metric::ResponseSize, &mut |l| {
+            self.response_bytes
+                .get_or_create(l)
+                .observe(s.response_bytes as f64)
+        });
+    }
+
+    /// The series of `metric` for `labels`, unless the overrides turn it off.
+    fn tcp_series(
+        labels: TcpLabels,
+        metric: Metric,
+        overrides: &Overrides,
+        attributes: Option<&dyn Attributes>,
+    ) -> Option<Series<TcpLabels>> {
+        match overrides.get(metric, labels.peer.inbound) {
+            Some(o) if o.disabled => None,
+            Some(o) => Some(overridden(&labels, o, attributes)),
+            None => Some(Series::Standard(labels)),
         }
-        self.requests.get_or_create(&labels).inc();
-        self.duration.get_or_create(&labels).observe(s.duration_ms);
-        self.request_bytes
-            .get_or_create(&labels)
-            .observe(s.request_bytes as f64);
-        self.response_bytes
-            .get_or_create(&labels)
-            .observe(s.response_bytes as f64);
     }
 
     /// Counts a TCP connection opened to `peer`'s destination.
-    pub fn tcp_opened(&self, peer: Arc<PeerLabels>, downstream: Counterpart) {
+    pub fn tcp_opened(
+        &self,
+        peer: Arc<PeerLabels>,
+        downstream: Counterpart,
+        overrides: &Overrides,
+        attributes: Option<&dyn Attributes>,
+    ) {
         let labels = TcpLabels {
             downstream: Some(downstream).filter(|_| peer.inbound),
             peer,
             flags: ResponseFlags::NONE,
         };
-        self.tcp_opened.get_or_create(&labels).inc();
+        if let Some(series) =
+            Self::tcp_series(labels, Metric::TcpOpenedConnections, overrides, attributes)
+        {
+            self.tcp_opened.get_or_create(&series).inc();
+        }
     }
 
     /// Counts a TCP connection closed, with the bytes each way.
+    #[allow(clippy::too_many_arguments)]
     pub fn tcp_closed(
         &self,
         peer: Arc<PeerLabels>,
@@ -582,15 +734,24 @@ impl Metrics {
         flags: ResponseFlags,
         sent: u64,
         received: u64,
+        overrides: &Overrides,
+        attributes: Option<&dyn Attributes>,
     ) {
         let labels = TcpLabels {
             downstream: downstream.filter(|_| peer.inbound),
             peer,
             flags,
         };
-        self.tcp_closed.get_or_create(&labels).inc();
-        self.tcp_sent.get_or_create(&labels).inc_by(sent);
-        self.tcp_received.get_or_create(&labels).inc_by(received);
+        let series = |metric| Self::tcp_series(labels.clone(), metric, overrides, attributes);
+        if let Some(s) = series(Metric::TcpClosedConnections) {
+            self.tcp_closed.get_or_create(&s).inc();
+        }
+        if let Some(s) = series(Metric::TcpSentBytes) {
+            self.tcp_sent.get_or_create(&s).inc_by(sent);
+        }
+        if let Some(s) = series(Metric::TcpReceivedBytes) {
+            self.tcp_received.get_or_create(&s).inc_by(received);
+        }
     }
 
     /// The metrics in the Prometheus text format, with the process's own.
@@ -692,7 +853,7 @@ mod tests {
     fn series_past_the_cap_are_counted_as_overflow() {
         let m = Metrics::with_max_series(2);
         for code in [200, 200, 404, 503, 503] {
-            m.request(sample(code));
+            m.request(sample(code), &Overrides::default(), None);
         }
         let text = m.encode();
         assert!(text.contains("response_code=\"200\""), "{text}");
@@ -741,11 +902,15 @@ mod tests {
             ))),
             Some(client(None)),
         ] {
-            m.request(RequestSample {
-                peer: peer.clone(),
-                downstream,
-                ..sample(200)
-            });
+            m.request(
+                RequestSample {
+                    peer: peer.clone(),
+                    downstream,
+                    ..sample(200)
+                },
+                &Overrides::default(),
+                None,
+            );
         }
         let text = m.encode();
         let lines: Vec<&str> = text
@@ -798,14 +963,18 @@ mod tests {
         reviews.host = "reviews.default.svc.cluster.local".into();
         let to_reviews = Arc::new(PeerLabels::new(&node, Some(&reviews)));
         let m = Metrics::default();
-        m.request(RequestSample {
-            peer: to_reviews,
-            downstream: Some(Counterpart {
-                workload: Some(productpage.clone()),
-                ..Counterpart::default()
-            }),
-            ..sample(200)
-        });
+        m.request(
+            RequestSample {
+                peer: to_reviews,
+                downstream: Some(Counterpart {
+                    workload: Some(productpage.clone()),
+                    ..Counterpart::default()
+                }),
+                ..sample(200)
+            },
+            &Overrides::default(),
+            None,
+        );
         let text = m.encode();
         for label in [
             "reporter=\"source\"",
@@ -827,11 +996,94 @@ mod tests {
     #[test]
     fn istio_buckets_and_unknowns() {
         let m = Metrics::default();
-        m.request(sample(200));
+        m.request(sample(200), &Overrides::default(), None);
         let text = m.encode();
         assert!(text.contains("destination_service=\"unknown\""));
         for b in DURATION_BUCKETS {
             assert!(text.contains(&format!("le=\"{b:?}\"")), "bucket {b}");
         }
+    }
+
+    /// Attributes with a host and a request header.
+    struct Host;
+
+    impl Attributes for Host {
+        fn attribute(
+            &self,
+            attribute: meshwork_resources::expr::Attribute,
+        ) -> Option<meshwork_resources::expr::Value> {
+            (attribute == meshwork_resources::expr::Attribute::RequestHost)
+                .then(|| meshwork_resources::expr::Value::Str("shop.test".into()))
+        }
+        fn request_header(&self, _: &str) -> Option<&str> {
+            None
+        }
+        fn response_header(&self, _: &str) -> Option<&str> {
+            None
+        }
+    }
+
+    #[test]
+    fn overrides_remove_add_and_disable_per_metric() {
+        use meshwork_resources::expr::{Attribute, Expr};
+        use meshwork_resources::metric::TagOverride;
+        let tag = |name: &str, value: Option<Expr>| TagOverride {
+            name: name.into(),
+            value,
+        };
+        let overrides = Overrides::new(&[
+            MetricOverride {
+                metric: Metric::RequestCount,
+                inbound: false,
+                disabled: false,
+                tags: vec![
+                    tag("response_flags", None),
+                    tag(
+                        "request_host",
+                        Some(Expr::Attribute(Attribute::RequestHost)),
+                    ),
+                    tag("from_header", Some(Expr::RequestHeader("x-none".into()))),
+                    tag(
+                        "source_cluster",
+                        Some(Expr::Attribute(Attribute::RequestHost)),
+                    ),
+                ],
+            },
+            MetricOverride {
+                metric: Metric::RequestSize,
+                inbound: false,
+                disabled: true,
+                tags: vec![],
+            },
+        ]);
+        let m = Metrics::default();
+        m.request(sample(200), &overrides, Some(&Host));
+        m.request(sample(200), &overrides, Some(&Host));
+        let text = m.encode();
+        let count = text
+            .lines()
+            .find(|l| l.starts_with("istio_requests_total{"))
+            .unwrap_or_else(|| panic!("{text}"));
+        assert!(count.ends_with(" 2"), "one series for both: {count}");
+        assert!(!count.contains("response_flags="), "removed: {count}");
+        assert!(
+            count.contains("source_cluster=\"shop.test\""),
+            "changed in place: {count}"
+        );
+        assert!(
+            count.contains("request_host=\"shop.test\",from_header=\"unknown\"}"),
+            "added last, unknown without a value: {count}"
+        );
+        // The other metrics keep Istio's labels; the disabled one is not there.
+        let duration = text
+            .lines()
+            .find(|l| l.starts_with("istio_request_duration_milliseconds_count{"))
+            .unwrap();
+        assert!(duration.contains("response_flags=\"-\""), "{duration}");
+        assert!(!text.contains("istio_request_bytes_count{"), "{text}");
+        assert!(text.contains("istio_response_bytes_count{"), "{text}");
+        // The server side is untouched.
+        let inbound = overrides.get(Metric::RequestCount, true);
+        assert!(inbound.is_none());
     }
 }

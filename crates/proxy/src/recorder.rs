@@ -1,14 +1,18 @@
 //! The one recorder: every HTTP request, every TCP connection and every connection refused
 //! before routing passes through [`Recorder::record`], whether or not the access log is on.
-//! It counts them (by kind and by response flag) and writes the access log entry when the
-//! log is on. Metrics hook in here.
+//! It counts them (by kind and by response flag), counts Istio's metrics, and writes the
+//! access log entry when a log is on for that side and its filter holds.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
-use crate::access_log::Entry;
+use meshwork_resources::expr::{Attribute, Attributes, Value};
+use meshwork_resources::{AccessLog, ProxyConfig};
+
+use crate::access_log::{AccessLogger, Entry};
 use crate::flags::ResponseFlags;
-use crate::metrics::{Counterpart, Metrics, PeerLabels, RequestSample};
+use crate::metrics::{Counterpart, Metrics, Overrides, PeerLabels, RequestSample};
 
 /// What was recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +94,155 @@ pub struct Counters {
     pub idle_timeouts: AtomicU64,
 }
 
+/// What the Telemetry API asks of one proxy's records: its access logs and how its
+/// metrics differ, resolved when its config is applied.
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    access_logs: Vec<AccessLog>,
+    /// The metric overrides, by metric and side.
+    pub metrics: Overrides,
+    /// The request headers the expressions read: only these are kept.
+    pub request_headers: Vec<String>,
+    /// The response headers they read.
+    pub response_headers: Vec<String>,
+}
+
+impl Telemetry {
+    /// The telemetry of `config`.
+    pub fn new(config: &ProxyConfig) -> Telemetry {
+        let (mut request, mut response) = (Vec::new(), Vec::new());
+        let expressions = config
+            .access_logs
+            .iter()
+            .filter_map(|l| l.filter.as_ref())
+            .chain(
+                config
+                    .metrics
+                    .iter()
+                    .flat_map(|m| m.tags.iter().filter_map(|t| t.value.as_ref())),
+            );
+        for e in expressions {
+            e.request_headers(&mut request);
+            e.response_headers(&mut response);
+        }
+        let owned = |mut v: Vec<&str>| {
+            v.sort_unstable();
+            v.dedup();
+            v.into_iter().map(str::to_string).collect()
+        };
+        Telemetry {
+            access_logs: config.access_logs.clone(),
+            metrics: Overrides::new(&config.metrics),
+            request_headers: owned(request),
+            response_headers: owned(response),
+        }
+    }
+
+    /// The access log of requests served as the server (`inbound`) or the client.
+    pub fn access_log(&self, inbound: bool) -> Option<&AccessLog> {
+        self.access_logs.iter().find(|l| l.mode.applies(inbound))
+    }
+
+    /// Whether records of this side need an [`Entry`]: a log is on, or metric tags may
+    /// read it.
+    pub fn wants_entry(&self, inbound: bool) -> bool {
+        self.access_log(inbound).is_some() || !self.metrics.is_empty()
+    }
+
+    /// The headers of `headers` that expressions read, for [`crate::access_log::Facts`].
+    pub fn keep(names: &[String], headers: &http::HeaderMap) -> Vec<(String, String)> {
+        names
+            .iter()
+            .filter_map(|n| {
+                let v = headers.get(n.as_str())?.to_str().ok()?;
+                Some((n.clone(), v.to_string()))
+            })
+            .collect()
+    }
+}
+
+/// A finished request or connection, as expressions read it.
+pub struct Finished<'a> {
+    /// Its record.
+    pub entry: &'a Entry,
+    /// Its outcome, once it has one.
+    pub outcome: Option<&'a Outcome>,
+}
+
+impl Attributes for Finished<'_> {
+    fn attribute(&self, attribute: Attribute) -> Option<Value> {
+        let e = self.entry;
+        let text = |s: &str| Some(Value::Str(s.to_string()));
+        let int = |n: u64| Some(Value::Int(n as i64));
+        let http = e.method != "-";
+        match attribute {
+            Attribute::RequestMethod if http => text(&e.method),
+            Attribute::RequestPath if http => text(&e.path),
+            Attribute::RequestUrlPath if http => text(e.path.split('?').next().unwrap_or("")),
+            Attribute::RequestHost if http => text(&e.authority),
+            Attribute::RequestScheme if http => text(e.facts.scheme),
+            Attribute::RequestProtocol if http => text(&e.protocol),
+            Attribute::RequestId if http => text(&e.request_id),
+            Attribute::RequestUserAgent => e.user_agent.as_deref().and_then(text),
+            Attribute::RequestReferer => self.request_header("referer").and_then(text),
+            Attribute::RequestSize if http => int(e.bytes_received),
+            Attribute::RequestDuration => {
+                let ms = self.outcome.map_or(e.duration as f64, |o| o.duration_ms);
+                Some(Value::Duration((ms * 1e6) as i64))
+            }
+            Attribute::ResponseCode if http => int(u64::from(e.response_code)),
+            Attribute::ResponseCodeDetails => self.outcome.and_then(|o| text(&o.details)),
+            Attribute::ResponseGrpcStatus => self
+                .outcome
+                .and_then(|o| o.grpc_status)
+                .and_then(|s| int(u64::from(s))),
+            Attribute::ResponseSize if http => int(e.bytes_sent),
+            Attribute::SourceAddress => text(
+                &e.downstream_remote_address
+                    .parse::<std::net::SocketAddr>()
+                    .ok()?
+                    .ip()
+                    .to_string(),
+            ),
+            Attribute::SourcePort => int(u64::from(
+                e.downstream_remote_address
+                    .parse::<std::net::SocketAddr>()
+                    .ok()?
+                    .port(),
+            )),
+            Attribute::DestinationAddress => text(&e.facts.destination?.ip().to_string()),
+            Attribute::DestinationPort => int(u64::from(e.facts.destination?.port())),
+            Attribute::ConnectionMtls => Some(Value::Bool(e.facts.peer_identity.is_some())),
+            Attribute::ConnectionRequestedServerName => {
+                e.requested_server_name.as_deref().and_then(text)
+            }
+            Attribute::ConnectionPeerUri => e.facts.peer_identity.as_deref().and_then(text),
+            Attribute::UpstreamAddress => e.upstream_host.as_deref().and_then(text),
+            Attribute::XdsClusterName => e.upstream_cluster.as_deref().and_then(text),
+            Attribute::XdsRouteName => e.route_name.as_deref().and_then(text),
+            _ => None,
+        }
+    }
+
+    fn request_header(&self, name: &str) -> Option<&str> {
+        let facts = &self.entry.facts;
+        facts
+            .request_headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn response_header(&self, name: &str) -> Option<&str> {
+        let facts = &self.entry.facts;
+        facts
+            .response_headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 /// Receives every outcome.
 #[derive(Debug, Default)]
 pub struct Recorder {
@@ -97,16 +250,21 @@ pub struct Recorder {
     pub counters: Counters,
     /// Istio's standard metrics, when they are served.
     pub metrics: Option<Arc<Metrics>>,
+    /// The access log writers, by path.
+    loggers: Mutex<HashMap<String, AccessLogger>>,
 }
 
 impl Recorder {
-    /// Records one outcome; `log` is the access log entry and where it goes, when the log
-    /// is on.
-    pub fn record(
-        &self,
-        outcome: Outcome,
-        log: Option<(Entry, &crate::access_log::AccessLogger, bool)>,
-    ) {
+    /// A recorder that counts Istio's metrics in `metrics`, when given.
+    pub fn with_metrics(metrics: Option<Arc<Metrics>>) -> Recorder {
+        Recorder {
+            metrics,
+            ..Recorder::default()
+        }
+    }
+
+    /// Records one outcome, with its record (`entry`) when `telemetry` wanted one.
+    pub fn record(&self, outcome: Outcome, entry: Option<Entry>, telemetry: &Telemetry) {
         let c = &self.counters;
         match outcome.kind {
             Kind::Http => {
@@ -122,33 +280,76 @@ impl Recorder {
                 c.refused_connections.fetch_add(1, Ordering::Relaxed);
             }
         }
+        let finished = entry.as_ref().map(|entry| Finished {
+            entry,
+            outcome: Some(&outcome),
+        });
+        let attributes: Option<&dyn Attributes> = finished.as_ref().map(|f| f as _);
         if let Some(metrics) = &self.metrics {
             match (outcome.kind, outcome.peer.clone()) {
-                (Kind::Http, Some(peer)) => metrics.request(RequestSample {
-                    peer,
-                    downstream: outcome.downstream,
-                    grpc: outcome.grpc,
-                    code: outcome.status,
-                    grpc_status: outcome.grpc_status,
-                    flags: outcome.flags,
-                    duration_ms: outcome.duration_ms,
-                    request_bytes: outcome.request_bytes,
-                    response_bytes: outcome.response_bytes,
-                }),
+                (Kind::Http, Some(peer)) => metrics.request(
+                    RequestSample {
+                        peer,
+                        downstream: outcome.downstream.clone(),
+                        grpc: outcome.grpc,
+                        code: outcome.status,
+                        grpc_status: outcome.grpc_status,
+                        flags: outcome.flags,
+                        duration_ms: outcome.duration_ms,
+                        request_bytes: outcome.request_bytes,
+                        response_bytes: outcome.response_bytes,
+                    },
+                    &telemetry.metrics,
+                    attributes,
+                ),
                 (Kind::Tcp, Some(peer)) => metrics.tcp_closed(
                     peer,
-                    outcome.downstream,
+                    outcome.downstream.clone(),
                     outcome.flags,
                     outcome.response_bytes,
                     outcome.request_bytes,
+                    &telemetry.metrics,
+                    attributes,
                 ),
                 _ => {}
             }
         }
-        if let Some((mut entry, logger, json)) = log {
-            entry.response_flags = outcome.flags.to_string();
-            entry.response_code_details = outcome.details.into_owned();
-            logger.log(entry, json);
+        let Some(mut entry) = entry else {
+            return;
+        };
+        let Some(log) = telemetry.access_log(entry.facts.inbound) else {
+            return;
+        };
+        let finished = Finished {
+            entry: &entry,
+            outcome: Some(&outcome),
+        };
+        if log.filter.as_ref().is_some_and(|f| !f.holds(&finished)) {
+            return;
+        }
+        let Some(logger) = self.access_logger(&log.path) else {
+            return;
+        };
+        entry.response_flags = outcome.flags.to_string();
+        entry.response_code_details = outcome.details.into_owned();
+        logger.log(entry, log.json);
+    }
+
+    /// The access log writer for `path`, started on first use.
+    fn access_logger(&self, path: &str) -> Option<AccessLogger> {
+        let mut loggers = self.loggers.lock().ok()?;
+        if let Some(l) = loggers.get(path) {
+            return Some(l.clone());
+        }
+        match AccessLogger::start(path) {
+            Ok(l) => {
+                loggers.insert(path.to_string(), l.clone());
+                Some(l)
+            }
+            Err(e) => {
+                tracing::warn!(path, error = %e, "cannot open the access log");
+                None
+            }
         }
     }
 

@@ -141,6 +141,8 @@ pub struct Runtime {
     pub exchange: Arc<crate::peer::Exchange>,
     /// Where spans go, when tracing is on.
     pub tracer: Option<Arc<crate::trace::Tracer>>,
+    /// What the Telemetry API asks of the records (access logs, metric overrides).
+    pub telemetry: crate::recorder::Telemetry,
 }
 
 impl Runtime {
@@ -374,6 +376,7 @@ pub fn apply(
     let runtime = Runtime {
         exchange,
         tracer,
+        telemetry: crate::recorder::Telemetry::new(&accepted),
         no_destination: Some(Arc::new(crate::metrics::PeerLabels::new(
             &config.node,
             None,

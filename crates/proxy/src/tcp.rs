@@ -130,6 +130,12 @@ pub async fn forward<S>(
         requested_server_name: conn.sni.clone(),
         route_name: Some(route.name.clone()),
         request_id: "-".into(),
+        facts: crate::access_log::Facts {
+            inbound: state.inbound_peers.contains_key(&conn.bind),
+            destination: Some(conn.original_dst.unwrap_or(conn.bind)),
+            peer_identity: conn.peer_identity.clone(),
+            ..Default::default()
+        },
         ..Default::default()
     };
     // The weighted destination, and its cluster.
@@ -143,7 +149,16 @@ pub async fn forward<S>(
     entry.upstream_cluster = dest.map(|d| d.cluster.clone());
     let cluster = dest.and_then(|d| state.clusters.get(&d.cluster));
     if let (Some(c), Some(metrics)) = (cluster, &shared.recorder.metrics) {
-        metrics.tcp_opened(c.peer.clone(), crate::metrics::Counterpart::of(conn));
+        let opened = crate::recorder::Finished {
+            entry: &entry,
+            outcome: None,
+        };
+        metrics.tcp_opened(
+            c.peer.clone(),
+            crate::metrics::Counterpart::of(conn),
+            &state.telemetry.metrics,
+            Some(&opened),
+        );
     }
     let denied = authorize(state, conn);
     let outcome = match (dest, cluster) {
@@ -167,10 +182,9 @@ pub async fn forward<S>(
         duration_ms: start.elapsed().as_secs_f64() * 1000.0,
         ..Recorded::new(Kind::Tcp, 0, flags, details)
     };
-    let logger = shared.log_for(state, 0);
     shared
         .recorder
-        .record(recorded, logger.as_ref().map(|(l, json)| (entry, l, *json)));
+        .record(recorded, Some(entry), &state.telemetry);
 }
 
 /// Authorizes a routed TCP connection; the flag and details when it is denied.

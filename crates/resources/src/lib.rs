@@ -12,7 +12,9 @@ pub mod authorization;
 pub mod cluster;
 pub mod dns;
 pub mod endpoint;
+pub mod expr;
 pub mod listener;
+pub mod metric;
 pub mod node;
 pub mod retry;
 pub mod route;
@@ -51,9 +53,10 @@ pub struct ProxyConfig {
     /// `file-cert:CERT~KEY`, `file-root:CA`).
     #[serde(default)]
     pub secrets: BTreeMap<String, Secret>,
-    /// Where and how to write the access log, when it is on.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub access_log: Option<AccessLog>,
+    /// Where and how to write the access log, when it is on: one for both sides, or one
+    /// for each (their modes do not overlap).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub access_logs: Vec<AccessLog>,
     /// The AuthorizationPolicies that apply to the proxy, in no particular order
     /// (evaluation is DENY, then ALLOW).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -64,9 +67,18 @@ pub struct ProxyConfig {
     /// Tracing, when a Telemetry resource (or the mesh's default providers) turns it on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracing: Option<trace::Tracing>,
+    /// How Istio's standard metrics differ here, from Telemetry resources' `metrics`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<metric::MetricOverride>,
 }
 
 impl ProxyConfig {
+    /// The access log of requests the proxy serves as the server (`inbound`) or the
+    /// client.
+    pub fn access_log(&self, inbound: bool) -> Option<&AccessLog> {
+        self.access_logs.iter().find(|l| l.mode.applies(inbound))
+    }
+
     /// The same config with every private key replaced by its length: what admin pages
     /// and `proxy-config` show.
     pub fn redacted(&self) -> ProxyConfig {
@@ -106,26 +118,52 @@ impl std::fmt::Display for ResourceType {
     }
 }
 
-/// Access log settings (from the mesh config's `accessLogFile` and `accessLogEncoding`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Access log settings (from the mesh config's `accessLogFile` and `accessLogEncoding`, or
+/// the Telemetry API).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AccessLog {
     /// `/dev/stdout` or a file path.
     pub path: String,
     /// One JSON object per line (`JSON`) or Envoy's text format (`TEXT`).
     pub json: bool,
-    /// Only entries whose response code passes this are written (Telemetry's
-    /// `filter.expression`, such as `response.code >= 400`).
+    /// Only entries for which this holds are written (Telemetry's `filter.expression`,
+    /// such as `response.code >= 400`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub filter: Option<CodeFilter>,
+    pub filter: Option<expr::Expr>,
+    /// Which side's requests are logged (Telemetry's `match.mode`).
+    #[serde(default, skip_serializing_if = "Mode::is_both")]
+    pub mode: Mode,
 }
 
-/// A comparison of the response code with a number.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CodeFilter {
-    /// How to compare.
-    pub op: Comparison,
-    /// With what.
-    pub value: u16,
+/// Which requests a telemetry setting applies to, by who reports them (Istio's
+/// `WorkloadMode`): a proxy is the client of what it sends (a gateway's requests, a
+/// sidecar's outbound) and the server of what its workload is sent (a sidecar's inbound).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Both.
+    #[default]
+    ClientAndServer,
+    /// Requests the proxy sends (`reporter="source"`).
+    Client,
+    /// Requests the proxy's workload is sent (`reporter="destination"`).
+    Server,
+}
+
+impl Mode {
+    fn is_both(&self) -> bool {
+        *self == Mode::ClientAndServer
+    }
+
+    /// Whether the setting applies to a request the proxy serves as the server
+    /// (`inbound`) or the client.
+    pub fn applies(self, inbound: bool) -> bool {
+        match self {
+            Mode::ClientAndServer => true,
+            Mode::Client => !inbound,
+            Mode::Server => inbound,
+        }
+    }
 }
 
 /// A comparison operator.
@@ -144,42 +182,6 @@ pub enum Comparison {
     Gt,
     /// `>=`.
     Ge,
-}
-
-impl CodeFilter {
-    /// Whether an entry with response code `code` is written.
-    pub fn allows(&self, code: u16) -> bool {
-        match self.op {
-            Comparison::Eq => code == self.value,
-            Comparison::Ne => code != self.value,
-            Comparison::Lt => code < self.value,
-            Comparison::Le => code <= self.value,
-            Comparison::Gt => code > self.value,
-            Comparison::Ge => code >= self.value,
-        }
-    }
-
-    /// Parses `response.code OP N` (the form of Telemetry filters this proxy runs).
-    pub fn parse(expression: &str) -> Option<CodeFilter> {
-        let rest = expression
-            .trim()
-            .strip_prefix("response.code")?
-            .trim_start();
-        let (op, number) = [
-            (">=", Comparison::Ge),
-            ("<=", Comparison::Le),
-            ("==", Comparison::Eq),
-            ("!=", Comparison::Ne),
-            (">", Comparison::Gt),
-            ("<", Comparison::Lt),
-        ]
-        .into_iter()
-        .find_map(|(text, op)| rest.strip_prefix(text).map(|n| (op, n)))?;
-        Some(CodeFilter {
-            op,
-            value: number.trim().parse().ok()?,
-        })
-    }
 }
 
 #[cfg(test)]

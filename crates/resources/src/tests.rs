@@ -348,11 +348,18 @@ fn sample() -> ProxyConfig {
             .collect(),
         clusters: clusters.into_iter().map(|c| (c.name.clone(), c)).collect(),
         secrets: secrets().into_iter().map(|s| (s.name.clone(), s)).collect(),
-        access_log: Some(AccessLog {
+        access_logs: vec![AccessLog {
             path: "/dev/stdout".into(),
             json: true,
-            filter: CodeFilter::parse("response.code >= 400"),
-        }),
+            filter: Some(crate::expr::Expr::Compare(
+                crate::Comparison::Ge,
+                Box::new(crate::expr::Expr::Attribute(
+                    crate::expr::Attribute::ResponseCode,
+                )),
+                Box::new(crate::expr::Expr::Literal(crate::expr::Value::Int(400))),
+            )),
+            mode: crate::Mode::Server,
+        }],
         authorization: vec![authorization()],
         names: Some(crate::dns::NameTable {
             hosts: BTreeMap::from([
@@ -373,6 +380,23 @@ fn sample() -> ProxyConfig {
             header_tags: BTreeMap::from([("client".into(), ("x-client".into(), "none".into()))]),
             environment_tags: BTreeMap::from([("zone".into(), ("ZONE".into(), "".into()))]),
         }),
+        metrics: vec![crate::metric::MetricOverride {
+            metric: crate::metric::Metric::RequestCount,
+            inbound: true,
+            disabled: false,
+            tags: vec![
+                crate::metric::TagOverride {
+                    name: "request_host".into(),
+                    value: Some(crate::expr::Expr::Attribute(
+                        crate::expr::Attribute::RequestHost,
+                    )),
+                },
+                crate::metric::TagOverride {
+                    name: "destination_canonical_revision".into(),
+                    value: None,
+                },
+            ],
+        }],
     }
 }
 
@@ -499,22 +523,4 @@ fn cipher_suites_by_openssl_name() {
         Some(CipherSuite::EcdheRsaAes128GcmSha256)
     );
     assert_eq!(CipherSuite::from_openssl_name("AES128-SHA"), None);
-}
-
-#[test]
-fn code_filters_parse_and_compare() {
-    let f = CodeFilter::parse("response.code >= 400").unwrap();
-    assert!(f.allows(503) && f.allows(400) && !f.allows(200));
-    assert!(
-        CodeFilter::parse(" response.code!=200")
-            .unwrap()
-            .allows(404)
-    );
-    assert!(
-        CodeFilter::parse("response.code < 300")
-            .unwrap()
-            .allows(204)
-    );
-    assert_eq!(CodeFilter::parse("request.headers['x'] == 'y'"), None);
-    assert_eq!(CodeFilter::parse("response.code >= abc"), None);
 }

@@ -104,9 +104,9 @@ impl std::fmt::Display for TypeUrl {
 /// The proxy-wide settings carried by the [`TypeUrl::Policy`] type.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Policy {
-    /// The access log, when on.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub access_log: Option<AccessLog>,
+    /// The access logs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub access_logs: Vec<AccessLog>,
     /// The AuthorizationPolicies of the proxy.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub authorization: Vec<AuthorizationPolicy>,
@@ -116,6 +116,9 @@ pub struct Policy {
     /// Tracing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracing: Option<meshwork_resources::trace::Tracing>,
+    /// How the standard metrics differ.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<meshwork_resources::metric::MetricOverride>,
 }
 
 /// Bodies at least this large are sent deflated.
@@ -184,10 +187,11 @@ fn json_of(r: &Resource) -> Result<std::borrow::Cow<'_, [u8]>, String> {
 pub fn encode(config: &ProxyConfig) -> BTreeMap<TypeUrl, Vec<Resource>> {
     let one = |name: &str, body: Vec<u8>| vec![resource(name.into(), body)];
     let policy = Policy {
-        access_log: config.access_log.clone(),
+        access_logs: config.access_logs.clone(),
         authorization: config.authorization.clone(),
         names: config.names.clone(),
         tracing: config.tracing.clone(),
+        metrics: config.metrics.clone(),
     };
     BTreeMap::from([
         (
@@ -283,10 +287,11 @@ pub fn decode(
         TypeUrl::Listener => config.listeners = decode_named(type_url, resources)?,
         TypeUrl::Policy => {
             let p: Policy = decode_one(type_url, resources)?;
-            config.access_log = p.access_log;
+            config.access_logs = p.access_logs;
             config.authorization = p.authorization;
             config.names = p.names;
             config.tracing = p.tracing;
+            config.metrics = p.metrics;
         }
     }
     Ok(())
@@ -311,11 +316,12 @@ mod tests {
             "outbound|9080||reviews.default.svc.cluster.local".into(),
             EndpointSet::default(),
         );
-        c.access_log = Some(AccessLog {
+        c.access_logs = vec![AccessLog {
             path: "/dev/stdout".into(),
             json: true,
             filter: None,
-        });
+            mode: meshwork_resources::Mode::Server,
+        }];
         c
     }
 

@@ -72,13 +72,16 @@ pub async fn handle(
         .headers
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-    // The access log entry only when the log is on; the byte counting when the log or the
-    // metrics are on.
-    let entry = state
-        .config
-        .access_log
-        .as_ref()
-        .map(|_| ctx.entry(&parts, request_id));
+    // The record only when a log or metric tags want it; the byte counting when they or
+    // the metrics do.
+    let inbound = inbound_peer.is_some();
+    let entry = state.telemetry.wants_entry(inbound).then(|| {
+        let mut entry = ctx.entry(&parts, request_id);
+        entry.facts.inbound = inbound;
+        entry.facts.request_headers =
+            crate::recorder::Telemetry::keep(&state.telemetry.request_headers, &parts.headers);
+        entry
+    });
     let measured = entry.is_some() || shared.recorder.metrics.is_some();
     let received = Arc::new(AtomicU64::new(0));
     let body = if measured {
@@ -89,7 +92,8 @@ pub async fn handle(
     // A client that goes away before its answer is still recorded (`DC`).
     let mut unanswered = Unanswered {
         shared: shared.clone(),
-        entry: entry.zip(state.config.access_log.clone()),
+        state: state.clone(),
+        entry,
         answered: false,
     };
     let response = match run(&mut ctx, parts, body, &state, &shared.settings).await {
@@ -101,7 +105,7 @@ pub async fn handle(
         }
     };
     unanswered.answered = true;
-    let entry = unanswered.entry.take().map(|(entry, _)| entry);
+    let entry = unanswered.entry.take();
     drop(unanswered);
     let (mut rparts, rbody) = response.into_parts();
     rparts
@@ -148,7 +152,7 @@ pub async fn handle(
     };
     if !measured {
         finish(outcome.flags);
-        shared.recorder.record(outcome, None);
+        shared.recorder.record(outcome, None, &state.telemetry);
         return Ok(Response::from_parts(rparts, rbody));
     }
     let entry = entry.map(|mut entry| {
@@ -157,13 +161,15 @@ pub async fn handle(
         entry.upstream_host = ctx.upstream_host;
         entry.upstream_service_time = ctx.service_time;
         entry.route_name = ctx.route;
+        entry.facts.response_headers =
+            crate::recorder::Telemetry::keep(&state.telemetry.response_headers, &rparts.headers);
         entry
     });
-    let logger = shared.log_for(&state, rparts.status.as_u16());
     let sent = Arc::new(AtomicU64::new(0));
     let sent_end = sent.clone();
     let start = ctx.start;
     let recorder = shared.clone();
+    let recorded_state = state.clone();
     // Recorded when the response body ends, with the bytes each way.
     let on_end = Box::new(move |end: BodyEnd| {
         // A body cut short: the upstream failed mid-body (UC), or the client left (DC).
@@ -179,14 +185,16 @@ pub async fn handle(
         outcome.duration_ms = start.elapsed().as_secs_f64() * 1000.0;
         outcome.request_bytes = received.load(Ordering::Relaxed);
         outcome.response_bytes = sent_end.load(Ordering::Relaxed);
-        let log = entry.zip(logger.as_ref()).map(|(mut entry, (l, json))| {
+        let entry = entry.map(|mut entry| {
             entry.duration = outcome.duration_ms as u64;
             entry.bytes_received = outcome.request_bytes;
             entry.bytes_sent = outcome.response_bytes;
-            (entry, l, *json)
+            entry
         });
         finish(outcome.flags);
-        recorder.recorder.record(outcome, log);
+        recorder
+            .recorder
+            .record(outcome, entry, &recorded_state.telemetry);
     });
     Ok(Response::from_parts(
         rparts,
@@ -197,7 +205,8 @@ pub async fn handle(
 /// Records a request whose client went away before it was answered.
 struct Unanswered {
     shared: Arc<Shared>,
-    entry: Option<(crate::access_log::Entry, meshwork_resources::AccessLog)>,
+    state: Arc<Runtime>,
+    entry: Option<crate::access_log::Entry>,
     answered: bool,
 }
 
@@ -212,20 +221,13 @@ impl Drop for Unanswered {
             ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION,
             std::borrow::Cow::Borrowed("downstream_remote_disconnect"),
         );
-        let logged = self.entry.take().and_then(|(mut entry, log)| {
+        let entry = self.entry.take().map(|mut entry| {
             entry.response_code = 0;
-            if log.filter.is_some_and(|f| !f.allows(0)) {
-                return None;
-            }
-            Some((entry, self.shared.access_logger(&log.path)?, log.json))
+            entry
         });
-        match logged {
-            Some((entry, logger, json)) => self
-                .shared
-                .recorder
-                .record(outcome, Some((entry, &logger, json))),
-            None => self.shared.recorder.record(outcome, None),
-        }
+        self.shared
+            .recorder
+            .record(outcome, entry, &self.state.telemetry);
     }
 }
 
