@@ -37,15 +37,30 @@ fn grpc_frame(msg: &[u8]) -> Bytes {
     b.freeze()
 }
 
-#[test]
-fn grpc_streams_both_ways_with_trailers() {
-    let mut mesh = Mesh::new("grpc");
-    let http = free_port();
-    let backend = mesh.echo("grpc-echo");
-    mesh.config(
-        "config.yaml",
-        &format!(
-            r#"apiVersion: v1
+/// An HTTP/2 (h2c) connection to the gateway's `http` port.
+async fn h2c<B>(http: u16) -> hyper::client::conn::http2::SendRequest<B>
+where
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", http))
+        .await
+        .unwrap();
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+/// A gateway on `http` routing `grpc.example.test` to the gRPC echo on `backend`.
+fn grpc_config(http: u16, backend: u16) -> String {
+    format!(
+        r#"apiVersion: v1
 kind: Service
 metadata: {{name: istio-ingressgateway, namespace: istio-system}}
 spec:
@@ -83,22 +98,20 @@ spec:
   http:
   - route: [{{destination: {{host: echo}}}}]
 "#
-        ),
-    );
+    )
+}
+
+#[test]
+fn grpc_streams_both_ways_with_trailers() {
+    let mut mesh = Mesh::new("grpc");
+    let http = free_port();
+    let backend = mesh.echo("grpc-echo");
+    mesh.config("config.yaml", &grpc_config(http, backend));
     mesh.up(&[]);
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async move {
-        let stream = tokio::net::TcpStream::connect(("127.0.0.1", http))
-            .await
-            .unwrap();
-        let (mut sender, conn) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(stream),
-        )
-        .await
-        .unwrap();
-        tokio::spawn(conn);
+        let mut sender = h2c(http).await;
         let (tx, rx) = mpsc::channel(4);
         let req = http::Request::post("http://grpc.example.test/echo.Echo/Chat")
             .header("content-type", "application/grpc")
@@ -155,5 +168,51 @@ spec:
             }
         }
         assert_eq!(trailers.expect("trailers")["grpc-status"], "0");
+    });
+}
+
+#[test]
+fn the_grpc_status_of_trailers_is_a_metric_label() {
+    let mut mesh = Mesh::new("grpc-status");
+    let http = free_port();
+    let backend = mesh.echo("grpc-echo");
+    mesh.config("config.yaml", &grpc_config(http, backend));
+    let metrics = free_port();
+    mesh.up(&["--metrics", &format!("127.0.0.1:{metrics}")]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    for status in ["0", "5", "5"] {
+        runtime.block_on(async {
+            let mut sender = h2c::<http_body_util::Full<Bytes>>(http).await;
+            let req = http::Request::post("http://grpc.example.test/echo.Echo/Get")
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .header("x-grpc-status", status)
+                .body(http_body_util::Full::new(grpc_frame(b"one")))
+                .unwrap();
+            let resp = sender.send_request(req).await.unwrap();
+            assert_eq!(resp.status(), 200);
+            let trailers = resp
+                .into_body()
+                .collect()
+                .await
+                .unwrap()
+                .trailers()
+                .cloned();
+            assert_eq!(trailers.expect("trailers")["grpc-status"], status);
+        });
+    }
+    let url = format!("http://127.0.0.1:{metrics}/stats/prometheus");
+    let count = |status: &str| -> Option<String> {
+        let text = String::from_utf8_lossy(&curl(&[&url]).stdout).into_owned();
+        text.lines()
+            .find(|l| {
+                l.starts_with("istio_requests_total{")
+                    && l.contains("request_protocol=\"grpc\"")
+                    && l.contains(&format!("grpc_response_status=\"{status}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next().map(str::to_string))
+    };
+    eventually(Duration::from_secs(5), "both statuses counted", || {
+        count("0").as_deref() == Some("1") && count("5").as_deref() == Some("2")
     });
 }

@@ -4,81 +4,21 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use support::prometheus::{Prometheus, prometheus_of};
 use support::*;
 
 const HOST: &str = "Host: app.example.test";
-
-struct Prometheus {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Prometheus scraping `target` every second.
 fn prometheus(dir: &std::path::Path, target: u16) -> Prometheus {
     prometheus_of(dir, &[target])
 }
 
-/// Prometheus scraping each of `targets` every second.
-fn prometheus_of(dir: &std::path::Path, targets: &[u16]) -> Prometheus {
-    let targets: Vec<String> = targets
-        .iter()
-        .map(|t| format!("\"127.0.0.1:{t}\""))
-        .collect();
-    let targets = targets.join(", ");
-    let bin = ["/usr/bin/prometheus", "/usr/local/bin/prometheus"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .expect(
-            "Prometheus is not installed: scripts/test.sh installs Debian's prometheus package",
-        );
-    let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n- job_name: proxies\n  metrics_path: /stats/prometheus\n  static_configs: [{{targets: [{targets}]}}]\n"
-        ),
-    )
-    .unwrap();
-    let port = free_port();
-    let child = Command::new(bin)
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("tsdb").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--log.level=warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("prometheus.stderr")).unwrap())
-        .spawn()
-        .expect("prometheus starts");
-    eventually(Duration::from_secs(20), "Prometheus ready", || {
-        status(&[&format!("http://127.0.0.1:{port}/-/ready")]) == 200
-    });
-    Prometheus { child, port }
-}
-
 /// The value of a PromQL query that returns one sample, if it does.
 fn query(prom: &Prometheus, promql: &str) -> Option<f64> {
-    let out = curl(&[
-        "-s",
-        "-G",
-        &format!("http://127.0.0.1:{}/api/v1/query", prom.port),
-        "--data-urlencode",
-        &format!("query={promql}"),
-    ]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let v = prom.api_query(promql).ok()?;
     v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
 }
 

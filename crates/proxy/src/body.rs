@@ -48,14 +48,24 @@ pub enum BodyEnd {
     Abandoned,
 }
 
+/// A body that has ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ended {
+    /// How.
+    pub end: BodyEnd,
+    /// The `grpc-status` of its trailers, when they carry one.
+    pub grpc_status: Option<u16>,
+}
+
 /// What runs once a body has ended.
-pub type OnEnd = Box<dyn FnOnce(BodyEnd) + Send>;
+pub type OnEnd = Box<dyn FnOnce(Ended) + Send>;
 
 /// Counts the data bytes of a body, and runs `on_end` once when the body is done or dropped.
 pub struct Counted {
     inner: Body,
     count: Arc<AtomicU64>,
     on_end: Option<OnEnd>,
+    grpc_status: Option<u16>,
 }
 
 impl Counted {
@@ -65,6 +75,16 @@ impl Counted {
             inner,
             count,
             on_end,
+            grpc_status: None,
+        }
+    }
+
+    fn end(&mut self, end: BodyEnd) {
+        if let Some(f) = self.on_end.take() {
+            f(Ended {
+                end,
+                grpc_status: self.grpc_status,
+            });
         }
     }
 }
@@ -83,18 +103,15 @@ impl HttpBody for Counted {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {
                     this.count.fetch_add(d.len() as u64, Ordering::Relaxed);
+                } else if let Some(trailers) = frame.trailers_ref() {
+                    // A gRPC answer's status comes in its trailers.
+                    this.grpc_status = trailers
+                        .get("grpc-status")
+                        .and_then(|v| v.to_str().ok()?.parse().ok());
                 }
             }
-            Poll::Ready(None) => {
-                if let Some(f) = this.on_end.take() {
-                    f(BodyEnd::Complete);
-                }
-            }
-            Poll::Ready(Some(Err(_))) => {
-                if let Some(f) = this.on_end.take() {
-                    f(BodyEnd::Failed);
-                }
-            }
+            Poll::Ready(None) => this.end(BodyEnd::Complete),
+            Poll::Ready(Some(Err(_))) => this.end(BodyEnd::Failed),
             Poll::Pending => {}
         }
         polled
@@ -111,14 +128,13 @@ impl HttpBody for Counted {
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        if let Some(f) = self.on_end.take() {
-            // A reader may stop once the body says it has ended, without polling again.
-            f(if self.inner.is_end_stream() {
-                BodyEnd::Complete
-            } else {
-                BodyEnd::Abandoned
-            });
-        }
+        // A reader may stop once the body says it has ended, without polling again.
+        let end = if self.inner.is_end_stream() {
+            BodyEnd::Complete
+        } else {
+            BodyEnd::Abandoned
+        };
+        self.end(end);
     }
 }
 

@@ -251,14 +251,18 @@ impl PeerLabels {
             let value = match i.checked_sub(offset)? {
                 1 => &w.name,
                 2 => &w.namespace,
+                // At the destination the connection's certificate tells the principal.
+                3 if !self.inbound => &w.principal,
                 4 => &w.app,
                 5 => &w.version,
                 6 if !self.inbound => return None,
                 6 => &w.canonical_service,
                 7 if !self.inbound => return None,
                 7 => &w.canonical_revision,
+                8 if self.inbound => &w.cluster,
                 9 if !self.inbound => &w.canonical_service,
                 10 if !self.inbound => &w.canonical_revision,
+                11 if !self.inbound => &w.cluster,
                 _ => return None,
             };
             Some(if value.is_empty() {
@@ -890,6 +894,8 @@ mod tests {
             version: "v1".into(),
             canonical_service: "productpage".into(),
             canonical_revision: "v1".into(),
+            cluster: "Kubernetes".into(),
+            principal: "spiffe://cluster.local/ns/default/sa/bookinfo-productpage".into(),
         });
         let client = |principal: Option<&str>| Counterpart {
             principal: principal.map(Arc::from),

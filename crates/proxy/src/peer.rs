@@ -35,6 +35,12 @@ pub struct Workload {
     pub version: String,
     pub canonical_service: String,
     pub canonical_revision: String,
+    /// Its `CLUSTER_ID`.
+    pub cluster: String,
+    /// Its SPIFFE id, from its namespace and service account in this mesh's trust
+    /// domain (the metadata is believed only from a peer that proved an identity with
+    /// mTLS); empty when either is not known.
+    pub principal: String,
 }
 
 fn text(s: &str) -> Value {
@@ -46,6 +52,7 @@ fn text(s: &str) -> Value {
 /// This proxy's side of the exchange: its headers, made once, and the peers it has met.
 #[derive(Debug)]
 pub struct Exchange {
+    trust_domain: String,
     id: HeaderValue,
     metadata: HeaderValue,
     peers: RwLock<HashMap<Bytes, Arc<Workload>>>,
@@ -91,6 +98,7 @@ impl Exchange {
             node.workload_name, node.namespace, node.namespace
         );
         Exchange {
+            trust_domain: node.trust_domain.clone(),
             id: HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("sidecar")),
             metadata: HeaderValue::from_str(&encoded).unwrap_or(HeaderValue::from_static("")),
             peers: RwLock::new(HashMap::new()),
@@ -120,7 +128,7 @@ impl Exchange {
         {
             return Some(w.clone());
         }
-        let workload = Arc::new(decode(raw)?);
+        let workload = Arc::new(decode(raw, &self.trust_domain)?);
         let mut peers = self.peers.write().unwrap_or_else(|e| e.into_inner());
         if peers.len() < MAX_PEERS {
             peers.insert(Bytes::copy_from_slice(raw), workload.clone());
@@ -129,8 +137,9 @@ impl Exchange {
     }
 }
 
-/// The workload a metadata header describes; `None` when it is not one.
-pub fn decode(value: &[u8]) -> Option<Workload> {
+/// The workload a metadata header describes, in the mesh of `trust_domain`; `None` when
+/// it is not one.
+pub fn decode(value: &[u8], trust_domain: &str) -> Option<Workload> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(value)
         .ok()?;
@@ -146,7 +155,15 @@ pub fn decode(value: &[u8]) -> Option<Workload> {
     let label = |keys: &[&str]| keys.iter().find_map(|k| string(&labels, k));
     let name = string(&meta, "WORKLOAD_NAME").or_else(|| string(&meta, "NAME"))?;
     let namespace = string(&meta, "NAMESPACE")?;
+    let principal = match string(&meta, "SERVICE_ACCOUNT") {
+        Some(sa) if !sa.is_empty() && !trust_domain.is_empty() => {
+            format!("spiffe://{trust_domain}/ns/{namespace}/sa/{sa}")
+        }
+        _ => String::new(),
+    };
     Some(Workload {
+        cluster: string(&meta, "CLUSTER_ID").unwrap_or_default(),
+        principal,
         app: label(&["app", "app.kubernetes.io/name"]).unwrap_or_default(),
         version: label(&["version", "app.kubernetes.io/version"]).unwrap_or_default(),
         canonical_service: label(&[
@@ -187,7 +204,10 @@ mod tests {
     #[test]
     fn what_one_side_adds_the_other_reads_and_removes() {
         let mine = Exchange::new(&node());
-        let theirs = Exchange::new(&Node::default());
+        let theirs = Exchange::new(&Node {
+            trust_domain: "cluster.local".into(),
+            ..Node::default()
+        });
         let mut headers = HeaderMap::new();
         mine.add(&mut headers);
         assert_eq!(
@@ -205,6 +225,8 @@ mod tests {
                 version: "v2".into(),
                 canonical_service: "reviews".into(),
                 canonical_revision: "v2".into(),
+                cluster: "Kubernetes".into(),
+                principal: "spiffe://cluster.local/ns/default/sa/bookinfo-reviews".into(),
             }
         );
         // The second time it comes from the cache: the same workload.
@@ -238,7 +260,7 @@ mod tests {
             let i = (rng as usize) % bytes.len();
             bytes[i] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
                 [(rng >> 40) as usize % 65];
-            let _ = decode(&bytes);
+            let _ = decode(&bytes, "cluster.local");
         }
     }
 }

@@ -383,12 +383,19 @@ fn upgrade_echo(mut req: Request<Incoming>, name: &str) -> Response<EchoBody> {
     resp
 }
 
-/// gRPC: every message the client streams is sent back as it arrives, then `grpc-status: 0`.
+/// gRPC: every message the client streams is sent back as it arrives, then the
+/// `grpc-status` trailer: 0, or the request's `x-grpc-status`.
 fn grpc_echo(req: Request<Incoming>, name: &str) -> Response<EchoBody> {
+    let status = req
+        .headers()
+        .get("x-grpc-status")
+        .cloned()
+        .unwrap_or(HeaderValue::from_static("0"));
     let mut resp = Response::new(
         GrpcEcho {
             inner: req.into_body(),
             done: false,
+            status,
         }
         .boxed_unsync(),
     );
@@ -406,6 +413,7 @@ fn grpc_echo(req: Request<Incoming>, name: &str) -> Response<EchoBody> {
 struct GrpcEcho {
     inner: Incoming,
     done: bool,
+    status: HeaderValue,
 }
 
 impl Body for GrpcEcho {
@@ -429,7 +437,7 @@ impl Body for GrpcEcho {
                 Poll::Ready(None) => {
                     self.done = true;
                     let mut trailers = HeaderMap::new();
-                    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+                    trailers.insert("grpc-status", self.status.clone());
                     return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
                 }
                 Poll::Pending => return Poll::Pending,

@@ -5,6 +5,7 @@
 
 pub mod bookinfo;
 pub mod pods;
+pub mod prometheus;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -38,7 +38,7 @@ use hyper::body::Incoming;
 use meshwork_resources::route::RouteAction;
 
 use crate::Shared;
-use crate::body::{Body, BodyEnd, Counted, boxed};
+use crate::body::{Body, BodyEnd, Counted, Ended, boxed};
 use crate::connection::Connection;
 use crate::flags::ResponseFlags;
 use crate::recorder::{Kind, Outcome};
@@ -171,9 +171,12 @@ pub async fn handle(
     let recorder = shared.clone();
     let recorded_state = state.clone();
     // Recorded when the response body ends, with the bytes each way.
-    let on_end = Box::new(move |end: BodyEnd| {
+    let on_end = Box::new(move |ended: Ended| {
+        if ended.grpc_status.is_some() {
+            outcome.grpc_status = ended.grpc_status;
+        }
         // A body cut short: the upstream failed mid-body (UC), or the client left (DC).
-        match end {
+        match ended.end {
             BodyEnd::Complete => {}
             BodyEnd::Failed => outcome
                 .flags
