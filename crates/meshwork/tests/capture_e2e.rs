@@ -602,6 +602,25 @@ fn apps_call_services_by_name_and_the_mesh_routes_them_over_mtls() {
         mesh.log("sleep-sidecar"),
         mesh.log("ratings-v1-sidecar")
     );
+    // Both sidecars learnt the other's workload from Istio's TCP metadata exchange.
+    let tcp_opened = |pod: &str, reporter: &str, other: &str| {
+        let out = mesh.net.curl(
+            &mesh.net.ns(pod),
+            &["-s", "http://127.0.0.1:15021/stats/prometheus"],
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let found = text.lines().any(|l| {
+            l.starts_with("istio_tcp_connections_opened_total{")
+                && l.contains(&format!("reporter=\"{reporter}\""))
+                && l.contains(other)
+                && l.ends_with(" 1")
+        });
+        (found, text)
+    };
+    let (found, text) = tcp_opened("ratings-v1", "destination", "source_workload=\"sleep\"");
+    assert!(found, "{text}");
+    let (found, text) = tcp_opened("sleep", "source", "destination_workload=\"ratings-v1\"");
+    assert!(found, "{text}");
     // The control plane knows every sidecar.
     let status = run(&["proxy-status", "--control-plane", &mesh.listen], None);
     let table = String::from_utf8_lossy(&status.stdout);

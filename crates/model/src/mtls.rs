@@ -112,7 +112,8 @@ pub fn client(
 }
 
 /// What a sidecar's inbound port terminates under STRICT or PERMISSIVE: mTLS with its
-/// workload certificate, requiring a client certificate from the mesh roots.
+/// workload certificate, requiring a client certificate from the mesh roots. A TCP port
+/// takes Istio's ALPN, under which mesh clients exchange their metadata first.
 pub fn server(http: bool) -> TlsContext {
     TlsContext {
         mode: TlsMode::Mutual,
@@ -124,7 +125,10 @@ pub fn server(http: bool) -> TlsContext {
         alpn: if http {
             vec!["h2".into(), "http/1.1".into()]
         } else {
-            Vec::new()
+            meshwork_resources::listener::OPAQUE_ALPN
+                .iter()
+                .map(|a| a.to_string())
+                .collect()
         },
     }
 }

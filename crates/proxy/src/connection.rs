@@ -31,6 +31,8 @@ pub struct Connection {
     /// Keeps the connection counted (registry, listener cap) for as long as anything
     /// serves it, an upgraded (WebSocket) stream included.
     pub guard: Option<Arc<dyn std::any::Any + Send + Sync>>,
+    /// The client's workload, from the TCP metadata exchange.
+    pub peer_workload: Option<Arc<crate::peer::Workload>>,
 }
 
 impl Connection {
@@ -47,6 +49,7 @@ impl Connection {
             peer_identity: None,
             outbound: false,
             guard: None,
+            peer_workload: None,
         }
     }
 }

@@ -452,6 +452,19 @@ async fn route_connection(
     if server.chain.protocol == ServerProtocol::Tls || opaque {
         let route = tcp::pick_route(&server.chain.tcp_routes, conn.sni.as_deref(), local_ip)
             .ok_or_else(|| no_chain("no TCP route"))?;
+        let mut tls = tls;
+        // A mesh client's workload comes first, as Istio's metadata exchange sends it.
+        if conn.peer_identity.is_some()
+            && conn.alpn.as_deref() == Some(crate::peer::PEER_EXCHANGE_ALPN)
+        {
+            conn.peer_workload = state.exchange.tcp_server(&mut tls).await.map_err(|e| {
+                Refusal::new(
+                    ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
+                    "peer_metadata_exchange_failed",
+                    format!("metadata exchange failed: {e}"),
+                )
+            })?;
+        }
         tcp::forward(tls, route, state, shared, &conn, false, Vec::new()).await;
         return Ok(());
     }

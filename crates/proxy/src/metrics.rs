@@ -302,7 +302,7 @@ impl Counterpart {
         Counterpart {
             principal: conn.peer_identity.clone(),
             mutual_tls: conn.peer_identity.is_some(),
-            workload: None,
+            workload: conn.peer_workload.clone(),
         }
     }
 }
@@ -718,7 +718,7 @@ impl Metrics {
         attributes: Option<&dyn Attributes>,
     ) {
         let labels = TcpLabels {
-            downstream: Some(downstream).filter(|_| peer.inbound),
+            downstream: Some(downstream).filter(|d| peer.inbound || d.workload.is_some()),
             peer,
             flags: ResponseFlags::NONE,
         };
@@ -742,7 +742,7 @@ impl Metrics {
         attributes: Option<&dyn Attributes>,
     ) {
         let labels = TcpLabels {
-            downstream: downstream.filter(|_| peer.inbound),
+            downstream: downstream.filter(|d| peer.inbound || d.workload.is_some()),
             peer,
             flags,
         };

@@ -6,6 +6,11 @@
 //! which the sender reads for its `destination_*` labels. Both headers are removed
 //! before anything reaches an app, and they are believed only on mTLS connections, whose
 //! peer the mesh CA vouches for.
+//!
+//! TCP has no headers: over mTLS with ALPN `istio-peer-exchange`, each side first writes
+//! Istio's exchange header (the magic `0x3D230467`, a length, and the metadata as a
+//! `google.protobuf.Any` holding the `Struct`), the client first, then the server once
+//! it has read the client's; the connection's own bytes follow.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -22,6 +27,20 @@ use prost_types::{Struct, Value};
 pub const ID_HEADER: HeaderName = HeaderName::from_static("x-envoy-peer-metadata-id");
 /// The peer's node metadata.
 pub const METADATA_HEADER: HeaderName = HeaderName::from_static("x-envoy-peer-metadata");
+
+/// The ALPN under which mesh TCP connections start with the exchange.
+pub const PEER_EXCHANGE_ALPN: &str = "istio-peer-exchange";
+
+/// The first four bytes of an exchange header.
+const MAGIC: u32 = 0x3D23_0467;
+
+/// The largest metadata a peer may send over TCP.
+const MAX_TCP_METADATA: usize = 64 * 1024;
+
+/// How long a peer has to send its exchange header.
+const EXCHANGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+const STRUCT_TYPE: &str = "type.googleapis.com/google.protobuf.Struct";
 
 /// How many peers' metadata a proxy keeps decoded.
 const MAX_PEERS: usize = 1024;
@@ -55,6 +74,8 @@ pub struct Exchange {
     trust_domain: String,
     id: HeaderValue,
     metadata: HeaderValue,
+    /// The TCP exchange header.
+    tcp_header: Bytes,
     peers: RwLock<HashMap<Bytes, Arc<Workload>>>,
 }
 
@@ -90,8 +111,17 @@ impl Exchange {
                 kind: Some(Kind::StructValue(labels)),
             },
         );
-        let encoded =
-            base64::engine::general_purpose::STANDARD.encode(Struct { fields }.encode_to_vec());
+        let metadata = Struct { fields }.encode_to_vec();
+        let any = prost_types::Any {
+            type_url: STRUCT_TYPE.into(),
+            value: metadata.clone(),
+        }
+        .encode_to_vec();
+        let mut tcp_header = Vec::with_capacity(8 + any.len());
+        tcp_header.extend_from_slice(&MAGIC.to_be_bytes());
+        tcp_header.extend_from_slice(&(any.len() as u32).to_be_bytes());
+        tcp_header.extend_from_slice(&any);
+        let encoded = base64::engine::general_purpose::STANDARD.encode(metadata);
         let ip = node.ips.first().map_or("", String::as_str);
         let id = format!(
             "sidecar~{ip}~{}.{}~{}.svc.cluster.local",
@@ -101,6 +131,7 @@ impl Exchange {
             trust_domain: node.trust_domain.clone(),
             id: HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("sidecar")),
             metadata: HeaderValue::from_str(&encoded).unwrap_or(HeaderValue::from_static("")),
+            tcp_header: tcp_header.into(),
             peers: RwLock::new(HashMap::new()),
         }
     }
@@ -137,13 +168,80 @@ impl Exchange {
     }
 }
 
+impl Exchange {
+    /// The client's side of the TCP exchange on a connection whose ALPN is
+    /// [`PEER_EXCHANGE_ALPN`]: sends this proxy's header, then reads the server's.
+    pub async fn tcp_client<S>(&self, stream: &mut S) -> std::io::Result<Option<Arc<Workload>>>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        use tokio::io::AsyncWriteExt;
+        stream.write_all(&self.tcp_header).await?;
+        stream.flush().await?;
+        self.read_tcp_header(stream).await
+    }
+
+    /// The server's side: reads the client's header, then sends this proxy's.
+    pub async fn tcp_server<S>(&self, stream: &mut S) -> std::io::Result<Option<Arc<Workload>>>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        use tokio::io::AsyncWriteExt;
+        let peer = self.read_tcp_header(stream).await?;
+        stream.write_all(&self.tcp_header).await?;
+        stream.flush().await?;
+        Ok(peer)
+    }
+
+    /// Reads one exchange header: the peer's workload, `None` when its metadata is not a
+    /// workload's; an error when the bytes are not an exchange header.
+    async fn read_tcp_header<S>(&self, stream: &mut S) -> std::io::Result<Option<Arc<Workload>>>
+    where
+        S: tokio::io::AsyncRead + Unpin,
+    {
+        use tokio::io::AsyncReadExt;
+        let bad = |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, why.to_string());
+        let reading = async {
+            let mut head = [0u8; 8];
+            stream.read_exact(&mut head).await?;
+            let magic = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
+            if magic != MAGIC {
+                return Err(bad("not a metadata exchange header"));
+            }
+            let length = u32::from_be_bytes([head[4], head[5], head[6], head[7]]) as usize;
+            if length > MAX_TCP_METADATA {
+                return Err(bad("the peer's metadata is too large"));
+            }
+            let mut body = vec![0u8; length];
+            stream.read_exact(&mut body).await?;
+            Ok(body)
+        };
+        let body = tokio::time::timeout(EXCHANGE_TIMEOUT, reading)
+            .await
+            .map_err(|_| bad("the peer sent no metadata exchange header"))??;
+        let any = prost_types::Any::decode(body.as_slice())
+            .map_err(|_| bad("the peer's metadata is not a protobuf Any"))?;
+        if any.type_url != STRUCT_TYPE {
+            return Ok(None);
+        }
+        let Ok(meta) = Struct::decode(any.value.as_slice()) else {
+            return Ok(None);
+        };
+        Ok(workload(meta, &self.trust_domain).map(Arc::new))
+    }
+}
+
 /// The workload a metadata header describes, in the mesh of `trust_domain`; `None` when
 /// it is not one.
 pub fn decode(value: &[u8], trust_domain: &str) -> Option<Workload> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(value)
         .ok()?;
-    let meta = Struct::decode(bytes.as_slice()).ok()?;
+    workload(Struct::decode(bytes.as_slice()).ok()?, trust_domain)
+}
+
+/// The workload of node metadata.
+fn workload(meta: Struct, trust_domain: &str) -> Option<Workload> {
     let string = |s: &Struct, k: &str| match s.fields.get(k).and_then(|v| v.kind.as_ref()) {
         Some(Kind::StringValue(v)) => Some(v.clone()),
         _ => None,
@@ -262,5 +360,64 @@ mod tests {
                 [(rng >> 40) as usize % 65];
             let _ = decode(&bytes, "cluster.local");
         }
+    }
+
+    #[tokio::test]
+    async fn the_tcp_exchange_tells_each_side_the_other() {
+        let client = Arc::new(Exchange::new(&node()));
+        let server = Arc::new(Exchange::new(&Node {
+            workload_name: "ratings-v1".into(),
+            namespace: "default".into(),
+            trust_domain: "cluster.local".into(),
+            service_account: "bookinfo-ratings".into(),
+            ..Node::default()
+        }));
+        let (mut a, mut b) = tokio::io::duplex(4096);
+        let serving = {
+            let server = server.clone();
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                let peer = server.tcp_server(&mut b).await.unwrap();
+                b.write_all(b"after").await.unwrap();
+                peer
+            })
+        };
+        let seen_by_client = client.tcp_client(&mut a).await.unwrap().unwrap();
+        assert_eq!(seen_by_client.name, "ratings-v1");
+        let seen_by_server = serving.await.unwrap().unwrap();
+        assert_eq!(seen_by_server.name, "reviews-v2");
+        assert_eq!(
+            seen_by_server.principal,
+            "spiffe://cluster.local/ns/default/sa/bookinfo-reviews"
+        );
+        // The connection's own bytes come after the headers, untouched.
+        let mut rest = [0u8; 5];
+        tokio::io::AsyncReadExt::read_exact(&mut a, &mut rest)
+            .await
+            .unwrap();
+        assert_eq!(&rest, b"after");
+    }
+
+    #[tokio::test]
+    async fn bytes_that_are_not_an_exchange_header_are_an_error() {
+        let server = Exchange::new(&node());
+        for bad in [
+            &b"GET / HTTP/1.1\r\n\r\n"[..],
+            &[0x3D, 0x23, 0x04, 0x67, 0xff, 0xff, 0xff, 0xff][..],
+            &[0x3D, 0x23, 0x04, 0x67, 0, 0, 0, 3, 0xff, 0xff, 0xff][..],
+        ] {
+            let (mut a, mut b) = tokio::io::duplex(4096);
+            tokio::io::AsyncWriteExt::write_all(&mut a, bad)
+                .await
+                .unwrap();
+            assert!(server.tcp_server(&mut b).await.is_err(), "{bad:?}");
+        }
+        // A short header from a peer that goes away.
+        let (mut a, mut b) = tokio::io::duplex(64);
+        tokio::io::AsyncWriteExt::write_all(&mut a, &[0x3D, 0x23])
+            .await
+            .unwrap();
+        drop(a);
+        assert!(server.tcp_server(&mut b).await.is_err());
     }
 }

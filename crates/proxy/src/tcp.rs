@@ -24,6 +24,7 @@ use crate::balancer::{InFlight, Outcome, hash64};
 use crate::connection::Connection;
 use crate::flags::ResponseFlags;
 use crate::inspect::PG_SSL_REQUEST;
+use crate::peer::Workload;
 use crate::recorder::{Kind, Outcome as Recorded};
 use crate::route::pick_weighted;
 use crate::route_table::domain_match;
@@ -148,18 +149,23 @@ pub async fn forward<S>(
     let dest = pick.map(|i| &route.destinations[i]);
     entry.upstream_cluster = dest.map(|d| d.cluster.clone());
     let cluster = dest.and_then(|d| state.clusters.get(&d.cluster));
-    if let (Some(c), Some(metrics)) = (cluster, &shared.recorder.metrics) {
-        let opened = crate::recorder::Finished {
-            entry: &entry,
-            outcome: None,
-        };
-        metrics.tcp_opened(
-            c.peer.clone(),
-            crate::metrics::Counterpart::of(conn),
-            &state.telemetry.metrics,
-            Some(&opened),
-        );
-    }
+    // Counted as opened once the upstream is connected (with the server's workload when
+    // the metadata exchange told it), or at once when the connection goes no further.
+    let mut opened = Some(|server: Option<Arc<Workload>>, entry: &Entry| {
+        if let (Some(c), Some(metrics)) = (cluster, &shared.recorder.metrics) {
+            let attributes = crate::recorder::Finished {
+                entry,
+                outcome: None,
+            };
+            metrics.tcp_opened(
+                c.peer.clone(),
+                counterpart(conn, server),
+                &state.telemetry.metrics,
+                Some(&attributes),
+            );
+        }
+    });
+    let mut server = None;
     let denied = authorize(state, conn);
     let outcome = match (dest, cluster) {
         _ if denied.is_some() => denied,
@@ -169,14 +175,30 @@ pub async fn forward<S>(
         )),
         (Some(_), None) => Some((ResponseFlags::NO_CLUSTER_FOUND, "cluster_not_found".into())),
         (Some(_), Some(cluster)) => {
-            connect_and_splice(client, cluster, conn, pg_ssl_request, replay, &mut entry).await
+            let connected = Connected {
+                opened: &mut opened,
+                server: &mut server,
+                exchange: &state.exchange,
+            };
+            connect_and_splice(
+                client,
+                cluster,
+                conn,
+                (pg_ssl_request, replay),
+                &mut entry,
+                connected,
+            )
+            .await
         }
     };
+    if let Some(open) = opened.take() {
+        open(None, &entry);
+    }
     entry.duration = start.elapsed().as_millis() as u64;
     let (flags, details) = outcome.unwrap_or((ResponseFlags::NONE, Cow::Borrowed("via_upstream")));
     let recorded = Recorded {
         peer: cluster.map(|c| c.peer.clone()),
-        downstream: Some(crate::metrics::Counterpart::of(conn)),
+        downstream: Some(counterpart(conn, server)),
         request_bytes: entry.bytes_received,
         response_bytes: entry.bytes_sent,
         duration_ms: start.elapsed().as_secs_f64() * 1000.0,
@@ -185,6 +207,25 @@ pub async fn forward<S>(
     shared
         .recorder
         .record(recorded, Some(entry), &state.telemetry);
+}
+
+/// The other side of a connection for its metrics: the client as its connection shows it,
+/// and the server's workload when the metadata exchange told it.
+fn counterpart(conn: &Connection, server: Option<Arc<Workload>>) -> crate::metrics::Counterpart {
+    let mut c = crate::metrics::Counterpart::of(conn);
+    if server.is_some() {
+        c.workload = server;
+    }
+    c
+}
+
+/// What a connection to the upstream tells the caller once it is made: it counts the
+/// connection as opened, and learns the server's workload.
+struct Connected<'a, F: FnOnce(Option<Arc<Workload>>, &Entry)> {
+    opened: &'a mut Option<F>,
+    server: &'a mut Option<Arc<Workload>>,
+    /// This proxy's side of the exchange.
+    exchange: &'a crate::peer::Exchange,
 }
 
 /// Authorizes a routed TCP connection; the flag and details when it is denied.
@@ -222,16 +263,17 @@ fn connect_failed() -> Failure {
 }
 
 /// Returns Envoy's response flag and details when the connection ended abnormally.
-async fn connect_and_splice<S>(
+async fn connect_and_splice<S, F>(
     client: S,
     cluster: &ClusterState,
     conn: &Connection,
-    pg_ssl_request: bool,
-    replay: Vec<u8>,
+    (pg_ssl_request, replay): (bool, Vec<u8>),
     entry: &mut Entry,
+    connected: Connected<'_, F>,
 ) -> Option<Failure>
 where
     S: AsyncRead + AsyncWrite + Unpin,
+    F: FnOnce(Option<Arc<Workload>>, &Entry),
 {
     let hash = match &cluster.cluster.policy.lb {
         LbPolicy::RingHash {
@@ -264,7 +306,7 @@ where
     entry.upstream_host = Some(addr.clone());
     // PostgreSQL's own TLS negotiation goes to the server as the client sent it, so the
     // connection is plaintext (passthrough) then.
-    let mut upstream = match cluster.clients.connect_stream(&addr, !pg_ssl_request).await {
+    let (mut upstream, alpn) = match cluster.clients.connect_stream(&addr, !pg_ssl_request).await {
         Ok(s) => s,
         Err(e) => {
             info!(peer = %conn.peer, upstream = %addr, error = %e, "upstream connect failed");
@@ -291,6 +333,22 @@ where
                 return Some(connect_failed());
             }
         }
+    }
+    // A mesh server tells who it is first, as Istio's metadata exchange does.
+    if alpn.as_deref() == Some(crate::peer::PEER_EXCHANGE_ALPN.as_bytes()) {
+        match connected.exchange.tcp_client(&mut upstream).await {
+            Ok(workload) => *connected.server = workload,
+            Err(e) => {
+                info!(peer = %conn.peer, upstream = %addr, error = %e, "metadata exchange with the upstream failed; connection closed");
+                return Some((
+                    ResponseFlags::UPSTREAM_PROTOCOL_ERROR,
+                    "upstream_reset_before_response_started{protocol_error}".into(),
+                ));
+            }
+        }
+    }
+    if let Some(open) = connected.opened.take() {
+        open(connected.server.clone(), entry);
     }
     if upstream.write_all(&replay).await.is_err() {
         return Some((

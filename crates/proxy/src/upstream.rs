@@ -199,12 +199,13 @@ impl ClusterClient {
     }
 
     /// A connection to `addr` for a TCP route: TLS when the cluster originates it (and
-    /// `tls_allowed`), with the SNI of the settings or the service host.
+    /// `tls_allowed`), with the SNI of the settings or the service host; and the ALPN the
+    /// server chose.
     pub async fn connect_stream(
         &self,
         addr: &str,
         tls_allowed: bool,
-    ) -> Result<Box<dyn IoBox>, UpstreamError> {
+    ) -> Result<(Box<dyn IoBox>, Option<Vec<u8>>), UpstreamError> {
         let sni = match &self.tls {
             Some(t) if tls_allowed => {
                 Some(t.sni.clone().unwrap_or_else(|| self.default_sni.clone()))
@@ -216,14 +217,14 @@ impl ClusterClient {
 
     /// Connects to `addr`, with TLS when there is an SNI (and so TLS origination); the
     /// ALPN offered is the cluster's, or `protocol`'s alone when the cluster speaks the
-    /// client's protocol (`useClientProtocol`).
+    /// client's protocol (`useClientProtocol`). Returns the ALPN the server chose.
     async fn connect(
         &self,
         addr: &str,
         sni: Option<&str>,
         protocol: Option<UpstreamProtocol>,
         opaque: bool,
-    ) -> Result<Box<dyn IoBox>, UpstreamError> {
+    ) -> Result<(Box<dyn IoBox>, Option<Vec<u8>>), UpstreamError> {
         let timeout = Duration::from_millis(self.connect_timeout_ms);
         let connecting = async {
             let Some(source) = &self.settings.source_address else {
@@ -261,7 +262,7 @@ impl ClusterClient {
             let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
         }
         let (Some(tls), Some(sni)) = (&self.tls, sni) else {
-            return Ok(Box::new(stream));
+            return Ok((Box::new(stream), None));
         };
         let name = rustls::pki_types::ServerName::try_from(sni.to_string()).map_err(|e| {
             UpstreamError::Tls {
@@ -284,7 +285,8 @@ impl ClusterClient {
                 message: "the TLS handshake timed out".into(),
             })?
             .map_err(tls_failure)?;
-        Ok(Box::new(tls_stream))
+        let alpn = tls_stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+        Ok((Box::new(tls_stream), alpn))
     }
 
     /// Sends a request to the endpoint `addr` (`ip:port`); `host` is the request's
@@ -346,7 +348,7 @@ impl ClusterClient {
             let (mut sender, reused) = match pooled {
                 Some(s) => (s, true),
                 None => {
-                    let io = self
+                    let (io, _) = self
                         .connect(addr, sni, Some(UpstreamProtocol::Http1), false)
                         .await?;
                     let (sender, conn) = http1::Builder::new()
@@ -426,7 +428,7 @@ impl ClusterClient {
         let mut sender = match cached {
             Some(s) => s,
             None => {
-                let io = self
+                let (io, _) = self
                     .connect(addr, sni, Some(UpstreamProtocol::Http2), false)
                     .await?;
                 let mut builder = http2::Builder::new(TokioExecutor::new());
