@@ -179,6 +179,69 @@ fn a_telemetry_resource_turns_the_access_log_on() {
 }
 
 #[test]
+fn file_access_log_providers_write_their_own_text_and_json_formats() {
+    let mut mesh = Mesh::new("log-formats");
+    let http = free_port();
+    let app = mesh.echo("app");
+    app_on_port_80(
+        &mesh,
+        http,
+        app,
+        "  - route: [{destination: {host: app}}]\n",
+    );
+    let (json_file, text_file) = (
+        mesh.dir.path().join("json.log"),
+        mesh.dir.path().join("text.log"),
+    );
+    let mesh_config = mesh.dir.path().join("mesh-logs.yaml");
+    std::fs::write(
+        &mesh_config,
+        format!(
+            "extensionProviders:\n- name: json-file\n  envoyFileAccessLog:\n    path: {}\n    logFormat:\n      labels:\n        code: \"%RESPONSE_CODE%\"\n        user: \"%REQ(X-USER)%\"\n        route: \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%\"\n        sni: \"%REQUESTED_SERVER_NAME%\"\n- name: text-file\n  envoyFileAccessLog:\n    path: {}\n    logFormat:\n      text: \"%RESPONSE_CODE% user=%REQ(X-USER):3% %UPSTREAM_CLUSTER%\\n\"\n",
+            json_file.display(),
+            text_file.display()
+        ),
+    )
+    .unwrap();
+    let telemetry = |provider: &str| {
+        format!(
+            "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {{name: mesh-default, namespace: istio-system}}\nspec:\n  accessLogging:\n  - providers: [{{name: {provider}}}]\n"
+        )
+    };
+    mesh.config("telemetry.yaml", &telemetry("json-file"));
+    mesh.up(&["--mesh", mesh_config.to_str().unwrap()]);
+    let url = format!("http://127.0.0.1:{http}/shop?x=1");
+    assert_eq!(status(&["-H", HOST, "-H", "x-user: ana", &url]), 200);
+    let read = |f: &std::path::Path| std::fs::read_to_string(f).unwrap_or_default();
+    eventually(Duration::from_secs(5), "the JSON line", || {
+        !read(&json_file).is_empty()
+    });
+    let line: serde_json::Value = serde_json::from_str(read(&json_file).trim()).unwrap();
+    assert_eq!(
+        line,
+        serde_json::json!({"code": 200, "user": "ana", "route": "GET /shop?x=1", "sni": null})
+    );
+    // The other provider, as a Telemetry change picks it.
+    mesh.config("telemetry.yaml", &telemetry("text-file"));
+    eventually(Duration::from_secs(10), "the text line", || {
+        assert_eq!(
+            status(&["-H", HOST, "-H", "x-user: bartholomew", &url]),
+            200
+        );
+        !read(&text_file).is_empty()
+    });
+    let first = read(&text_file)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        first.starts_with("200 user=bar outbound|80||app."),
+        "{first}"
+    );
+}
+
+#[test]
 fn a_filter_meshwork_cannot_run_is_reported_and_the_log_stays_on() {
     let mut mesh = Mesh::new("telemetry-filter-unknown");
     let http = free_port();
@@ -782,6 +845,50 @@ impl Otlp {
     fn spans(&self) -> Vec<SeenSpan> {
         self.spans.lock().unwrap().clone()
     }
+}
+
+#[test]
+fn a_tracing_match_mode_reports_only_that_sides_spans() {
+    let zipkin = Zipkin::start();
+    let dir = TempDir::new("tracing-mode");
+    let mesh_config = dir.path().join("mesh.yaml");
+    std::fs::write(
+        &mesh_config,
+        format!(
+            "extensionProviders:\n- name: tracer\n  zipkin: {{service: 127.0.0.1, port: {}}}\n",
+            zipkin.port
+        ),
+    )
+    .unwrap();
+    let mesh = support::bookinfo::Bookinfo::start_with(&["--mesh", mesh_config.to_str().unwrap()]);
+    mesh.edit(|config| {
+        format!("{config}\n---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {{name: mesh-default, namespace: istio-system}}\nspec:\n  tracing:\n  - providers: [{{name: tracer}}]\n    randomSamplingPercentage: 100\n    match: {{mode: SERVER}}\n")
+    });
+    // Once the Telemetry is in force, a traced request's spans are the servers' alone.
+    let trace = format!("{:032x}", own_trace_id());
+    let of_trace = || -> Vec<SeenSpan> {
+        zipkin
+            .seen()
+            .into_iter()
+            .filter(|s| s.trace_id == trace)
+            .collect()
+    };
+    eventually(Duration::from_secs(15), "server spans of the trace", || {
+        mesh.chains(
+            1,
+            &[&format!("traceparent: 00-{trace}-c7ad6b7169203331-01")],
+        );
+        std::thread::sleep(Duration::from_millis(700));
+        of_trace().iter().filter(|s| s.kind == SERVER).count() >= 2
+    });
+    let spans = of_trace();
+    assert!(spans.iter().all(|s| s.kind == SERVER), "{spans:#?}");
+    assert!(
+        !spans
+            .iter()
+            .any(|s| s.service.starts_with("istio-ingressgateway")),
+        "the gateway is a client: {spans:#?}"
+    );
 }
 
 /// A trace id of the test's own.

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use meshwork_api::generated::telemetry::{IstioMetric, TagOperation, WorkloadMode};
 use meshwork_api::mesh::{AccessLogEncoding, MeshConfig};
 use meshwork_api::resource::{Object, Telemetry};
+use meshwork_resources::log_format::{self, LogFormat};
 use meshwork_resources::metric::{Metric, MetricOverride, TagOverride};
 use meshwork_resources::trace::Protocol;
 use meshwork_resources::{AccessLog, Mode};
@@ -52,6 +53,7 @@ pub fn access_logs(
                 json: mesh.access_log_encoding == AccessLogEncoding::Json,
                 filter: None,
                 mode: Mode::ClientAndServer,
+                format: None,
             })
             .into_iter()
             .collect();
@@ -132,19 +134,63 @@ fn access_log_entry(
             ));
             continue;
         };
-        let labels_format = file
+        let format = file
             .log_format
             .as_ref()
-            .is_some_and(|f| f.get("labels").is_some());
+            .and_then(|f| log_format(f, &provider, name, warnings));
         return Some(AccessLog {
             path: file.path.clone(),
-            json: labels_format
-                || (provider == "envoy" && mesh.access_log_encoding == AccessLogEncoding::Json),
+            json: matches!(format, Some(LogFormat::Labels(_)))
+                || (format.is_none()
+                    && provider == "envoy"
+                    && mesh.access_log_encoding == AccessLogEncoding::Json),
             filter,
             mode: Mode::ClientAndServer,
+            format,
         });
     }
     None
+}
+
+/// An `envoyFileAccessLog` provider's `logFormat`: `text`, or `labels` (a JSON object);
+/// `None`, with a warning, when it is neither or does not parse.
+fn log_format(
+    format: &serde_json::Value,
+    provider: &str,
+    telemetry: &str,
+    warnings: &mut Vec<String>,
+) -> Option<LogFormat> {
+    let mut warn = |why: String| {
+        warnings.push(format!(
+            "Telemetry {telemetry}: provider {provider}'s logFormat: {why}; Istio's default format is used"
+        ));
+    };
+    if let Some(text) = format.get("text").and_then(|t| t.as_str()) {
+        // Envoy's line ends with the text's newline; the log writes one of its own.
+        return match log_format::parse(text.trim_end_matches('\n')) {
+            Ok(segments) => Some(LogFormat::Text(segments)),
+            Err(why) => {
+                warn(why);
+                None
+            }
+        };
+    }
+    let labels = format.get("labels").and_then(|l| l.as_object())?;
+    let mut out = Vec::new();
+    for (key, value) in labels {
+        let Some(text) = value.as_str() else {
+            warn(format!("label {key} is not a string"));
+            return None;
+        };
+        match log_format::parse(text) {
+            Ok(segments) => out.push((key.clone(), segments)),
+            Err(why) => {
+                warn(format!("label {key}: {why}"));
+                return None;
+            }
+        }
+    }
+    Some(LogFormat::Labels(out))
 }
 
 /// The metrics of Istio's `IstioMetric` (`ALL_METRICS` is every one; the gRPC message
@@ -465,10 +511,44 @@ pub fn tracing(
             path,
             sampling,
             disable_span_reporting: entry.and_then(|e| e.disable_span_reporting) == Some(true),
+            mode: mode(entry.and_then(|e| e.match_.as_ref()).and_then(|m| m.mode)),
             tags,
             header_tags,
             environment_tags,
         });
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_formats_compile_or_are_reported() {
+        let mut warnings = Vec::new();
+        let text = serde_json::json!({"text": "%RESPONSE_CODE% %REQ(X-USER)%\n"});
+        assert!(matches!(
+            log_format(&text, "p", "istio-system/t", &mut warnings),
+            Some(LogFormat::Text(s)) if s.len() == 3
+        ));
+        let labels = serde_json::json!({"labels": {"code": "%RESPONSE_CODE%"}});
+        assert!(matches!(
+            log_format(&labels, "p", "istio-system/t", &mut warnings),
+            Some(LogFormat::Labels(l)) if l.len() == 1
+        ));
+        assert!(warnings.is_empty(), "{warnings:?}");
+        for bad in [
+            serde_json::json!({"text": "%NOPE%"}),
+            serde_json::json!({"labels": {"code": "%RESPONSE_CODE"}}),
+            serde_json::json!({"labels": {"code": 3}}),
+        ] {
+            assert_eq!(log_format(&bad, "p", "istio-system/t", &mut warnings), None);
+        }
+        assert_eq!(warnings.len(), 3, "{warnings:?}");
+        assert!(
+            warnings[0].contains("Telemetry istio-system/t: provider p's logFormat: %NOPE%"),
+            "{warnings:?}"
+        );
+    }
 }

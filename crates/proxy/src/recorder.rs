@@ -125,6 +125,11 @@ impl Telemetry {
             e.request_headers(&mut request);
             e.response_headers(&mut response);
         }
+        for format in config.access_logs.iter().filter_map(|l| l.format.as_ref()) {
+            let (req, resp) = format.headers();
+            request.extend(req.into_iter().filter(|h| !h.starts_with(':')));
+            response.extend(resp);
+        }
         let owned = |mut v: Vec<&str>| {
             v.sort_unstable();
             v.dedup();
@@ -332,7 +337,7 @@ impl Recorder {
         };
         entry.response_flags = outcome.flags.to_string();
         entry.response_code_details = outcome.details.into_owned();
-        logger.log(entry, log.json);
+        logger.log(entry.line(log.format.as_ref(), log.json));
     }
 
     /// The access log writer for `path`, started on first use.

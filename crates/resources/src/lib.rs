@@ -14,6 +14,7 @@ pub mod dns;
 pub mod endpoint;
 pub mod expr;
 pub mod listener;
+pub mod log_format;
 pub mod metric;
 pub mod node;
 pub mod retry;
@@ -133,6 +134,9 @@ pub struct AccessLog {
     /// Which side's requests are logged (Telemetry's `match.mode`).
     #[serde(default, skip_serializing_if = "Mode::is_both")]
     pub mode: Mode,
+    /// The provider's own format (`logFormat`); Istio's text or JSON default without.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<log_format::LogFormat>,
 }
 
 /// Which requests a telemetry setting applies to, by who reports them (Istio's

@@ -359,6 +359,10 @@ fn sample() -> ProxyConfig {
                 Box::new(crate::expr::Expr::Literal(crate::expr::Value::Int(400))),
             )),
             mode: crate::Mode::Server,
+            format: Some(crate::log_format::LogFormat::Labels(vec![(
+                "code".into(),
+                crate::log_format::parse("%RESPONSE_CODE%").unwrap(),
+            )])),
         }],
         authorization: vec![authorization()],
         names: Some(crate::dns::NameTable {
@@ -376,6 +380,7 @@ fn sample() -> ProxyConfig {
             path: "/v1/traces".into(),
             sampling: 12.5,
             disable_span_reporting: true,
+            mode: crate::Mode::Client,
             tags: BTreeMap::from([("team".into(), "platform".into())]),
             header_tags: BTreeMap::from([("client".into(), ("x-client".into(), "none".into()))]),
             environment_tags: BTreeMap::from([("zone".into(), ("ZONE".into(), "".into()))]),

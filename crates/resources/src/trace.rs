@@ -23,6 +23,10 @@ impl Protocol {
     }
 }
 
+fn is_both(mode: &crate::Mode) -> bool {
+    *mode == crate::Mode::ClientAndServer
+}
+
 /// A proxy's tracing, from the Telemetry resource that applies to it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Tracing {
@@ -38,6 +42,9 @@ pub struct Tracing {
     /// Spans are not sent (the trace context still is).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub disable_span_reporting: bool,
+    /// Whose requests get spans (Telemetry's `match.mode`); the context goes on for all.
+    #[serde(default, skip_serializing_if = "is_both")]
+    pub mode: crate::Mode,
     /// Tags every span carries (`customTags` with a literal value).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,

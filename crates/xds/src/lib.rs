@@ -321,6 +321,7 @@ mod tests {
             json: true,
             filter: None,
             mode: meshwork_resources::Mode::Server,
+            format: None,
         }];
         c
     }

@@ -64,10 +64,10 @@ pub async fn handle(
     let trusted = inbound_peer.is_some() && ctx.conn.peer_identity.is_some();
     ctx.counterpart = state.exchange.take(&mut parts.headers, trusted);
     // Phase: the trace this request joins or starts; its next hop's parent is this one.
-    let span = state
-        .tracer
-        .as_ref()
-        .and_then(|t| crate::trace::Pending::begin(t, &mut parts, ctx.conn.scheme, &ctx.authority));
+    let span = state.tracer.as_ref().and_then(|t| {
+        let request = (ctx.conn.scheme, ctx.authority.as_str());
+        crate::trace::Pending::begin(t, &mut parts, request, inbound_peer.is_some())
+    });
     let grpc = parts
         .headers
         .get(header::CONTENT_TYPE)

@@ -197,16 +197,19 @@ pub struct Answered {
 
 impl Pending {
     /// Joins or starts the request's trace and tells the next hop; the pending span when
-    /// the trace is sampled.
+    /// the trace is sampled and spans of this side (`inbound`: served as the server) are
+    /// reported.
     pub fn begin(
         tracer: &Arc<Tracer>,
         parts: &mut http::request::Parts,
-        scheme: &str,
-        authority: &str,
+        (scheme, authority): (&str, &str),
+        inbound: bool,
     ) -> Option<Pending> {
         let context = TraceContext::start(&parts.headers, tracer.settings.sampling);
         context.inject(&mut parts.headers);
-        if !context.sampled || tracer.settings.disable_span_reporting {
+        let reported =
+            !tracer.settings.disable_span_reporting && tracer.settings.mode.applies(inbound);
+        if !context.sampled || !reported {
             return None;
         }
         let custom = tracer
