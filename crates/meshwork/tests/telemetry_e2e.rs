@@ -22,6 +22,21 @@ fn query(prom: &Prometheus, promql: &str) -> Option<f64> {
     v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
 }
 
+/// A gateway (port 80 bound on the port returned) serving `app.example.test` from the
+/// echo server `app`, in a mesh of its own.
+fn app_gateway(label: &str) -> (Mesh, u16) {
+    app_gateway_with(label, "  - route: [{destination: {host: app}}]\n")
+}
+
+/// The same with these `http:` routes (YAML items).
+fn app_gateway_with(label: &str, routes: &str) -> (Mesh, u16) {
+    let mut mesh = Mesh::new(label);
+    let http = free_port();
+    let app = mesh.echo("app");
+    app_on_port_80(&mesh, http, app, routes);
+    (mesh, http)
+}
+
 /// Port 80 of the gateway (bound on `http`) serving `app.example.test` with `routes`
 /// (YAML `http:` items) to the Service `app` on the echo server `app`.
 fn app_on_port_80(mesh: &Mesh, http: u16, app: u16, routes: &str) {
@@ -135,15 +150,7 @@ fn prometheus_scrapes_istio_request_metrics_from_the_gateway() {
 
 #[test]
 fn a_telemetry_resource_turns_the_access_log_on() {
-    let mut mesh = Mesh::new("telemetry-log");
-    let http = free_port();
-    let app = mesh.echo("app");
-    app_on_port_80(
-        &mesh,
-        http,
-        app,
-        "  - route: [{destination: {host: app}}]\n",
-    );
+    let (mut mesh, http) = app_gateway("telemetry-log");
     // As the user's write-up enables it: no mesh config at all.
     mesh.config(
         "telemetry.yaml",
@@ -180,15 +187,7 @@ fn a_telemetry_resource_turns_the_access_log_on() {
 
 #[test]
 fn file_access_log_providers_write_their_own_text_and_json_formats() {
-    let mut mesh = Mesh::new("log-formats");
-    let http = free_port();
-    let app = mesh.echo("app");
-    app_on_port_80(
-        &mesh,
-        http,
-        app,
-        "  - route: [{destination: {host: app}}]\n",
-    );
+    let (mut mesh, http) = app_gateway("log-formats");
     let (json_file, text_file) = (
         mesh.dir.path().join("json.log"),
         mesh.dir.path().join("text.log"),
@@ -243,15 +242,7 @@ fn file_access_log_providers_write_their_own_text_and_json_formats() {
 
 #[test]
 fn a_filter_meshwork_cannot_run_is_reported_and_the_log_stays_on() {
-    let mut mesh = Mesh::new("telemetry-filter-unknown");
-    let http = free_port();
-    let app = mesh.echo("app");
-    app_on_port_80(
-        &mesh,
-        http,
-        app,
-        "  - route: [{destination: {host: app}}]\n",
-    );
+    let (mut mesh, http) = app_gateway("telemetry-filter-unknown");
     mesh.config(
         "telemetry.yaml",
         "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: odd, namespace: istio-system}\nspec:\n  accessLogging:\n  - providers: [{name: envoy}]\n    filter: {expression: \"request.path.matches('^/x')\"}\n",
@@ -274,13 +265,8 @@ fn a_filter_meshwork_cannot_run_is_reported_and_the_log_stays_on() {
 
 #[test]
 fn a_telemetry_filter_logs_only_the_failures() {
-    let mut mesh = Mesh::new("telemetry-filter");
-    let http = free_port();
-    let app = mesh.echo("app");
-    app_on_port_80(
-        &mesh,
-        http,
-        app,
+    let (mut mesh, http) = app_gateway_with(
+        "telemetry-filter",
         "  - retries: {attempts: 0}\n    route: [{destination: {host: app}}]\n",
     );
     mesh.config(
@@ -395,15 +381,7 @@ fn seen_traceparent(body: &[u8]) -> String {
 /// Telemetry traces every request of to the extension provider `tracer` (`provider`,
 /// YAML), with the custom tag `team: platform` and `more_tags` (YAML).
 fn traced_gateway(label: &str, provider: &str, more_tags: &str) -> (Mesh, u16) {
-    let mut mesh = Mesh::new(label);
-    let http = free_port();
-    let app = mesh.echo("app");
-    app_on_port_80(
-        &mesh,
-        http,
-        app,
-        "  - route: [{destination: {host: app}}]\n",
-    );
+    let (mut mesh, http) = app_gateway(label);
     let mesh_config = mesh.dir.path().join("mesh-tracing.yaml");
     std::fs::write(&mesh_config, format!("extensionProviders:\n{provider}")).unwrap();
     mesh.config(
@@ -537,15 +515,7 @@ fn spans_link_to_the_callers_trace_and_reach_a_zipkin_collector() {
 
 #[test]
 fn a_collector_that_is_down_costs_only_the_spans_which_are_counted() {
-    let mut mesh = Mesh::new("tracing-down");
-    let http = free_port();
-    let app = mesh.echo("app");
-    app_on_port_80(
-        &mesh,
-        http,
-        app,
-        "  - route: [{destination: {host: app}}]\n",
-    );
+    let (mut mesh, http) = app_gateway("tracing-down");
     // Nothing listens there.
     let mesh_config = mesh.dir.path().join("mesh-tracing.yaml");
     std::fs::write(
