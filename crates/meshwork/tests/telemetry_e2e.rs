@@ -240,6 +240,130 @@ fn file_access_log_providers_write_their_own_text_and_json_formats() {
     );
 }
 
+/// Serves the gRPC `service` on a free port of loopback, from a thread of its own; the
+/// port, once it listens.
+fn serve_grpc<S>(service: S) -> u16
+where
+    S: tonic::codegen::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + tonic::server::NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let port = free_port();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+        let _ = runtime.block_on(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve(addr),
+        );
+    });
+    eventually(Duration::from_secs(5), "the collector listening", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    port
+}
+
+/// What an OpenTelemetry collector's log service received: each record's body and
+/// attributes, with its resource's `log_name`.
+type LogRecords = std::sync::Arc<
+    std::sync::Mutex<Vec<(String, String, std::collections::BTreeMap<String, String>)>>,
+>;
+
+struct LogCollector(LogRecords);
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::LogsService
+    for LogCollector
+{
+    async fn export(
+        &self,
+        request: tonic::Request<
+            opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest,
+        >,
+    ) -> Result<
+        tonic::Response<opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse>,
+        tonic::Status,
+    > {
+        use opentelemetry_proto::tonic::common::v1::any_value::Value;
+        let text = |v: Option<&opentelemetry_proto::tonic::common::v1::AnyValue>| match v
+            .and_then(|v| v.value.as_ref())
+        {
+            Some(Value::StringValue(s)) => s.clone(),
+            other => format!("{other:?}"),
+        };
+        let mut kept = self.0.lock().unwrap();
+        for resource in request.into_inner().resource_logs {
+            let log_name = resource
+                .resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .find(|a| a.key == "log_name")
+                .map(|a| text(a.value.as_ref()))
+                .unwrap_or_default();
+            for scope in resource.scope_logs {
+                for record in scope.log_records {
+                    let attributes = record
+                        .attributes
+                        .iter()
+                        .map(|a| (a.key.clone(), text(a.value.as_ref())))
+                        .collect();
+                    kept.push((log_name.clone(), text(record.body.as_ref()), attributes));
+                }
+            }
+        }
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+#[test]
+fn an_envoy_otel_als_provider_sends_the_access_log_to_a_collector() {
+    use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::LogsServiceServer;
+    let records: LogRecords = Default::default();
+    let port = serve_grpc(LogsServiceServer::new(LogCollector(records.clone())));
+    let (mut mesh, http) = app_gateway("otel-als");
+    let mesh_config = mesh.dir.path().join("mesh-otel.yaml");
+    std::fs::write(
+        &mesh_config,
+        format!(
+            "extensionProviders:\n- name: otel-logs\n  envoyOtelAls:\n    service: 127.0.0.1\n    port: {port}\n    logName: mesh-access\n    logFormat:\n      text: \"%REQ(:METHOD)% %REQ(:PATH)% %RESPONSE_CODE%\"\n      labels:\n        user: \"%REQ(X-USER)%\"\n        flags: \"%RESPONSE_FLAGS%\"\n"
+        ),
+    )
+    .unwrap();
+    mesh.config(
+        "telemetry.yaml",
+        "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: mesh-default, namespace: istio-system}\nspec:\n  accessLogging:\n  - providers: [{name: otel-logs}]\n",
+    );
+    mesh.up(&["--mesh", mesh_config.to_str().unwrap()]);
+    let url = format!("http://127.0.0.1:{http}/shipped?n=1");
+    assert_eq!(status(&["-H", HOST, "-H", "x-user: ana", &url]), 200);
+    eventually(Duration::from_secs(10), "the record", || {
+        !records.lock().unwrap().is_empty()
+    });
+    let (log_name, body, attributes) = records.lock().unwrap()[0].clone();
+    assert_eq!(log_name, "mesh-access");
+    assert_eq!(body, "GET /shipped?n=1 200");
+    assert_eq!(attributes["user"], "ana");
+    assert_eq!(attributes["flags"], "-");
+    let stats = format!("http://127.0.0.1:{}/stats", mesh.admin);
+    eventually(Duration::from_secs(5), "the record counted", || {
+        String::from_utf8_lossy(&curl(&[&stats]).stdout)
+            .contains("access_logs.open_telemetry_access_log.logs_written: 1")
+    });
+    // Nothing goes to a file or to standard output.
+    assert!(!mesh.up.as_ref().unwrap().stdout().contains("/shipped"));
+}
+
 #[test]
 fn a_filter_meshwork_cannot_run_is_reported_and_the_log_stays_on() {
     let (mut mesh, http) = app_gateway("telemetry-filter-unknown");
@@ -738,24 +862,8 @@ impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::Tra
 impl Otlp {
     fn grpc() -> Otlp {
         use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
-        let port = free_port();
         let spans: Received = Default::default();
-        let service = TraceServiceServer::new(Collector(spans.clone()));
-        std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
-            let _ = runtime.block_on(
-                tonic::transport::Server::builder()
-                    .add_service(service)
-                    .serve(addr),
-            );
-        });
-        eventually(Duration::from_secs(5), "the collector listening", || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
+        let port = serve_grpc(TraceServiceServer::new(Collector(spans.clone())));
         Otlp {
             port,
             spans,

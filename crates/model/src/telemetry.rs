@@ -54,6 +54,7 @@ pub fn access_logs(
                 filter: None,
                 mode: Mode::ClientAndServer,
                 format: None,
+                otel: None,
             })
             .into_iter()
             .collect();
@@ -128,9 +129,15 @@ fn access_log_entry(
             ));
             continue;
         };
+        if let Some(als) = p.other.get("envoyOtelAls") {
+            let Some(otel) = otel_logs(als, &provider, name, warnings) else {
+                continue;
+            };
+            return Some(AccessLog { filter, ..otel });
+        }
         let Some(file) = &p.envoy_file_access_log else {
             warnings.push(format!(
-                "Telemetry {name}: provider {provider} is not a file access log; it is not run yet"
+                "Telemetry {name}: provider {provider} is neither a file access log nor envoyOtelAls; it is not run"
             ));
             continue;
         };
@@ -147,9 +154,62 @@ fn access_log_entry(
             filter,
             mode: Mode::ClientAndServer,
             format,
+            otel: None,
         });
     }
     None
+}
+
+/// An `envoyOtelAls` provider: its collector (`service`, `port`), `logName`, and its
+/// `logFormat` (`text` for each record's body, `labels` for its attributes).
+fn otel_logs(
+    als: &serde_json::Value,
+    provider: &str,
+    telemetry: &str,
+    warnings: &mut Vec<String>,
+) -> Option<AccessLog> {
+    let service = als.get("service").and_then(|v| v.as_str()).unwrap_or("");
+    let Some(port) = als.get("port").and_then(|v| v.as_u64()) else {
+        warnings.push(format!(
+            "Telemetry {telemetry}: provider {provider} (envoyOtelAls) needs a service and a port; it is not run"
+        ));
+        return None;
+    };
+    if service.is_empty() {
+        warnings.push(format!(
+            "Telemetry {telemetry}: provider {provider} (envoyOtelAls) needs a service; it is not run"
+        ));
+        return None;
+    }
+    let format = als.get("logFormat");
+    let text = format
+        .and_then(|f| f.get("text"))
+        .map(|t| serde_json::json!({"text": t}))
+        .and_then(|t| log_format(&t, provider, telemetry, warnings));
+    let labels = match format
+        .and_then(|f| f.get("labels"))
+        .map(|l| serde_json::json!({"labels": l}))
+        .and_then(|l| log_format(&l, provider, telemetry, warnings))
+    {
+        Some(LogFormat::Labels(labels)) => labels,
+        _ => Vec::new(),
+    };
+    Some(AccessLog {
+        path: String::new(),
+        json: false,
+        filter: None,
+        mode: Mode::ClientAndServer,
+        format: text,
+        otel: Some(meshwork_resources::OtelLogs {
+            collector: format!("{service}:{port}"),
+            log_name: als
+                .get("logName")
+                .and_then(|v| v.as_str())
+                .unwrap_or("otel_envoy_accesslog")
+                .to_string(),
+            labels,
+        }),
+    })
 }
 
 /// An `envoyFileAccessLog` provider's `logFormat`: `text`, or `labels` (a JSON object);

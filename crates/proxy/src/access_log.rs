@@ -107,6 +107,15 @@ impl Entry {
         }
     }
 
+    /// Each label's value as text (`-` for none), for an OpenTelemetry record's
+    /// attributes.
+    pub fn labels(&self, labels: &[(String, Vec<Segment>)]) -> Vec<(String, String)> {
+        labels
+            .iter()
+            .map(|(key, segments)| (key.clone(), self.text(segments)))
+            .collect()
+    }
+
     /// An operator's value; `None` for Envoy's `-`.
     fn value(&self, command: &Command) -> Option<Cow<'_, str>> {
         let text = |s: &str| Some(Cow::Owned(s.to_string()));

@@ -20,6 +20,8 @@ pub mod identity;
 pub mod inspect;
 pub mod listener;
 pub mod metrics;
+pub mod otel_log;
+pub mod otlp;
 pub mod peer;
 pub mod recorder;
 pub mod request;

@@ -8,11 +8,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use meshwork_resources::expr::{Attribute, Attributes, Value};
+use meshwork_resources::log_format::LogFormat;
 use meshwork_resources::{AccessLog, ProxyConfig};
 
 use crate::access_log::{AccessLogger, Entry};
 use crate::flags::ResponseFlags;
 use crate::metrics::{Counterpart, Metrics, Overrides, PeerLabels, RequestSample};
+use crate::otel_log::OtelLogger;
 
 /// What was recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,7 +127,14 @@ impl Telemetry {
             e.request_headers(&mut request);
             e.response_headers(&mut response);
         }
-        for format in config.access_logs.iter().filter_map(|l| l.format.as_ref()) {
+        let otel_labels: Vec<LogFormat> = config
+            .access_logs
+            .iter()
+            .filter_map(|l| l.otel.as_ref())
+            .map(|o| LogFormat::Labels(o.labels.clone()))
+            .collect();
+        let formats = config.access_logs.iter().filter_map(|l| l.format.as_ref());
+        for format in formats.chain(&otel_labels) {
             let (req, resp) = format.headers();
             request.extend(req.into_iter().filter(|h| !h.starts_with(':')));
             response.extend(resp);
@@ -257,6 +266,8 @@ pub struct Recorder {
     pub metrics: Option<Arc<Metrics>>,
     /// The access log writers, by path.
     loggers: Mutex<HashMap<String, AccessLogger>>,
+    /// The OpenTelemetry access loggers, by collector and log name.
+    otel_loggers: Mutex<HashMap<String, OtelLogger>>,
 }
 
 impl Recorder {
@@ -332,12 +343,43 @@ impl Recorder {
         if log.filter.as_ref().is_some_and(|f| !f.holds(&finished)) {
             return;
         }
-        let Some(logger) = self.access_logger(&log.path) else {
-            return;
-        };
         entry.response_flags = outcome.flags.to_string();
         entry.response_code_details = outcome.details.into_owned();
-        logger.log(entry.line(log.format.as_ref(), log.json));
+        if let Some(otel) = &log.otel {
+            if let Some(logger) = self.otel_logger(otel) {
+                logger.log(
+                    entry.line(log.format.as_ref(), false),
+                    entry.labels(&otel.labels),
+                );
+            }
+            return;
+        }
+        if let Some(logger) = self.access_logger(&log.path) {
+            logger.log(entry.line(log.format.as_ref(), log.json));
+        }
+    }
+
+    /// The OpenTelemetry logger for `otel`'s collector and log name, started on first use.
+    fn otel_logger(&self, otel: &meshwork_resources::OtelLogs) -> Option<OtelLogger> {
+        let key = format!("{}/{}", otel.collector, otel.log_name);
+        let mut loggers = self.otel_loggers.lock().ok()?;
+        if let Some(l) = loggers.get(&key) {
+            return Some(l.clone());
+        }
+        let logger = OtelLogger::start(&otel.collector, &otel.log_name)?;
+        loggers.insert(key, logger.clone());
+        Some(logger)
+    }
+
+    /// The OpenTelemetry loggers' counts of entries sent and dropped.
+    pub fn otel_counts(&self) -> (u64, u64) {
+        let loggers = self.otel_loggers.lock().unwrap_or_else(|e| e.into_inner());
+        loggers.values().fold((0, 0), |(s, d), l| {
+            (
+                s + l.sent.load(Ordering::Relaxed),
+                d + l.dropped.load(Ordering::Relaxed),
+            )
+        })
     }
 
     /// The access log writer for `path`, started on first use.
@@ -362,7 +404,7 @@ impl Recorder {
     pub fn stats(&self) -> String {
         let c = &self.counters;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        format!(
+        let mut out = format!(
             "http.downstream_rq_total: {}\nhttp.downstream_rq_5xx: {}\ntcp.downstream_cx_total: {}\nlistener.downstream_cx_refused: {}\nlistener.downstream_cx_overflow: {}\nhttp.downstream_cx_idle_timeout: {}\n",
             get(&c.http_requests),
             get(&c.http_5xx),
@@ -370,6 +412,13 @@ impl Recorder {
             get(&c.refused_connections),
             get(&c.overflow_connections),
             get(&c.idle_timeouts),
-        )
+        );
+        let (sent, dropped) = self.otel_counts();
+        if sent + dropped > 0 {
+            out.push_str(&format!(
+                "access_logs.open_telemetry_access_log.logs_written: {sent}\naccess_logs.open_telemetry_access_log.logs_dropped: {dropped}\n"
+            ));
+        }
+        out
     }
 }

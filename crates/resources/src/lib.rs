@@ -137,6 +137,22 @@ pub struct AccessLog {
     /// The provider's own format (`logFormat`); Istio's text or JSON default without.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<log_format::LogFormat>,
+    /// Sent to an OpenTelemetry collector instead of written (`envoyOtelAls`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub otel: Option<OtelLogs>,
+}
+
+/// Access logs sent over OTLP to a collector: the line (in the log's text format) is each
+/// record's body, these labels its attributes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OtelLogs {
+    /// The collector, `host:port`.
+    pub collector: String,
+    /// The resource's `log_name`.
+    pub log_name: String,
+    /// Attributes, each a format (`logFormat.labels`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<(String, Vec<log_format::Segment>)>,
 }
 
 /// Which requests a telemetry setting applies to, by who reports them (Istio's

@@ -363,6 +363,14 @@ fn sample() -> ProxyConfig {
                 "code".into(),
                 crate::log_format::parse("%RESPONSE_CODE%").unwrap(),
             )])),
+            otel: Some(crate::OtelLogs {
+                collector: "otel-collector.observability:4317".into(),
+                log_name: "mesh".into(),
+                labels: vec![(
+                    "code".into(),
+                    crate::log_format::parse("%RESPONSE_CODE%").unwrap(),
+                )],
+            }),
         }],
         authorization: vec![authorization()],
         names: Some(crate::dns::NameTable {

@@ -322,6 +322,7 @@ mod tests {
             filter: None,
             mode: meshwork_resources::Mode::Server,
             format: None,
+            otel: None,
         }];
         c
     }

@@ -353,22 +353,9 @@ async fn export(
     dropped: Arc<AtomicU64>,
 ) {
     let mut grpc = (settings.protocol == Protocol::OtlpGrpc)
-        .then(|| otlp::GrpcClient::new(&settings.collector))
+        .then(|| crate::otlp::GrpcClient::new(&settings.collector))
         .flatten();
-    let mut batch = Vec::new();
-    loop {
-        let first = spans.recv().await;
-        let Some(first) = first else {
-            return;
-        };
-        batch.push(first);
-        let deadline = tokio::time::Instant::now() + FLUSH;
-        while batch.len() < BATCH {
-            match tokio::time::timeout_at(deadline, spans.recv()).await {
-                Ok(Some(span)) => batch.push(span),
-                _ => break,
-            }
-        }
+    while let Some(batch) = crate::otlp::next_batch(&mut spans, BATCH, FLUSH).await {
         let n = batch.len() as u64;
         let result = match settings.protocol {
             Protocol::Zipkin => {
@@ -380,11 +367,13 @@ async fn export(
                 post(&settings, "application/x-protobuf", body).await
             }
             Protocol::OtlpGrpc => match &mut grpc {
-                Some(client) => client.export(otlp::request(&batch, &fixed)).await,
+                Some(client) => {
+                    let request = otlp::request(&batch, &fixed);
+                    client.export(otlp::EXPORT, request).await
+                }
                 None => Err(format!("{} is not a collector address", settings.collector)),
             },
         };
-        batch.clear();
         match result {
             Ok(()) => sent.fetch_add(n, Ordering::Relaxed),
             Err(e) => {

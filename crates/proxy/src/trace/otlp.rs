@@ -3,13 +3,15 @@
 //! POSTed as protobuf over HTTP (`/v1/traces`, 4318).
 //!
 //! The messages are the parts of OTLP's `trace/v1` and `collector/trace/v1` protos that a
-//! proxy sends, with their field numbers; the tests decode them with the official
-//! definitions (the `opentelemetry-proto` crate), which the proxy does not link.
+//! proxy sends, with their field numbers (the shared ones are in [`crate::otlp`]); the
+//! tests decode them with the official definitions (the `opentelemetry-proto` crate),
+//! which the proxy does not link.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use super::Span;
+use crate::otlp::{InstrumentationScope, KeyValue, Resource, attribute, scope};
 
 /// The gRPC method spans go to.
 pub const EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
@@ -21,10 +23,6 @@ pub struct ExportTraceServiceRequest {
     pub resource_spans: Vec<ResourceSpans>,
 }
 
-/// `ExportTraceServiceResponse` (its partial success is not read).
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct ExportTraceServiceResponse {}
-
 /// `ResourceSpans`: the spans of one resource (one proxy).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ResourceSpans {
@@ -34,13 +32,6 @@ pub struct ResourceSpans {
     pub scope_spans: Vec<ScopeSpans>,
 }
 
-/// `Resource`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct Resource {
-    #[prost(message, repeated, tag = "1")]
-    pub attributes: Vec<KeyValue>,
-}
-
 /// `ScopeSpans`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ScopeSpans {
@@ -48,15 +39,6 @@ pub struct ScopeSpans {
     pub scope: Option<InstrumentationScope>,
     #[prost(message, repeated, tag = "2")]
     pub spans: Vec<OtlpSpan>,
-}
-
-/// `InstrumentationScope`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct InstrumentationScope {
-    #[prost(string, tag = "1")]
-    pub name: String,
-    #[prost(string, tag = "2")]
-    pub version: String,
 }
 
 /// `Span`.
@@ -96,34 +78,9 @@ pub struct Status {
     pub code: i32,
 }
 
-/// `KeyValue` with a string value.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct KeyValue {
-    #[prost(string, tag = "1")]
-    pub key: String,
-    #[prost(message, optional, tag = "2")]
-    pub value: Option<AnyValue>,
-}
-
-/// `AnyValue`, of which spans use strings.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct AnyValue {
-    #[prost(string, tag = "1")]
-    pub string_value: String,
-}
-
 const SPAN_KIND_SERVER: i32 = 2;
 const SPAN_KIND_CLIENT: i32 = 3;
 const STATUS_ERROR: i32 = 2;
-
-fn attribute(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.to_string(),
-        value: Some(AnyValue {
-            string_value: value.to_string(),
-        }),
-    }
-}
 
 fn nanos(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
@@ -193,48 +150,10 @@ pub fn request(spans: &[Span], extra: &BTreeMap<String, String>) -> ExportTraceS
                     attributes: vec![attribute("service.name", service)],
                 }),
                 scope_spans: vec![ScopeSpans {
-                    scope: Some(InstrumentationScope {
-                        name: "meshwork".into(),
-                        version: env!("CARGO_PKG_VERSION").into(),
-                    }),
+                    scope: Some(scope()),
                     spans,
                 }],
             })
             .collect(),
-    }
-}
-
-/// A gRPC client of a collector's trace service, connected on first use and reconnected
-/// after a failure.
-pub struct GrpcClient {
-    grpc: tonic::client::Grpc<tonic::transport::Channel>,
-}
-
-impl GrpcClient {
-    /// A client of the collector at `host:port`; `None` when that is not an address.
-    pub fn new(collector: &str) -> Option<GrpcClient> {
-        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{collector}"))
-            .ok()?
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(5));
-        Some(GrpcClient {
-            grpc: tonic::client::Grpc::new(endpoint.connect_lazy()),
-        })
-    }
-
-    /// Sends one batch.
-    pub async fn export(&mut self, request: ExportTraceServiceRequest) -> Result<(), String> {
-        self.grpc.ready().await.map_err(|e| e.to_string())?;
-        let codec: tonic_prost::ProstCodec<ExportTraceServiceRequest, ExportTraceServiceResponse> =
-            tonic_prost::ProstCodec::default();
-        self.grpc
-            .unary(
-                tonic::Request::new(request),
-                http::uri::PathAndQuery::from_static(EXPORT),
-                codec,
-            )
-            .await
-            .map(|_| ())
-            .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
     }
 }
