@@ -94,6 +94,34 @@ fn condition(c: &Condition) -> AuthzCondition {
     }
 }
 
+/// Where a security policy (AuthorizationPolicy, RequestAuthentication) applies.
+pub(crate) struct Scope<'a> {
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub selector: Option<&'a meshwork_api::generated::common::WorkloadSelector>,
+    /// It names `targetRef(s)`: Gateway API and Service resources, which meshwork does not
+    /// read.
+    pub targeted: bool,
+}
+
+impl Scope<'_> {
+    /// The policy's `ns/name` when it applies to a workload in `namespace` with `labels`:
+    /// it is in the root namespace or the workload's, and its selector, if any, matches.
+    pub fn applies(
+        &self,
+        mesh: &MeshConfig,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Option<String> {
+        let ns = self.namespace;
+        let in_scope = ns == mesh.root_namespace || ns == namespace;
+        let selected = self
+            .selector
+            .is_none_or(|s| s.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v)));
+        (in_scope && selected && !self.targeted).then(|| format!("{ns}/{}", self.name))
+    }
+}
+
 /// The policies that apply to a workload in `namespace` with `labels`.
 pub fn for_workload(
     objects: &[Object],
@@ -107,23 +135,15 @@ pub fn for_workload(
         let Object::AuthorizationPolicy(p) = o else {
             continue;
         };
-        let ns = p.metadata.namespace.as_deref().unwrap_or_default();
-        let name = format!("{ns}/{}", p.metadata.name.as_deref().unwrap_or_default());
-        if ns != mesh.root_namespace && ns != namespace {
+        let scope = Scope {
+            namespace: p.metadata.namespace.as_deref().unwrap_or_default(),
+            name: p.metadata.name.as_deref().unwrap_or_default(),
+            selector: p.spec.selector.as_ref(),
+            targeted: !p.spec.target_refs.is_empty() || p.spec.target_ref.is_some(),
+        };
+        let Some(name) = scope.applies(mesh, namespace, labels) else {
             continue;
-        }
-        if !p.spec.target_refs.is_empty() || p.spec.target_ref.is_some() {
-            // targetRefs name Gateway API and Service resources, which meshwork does not read.
-            continue;
-        }
-        let selected = p
-            .spec
-            .selector
-            .as_ref()
-            .is_none_or(|s| s.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v)));
-        if !selected {
-            continue;
-        }
+        };
         let action = match p.spec.action.unwrap_or_default() {
             AuthorizationAction::Allow => AuthzAction::Allow,
             AuthorizationAction::Deny => AuthzAction::Deny,

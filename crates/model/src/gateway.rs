@@ -241,6 +241,8 @@ fn compile_one(
     secrets.extend(clusters.secrets);
     let authorization =
         crate::authorization::for_workload(objects, mesh, namespace, selector, warnings);
+    let request_authentication =
+        crate::request_authentication::for_workload(objects, mesh, namespace, selector, warnings);
     let access_logs = crate::telemetry::access_logs(objects, mesh, namespace, selector, warnings);
     let metrics = crate::telemetry::metrics(objects, mesh, namespace, selector, warnings);
     let tracing = crate::telemetry::tracing(objects, mesh, namespace, selector, warnings);
@@ -264,6 +266,7 @@ fn compile_one(
         access_logs,
         metrics,
         authorization,
+        request_authentication,
         names: None,
         tracing,
     }

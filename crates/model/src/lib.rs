@@ -12,6 +12,7 @@ pub mod peer_authentication;
 pub mod policy;
 pub mod proxy;
 pub mod registry;
+pub mod request_authentication;
 pub mod routes;
 pub mod secrets;
 pub mod sidecar;

@@ -782,6 +782,13 @@ pub fn compile_sidecar_part(
     config.secrets.extend(clusters.secrets);
     config.authorization =
         crate::authorization::for_workload(objects, mesh, &node.namespace, &node.labels, warnings);
+    config.request_authentication = crate::request_authentication::for_workload(
+        objects,
+        mesh,
+        &node.namespace,
+        &node.labels,
+        warnings,
+    );
     config.access_logs =
         crate::telemetry::access_logs(objects, mesh, &node.namespace, &node.labels, warnings);
     config.metrics =

@@ -573,3 +573,44 @@ spec:
         .collect();
     assert_eq!(domains, ["shown.example.com"]);
 }
+
+#[test]
+fn request_authentication_applies_by_scope_with_istios_defaults() {
+    let yaml = format!(
+        "{SEED_003}---\napiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {{name: mesh, namespace: istio-system}}\nspec:\n  jwtRules:\n  - issuer: https://a.test\n    jwksUri: https://a.test/jwks\n    timeout: 2s\n---\napiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {{name: gw, namespace: istio-system}}\nspec:\n  selector: {{matchLabels: {{istio: ingressgateway}}}}\n  jwtRules:\n  - issuer: https://b.test\n    jwks: '{{\"keys\": []}}'\n    fromHeaders: [{{name: X-Token, prefix: 'Token '}}]\n    outputClaimToHeaders: [{{header: X-Sub, claim: sub}}]\n    forwardOriginalToken: true\n---\napiVersion: security.istio.io/v1\nkind: RequestAuthentication\nmetadata: {{name: elsewhere, namespace: istio-system}}\nspec:\n  selector: {{matchLabels: {{app: nothing}}}}\n  jwtRules:\n  - issuer: https://c.test\n    jwks: '{{\"keys\": []}}'\n"
+    );
+    let out = load_str(Path::new("t.yaml"), &yaml, &LoadOptions::default());
+    assert!(!out.has_errors(), "{:#?}", out.diagnostics);
+    let objects: Vec<Object> = out.config.objects.into_iter().map(|o| o.object).collect();
+    let c = compile_gateways(&objects, &out.config.mesh);
+    let rules = &c.gateways[0].request_authentication;
+    let issuers: Vec<&str> = rules.iter().map(|r| r.issuer.as_str()).collect();
+    assert_eq!(issuers, ["https://b.test", "https://a.test"], "{rules:#?}");
+    let (b, a) = (&rules[0], &rules[1]);
+    // Without a location: Authorization: Bearer and access_token.
+    assert_eq!(
+        a.from_headers,
+        [("authorization".to_string(), "Bearer ".to_string())]
+    );
+    assert_eq!(a.from_params, ["access_token"]);
+    assert_eq!(
+        a.jwks,
+        meshwork_resources::jwt::Jwks::Remote {
+            uri: "https://a.test/jwks".into(),
+            timeout_ms: 2000,
+            refresh_seconds: 300
+        }
+    );
+    assert!(!a.forward_original_token);
+    assert_eq!(
+        b.from_headers,
+        [("x-token".to_string(), "Token ".to_string())]
+    );
+    assert!(b.from_params.is_empty());
+    assert_eq!(
+        b.output_claim_to_headers,
+        [("x-sub".to_string(), "sub".to_string())]
+    );
+    assert!(b.forward_original_token);
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+}

@@ -143,6 +143,8 @@ pub struct Runtime {
     pub tracer: Option<Arc<crate::trace::Tracer>>,
     /// What the Telemetry API asks of the records (access logs, metric overrides).
     pub telemetry: crate::recorder::Telemetry,
+    /// RequestAuthentication, when any applies.
+    pub jwt: Option<Arc<crate::request::jwt::Authenticator>>,
 }
 
 impl Runtime {
@@ -367,6 +369,19 @@ pub fn apply(
     } else {
         Arc::new(crate::peer::Exchange::new(&config.node))
     };
+    // Keys fetched from a jwksUri stay while a rule still names it.
+    let jwt = (!config.request_authentication.is_empty()).then(|| {
+        let mut warnings = Vec::new();
+        let authenticator = crate::request::jwt::Authenticator::new(
+            &config.request_authentication,
+            previous.jwt.as_deref(),
+            &mut warnings,
+        );
+        for w in warnings {
+            tracing::warn!("{w}");
+        }
+        Arc::new(authenticator)
+    });
     // The tracer (and its queue of spans) stays while its settings do.
     let tracer = match (&previous.tracer, &config.tracing) {
         (Some(t), Some(settings)) if t.settings == *settings => Some(t.clone()),
@@ -376,6 +391,7 @@ pub fn apply(
     let runtime = Runtime {
         exchange,
         tracer,
+        jwt,
         telemetry: crate::recorder::Telemetry::new(&accepted),
         no_destination: Some(Arc::new(crate::metrics::PeerLabels::new(
             &config.node,

@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod dns;
 pub mod endpoint;
 pub mod expr;
+pub mod jwt;
 pub mod listener;
 pub mod log_format;
 pub mod metric;
@@ -62,6 +63,9 @@ pub struct ProxyConfig {
     /// (evaluation is DENY, then ALLOW).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub authorization: Vec<authorization::AuthorizationPolicy>,
+    /// The RequestAuthentication rules that apply to the proxy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub request_authentication: Vec<jwt::JwtRule>,
     /// What the DNS proxy answers for, for a sidecar whose traffic is captured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub names: Option<dns::NameTable>,

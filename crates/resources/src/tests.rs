@@ -373,6 +373,22 @@ fn sample() -> ProxyConfig {
             }),
         }],
         authorization: vec![authorization()],
+        request_authentication: vec![crate::jwt::JwtRule {
+            policy: "istio-system/auth".into(),
+            issuer: "https://auth.example.test".into(),
+            audiences: vec!["shop".into()],
+            jwks: crate::jwt::Jwks::Remote {
+                uri: "https://auth.example.test/jwks".into(),
+                timeout_ms: 5000,
+                refresh_seconds: 300,
+            },
+            from_headers: vec![("authorization".into(), "Bearer ".into())],
+            from_params: vec!["access_token".into()],
+            from_cookies: vec!["session".into()],
+            output_payload_to_header: Some("x-jwt".into()),
+            output_claim_to_headers: vec![("x-sub".into(), "sub".into())],
+            forward_original_token: true,
+        }],
         names: Some(crate::dns::NameTable {
             hosts: BTreeMap::from([
                 ("reviews".into(), vec!["10.96.0.12".into()]),

@@ -110,6 +110,9 @@ pub struct Policy {
     /// The AuthorizationPolicies of the proxy.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub authorization: Vec<AuthorizationPolicy>,
+    /// The RequestAuthentication rules of the proxy.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub request_authentication: Vec<meshwork_resources::jwt::JwtRule>,
     /// What the DNS proxy answers for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub names: Option<meshwork_resources::dns::NameTable>,
@@ -189,6 +192,7 @@ pub fn encode(config: &ProxyConfig) -> BTreeMap<TypeUrl, Vec<Resource>> {
     let policy = Policy {
         access_logs: config.access_logs.clone(),
         authorization: config.authorization.clone(),
+        request_authentication: config.request_authentication.clone(),
         names: config.names.clone(),
         tracing: config.tracing.clone(),
         metrics: config.metrics.clone(),
@@ -289,6 +293,7 @@ pub fn decode(
             let p: Policy = decode_one(type_url, resources)?;
             config.access_logs = p.access_logs;
             config.authorization = p.authorization;
+            config.request_authentication = p.request_authentication;
             config.names = p.names;
             config.tracing = p.tracing;
             config.metrics = p.metrics;

@@ -40,6 +40,8 @@ pub struct Attributes<'a> {
     pub headers: &'a HeaderMap,
     /// The connection's SNI.
     pub sni: Option<&'a str>,
+    /// What the request's verified JWT says, when it has one.
+    pub request: Option<&'a crate::request::jwt::Authenticated>,
 }
 
 impl<'a> Attributes<'a> {
@@ -64,6 +66,7 @@ impl<'a> Attributes<'a> {
             path: "",
             headers,
             sni: conn.sni.as_deref(),
+            request: None,
         }
     }
 }
@@ -112,7 +115,11 @@ fn ip_holds(f: &Field<String>, ip: IpAddr) -> bool {
 
 fn source_matches(s: &AuthzSource, a: &Attributes<'_>) -> bool {
     holds(&s.principals, a.principal, false)
-        && holds(&s.request_principals, None, false)
+        && holds(
+            &s.request_principals,
+            a.request.map(|r| r.principal.as_str()),
+            false,
+        )
         && holds(&s.namespaces, a.principal.and_then(namespace_of), false)
         && ip_holds(&s.ip_blocks, a.source_ip)
         && ip_holds(&s.remote_ip_blocks, a.remote_ip)
@@ -170,10 +177,70 @@ fn condition_holds(c: &AuthzCondition, a: &Attributes<'_>) -> bool {
             Some(text.as_str())
         }
         ConditionKey::ConnectionSni => a.sni,
-        // JWT attributes need RequestAuthentication, which is not applied yet.
-        ConditionKey::RequestAuth(_) => None,
+        ConditionKey::RequestAuth(key) => {
+            let values = request_auth(key, a.request);
+            return (c.values.is_empty()
+                || values
+                    .iter()
+                    .any(|v| any(&c.values, Some(v.as_str()), false)))
+                && !values
+                    .iter()
+                    .any(|v| any(&c.not_values, Some(v.as_str()), false));
+        }
     };
     (c.values.is_empty() || any(&c.values, value, false)) && !any(&c.not_values, value, false)
+}
+
+/// The values of a `request.auth.*` key for the request's verified JWT: `principal`
+/// (`iss/sub`), `audiences` (each `aud`), `presenter` (`azp`), and `claims[name]`, nested
+/// as `claims[a][b]`, each value of a list claim on its own.
+fn request_auth(key: &str, request: Option<&crate::request::jwt::Authenticated>) -> Vec<String> {
+    let Some(r) = request else {
+        return Vec::new();
+    };
+    let each = |v: &serde_json::Value| -> Vec<String> {
+        match v {
+            serde_json::Value::String(s) => vec![s.clone()],
+            serde_json::Value::Array(items) => items
+                .iter()
+                .filter_map(|i| match i {
+                    serde_json::Value::String(s) => Some(s.clone()),
+                    serde_json::Value::Number(_) | serde_json::Value::Bool(_) => {
+                        Some(i.to_string())
+                    }
+                    _ => None,
+                })
+                .collect(),
+            serde_json::Value::Number(_) | serde_json::Value::Bool(_) => vec![v.to_string()],
+            _ => Vec::new(),
+        }
+    };
+    match key {
+        "request.auth.principal" => vec![r.principal.clone()],
+        "request.auth.audiences" => r.claims.get("aud").map(each).unwrap_or_default(),
+        "request.auth.presenter" => r.claims.get("azp").map(each).unwrap_or_default(),
+        _ => {
+            let Some(path) = key.strip_prefix("request.auth.claims") else {
+                return Vec::new();
+            };
+            let mut value = &r.claims;
+            let mut rest = path;
+            while let Some(inner) = rest.strip_prefix('[') {
+                let Some((name, after)) = inner.split_once(']') else {
+                    return Vec::new();
+                };
+                match value.get(name) {
+                    Some(v) => value = v,
+                    None => return Vec::new(),
+                }
+                rest = after;
+            }
+            if !rest.is_empty() || path.is_empty() {
+                return Vec::new();
+            }
+            each(value)
+        }
+    }
 }
 
 fn rule_matches(r: &AuthzRule, a: &Attributes<'_>) -> bool {

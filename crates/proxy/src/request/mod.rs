@@ -21,6 +21,7 @@ pub mod authz;
 pub mod checks;
 pub mod context;
 pub mod forward;
+pub mod jwt;
 pub mod path;
 pub mod pick;
 pub mod policy;
@@ -244,8 +245,18 @@ async fn run(
 ) -> Result<Response<Body>, LocalReply> {
     checks::check(&parts, settings)?;
     path::normalize(&mut parts);
+    // Phase: end-user authentication, then authorization, before routing.
+    let authenticated = match &state.jwt {
+        Some(jwt) if !ctx.conn.outbound => jwt.authenticate(&mut parts)?,
+        _ => None,
+    };
     if !ctx.conn.outbound
-        && let Some(denied) = policy::authorize(ctx, &parts, &state.config.authorization)
+        && let Some(denied) = policy::authorize(
+            ctx,
+            &parts,
+            &state.config.authorization,
+            authenticated.as_ref(),
+        )
     {
         return Ok(denied);
     }

@@ -33,6 +33,7 @@ pub fn authorize(
     ctx: &mut RequestContext,
     parts: &http::request::Parts,
     authorization: &[meshwork_resources::authorization::AuthorizationPolicy],
+    authenticated: Option<&crate::request::jwt::Authenticated>,
 ) -> Option<Response<Body>> {
     if !authorization.is_empty() {
         let attributes = authz::Attributes {
@@ -40,6 +41,7 @@ pub fn authorize(
             authority: &ctx.authority,
             method: parts.method.as_str(),
             path: parts.uri.path(),
+            request: authenticated,
             ..authz::Attributes::of_connection(&ctx.conn, &parts.headers)
         };
         if let authz::Verdict::Deny(policy) = authz::evaluate(authorization, &attributes) {

@@ -22,6 +22,17 @@ pub struct LocalReply {
     pub body: Cow<'static, str>,
 }
 
+impl From<crate::request::jwt::Refusal> for LocalReply {
+    fn from(r: crate::request::jwt::Refusal) -> LocalReply {
+        LocalReply {
+            status: StatusCode::UNAUTHORIZED,
+            flags: ResponseFlags::NONE,
+            details: Cow::Borrowed(r.details()),
+            body: Cow::Borrowed("Jwt verification fails"),
+        }
+    }
+}
+
 /// The select-server and match-route phases found nothing (`NR`, 404).
 #[derive(Debug, thiserror::Error)]
 #[error("route_not_found")]

@@ -25,6 +25,7 @@ fn attrs<'a>(
         path,
         headers,
         sni: Some("app.example.test"),
+        request: None,
     }
 }
 
@@ -585,4 +586,75 @@ fn on_tcp_http_only_fields_never_allow_and_are_ignored_by_deny() {
         Verdict::Deny(Some("deny".into())),
         "DENY matches on its other fields"
     );
+}
+
+#[test]
+fn request_principals_and_jwt_claims_are_matched() {
+    let headers = HeaderMap::new();
+    let jwt = crate::request::jwt::Authenticated {
+        principal: "https://auth.test/ana".into(),
+        claims: serde_json::json!({
+            "iss": "https://auth.test", "sub": "ana", "aud": ["shop", "web"], "azp": "spa",
+            "groups": ["readers", "admins"], "org": {"team": "payments"}, "level": 3,
+        }),
+    };
+    fn with<'a>(
+        jwt: Option<&'a crate::request::jwt::Authenticated>,
+        headers: &'a HeaderMap,
+    ) -> Attributes<'a> {
+        Attributes {
+            request: jwt,
+            ..attrs(None, "GET", "/", headers)
+        }
+    }
+    let condition = |key: &str, values: &[&str], not: &[&str]| AuthzCondition {
+        key: ConditionKey::RequestAuth(key.into()),
+        values: values.iter().map(|v| Pattern::parse(v)).collect(),
+        not_values: not.iter().map(|v| Pattern::parse(v)).collect(),
+    };
+    let a = with(Some(&jwt), &headers);
+    for (key, values, not, expected) in [
+        (
+            "request.auth.principal",
+            &["https://auth.test/*"][..],
+            &[][..],
+            true,
+        ),
+        ("request.auth.principal", &["other/ana"][..], &[][..], false),
+        ("request.auth.audiences", &["web"], &[], true),
+        ("request.auth.presenter", &["spa"], &[], true),
+        ("request.auth.claims[groups]", &["admins"], &[], true),
+        ("request.auth.claims[groups]", &["*"], &["admins"], false),
+        ("request.auth.claims[org][team]", &["pay*"], &[], true),
+        ("request.auth.claims[org][nothing]", &["*"], &[], false),
+        ("request.auth.claims[level]", &["3"], &[], true),
+        ("request.auth.claims", &["*"], &[], false),
+        ("request.auth.claims[org", &["*"], &[], false),
+    ] {
+        assert_eq!(
+            condition_holds(&condition(key, values, not), &a),
+            expected,
+            "{key} {values:?} not {not:?}"
+        );
+    }
+    // Without a token nothing of request.auth holds, and requestPrincipals cannot match.
+    let none = with(None, &headers);
+    assert!(!condition_holds(
+        &condition("request.auth.principal", &["*"], &[]),
+        &none
+    ));
+    let source = |values: &[&str], not: &[&str]| AuthzSource {
+        request_principals: Field {
+            values: values.iter().map(|v| Pattern::parse(v)).collect(),
+            not_values: not.iter().map(|v| Pattern::parse(v)).collect(),
+        },
+        ..AuthzSource::default()
+    };
+    assert!(source_matches(&source(&["*"], &[]), &a));
+    assert!(!source_matches(&source(&["*"], &[]), &none));
+    assert!(!source_matches(&source(&[], &["https://auth.test/*"]), &a));
+    assert!(source_matches(
+        &source(&[], &["https://auth.test/*"]),
+        &none
+    ));
 }
