@@ -602,25 +602,45 @@ fn apps_call_services_by_name_and_the_mesh_routes_them_over_mtls() {
         mesh.log("sleep-sidecar"),
         mesh.log("ratings-v1-sidecar")
     );
-    // Both sidecars learnt the other's workload from Istio's TCP metadata exchange.
-    let tcp_opened = |pod: &str, reporter: &str, other: &str| {
+    // Both sidecars learnt the other's workload from Istio's TCP metadata exchange, and
+    // count the connection and its bytes with it.
+    let tcp_metric = |pod: &str, metric: &str, reporter: &str, other: &str| -> (f64, String) {
         let out = mesh.net.curl(
             &mesh.net.ns(pod),
             &["-s", "http://127.0.0.1:15021/stats/prometheus"],
         );
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let found = text.lines().any(|l| {
-            l.starts_with("istio_tcp_connections_opened_total{")
-                && l.contains(&format!("reporter=\"{reporter}\""))
-                && l.contains(other)
-                && l.ends_with(" 1")
-        });
-        (found, text)
+        let value = text
+            .lines()
+            .filter(|l| {
+                l.starts_with(&format!("{metric}{{"))
+                    && l.contains(&format!("reporter=\"{reporter}\""))
+                    && l.contains(other)
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        (value, text)
     };
-    let (found, text) = tcp_opened("ratings-v1", "destination", "source_workload=\"sleep\"");
-    assert!(found, "{text}");
-    let (found, text) = tcp_opened("sleep", "source", "destination_workload=\"ratings-v1\"");
-    assert!(found, "{text}");
+    let client = "source_workload=\"sleep\"";
+    let server = "destination_workload=\"ratings-v1\"";
+    for (pod, reporter, other) in [
+        ("ratings-v1", "destination", client),
+        ("sleep", "source", server),
+    ] {
+        let (opened, text) = tcp_metric(pod, "istio_tcp_connections_opened_total", reporter, other);
+        assert_eq!(opened, 1.0, "{text}");
+        eventually(Duration::from_secs(5), "the connection closed", || {
+            tcp_metric(pod, "istio_tcp_connections_closed_total", reporter, other).0 == 1.0
+        });
+    }
+    // The server's sidecar got "ping\n" and sent "tally\n" and the echo.
+    for (metric, bytes) in [
+        ("istio_tcp_received_bytes_total", 5.0),
+        ("istio_tcp_sent_bytes_total", 11.0),
+    ] {
+        let (value, text) = tcp_metric("ratings-v1", metric, "destination", client);
+        assert_eq!(value, bytes, "{metric}: {text}");
+    }
     // The control plane knows every sidecar.
     let status = run(&["proxy-status", "--control-plane", &mesh.listen], None);
     let table = String::from_utf8_lossy(&status.stdout);

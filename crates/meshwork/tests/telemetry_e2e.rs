@@ -84,6 +84,59 @@ fn prometheus_scrapes_istio_request_metrics_from_the_gateway() {
         &curl(&[&format!("http://127.0.0.1:{metrics}/stats/prometheus")]).stdout,
     )
     .into_owned();
+    // Istio's buckets, as its proxies serve them.
+    let buckets = |metric: &str| -> Vec<String> {
+        let mut les: Vec<String> = text
+            .lines()
+            .filter(|l| l.starts_with(&format!("{metric}_bucket{{")))
+            .filter_map(|l| Some(l.split("le=\"").nth(1)?.split('"').next()?.to_string()))
+            .collect();
+        // The buckets of the first series.
+        let end = les.iter().position(|le| le == "+Inf").map_or(0, |i| i + 1);
+        les.truncate(end);
+        les
+    };
+    assert_eq!(
+        buckets("istio_request_duration_milliseconds"),
+        [
+            "0.5",
+            "1.0",
+            "5.0",
+            "10.0",
+            "25.0",
+            "50.0",
+            "100.0",
+            "250.0",
+            "500.0",
+            "1000.0",
+            "2500.0",
+            "5000.0",
+            "10000.0",
+            "30000.0",
+            "60000.0",
+            "300000.0",
+            "600000.0",
+            "1800000.0",
+            "3600000.0",
+            "+Inf"
+        ]
+    );
+    assert_eq!(
+        buckets("istio_request_bytes"),
+        [
+            "1.0",
+            "10.0",
+            "100.0",
+            "1000.0",
+            "10000.0",
+            "100000.0",
+            "1000000.0",
+            "10000000.0",
+            "100000000.0",
+            "1000000000.0",
+            "+Inf"
+        ]
+    );
     for needle in [
         "istio_requests_total{",
         "reporter=\"source\"",
@@ -178,10 +231,16 @@ fn a_telemetry_resource_turns_the_access_log_on() {
         status(&["-H", HOST, &format!("http://127.0.0.1:{http}/unlogged")]),
         200
     );
-    assert_eq!(
-        status(&["-H", HOST, &format!("http://127.0.0.1:{http}/logged-not")]),
-        200
-    );
+    // On again: the next request is logged, and the one made while off never was (one
+    // writer, in order).
+    std::fs::remove_file(mesh.dir.path().join("config/telemetry-off.yaml")).unwrap();
+    eventually(Duration::from_secs(10), "the log on again", || {
+        assert_eq!(
+            status(&["-H", HOST, &format!("http://127.0.0.1:{http}/logged-again")]),
+            200
+        );
+        up.stdout().contains("/logged-again")
+    });
     assert!(!up.stdout().contains("/unlogged"), "{}", up.stdout());
 }
 
@@ -487,6 +546,7 @@ impl Zipkin {
                     .flatten()
                     .map(|(k, v)| (k.clone(), text(v)))
                     .collect(),
+                error: false,
             })
             .collect()
     }
@@ -677,7 +737,7 @@ fn a_trace_links_the_gateway_and_every_sidecar_hop() {
         zipkin.port
     );
     let hops = hops_through_bookinfo(&provider, || zipkin.seen());
-    assert_eq!(hops[2].service, "productpage-v1.default");
+    assert_eq!(hops[2].service, "productpage.default");
 }
 
 /// The spans of one traced request through Bookinfo, whose mesh traces every request to
@@ -732,8 +792,10 @@ fn hops_through_bookinfo(provider: &str, received: impl Fn() -> Vec<SeenSpan>) -
         hops[0].service.starts_with("istio-ingressgateway"),
         "{hops:?}"
     );
-    assert_eq!(hops[1].service, "productpage-v1.default");
-    assert!(hops[3].service.starts_with("reviews-v"), "{hops:?}");
+    // Spans name the canonical service, as Istio's do.
+    assert_eq!(hops[1].service, "productpage.default");
+    assert_eq!(hops[1].attributes["istio.canonical_service"], "productpage");
+    assert_eq!(hops[3].service, "reviews.default");
     hops
 }
 
@@ -787,6 +849,8 @@ struct SeenSpan {
     parent: String,
     kind: i32,
     attributes: std::collections::BTreeMap<String, String>,
+    /// OTLP's status is `ERROR` (Zipkin has none).
+    error: bool,
 }
 
 type Received = std::sync::Arc<std::sync::Mutex<Vec<SeenSpan>>>;
@@ -822,6 +886,7 @@ fn keep(
                     parent: hex(&s.parent_span_id),
                     kind: s.kind,
                     attributes: s.attributes.iter().map(text).collect(),
+                    error: s.status.as_ref().is_some_and(|st| st.code == 2),
                 });
             }
         }
@@ -991,6 +1056,7 @@ fn a_trace_links_the_gateway_and_every_sidecar_hop_over_otlp_grpc() {
     );
     let hops = hops_through_bookinfo(&provider, || otlp.spans());
     assert_eq!(hops[1].attributes["http.status_code"], "200");
+    assert!(!hops[1].error, "{:?}", hops[1]);
     assert_eq!(hops[1].attributes["istio.namespace"], "default");
     assert_eq!(hops[1].attributes["http.method"], "GET");
 }
@@ -1022,6 +1088,7 @@ fn spans_reach_an_otlp_http_collector_from_the_gateway() {
     assert_eq!(span.kind, CLIENT);
     assert!(span.service.starts_with("istio-ingressgateway"), "{span:?}");
     assert_eq!(span.attributes["http.status_code"], "503");
+    assert!(span.error, "a 5xx span's status is ERROR: {span:?}");
     assert_eq!(span.attributes["team"], "platform");
     assert!(
         span.attributes["upstream_cluster"].contains("app"),

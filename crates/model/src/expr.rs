@@ -172,7 +172,9 @@ fn lower(e: &IdedExpr) -> Result<Expr, String> {
                     header(&args[1], &args[0], false)?
                 }
                 operators::NEGATE => match args.first().map(lower) {
-                    Some(Ok(Expr::Literal(Value::Int(n)))) => Expr::Literal(Value::Int(-n)),
+                    Some(Ok(Expr::Literal(Value::Int(n)))) => Expr::Literal(Value::Int(
+                        n.checked_neg().ok_or("the number is too large")?,
+                    )),
                     _ => return Err("`-` is only for numbers".into()),
                 },
                 "string" => {
@@ -347,9 +349,10 @@ mod tests {
 
     #[test]
     fn the_request_headers_read_are_listed() {
-        let e = parse("request.headers['x-a'] == 'b' || 'x-b' in request.headers || response.headers['x-c'] == ''").unwrap();
+        let e = parse("request.headers['x-a'] == 'b' || 'x-b' in request.headers || response.headers['x-c'] == '' || request.referer == 'r'").unwrap();
         let mut out = Vec::new();
         e.request_headers(&mut out);
-        assert_eq!(out, ["x-a", "x-b"]);
+        assert_eq!(out, ["x-a", "x-b", "referer"]);
+        assert!(parse("-(-9223372036854775808) == 1").is_err());
     }
 }

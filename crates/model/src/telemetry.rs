@@ -29,13 +29,24 @@ fn name_of(t: &Telemetry) -> String {
     )
 }
 
-/// The access logs of a workload in `namespace` with `labels`: at most one for the
-/// requests it serves as the client and one for those it serves as the server. The most
-/// specific Telemetry that configures `accessLogging` decides; for each side, the first
-/// of its entries whose `match.mode` covers that side. Its providers name the mesh
-/// config's `extensionProviders` (the built-in `envoy` writes to `/dev/stdout`, JSON when
-/// `accessLogEncoding: JSON`), or `defaultProviders.accessLogging` when it names none.
-/// Without any such Telemetry, the mesh config's `accessLogFile` applies.
+/// What one side's access log is, as the Telemetry levels leave it.
+#[derive(Default)]
+struct LogChoice<'a> {
+    providers: Vec<String>,
+    disabled: bool,
+    filter: Option<&'a str>,
+    /// The Telemetry that set it last, for warnings.
+    source: String,
+}
+
+/// The access logs of a workload in `namespace` with `labels`, one per provider and side
+/// (a log both sides share is one). For each side, the `accessLogging` entries whose
+/// `match.mode` covers it are merged over the Telemetry levels, the most general first:
+/// `providers`, `disabled` and `filter` each keep the last value set. Providers name the
+/// mesh config's `extensionProviders` (the built-in `envoy` writes to `/dev/stdout`,
+/// JSON when `accessLogEncoding: JSON`); none named means
+/// `defaultProviders.accessLogging`. Without any entry, the mesh config's
+/// `accessLogFile` applies.
 pub fn access_logs(
     objects: &[Object],
     mesh: &MeshConfig,
@@ -43,10 +54,8 @@ pub fn access_logs(
     labels: &BTreeMap<String, String>,
     warnings: &mut Vec<String>,
 ) -> Vec<AccessLog> {
-    let chosen = most_specific(objects, mesh, namespace, labels, |t| {
-        !t.spec.access_logging.is_empty()
-    });
-    let Some(t) = chosen else {
+    let levels = levels(objects, mesh, namespace, labels);
+    if levels.iter().all(|t| t.spec.access_logging.is_empty()) {
         return (!mesh.access_log_file.is_empty())
             .then(|| AccessLog {
                 path: mesh.access_log_file.clone(),
@@ -58,106 +67,118 @@ pub fn access_logs(
             })
             .into_iter()
             .collect();
+    }
+    let side = |inbound: bool| -> Option<LogChoice<'_>> {
+        let mut choice: Option<LogChoice<'_>> = None;
+        for t in &levels {
+            for e in &t.spec.access_logging {
+                if !mode(e.match_.as_ref().and_then(|m| m.mode)).applies(inbound) {
+                    continue;
+                }
+                let c = choice.get_or_insert_with(LogChoice::default);
+                if !e.providers.is_empty() {
+                    c.providers = e.providers.iter().map(|p| p.name.clone()).collect();
+                }
+                if let Some(d) = e.disabled {
+                    c.disabled = d;
+                }
+                if let Some(f) = e.filter.as_ref().and_then(|f| f.expression.as_deref()) {
+                    c.filter = Some(f);
+                }
+                c.source = name_of(t);
+            }
+        }
+        choice
     };
-    let name = name_of(t);
-    let entries = &t.spec.access_logging;
-    let side = |inbound: bool| {
-        entries
+    let mut logs_of = |choice: Option<LogChoice<'_>>| -> Vec<AccessLog> {
+        let Some(c) = choice.filter(|c| !c.disabled) else {
+            return Vec::new();
+        };
+        let providers = if c.providers.is_empty() {
+            mesh.default_providers.access_logging.clone()
+        } else {
+            c.providers.clone()
+        };
+        let filter = c.filter.and_then(|f| match crate::expr::parse(f) {
+            Ok(e) => Some(e),
+            Err(why) => {
+                warnings.push(format!(
+                    "Telemetry {}: accessLogging filter {f:?}: {why}; every request is logged",
+                    c.source
+                ));
+                None
+            }
+        });
+        providers
             .iter()
-            .position(|e| mode(e.match_.as_ref().and_then(|m| m.mode)).applies(inbound))
+            .filter_map(|p| provider_log(p, filter.clone(), &c.source, mesh, warnings))
+            .collect()
     };
-    let mut compiled: BTreeMap<usize, Option<AccessLog>> = BTreeMap::new();
-    let mut log_of = |i: usize| {
-        compiled
-            .entry(i)
-            .or_insert_with(|| access_log_entry(&entries[i], &name, mesh, warnings))
-            .clone()
-    };
-    let client = side(false).and_then(&mut log_of);
-    let server = side(true).and_then(&mut log_of);
-    match (client, server) {
-        (Some(c), Some(s)) if c == s => vec![AccessLog {
-            mode: Mode::ClientAndServer,
-            ..c
-        }],
-        (c, s) => c
-            .map(|c| AccessLog {
+    let client = logs_of(side(false));
+    let mut server = logs_of(side(true));
+    let mut out = Vec::new();
+    for c in client {
+        match server.iter().position(|s| *s == c) {
+            Some(i) => {
+                server.remove(i);
+                out.push(AccessLog {
+                    mode: Mode::ClientAndServer,
+                    ..c
+                });
+            }
+            None => out.push(AccessLog {
                 mode: Mode::Client,
                 ..c
-            })
-            .into_iter()
-            .chain(s.map(|s| AccessLog {
-                mode: Mode::Server,
-                ..s
-            }))
-            .collect(),
+            }),
+        }
     }
+    out.extend(server.into_iter().map(|s| AccessLog {
+        mode: Mode::Server,
+        ..s
+    }));
+    out
 }
 
-/// One `accessLogging` entry's log, unless it is disabled or names no provider that
-/// writes a file.
-fn access_log_entry(
-    entry: &meshwork_api::generated::telemetry::AccessLogging,
+/// The log of the provider named `provider`, unless the mesh config has no such file
+/// or OpenTelemetry log provider.
+fn provider_log(
+    provider: &str,
+    filter: Option<meshwork_resources::expr::Expr>,
     name: &str,
     mesh: &MeshConfig,
     warnings: &mut Vec<String>,
 ) -> Option<AccessLog> {
-    if entry.disabled == Some(true) {
+    let Some(p) = mesh.provider(provider) else {
+        warnings.push(format!(
+            "Telemetry {name}: provider {provider} is not in the mesh config's extensionProviders"
+        ));
         return None;
-    }
-    let expression = entry.filter.as_ref().and_then(|f| f.expression.as_deref());
-    let filter = match expression.map(crate::expr::parse) {
-        Some(Ok(e)) => Some(e),
-        Some(Err(why)) => {
-            warnings.push(format!(
-                "Telemetry {name}: accessLogging filter {:?}: {why}; every request is logged",
-                expression.unwrap_or_default()
-            ));
-            None
-        }
-        None => None,
     };
-    let providers: Vec<String> = if entry.providers.is_empty() {
-        mesh.default_providers.access_logging.clone()
-    } else {
-        entry.providers.iter().map(|p| p.name.clone()).collect()
-    };
-    for provider in providers {
-        let Some(p) = mesh.provider(&provider) else {
-            warnings.push(format!(
-                "Telemetry {name}: provider {provider} is not in the mesh config's extensionProviders"
-            ));
-            continue;
-        };
-        if let Some(als) = p.other.get("envoyOtelAls") {
-            let Some(otel) = otel_logs(als, &provider, name, warnings) else {
-                continue;
-            };
-            return Some(AccessLog { filter, ..otel });
-        }
-        let Some(file) = &p.envoy_file_access_log else {
-            warnings.push(format!(
-                "Telemetry {name}: provider {provider} is neither a file access log nor envoyOtelAls; it is not run"
-            ));
-            continue;
-        };
-        let format = file
-            .log_format
-            .as_ref()
-            .and_then(|f| log_format(f, &provider, name, warnings));
-        return Some(AccessLog {
-            path: file.path.clone(),
-            json: matches!(format, Some(LogFormat::Labels(_)))
-                || (format.is_none()
-                    && provider == "envoy"
-                    && mesh.access_log_encoding == AccessLogEncoding::Json),
-            filter,
-            mode: Mode::ClientAndServer,
-            format,
-            otel: None,
-        });
+    if let Some(als) = p.other.get("envoyOtelAls") {
+        let otel = otel_logs(als, provider, name, warnings)?;
+        return Some(AccessLog { filter, ..otel });
     }
-    None
+    let Some(file) = &p.envoy_file_access_log else {
+        warnings.push(format!(
+            "Telemetry {name}: provider {provider} is neither a file access log nor envoyOtelAls; it is not run"
+        ));
+        return None;
+    };
+    let format = file
+        .log_format
+        .as_ref()
+        .and_then(|f| log_format(f, provider, name, warnings));
+    Some(AccessLog {
+        path: file.path.clone(),
+        json: matches!(format, Some(LogFormat::Labels(_)))
+            || (format.is_none()
+                && provider == "envoy"
+                && mesh.access_log_encoding == AccessLogEncoding::Json),
+        filter,
+        mode: Mode::ClientAndServer,
+        format,
+        otel: None,
+    })
 }
 
 /// An `envoyOtelAls` provider: its collector (`service`, `port`), `logName`, and its
@@ -282,32 +303,9 @@ pub fn metrics(
     labels: &BTreeMap<String, String>,
     warnings: &mut Vec<String>,
 ) -> Vec<MetricOverride> {
-    let telemetries: Vec<&Telemetry> = objects
-        .iter()
-        .filter_map(|o| match o {
-            Object::Telemetry(t) if !t.spec.metrics.is_empty() => Some(t),
-            _ => None,
-        })
-        .collect();
-    let ns_of = |t: &Telemetry| t.metadata.namespace.clone().unwrap_or_default();
-    let selects = |t: &Telemetry| {
-        t.spec
-            .selector
-            .as_ref()
-            .is_some_and(|s| s.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v)))
-    };
-    let root = telemetries
-        .iter()
-        .find(|t| ns_of(t) == mesh.root_namespace && t.spec.selector.is_none());
-    let own_namespace = telemetries.iter().find(|t| {
-        ns_of(t) == namespace && t.spec.selector.is_none() && ns_of(t) != mesh.root_namespace
-    });
-    let workload = telemetries
-        .iter()
-        .find(|t| ns_of(t) == namespace && selects(t));
     // (metric, inbound) -> the override so far.
     let mut resolved: BTreeMap<(Metric, bool), MetricOverride> = BTreeMap::new();
-    for t in [root, own_namespace, workload].into_iter().flatten() {
+    for t in levels(objects, mesh, namespace, labels) {
         let name = name_of(t);
         for entry in &t.spec.metrics {
             let providers: Vec<String> = if entry.providers.is_empty() {
@@ -400,52 +398,64 @@ pub fn metrics(
         .collect()
 }
 
-/// The Telemetry that decides one kind of telemetry for a workload, with Istio's
-/// precedence: one in its namespace whose selector matches it, then its namespace's
-/// without a selector, then the root namespace's.
-fn most_specific<'a>(
+/// The Telemetry resources that apply to a workload, the most general first, as Istio
+/// picks them: the root namespace's without a selector, the workload's namespace's
+/// without one, and the one in its namespace whose selector matches it. What a later one
+/// sets overrides the earlier ones, field by field.
+fn levels<'a>(
     objects: &'a [Object],
     mesh: &MeshConfig,
     namespace: &str,
     labels: &BTreeMap<String, String>,
-    configures: fn(&Telemetry) -> bool,
-) -> Option<&'a Telemetry> {
-    let telemetries: Vec<_> = objects
+) -> Vec<&'a Telemetry> {
+    let telemetries: Vec<&Telemetry> = objects
         .iter()
         .filter_map(|o| match o {
-            Object::Telemetry(t) if configures(t) => Some(t),
+            Object::Telemetry(t) => Some(t),
             _ => None,
         })
         .collect();
-    let ns_of =
-        |t: &&meshwork_api::resource::Telemetry| t.metadata.namespace.clone().unwrap_or_default();
-    let selects = |t: &&meshwork_api::resource::Telemetry| {
+    let ns_of = |t: &Telemetry| t.metadata.namespace.clone().unwrap_or_default();
+    let selects = |t: &Telemetry| {
         t.spec
             .selector
             .as_ref()
             .is_some_and(|s| s.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v)))
     };
-    telemetries
+    let root = telemetries
         .iter()
-        .find(|t| ns_of(t) == namespace && selects(t))
-        .or_else(|| {
-            telemetries
-                .iter()
-                .find(|t| ns_of(t) == namespace && t.spec.selector.is_none())
-        })
-        .or_else(|| {
-            telemetries
-                .iter()
-                .find(|t| ns_of(t) == mesh.root_namespace && t.spec.selector.is_none())
-        })
+        .find(|t| ns_of(t) == mesh.root_namespace && t.spec.selector.is_none());
+    let own_namespace = telemetries.iter().find(|t| {
+        ns_of(t) == namespace && t.spec.selector.is_none() && ns_of(t) != mesh.root_namespace
+    });
+    let workload = telemetries
+        .iter()
+        .find(|t| ns_of(t) == namespace && selects(t));
+    [root, own_namespace, workload]
+        .into_iter()
+        .flatten()
         .copied()
+        .collect()
 }
 
-/// The tracing of a workload in `namespace` with `labels`: the most specific Telemetry
-/// with `tracing` (its providers, else `defaultProviders.tracing`; its
-/// `randomSamplingPercentage`, else the mesh's `defaultConfig.tracing.sampling`, else
-/// Istio's 1%), or without one the mesh's default providers. The providers are the mesh
-/// config's `zipkin` and `opentelemetry` extension providers.
+/// What one side's tracing is, as the Telemetry levels leave it.
+#[derive(Default, Clone)]
+struct TraceChoice<'a> {
+    providers: Vec<String>,
+    sampling: Option<f64>,
+    custom_tags: Option<&'a BTreeMap<String, meshwork_api::generated::telemetry::CustomTag>>,
+    disable_span_reporting: bool,
+    /// The Telemetry that set it last, for warnings.
+    source: String,
+}
+
+/// The tracing of a workload in `namespace` with `labels`. For each side, the `tracing`
+/// entries whose `match.mode` covers it are merged over the Telemetry levels, the most
+/// general first: `providers`, `randomSamplingPercentage`, `customTags` and
+/// `disableSpanReporting` each keep the last value set. No providers means
+/// `defaultProviders.tracing`; no sampling, the mesh's `defaultConfig.tracing.sampling`,
+/// else Istio's 1%. The providers are the mesh config's `zipkin` and `opentelemetry`
+/// extension providers. When only one side reports spans, the tracing says which.
 pub fn tracing(
     objects: &[Object],
     mesh: &MeshConfig,
@@ -453,23 +463,81 @@ pub fn tracing(
     labels: &BTreeMap<String, String>,
     warnings: &mut Vec<String>,
 ) -> Option<meshwork_resources::trace::Tracing> {
-    let chosen = most_specific(objects, mesh, namespace, labels, |t| {
-        !t.spec.tracing.is_empty()
-    });
-    let entry = chosen.and_then(|t| t.spec.tracing.first());
-    let name = chosen.map_or_else(String::new, |t| {
-        format!(
-            "{}/{}",
-            t.metadata.namespace.as_deref().unwrap_or_default(),
-            t.metadata.name.as_deref().unwrap_or_default()
-        )
-    });
-    let providers: Vec<String> = match entry {
-        Some(e) if !e.providers.is_empty() => e.providers.iter().map(|p| p.name.clone()).collect(),
-        _ => mesh.default_providers.tracing.clone(),
+    let levels = levels(objects, mesh, namespace, labels);
+    let side = |inbound: bool| -> TraceChoice<'_> {
+        let mut c = TraceChoice::default();
+        for t in &levels {
+            for e in &t.spec.tracing {
+                if !mode(e.match_.as_ref().and_then(|m| m.mode)).applies(inbound) {
+                    continue;
+                }
+                if !e.providers.is_empty() {
+                    c.providers = e.providers.iter().map(|p| p.name.clone()).collect();
+                }
+                if e.random_sampling_percentage.is_some() {
+                    c.sampling = e.random_sampling_percentage;
+                }
+                if !e.custom_tags.is_empty() {
+                    c.custom_tags = Some(&e.custom_tags);
+                }
+                if let Some(d) = e.disable_span_reporting {
+                    c.disable_span_reporting = d;
+                }
+                c.source = name_of(t);
+            }
+        }
+        c
     };
-    let sampling = entry
-        .and_then(|e| e.random_sampling_percentage)
+    let (client, server) = (side(false), side(true));
+    let client = traced(&client, mesh, warnings);
+    let server = traced(&server, mesh, &mut Vec::new());
+    use meshwork_resources::trace::Tracing;
+    match (client, server) {
+        (Some(c), Some(s)) if c == s => Some(c),
+        (Some(c), Some(s)) if c.disable_span_reporting && !s.disable_span_reporting => {
+            Some(Tracing {
+                mode: Mode::Server,
+                ..s
+            })
+        }
+        (Some(c), Some(s)) if s.disable_span_reporting && !c.disable_span_reporting => {
+            Some(Tracing {
+                mode: Mode::Client,
+                ..c
+            })
+        }
+        (Some(c), Some(_)) => {
+            warnings.push(
+                "Telemetry: the client and server sides trace differently; the client side's tracing is used for both".to_string(),
+            );
+            Some(c)
+        }
+        (Some(c), None) => Some(Tracing {
+            mode: Mode::Client,
+            ..c
+        }),
+        (None, Some(s)) => Some(Tracing {
+            mode: Mode::Server,
+            ..s
+        }),
+        (None, None) => None,
+    }
+}
+
+/// One side's tracing, for both sides.
+fn traced(
+    choice: &TraceChoice<'_>,
+    mesh: &MeshConfig,
+    warnings: &mut Vec<String>,
+) -> Option<meshwork_resources::trace::Tracing> {
+    let name = &choice.source;
+    let providers: Vec<String> = if choice.providers.is_empty() {
+        mesh.default_providers.tracing.clone()
+    } else {
+        choice.providers.clone()
+    };
+    let sampling = choice
+        .sampling
         .or_else(|| {
             mesh.default_config
                 .tracing
@@ -478,7 +546,7 @@ pub fn tracing(
         })
         .unwrap_or(1.0)
         .clamp(0.0, 100.0);
-    let custom = entry.map(|e| &e.custom_tags);
+    let custom = choice.custom_tags;
     let tags = custom
         .into_iter()
         .flatten()
@@ -570,8 +638,8 @@ pub fn tracing(
             protocol,
             path,
             sampling,
-            disable_span_reporting: entry.and_then(|e| e.disable_span_reporting) == Some(true),
-            mode: mode(entry.and_then(|e| e.match_.as_ref()).and_then(|m| m.mode)),
+            disable_span_reporting: choice.disable_span_reporting,
+            mode: Mode::ClientAndServer,
             tags,
             header_tags,
             environment_tags,

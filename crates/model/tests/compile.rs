@@ -614,3 +614,93 @@ fn request_authentication_applies_by_scope_with_istios_defaults() {
     assert!(b.forward_original_token);
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
 }
+
+/// The objects and mesh config of these documents.
+fn objects_of(yaml: &str) -> (Vec<Object>, meshwork_api::mesh::MeshConfig) {
+    let out = load_str(Path::new("t.yaml"), yaml, &LoadOptions::default());
+    assert!(!out.has_errors(), "{:#?}", out.diagnostics);
+    (
+        out.config.objects.into_iter().map(|o| o.object).collect(),
+        out.config.mesh,
+    )
+}
+
+#[test]
+fn telemetry_levels_override_field_by_field_root_namespace_then_workload() {
+    use meshwork_model::telemetry::{access_logs, tracing};
+    use meshwork_resources::Mode;
+    let telemetry = |ns: &str, name: &str, selector: &str, spec: &str| {
+        format!(
+            "---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n{selector}{spec}"
+        )
+    };
+    let mesh_config = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\ndata:\n  mesh: |\n    extensionProviders:\n    - name: zipkin\n      zipkin: {service: zipkin.istio-system, port: 9411}\n    - name: file\n      envoyFileAccessLog: {path: /var/log/mesh.log}\n";
+    let yaml = format!(
+        "{mesh_config}{}{}{}",
+        telemetry(
+            "istio-system",
+            "mesh-default",
+            "",
+            "  accessLogging: [{providers: [{name: envoy}, {name: file}]}]\n  tracing: [{providers: [{name: zipkin}], randomSamplingPercentage: 10}]\n"
+        ),
+        // The namespace keeps the providers and adds a filter and its own sampling.
+        telemetry(
+            "shop",
+            "shop",
+            "",
+            "  accessLogging: [{filter: {expression: 'response.code >= 500'}}]\n  tracing: [{randomSamplingPercentage: 50}]\n"
+        ),
+        // A workload stops its server-side spans only, and its server-side log.
+        telemetry(
+            "shop",
+            "cart",
+            "  selector: {matchLabels: {app: cart}}\n",
+            "  accessLogging: [{match: {mode: SERVER}, disabled: true}]\n  tracing: [{match: {mode: SERVER}, disableSpanReporting: true}]\n"
+        ),
+    );
+    let (objects, mesh) = objects_of(&yaml);
+    let labels =
+        |app: &str| std::collections::BTreeMap::from([("app".to_string(), app.to_string())]);
+    let mut warnings = Vec::new();
+    // Elsewhere in the mesh: the root's.
+    let logs = access_logs(&objects, &mesh, "other", &labels("x"), &mut warnings);
+    let paths: Vec<&str> = logs.iter().map(|l| l.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["/dev/stdout", "/var/log/mesh.log"],
+        "both providers"
+    );
+    assert!(
+        logs.iter()
+            .all(|l| l.filter.is_none() && l.mode == Mode::ClientAndServer)
+    );
+    assert_eq!(
+        tracing(&objects, &mesh, "other", &labels("x"), &mut warnings)
+            .unwrap()
+            .sampling,
+        10.0
+    );
+    // In shop: the root's providers with the namespace's filter and sampling.
+    let logs = access_logs(&objects, &mesh, "shop", &labels("web"), &mut warnings);
+    assert_eq!(logs.len(), 2);
+    assert!(logs.iter().all(|l| l.filter.is_some()), "{logs:?}");
+    let shop = tracing(&objects, &mesh, "shop", &labels("web"), &mut warnings).unwrap();
+    assert_eq!(
+        (shop.sampling, shop.collector.as_str()),
+        (50.0, "zipkin.istio-system:9411")
+    );
+    assert_eq!(shop.mode, Mode::ClientAndServer);
+    // The cart workload: client side only, for both.
+    let logs = access_logs(&objects, &mesh, "shop", &labels("cart"), &mut warnings);
+    assert!(
+        logs.len() == 2
+            && logs
+                .iter()
+                .all(|l| l.mode == Mode::Client && l.filter.is_some()),
+        "{logs:?}"
+    );
+    let cart = tracing(&objects, &mesh, "shop", &labels("cart"), &mut warnings).unwrap();
+    assert_eq!((cart.mode, cart.sampling), (Mode::Client, 50.0));
+    assert!(!cart.disable_span_reporting);
+    assert!(warnings.is_empty(), "{warnings:?}");
+}

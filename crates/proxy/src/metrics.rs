@@ -454,6 +454,20 @@ impl Overrides {
     }
 }
 
+/// What of the other side goes into a series: all of it at the destination; at the
+/// source only the server's workload (its principal and mTLS are not labels there), and
+/// nothing without one.
+fn reported(peer: &PeerLabels, other: Option<Counterpart>) -> Option<Counterpart> {
+    let other = other?;
+    if peer.inbound {
+        return Some(other);
+    }
+    other.workload.map(|w| Counterpart {
+        workload: Some(w),
+        ..Counterpart::default()
+    })
+}
+
 /// The labels of `labels` as `o` changes them: removed tags go, upserted ones take their
 /// expression's value over `attributes` (`unknown` when it has none), new ones last.
 fn overridden<L: Labels>(
@@ -645,9 +659,7 @@ impl Metrics {
     ) {
         let inbound = s.peer.inbound;
         let labels = RequestLabels {
-            downstream: s
-                .downstream
-                .filter(|d| s.peer.inbound || d.workload.is_some()),
+            downstream: reported(&s.peer, s.downstream),
             peer: s.peer,
             grpc: s.grpc,
             code: s.code,
@@ -718,12 +730,13 @@ impl Metrics {
         attributes: Option<&dyn Attributes>,
     ) {
         let labels = TcpLabels {
-            downstream: Some(downstream).filter(|d| peer.inbound || d.workload.is_some()),
+            downstream: reported(&peer, Some(downstream)),
             peer,
             flags: ResponseFlags::NONE,
         };
         if let Some(series) =
             Self::tcp_series(labels, Metric::TcpOpenedConnections, overrides, attributes)
+            && self.admit(&series)
         {
             self.tcp_opened.get_or_create(&series).inc();
         }
@@ -742,11 +755,14 @@ impl Metrics {
         attributes: Option<&dyn Attributes>,
     ) {
         let labels = TcpLabels {
-            downstream: downstream.filter(|d| peer.inbound || d.workload.is_some()),
+            downstream: reported(&peer, downstream),
             peer,
             flags,
         };
-        let series = |metric| Self::tcp_series(labels.clone(), metric, overrides, attributes);
+        let series = |metric| {
+            Self::tcp_series(labels.clone(), metric, overrides, attributes)
+                .filter(|s| self.admit(s))
+        };
         if let Some(s) = series(Metric::TcpClosedConnections) {
             self.tcp_closed.get_or_create(&s).inc();
         }

@@ -8,9 +8,10 @@
 //! peer the mesh CA vouches for.
 //!
 //! TCP has no headers: over mTLS with ALPN `istio-peer-exchange`, each side first writes
-//! Istio's exchange header (the magic `0x3D230467`, a length, and the metadata as a
-//! `google.protobuf.Any` holding the `Struct`), the client first, then the server once
-//! it has read the client's; the connection's own bytes follow.
+//! Istio's exchange header (the magic `0x3D230467`, a length, and a
+//! `google.protobuf.Any` holding a `Struct` whose `x-envoy-peer-metadata` is the node
+//! metadata and `x-envoy-peer-metadata-id` the node id), the client first, then the
+//! server once it has read the client's; the connection's own bytes follow.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -111,10 +112,30 @@ impl Exchange {
                 kind: Some(Kind::StructValue(labels)),
             },
         );
-        let metadata = Struct { fields }.encode_to_vec();
+        let node_metadata = Struct { fields };
+        let metadata = node_metadata.encode_to_vec();
+        let ip = node.ips.first().map_or("", String::as_str);
+        let id = format!(
+            "sidecar~{ip}~{}.{}~{}.svc.cluster.local",
+            node.workload_name, node.namespace, node.namespace
+        );
+        // Over TCP, Istio's exchange wraps the metadata and the id in one Struct.
+        let exchanged = Struct {
+            fields: [
+                (
+                    METADATA_HEADER.as_str().to_string(),
+                    Value {
+                        kind: Some(Kind::StructValue(node_metadata)),
+                    },
+                ),
+                (ID_HEADER.as_str().to_string(), text(&id)),
+            ]
+            .into_iter()
+            .collect(),
+        };
         let any = prost_types::Any {
             type_url: STRUCT_TYPE.into(),
-            value: metadata.clone(),
+            value: exchanged.encode_to_vec(),
         }
         .encode_to_vec();
         let mut tcp_header = Vec::with_capacity(8 + any.len());
@@ -122,11 +143,6 @@ impl Exchange {
         tcp_header.extend_from_slice(&(any.len() as u32).to_be_bytes());
         tcp_header.extend_from_slice(&any);
         let encoded = base64::engine::general_purpose::STANDARD.encode(metadata);
-        let ip = node.ips.first().map_or("", String::as_str);
-        let id = format!(
-            "sidecar~{ip}~{}.{}~{}.svc.cluster.local",
-            node.workload_name, node.namespace, node.namespace
-        );
         Exchange {
             trust_domain: node.trust_domain.clone(),
             id: HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("sidecar")),
@@ -224,8 +240,14 @@ impl Exchange {
         if any.type_url != STRUCT_TYPE {
             return Ok(None);
         }
-        let Ok(meta) = Struct::decode(any.value.as_slice()) else {
+        let Ok(exchanged) = Struct::decode(any.value.as_slice()) else {
             return Ok(None);
+        };
+        let meta = match exchanged.fields.get(METADATA_HEADER.as_str()) {
+            Some(Value {
+                kind: Some(Kind::StructValue(meta)),
+            }) => meta.clone(),
+            _ => return Ok(None),
         };
         Ok(workload(meta, &self.trust_domain).map(Arc::new))
     }

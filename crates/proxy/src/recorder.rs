@@ -152,15 +152,17 @@ impl Telemetry {
         }
     }
 
-    /// The access log of requests served as the server (`inbound`) or the client.
-    pub fn access_log(&self, inbound: bool) -> Option<&AccessLog> {
-        self.access_logs.iter().find(|l| l.mode.applies(inbound))
+    /// The access logs of requests served as the server (`inbound`) or the client.
+    pub fn access_logs(&self, inbound: bool) -> impl Iterator<Item = &AccessLog> {
+        self.access_logs
+            .iter()
+            .filter(move |l| l.mode.applies(inbound))
     }
 
     /// Whether records of this side need an [`Entry`]: a log is on, or metric tags may
     /// read it.
     pub fn wants_entry(&self, inbound: bool) -> bool {
-        self.access_log(inbound).is_some() || !self.metrics.is_empty()
+        self.access_logs(inbound).next().is_some() || !self.metrics.is_empty()
     }
 
     /// The headers of `headers` that expressions read, for [`crate::access_log::Facts`].
@@ -333,29 +335,26 @@ impl Recorder {
         let Some(mut entry) = entry else {
             return;
         };
-        let Some(log) = telemetry.access_log(entry.facts.inbound) else {
-            return;
-        };
+        entry.response_flags = outcome.flags.to_string();
+        entry.response_code_details = outcome.details.to_string();
         let finished = Finished {
             entry: &entry,
             outcome: Some(&outcome),
         };
-        if log.filter.as_ref().is_some_and(|f| !f.holds(&finished)) {
-            return;
-        }
-        entry.response_flags = outcome.flags.to_string();
-        entry.response_code_details = outcome.details.into_owned();
-        if let Some(otel) = &log.otel {
-            if let Some(logger) = self.otel_logger(otel) {
-                logger.log(
-                    entry.line(log.format.as_ref(), false),
-                    entry.labels(&otel.labels),
-                );
+        for log in telemetry.access_logs(entry.facts.inbound) {
+            if log.filter.as_ref().is_some_and(|f| !f.holds(&finished)) {
+                continue;
             }
-            return;
-        }
-        if let Some(logger) = self.access_logger(&log.path) {
-            logger.log(entry.line(log.format.as_ref(), log.json));
+            if let Some(otel) = &log.otel {
+                if let Some(logger) = self.otel_logger(otel) {
+                    logger.log(
+                        entry.line(log.format.as_ref(), false),
+                        entry.labels(&otel.labels),
+                    );
+                }
+            } else if let Some(logger) = self.access_logger(&log.path) {
+                logger.log(entry.line(log.format.as_ref(), log.json));
+            }
         }
     }
 

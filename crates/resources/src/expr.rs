@@ -292,6 +292,8 @@ impl Expr {
     fn headers<'a>(&'a self, request: bool, out: &mut Vec<&'a str>) {
         match self {
             Expr::RequestHeader(h) | Expr::HasRequestHeader(h) if request => out.push(h),
+            // The referer is a header the record keeps only when asked.
+            Expr::Attribute(Attribute::RequestReferer) if request => out.push("referer"),
             Expr::ResponseHeader(h) | Expr::HasResponseHeader(h) if !request => out.push(h),
             Expr::Literal(_)
             | Expr::Attribute(_)

@@ -248,11 +248,22 @@ impl Pending {
         cluster: Option<&str>,
         authority: &str,
     ) -> Answered {
-        let name = if node.workload_name.is_empty() {
-            node.id.clone()
-        } else {
-            node.workload_name.clone()
-        };
+        // The canonical service, as Istio names spans' services: its labels, else the
+        // workload.
+        let name = [
+            "service.istio.io/canonical-name",
+            "app.kubernetes.io/name",
+            "app",
+        ]
+        .iter()
+        .find_map(|k| node.labels.get(*k).cloned())
+        .unwrap_or_else(|| {
+            if node.workload_name.is_empty() {
+                node.id.clone()
+            } else {
+                node.workload_name.clone()
+            }
+        });
         let span = Span {
             context: self.context,
             name: format!("{authority}/*"),
