@@ -695,6 +695,38 @@ fn spans_link_to_the_callers_trace_and_reach_a_zipkin_collector() {
             .any(|s| s["traceId"] == trace.as_str()),
         "an unsampled trace is not reported"
     );
+    // disableSpanReporting: a sampled trace goes on to the backend, and no span is sent.
+    mesh.config(
+        "telemetry.yaml",
+        "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: mesh-default, namespace: istio-system}\nspec:\n  tracing:\n  - providers: [{name: tracer}]\n    randomSamplingPercentage: 100\n    disableSpanReporting: true\n",
+    );
+    eventually(Duration::from_secs(10), "span reporting off", || {
+        String::from_utf8_lossy(&curl(&[&admin]).stdout)
+            .contains("\"disable_span_reporting\": true")
+    });
+    let out = curl(&["-s", "-H", HOST, &url]);
+    let quiet = seen_traceparent(&out.stdout);
+    assert!(quiet.ends_with("-01"), "sampled and passed on: {quiet}");
+    let quiet_trace = quiet.split('-').nth(1).unwrap_or_default().to_string();
+    // Reporting on again: the next trace's span arrives, and the quiet one never did.
+    mesh.config(
+        "telemetry.yaml",
+        "apiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: mesh-default, namespace: istio-system}\nspec:\n  tracing:\n  - providers: [{name: tracer}]\n    randomSamplingPercentage: 100\n",
+    );
+    eventually(Duration::from_secs(10), "a reported span again", || {
+        let out = curl(&["-s", "-H", HOST, &url]);
+        let trace = seen_traceparent(&out.stdout);
+        let id = trace.split('-').nth(1).unwrap_or_default().to_string();
+        std::thread::sleep(Duration::from_millis(700));
+        zipkin.spans().iter().any(|s| s["traceId"] == id.as_str())
+    });
+    assert!(
+        !zipkin
+            .spans()
+            .iter()
+            .any(|s| s["traceId"] == quiet_trace.as_str()),
+        "disableSpanReporting sends nothing"
+    );
 }
 
 #[test]

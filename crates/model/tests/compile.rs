@@ -704,3 +704,21 @@ fn telemetry_levels_override_field_by_field_root_namespace_then_workload() {
     assert!(!cart.disable_span_reporting);
     assert!(warnings.is_empty(), "{warnings:?}");
 }
+
+#[test]
+fn default_providers_and_istios_one_percent_apply_when_nothing_names_them() {
+    use meshwork_model::telemetry::{access_logs, tracing};
+    let yaml = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\ndata:\n  mesh: |\n    defaultProviders: {accessLogging: [file], tracing: [zipkin]}\n    extensionProviders:\n    - name: zipkin\n      zipkin: {service: zipkin.istio-system, port: 9411}\n    - name: file\n      envoyFileAccessLog: {path: /var/log/mesh.log}\n---\napiVersion: telemetry.istio.io/v1\nkind: Telemetry\nmetadata: {name: mesh-default, namespace: istio-system}\nspec:\n  accessLogging: [{disabled: false}]\n";
+    let (objects, mesh) = objects_of(yaml);
+    let labels = std::collections::BTreeMap::new();
+    let mut warnings = Vec::new();
+    let logs = access_logs(&objects, &mesh, "shop", &labels, &mut warnings);
+    let paths: Vec<&str> = logs.iter().map(|l| l.path.as_str()).collect();
+    assert_eq!(paths, ["/var/log/mesh.log"]);
+    let t = tracing(&objects, &mesh, "shop", &labels, &mut warnings).unwrap();
+    assert_eq!(
+        (t.collector.as_str(), t.sampling),
+        ("zipkin.istio-system:9411", 1.0)
+    );
+    assert!(warnings.is_empty(), "{warnings:?}");
+}
