@@ -11,7 +11,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use support::*;
 
-const HOST: &str = "Host: app.example.test";
 const ISSUER: &str = "https://auth.example.test";
 
 fn fixture(name: &str) -> String {
@@ -62,28 +61,6 @@ fn claims(sub: &str) -> serde_json::Value {
     })
 }
 
-/// A gateway in front of the echo server `app`, with `policies` (YAML documents).
-fn gateway(label: &str, policies: &str) -> (Mesh, u16) {
-    let mut mesh = Mesh::new(label);
-    let (http, app) = (free_port(), mesh.echo("app"));
-    let servers = "  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n";
-    mesh.config(
-        "config.yaml",
-        &format!(
-            "{}---\n{}---\n{}---\n{policies}",
-            public_gateway(http, free_port(), servers),
-            app_service(&[app]),
-            app_routes(
-                "[app.example.test]",
-                "  - route: [{destination: {host: app}}]\n"
-            ),
-        ),
-    );
-    let mesh_file = json_access_log(&mesh);
-    mesh.up(&["--mesh", &mesh_file]);
-    (mesh, http)
-}
-
 /// A RequestAuthentication of `ISSUER` at the gateway with these `jwks` settings (YAML
 /// fields of the rule), and an ALLOW policy that requires a token for `/secure` and the
 /// group `admins` and team `payments` for `/admin`.
@@ -130,19 +107,6 @@ spec:
     )
 }
 
-/// Status and body of a GET of `path` with these headers.
-fn get(http: u16, path: &str, headers: &[&str]) -> (u16, String) {
-    let url = format!("http://127.0.0.1:{http}{path}");
-    let mut args = vec!["-s", "-w", "\n%{http_code}", "-H", HOST];
-    for h in headers {
-        args.extend(["-H", h]);
-    }
-    args.push(&url);
-    let out = String::from_utf8_lossy(&curl(&args).stdout).into_owned();
-    let (body, code) = out.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
-}
-
 fn bearer(t: &str) -> String {
     format!("Authorization: Bearer {t}")
 }
@@ -150,10 +114,10 @@ fn bearer(t: &str) -> String {
 #[test]
 fn tokens_are_verified_and_give_the_request_principal_and_claims() {
     let inline = format!("    jwks: '{}'\n", fixture("jwks.json").replace('\n', ""));
-    let (mesh, http) = gateway("jwt-inline", &policies(&inline));
+    let (mesh, http) = policy_gateway("jwt-inline", &policies(&inline));
     // No token: the request goes on without a principal.
-    assert_eq!(get(http, "/open", &[]).0, 200);
-    let (code, body) = get(http, "/secure", &[]);
+    assert_eq!(app_get(http, "/open", &[]).0, 200);
+    let (code, body) = app_get(http, "/secure", &[]);
     assert_eq!((code, body.as_str()), (403, "RBAC: access denied"));
 
     // A valid token of each algorithm.
@@ -164,7 +128,7 @@ fn tokens_are_verified_and_give_the_request_principal_and_claims() {
         (Algorithm::EdDSA, "ed-1"),
     ] {
         let t = token(alg, kid, claims("ana"));
-        let (code, body) = get(http, "/secure", &[&bearer(&t)]);
+        let (code, body) = app_get(http, "/secure", &[&bearer(&t)]);
         assert_eq!(code, 200, "{alg:?}: {body}");
         // What the backend got: no token, the claims it was asked for.
         let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -176,15 +140,15 @@ fn tokens_are_verified_and_give_the_request_principal_and_claims() {
     }
     // Claims, nested claims, audiences and presenter in conditions.
     let admin = token(Algorithm::RS256, "rsa-1", claims("ana"));
-    assert_eq!(get(http, "/admin", &[&bearer(&admin)]).0, 200);
+    assert_eq!(app_get(http, "/admin", &[&bearer(&admin)]).0, 200);
     let mut reader = claims("bob");
     reader["groups"] = serde_json::json!(["readers"]);
     let reader = token(Algorithm::ES256, "ec-1", reader);
-    assert_eq!(get(http, "/admin", &[&bearer(&reader)]).0, 403);
+    assert_eq!(app_get(http, "/admin", &[&bearer(&reader)]).0, 403);
     let mut other_team = claims("eve");
     other_team["org"]["team"] = "growth".into();
     let other_team = token(Algorithm::ES256, "ec-1", other_team);
-    assert_eq!(get(http, "/admin", &[&bearer(&other_team)]).0, 403);
+    assert_eq!(app_get(http, "/admin", &[&bearer(&other_team)]).0, 403);
 
     // Present and not valid: 401, whatever is wrong with it.
     let mut expired = claims("ana");
@@ -223,7 +187,7 @@ fn tokens_are_verified_and_give_the_request_principal_and_claims() {
         ("not a JWT", "not.a.jwt".to_string()),
     ] {
         for path in ["/open", "/secure"] {
-            let (code, body) = get(http, path, &[&bearer(&t)]);
+            let (code, body) = app_get(http, path, &[&bearer(&t)]);
             assert_eq!(
                 (code, body.as_str()),
                 (401, "Jwt verification fails"),
@@ -245,7 +209,7 @@ fn tokens_are_verified_and_give_the_request_principal_and_claims() {
 #[test]
 fn tokens_are_found_where_their_rule_says_and_forwarded_when_asked() {
     let inline = format!("    jwks: '{}'\n", fixture("jwks.json").replace('\n', ""));
-    let (_mesh, http) = gateway("jwt-locations", &policies(&inline));
+    let (_mesh, http) = policy_gateway("jwt-locations", &policies(&inline));
     let cookie_claims = serde_json::json!({
         "iss": "https://cookies.example.test",
         "sub": "carol",
@@ -254,26 +218,26 @@ fn tokens_are_found_where_their_rule_says_and_forwarded_when_asked() {
     let t = token(Algorithm::RS256, "rsa-2", cookie_claims);
     // The second rule reads x-token (with its prefix), the tok parameter and the
     // session cookie, and forwards the token.
-    let (code, body) = get(http, "/secure", &[&format!("x-token: Token {t}")]);
+    let (code, body) = app_get(http, "/secure", &[&format!("x-token: Token {t}")]);
     assert_eq!(code, 200, "{body}");
     let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(seen["headers"]["x-token"], format!("Token {t}"));
-    assert_eq!(get(http, &format!("/secure?tok={t}"), &[]).0, 200);
+    assert_eq!(app_get(http, &format!("/secure?tok={t}"), &[]).0, 200);
     assert_eq!(
-        get(http, "/secure", &[&format!("cookie: a=b; session={t}")]).0,
+        app_get(http, "/secure", &[&format!("cookie: a=b; session={t}")]).0,
         200
     );
     // Without its prefix the header holds no token; the default locations are the
     // first rule's (Authorization: Bearer, access_token), whose issuer this is not.
-    assert_eq!(get(http, "/secure", &[&format!("x-token: {t}")]).0, 403);
+    assert_eq!(app_get(http, "/secure", &[&format!("x-token: {t}")]).0, 403);
     assert_eq!(
-        get(http, &format!("/secure?access_token={t}"), &[]).0,
+        app_get(http, &format!("/secure?access_token={t}"), &[]).0,
         401,
         "a token of another issuer where the first rule looks"
     );
     let first = token(Algorithm::ES256, "ec-1", claims("ana"));
     assert_eq!(
-        get(http, &format!("/secure?access_token={first}"), &[]).0,
+        app_get(http, &format!("/secure?access_token={first}"), &[]).0,
         200
     );
 }
@@ -304,18 +268,18 @@ fn keys_from_a_jwks_uri_are_fetched_and_kept_when_the_server_goes_away() {
         }
     });
     let remote = format!("    jwksUri: http://127.0.0.1:{port}/.well-known/jwks.json\n");
-    let (mesh, http) = gateway("jwt-remote", &policies(&remote));
+    let (mesh, http) = policy_gateway("jwt-remote", &policies(&remote));
     let t = token(Algorithm::RS256, "rsa-1", claims("ana"));
     eventually(Duration::from_secs(10), "the fetched keys verify", || {
-        get(http, "/secure", &[&bearer(&t)]).0 == 200
+        app_get(http, "/secure", &[&bearer(&t)]).0 == 200
     });
     // The server goes away: the keys already fetched stay.
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = std::net::TcpStream::connect(("127.0.0.1", port));
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(get(http, "/secure", &[&bearer(&t)]).0, 200);
+    assert_eq!(app_get(http, "/secure", &[&bearer(&t)]).0, 200);
     let other = token(Algorithm::RS256, "rsa-2", claims("mallory"));
-    assert_eq!(get(http, "/secure", &[&bearer(&other)]).0, 401);
+    assert_eq!(app_get(http, "/secure", &[&bearer(&other)]).0, 401);
     drop(mesh);
 }
 
@@ -323,10 +287,14 @@ fn keys_from_a_jwks_uri_are_fetched_and_kept_when_the_server_goes_away() {
 fn a_jwks_uri_that_never_answers_refuses_tokens_and_says_why() {
     let dead = free_port();
     let remote = format!("    jwksUri: http://127.0.0.1:{dead}/jwks\n");
-    let (mesh, http) = gateway("jwt-dead", &policies(&remote));
+    let (mesh, http) = policy_gateway("jwt-dead", &policies(&remote));
     let t = token(Algorithm::RS256, "rsa-1", claims("ana"));
-    assert_eq!(get(http, "/secure", &[&bearer(&t)]).0, 401);
-    assert_eq!(get(http, "/open", &[]).0, 200, "no token, no keys needed");
+    assert_eq!(app_get(http, "/secure", &[&bearer(&t)]).0, 401);
+    assert_eq!(
+        app_get(http, "/open", &[]).0,
+        200,
+        "no token, no keys needed"
+    );
     eventually(Duration::from_secs(5), "the failed fetch logged", || {
         mesh.log().contains("cannot fetch the JWKS")
     });

@@ -267,6 +267,7 @@ fn compile_one(
         metrics,
         authorization,
         request_authentication,
+        http: crate::http_options(mesh, true),
         names: None,
         tracing,
     }

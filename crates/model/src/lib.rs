@@ -35,3 +35,33 @@ pub(crate) fn oldest_first<T>(items: &mut [&T], meta: impl Fn(&T) -> &ObjectMeta
     });
 }
 pub use meshwork_resources as resources;
+
+/// How a proxy reads requests, from the mesh config: its `pathNormalization`, and for a
+/// gateway the `defaultConfig.gatewayTopology.numTrustedProxies` in front of it.
+pub fn http_options(
+    mesh: &meshwork_api::mesh::MeshConfig,
+    gateway: bool,
+) -> meshwork_resources::HttpOptions {
+    use meshwork_api::mesh::Normalization;
+    use meshwork_resources::PathNormalization;
+    let path_normalization = match mesh.path_normalization.normalization {
+        Normalization::None => PathNormalization::None,
+        Normalization::Default | Normalization::Base => PathNormalization::Base,
+        Normalization::MergeSlashes => PathNormalization::MergeSlashes,
+        Normalization::DecodeAndMergeSlashes => PathNormalization::DecodeAndMergeSlashes,
+    };
+    let num_trusted_proxies = if gateway {
+        mesh.default_config
+            .other
+            .get("gatewayTopology")
+            .and_then(|t| t.get("numTrustedProxies"))
+            .and_then(|n| n.as_u64())
+            .unwrap_or(0) as u32
+    } else {
+        0
+    };
+    meshwork_resources::HttpOptions {
+        path_normalization,
+        num_trusted_proxies,
+    }
+}

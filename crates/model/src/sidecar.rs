@@ -782,6 +782,7 @@ pub fn compile_sidecar_part(
     config.secrets.extend(clusters.secrets);
     config.authorization =
         crate::authorization::for_workload(objects, mesh, &node.namespace, &node.labels, warnings);
+    config.http = crate::http_options(mesh, false);
     config.request_authentication = crate::request_authentication::for_workload(
         objects,
         mesh,

@@ -56,6 +56,9 @@ pub struct Entry {
     /// Why a connection was closed before it was routed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub connection_termination_details: Option<String>,
+    /// The AUDIT AuthorizationPolicy the request matched (`ns/name`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit_policy: Option<String>,
     /// What else telemetry expressions may read; not a field of the log.
     #[serde(skip)]
     pub facts: Facts,
@@ -170,6 +173,8 @@ impl Entry {
                 .map(|s| Cow::Owned(s.to_string())),
             Command::RequestedServerName => some(&self.requested_server_name),
             Command::RouteName => some(&self.route_name),
+            Command::AuditHint => self.audit_policy.as_ref().map(|_| Cow::Borrowed("true")),
+            Command::AuditPolicy => some(&self.audit_policy),
         }
         .filter(|v| !v.is_empty())
     }
@@ -333,6 +338,7 @@ mod tests {
             requested_server_name: None,
             upstream_service_time: None,
             connection_termination_details: None,
+            audit_policy: Some("istio-system/audit".into()),
             facts: Facts {
                 request_headers: vec![("x-user".into(), "ana".into())],
                 ..Facts::default()

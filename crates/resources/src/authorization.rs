@@ -160,12 +160,17 @@ pub enum Pattern {
     Suffix(String),
     /// Present.
     Any,
+    /// A path template: `{*}` is one segment, `{**}` (last) any number of them
+    /// (`/api/{*}/items/{**}`).
+    PathTemplate(String),
 }
 
 impl Pattern {
     /// Compiles Istio's `*` forms.
     pub fn parse(text: &str) -> Pattern {
-        if text == "*" {
+        if text.contains("{*}") || text.contains("{**}") {
+            Pattern::PathTemplate(text.to_string())
+        } else if text == "*" {
             Pattern::Any
         } else if let Some(p) = text.strip_suffix('*') {
             Pattern::Prefix(p.to_string())
@@ -194,6 +199,28 @@ impl Pattern {
                 .checked_sub(s.len())
                 .and_then(|i| value.get(i..))
                 .is_some_and(|v| eq(v, s)),
+            Pattern::PathTemplate(t) => template_matches(t, value),
         }
     }
+}
+
+/// Whether `path` matches the template `t`, segment by segment.
+fn template_matches(t: &str, path: &str) -> bool {
+    let template: Vec<&str> = t.split('/').collect();
+    let segments: Vec<&str> = path.split('/').collect();
+    for (i, part) in template.iter().enumerate() {
+        match *part {
+            "{**}" => return i == template.len() - 1 && segments.len() >= i,
+            "{*}" => match segments.get(i) {
+                Some(s) if !s.is_empty() => {}
+                _ => return false,
+            },
+            literal => {
+                if segments.get(i) != Some(&literal) {
+                    return false;
+                }
+            }
+        }
+    }
+    template.len() == segments.len()
 }

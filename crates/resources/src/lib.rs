@@ -75,6 +75,55 @@ pub struct ProxyConfig {
     /// How Istio's standard metrics differ here, from Telemetry resources' `metrics`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub metrics: Vec<metric::MetricOverride>,
+    /// How requests are read before they are authorized and routed (mesh config).
+    #[serde(default, skip_serializing_if = "HttpOptions::is_default")]
+    pub http: HttpOptions,
+}
+
+/// How a proxy reads requests before it authorizes and routes them, from the mesh
+/// config.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpOptions {
+    /// `pathNormalization`.
+    #[serde(default, skip_serializing_if = "PathNormalization::is_base")]
+    pub path_normalization: PathNormalization,
+    /// Proxies in front of a gateway whose `X-Forwarded-For` entries it trusts
+    /// (`gatewayTopology.numTrustedProxies`): the client is that many entries from the
+    /// right.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub num_trusted_proxies: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl HttpOptions {
+    fn is_default(&self) -> bool {
+        *self == HttpOptions::default()
+    }
+}
+
+/// How paths are normalized before matching (Istio's `pathNormalization`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PathNormalization {
+    /// As received.
+    None,
+    /// RFC 3986: percent-encoded unreserved characters decoded, `.` and `..` segments
+    /// resolved (also when their dots are encoded).
+    #[default]
+    Base,
+    /// BASE, and repeated slashes merged.
+    MergeSlashes,
+    /// `%2F` and `%5C` decoded (a backslash is a slash), then MERGE_SLASHES.
+    DecodeAndMergeSlashes,
+}
+
+impl PathNormalization {
+    fn is_base(&self) -> bool {
+        *self == PathNormalization::Base
+    }
 }
 
 impl ProxyConfig {

@@ -52,6 +52,12 @@ pub enum Command {
     RequestedServerName,
     /// `%ROUTE_NAME%`.
     RouteName,
+    /// `%DYNAMIC_METADATA(envoy.filters.http.rbac:access_log_hint)%`: `true` when an AUDIT
+    /// policy matched.
+    AuditHint,
+    /// `%DYNAMIC_METADATA(envoy.filters.http.rbac:shadow_effective_policy_id)%`: the AUDIT
+    /// policy that matched.
+    AuditPolicy,
 }
 
 /// A piece of a format.
@@ -120,6 +126,14 @@ fn command(name: &str, arg: Option<&str>) -> Result<Command, String> {
         "DOWNSTREAM_PEER_URI_SAN" => plain(Command::DownstreamPeerUriSan),
         "REQUESTED_SERVER_NAME" => plain(Command::RequestedServerName),
         "ROUTE_NAME" => plain(Command::RouteName),
+        "DYNAMIC_METADATA" => match arg {
+            Some("envoy.filters.http.rbac:access_log_hint") => Ok(Command::AuditHint),
+            Some("envoy.filters.http.rbac:shadow_effective_policy_id") => Ok(Command::AuditPolicy),
+            other => Err(format!(
+                "%DYNAMIC_METADATA({})% is not metadata meshwork writes",
+                other.unwrap_or_default()
+            )),
+        },
         other => Err(format!(
             "%{other}% is not a command operator meshwork writes"
         )),

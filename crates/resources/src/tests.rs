@@ -373,6 +373,10 @@ fn sample() -> ProxyConfig {
             }),
         }],
         authorization: vec![authorization()],
+        http: HttpOptions {
+            path_normalization: PathNormalization::DecodeAndMergeSlashes,
+            num_trusted_proxies: 2,
+        },
         request_authentication: vec![crate::jwt::JwtRule {
             policy: "istio-system/auth".into(),
             issuer: "https://auth.example.test".into(),
@@ -552,4 +556,25 @@ fn cipher_suites_by_openssl_name() {
         Some(CipherSuite::EcdheRsaAes128GcmSha256)
     );
     assert_eq!(CipherSuite::from_openssl_name("AES128-SHA"), None);
+}
+
+#[test]
+fn path_templates_match_segments() {
+    use crate::authorization::Pattern;
+    let t = |template: &str, path: &str| Pattern::parse(template).matches(path, false);
+    assert!(t("/api/{*}/items", "/api/v1/items"));
+    assert!(!t("/api/{*}/items", "/api/v1/v2/items"));
+    assert!(
+        !t("/api/{*}/items", "/api//items"),
+        "{{*}} is one non-empty segment"
+    );
+    assert!(t("/api/{**}", "/api/v1/items/7"));
+    assert!(t("/api/{**}", "/api/"));
+    assert!(!t("/api/{**}", "/apiary/x"));
+    assert!(t("/{*}/admin/{**}", "/shop/admin/users/3"));
+    assert!(!t("/{*}/admin/{**}", "/shop/public/admin"));
+    assert!(matches!(
+        crate::authorization::Pattern::parse("/a/{*}"),
+        crate::authorization::Pattern::PathTemplate(_)
+    ));
 }

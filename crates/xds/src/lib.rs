@@ -122,6 +122,9 @@ pub struct Policy {
     /// How the standard metrics differ.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub metrics: Vec<meshwork_resources::metric::MetricOverride>,
+    /// How requests are read.
+    #[serde(default)]
+    pub http: meshwork_resources::HttpOptions,
 }
 
 /// Bodies at least this large are sent deflated.
@@ -196,6 +199,7 @@ pub fn encode(config: &ProxyConfig) -> BTreeMap<TypeUrl, Vec<Resource>> {
         names: config.names.clone(),
         tracing: config.tracing.clone(),
         metrics: config.metrics.clone(),
+        http: config.http.clone(),
     };
     BTreeMap::from([
         (
@@ -297,6 +301,7 @@ pub fn decode(
             config.names = p.names;
             config.tracing = p.tracing;
             config.metrics = p.metrics;
+            config.http = p.http;
         }
     }
     Ok(())

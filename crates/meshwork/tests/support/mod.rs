@@ -1020,3 +1020,47 @@ pub fn app_routes(hosts: &str, routes: &str) -> String {
         "apiVersion: networking.istio.io/v1beta1\nkind: VirtualService\nmetadata: {{name: app, namespace: shop}}\nspec:\n  hosts: {hosts}\n  gateways: [istio-system/public]\n  http:\n{routes}"
     )
 }
+
+/// A gateway serving `app.example.test` on port 80 (bound on the port returned) from the
+/// echo server `app`, with `policies` (YAML documents) and a JSON access log on stdout.
+pub fn policy_gateway(label: &str, policies: &str) -> (Mesh, u16) {
+    policy_gateway_with(label, policies, "")
+}
+
+/// The same with more mesh config (YAML lines).
+pub fn policy_gateway_with(label: &str, policies: &str, mesh_config: &str) -> (Mesh, u16) {
+    let mut mesh = Mesh::new(label);
+    let (http, app) = (free_port(), mesh.echo("app"));
+    let servers = "  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n";
+    mesh.config(
+        "config.yaml",
+        &format!(
+            "{}---\n{}---\n{}---\n{policies}",
+            public_gateway(http, free_port(), servers),
+            app_service(&[app]),
+            app_routes(
+                "[app.example.test]",
+                "  - route: [{destination: {host: app}}]\n"
+            ),
+        ),
+    );
+    let mesh_file = json_access_log(&mesh);
+    let mut text = std::fs::read_to_string(&mesh_file).unwrap();
+    text.push_str(mesh_config);
+    std::fs::write(&mesh_file, text).unwrap();
+    mesh.up(&["--mesh", &mesh_file]);
+    (mesh, http)
+}
+
+/// Status and body of a GET of `path` on `app.example.test` with these headers.
+pub fn app_get(http: u16, path: &str, headers: &[&str]) -> (u16, String) {
+    let url = format!("http://127.0.0.1:{http}{path}");
+    let mut args = vec!["-s", "-w", "\n%{http_code}", "-H", "Host: app.example.test"];
+    for h in headers {
+        args.extend(["-H", h]);
+    }
+    args.push(&url);
+    let out = String::from_utf8_lossy(&curl(&args).stdout).into_owned();
+    let (body, code) = out.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}

@@ -317,6 +317,15 @@ pub fn evaluate_tcp(policies: &[AuthorizationPolicy], a: &Attributes<'_>) -> Ver
     }
 }
 
+/// The first AUDIT policy the request matches: its entry in the access log is marked
+/// with it.
+pub fn audit(policies: &[AuthorizationPolicy], a: &Attributes<'_>) -> Option<String> {
+    policies
+        .iter()
+        .find(|p| p.action == AuthzAction::Audit && policy_matches(p, a))
+        .map(|p| p.name.clone())
+}
+
 /// Evaluates the policies for a request.
 pub fn evaluate(policies: &[AuthorizationPolicy], a: &Attributes<'_>) -> Verdict {
     if let Some(p) = policies

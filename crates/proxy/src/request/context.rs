@@ -24,6 +24,8 @@ pub struct RequestContext {
     pub host: String,
     /// The route that matched.
     pub route: Option<String>,
+    /// The AUDIT policy the request matched, if any.
+    pub audit: Option<String>,
     /// The cluster chosen.
     pub cluster: Option<String>,
     /// The endpoint of the last attempt.
@@ -51,6 +53,7 @@ impl RequestContext {
             host: host_of(&authority),
             authority,
             route: None,
+            audit: None,
             cluster: None,
             upstream_host: None,
             service_time: None,
@@ -125,7 +128,8 @@ pub fn authority(parts: &http::request::Parts) -> &str {
         .unwrap_or("")
 }
 
-/// The host part of an authority, lower case (`Example.com:8080` → `example.com`).
+/// The host part of an authority, lower case and without a trailing dot
+/// (`Example.com.:8080` → `example.com`), as Envoy's `strip_trailing_host_dot` reads it.
 pub fn host_of(authority: &str) -> String {
     let host = if authority.starts_with('[') {
         authority
@@ -139,6 +143,7 @@ pub fn host_of(authority: &str) -> String {
             .map_or(authority, |(h, _)| h)
             .to_string()
     };
+    let host = host.strip_suffix('.').unwrap_or(&host);
     host.to_ascii_lowercase()
 }
 
@@ -169,5 +174,7 @@ mod tests {
         assert_eq!(host_of("Example.com:8080"), "example.com");
         assert_eq!(host_of("example.com"), "example.com");
         assert_eq!(host_of("[::1]:80"), "[::1]");
+        assert_eq!(host_of("Admin.Example.com.:80"), "admin.example.com");
+        assert_eq!(host_of("admin.example.com."), "admin.example.com");
     }
 }

@@ -162,6 +162,7 @@ pub async fn handle(
         entry.upstream_host = ctx.upstream_host;
         entry.upstream_service_time = ctx.service_time;
         entry.route_name = ctx.route;
+        entry.audit_policy = ctx.audit;
         entry.facts.response_headers =
             crate::recorder::Telemetry::keep(&state.telemetry.response_headers, &rparts.headers);
         entry
@@ -244,7 +245,7 @@ async fn run(
     settings: &crate::settings::ProxySettings,
 ) -> Result<Response<Body>, LocalReply> {
     checks::check(&parts, settings)?;
-    path::normalize(&mut parts);
+    path::normalize(&mut parts, state.config.http.path_normalization);
     // Phase: end-user authentication, then authorization, before routing.
     let authenticated = match &state.jwt {
         Some(jwt) if !ctx.conn.outbound => jwt.authenticate(&mut parts)?,
@@ -256,6 +257,7 @@ async fn run(
             &parts,
             &state.config.authorization,
             authenticated.as_ref(),
+            state.config.http.num_trusted_proxies,
         )
     {
         return Ok(denied);

@@ -1,16 +1,26 @@
-//! Istio's default path normalization (BASE, RFC 3986): `.` and `..` segments, also when
-//! their dots are percent-encoded (`%2e`, `%2E`), are resolved before routing, and the
-//! normalized path is what goes upstream.
+//! Path normalization before authorization and routing, as the mesh config's
+//! `pathNormalization` asks (Envoy's `normalize_path`, `merge_slashes` and escaped-slash
+//! handling): BASE, the default, decodes percent-encoded unreserved characters and
+//! resolves `.` and `..` segments (RFC 3986), also when their dots are encoded;
+//! MERGE_SLASHES also merges repeated slashes; DECODE_AND_MERGE_SLASHES first decodes
+//! `%2F` and `%5C` (and takes a backslash for a slash). The normalized path is the one
+//! authorized, routed and sent upstream.
 
 use http::Uri;
+use meshwork_resources::PathNormalization;
 
 /// Normalizes the request's path in place.
-pub fn normalize(parts: &mut http::request::Parts) {
+pub fn normalize(parts: &mut http::request::Parts, mode: PathNormalization) {
     let path = parts.uri.path();
-    if !path.split('/').any(|seg| dots(seg).is_some()) {
+    let cheap =
+        !path.contains('%') && !path.contains("/.") && !path.contains("//") && !path.contains('\\');
+    if mode == PathNormalization::None || cheap {
         return;
     }
-    let normalized = remove_dot_segments(path);
+    let normalized = normalized(path, mode);
+    if normalized == path {
+        return;
+    }
     let pq = match parts.uri.query() {
         Some(q) => format!("{normalized}?{q}"),
         None => normalized,
@@ -22,6 +32,62 @@ pub fn normalize(parts: &mut http::request::Parts) {
             parts.uri = u;
         }
     }
+}
+
+/// `path` normalized (a copy of it when it needs nothing).
+fn normalized(path: &str, mode: PathNormalization) -> String {
+    if mode == PathNormalization::None {
+        return path.to_string();
+    }
+    let merge = matches!(
+        mode,
+        PathNormalization::MergeSlashes | PathNormalization::DecodeAndMergeSlashes
+    );
+    let decode_slashes = mode == PathNormalization::DecodeAndMergeSlashes;
+    let needs = path.contains('%')
+        || path.split('/').any(|seg| seg == "." || seg == "..")
+        || (merge && path.contains("//"))
+        || (decode_slashes && path.contains('\\'));
+    if !needs {
+        return path.to_string();
+    }
+    let mut p = decode_unreserved(path, decode_slashes);
+    if decode_slashes {
+        p = p.replace('\\', "/");
+    }
+    if merge {
+        while p.contains("//") {
+            p = p.replace("//", "/");
+        }
+    }
+    remove_dot_segments(&p)
+}
+
+/// Decodes `%XX` where the byte is an unreserved character (`A-Z a-z 0-9 - . _ ~`), and
+/// `%2F` and `%5C` too when `slashes`; other escapes stay as they are.
+fn decode_unreserved(path: &str, slashes: bool) -> String {
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+            if let Some(b) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                let unreserved =
+                    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~');
+                if unreserved || (slashes && matches!(b, b'/' | b'\\')) {
+                    out.push(b as char);
+                    i += 3;
+                    continue;
+                }
+            }
+        }
+        // Multi-byte characters are copied whole.
+        let ch = path[i..].chars().next().unwrap_or('\u{fffd}');
+        out.push(ch);
+        i += ch.len_utf8();
+    }
+    out
 }
 
 /// A segment that is a dot segment once `%2e` is decoded: `Some(1)` for `.`, `Some(2)`
@@ -71,6 +137,38 @@ fn remove_dot_segments(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_mode_normalizes_what_it_says() {
+        use PathNormalization::*;
+        for (path, mode, expected) in [
+            ("/admin/../public", Base, "/public"),
+            ("/%61dmin", Base, "/admin"),
+            ("/./admin", Base, "/admin"),
+            ("/api/%2e%2e/admin", Base, "/admin"),
+            ("/a%20b/%7Euser", Base, "/a%20b/~user"),
+            ("//admin", Base, "//admin"),
+            ("//admin", MergeSlashes, "/admin"),
+            ("/a//b///c", MergeSlashes, "/a/b/c"),
+            ("/public%2F..%2Fadmin", MergeSlashes, "/public%2F..%2Fadmin"),
+            ("/public%2F..%2Fadmin", DecodeAndMergeSlashes, "/admin"),
+            ("/public%5c..%5cadmin", DecodeAndMergeSlashes, "/admin"),
+            ("/a\\b", DecodeAndMergeSlashes, "/a/b"),
+            ("/%61dmin/../x", None, "/%61dmin/../x"),
+            ("/plain/path", Base, "/plain/path"),
+            ("/caf\u{e9}/%", Base, "/caf\u{e9}/%"),
+        ] {
+            assert_eq!(normalized(path, mode), expected, "{path} under {mode:?}");
+        }
+        // The query stays.
+        let mut parts = http::Request::get("http://h/a/../b?x=%2e%2e")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        normalize(&mut parts, Base);
+        assert_eq!(parts.uri.path_and_query().unwrap().as_str(), "/b?x=%2e%2e");
+    }
 
     #[test]
     fn dot_segments_are_removed() {

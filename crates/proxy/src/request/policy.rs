@@ -34,9 +34,11 @@ pub fn authorize(
     parts: &http::request::Parts,
     authorization: &[meshwork_resources::authorization::AuthorizationPolicy],
     authenticated: Option<&crate::request::jwt::Authenticated>,
+    trusted_proxies: u32,
 ) -> Option<Response<Body>> {
     if !authorization.is_empty() {
         let attributes = authz::Attributes {
+            remote_ip: remote_ip(&parts.headers, ctx.conn.peer.ip(), trusted_proxies),
             host: &ctx.host,
             authority: &ctx.authority,
             method: parts.method.as_str(),
@@ -44,6 +46,7 @@ pub fn authorize(
             request: authenticated,
             ..authz::Attributes::of_connection(&ctx.conn, &parts.headers)
         };
+        ctx.audit = authz::audit(authorization, &attributes);
         if let authz::Verdict::Deny(policy) = authz::evaluate(authorization, &attributes) {
             ctx.flags.insert(ResponseFlags::UNAUTHORIZED);
             ctx.details = std::borrow::Cow::Owned(format!(
@@ -60,6 +63,32 @@ pub fn authorize(
         }
     }
     None
+}
+
+/// The original client's address: with `trusted` proxies in front, the entry that many
+/// from the right of `X-Forwarded-For` (as Envoy's `xff_num_trusted_hops`); else, or
+/// when the header has fewer, the peer.
+pub fn remote_ip(
+    headers: &http::HeaderMap,
+    peer: std::net::IpAddr,
+    trusted: u32,
+) -> std::net::IpAddr {
+    if trusted == 0 {
+        return peer;
+    }
+    let entries: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    entries
+        .len()
+        .checked_sub(trusted as usize)
+        .and_then(|i| entries.get(i))
+        .and_then(|e| e.parse().ok())
+        .unwrap_or(peer)
 }
 
 /// Runs the route's policies on the request (authorization ran before routing).
