@@ -48,32 +48,11 @@ fn seen_path(body: &str) -> String {
     v["path"].as_str().unwrap_or_default().to_string()
 }
 
-/// Status of a request sent as written (curl's `--path-as-is`, no normalization of its
-/// own).
-fn raw(http: u16, target: &str, headers: &[&str]) -> (u16, String) {
-    let url = format!("http://127.0.0.1:{http}{target}");
-    let mut args = vec![
-        "-s",
-        "--path-as-is",
-        "-w",
-        "\n%{http_code}",
-        "-H",
-        "Host: app.example.test",
-    ];
-    for h in headers {
-        args.extend(["-H", h]);
-    }
-    args.push(&url);
-    let out = String::from_utf8_lossy(&curl(&args).stdout).into_owned();
-    let (body, code) = out.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
-}
-
 #[test]
 fn base_normalization_leaves_no_way_around_a_path_policy() {
     let (mesh, http) = policy_gateway("bypass-base", POLICIES);
-    assert_eq!(raw(http, "/public", &[]).0, 200);
-    assert_eq!(raw(http, "/admin", &[]).0, 403);
+    assert_eq!(app_get(http, "/public", &[]).0, 200);
+    assert_eq!(app_get(http, "/admin", &[]).0, 403);
     for sneaky in [
         "/./admin",
         "/%61dmin",
@@ -83,7 +62,7 @@ fn base_normalization_leaves_no_way_around_a_path_policy() {
         "/public/../admin",
         "/public/./../admin/x",
     ] {
-        let (code, body) = raw(http, sneaky, &[]);
+        let (code, body) = app_get(http, sneaky, &[]);
         assert_eq!(
             (code, body.as_str()),
             (403, "RBAC: access denied"),
@@ -91,16 +70,16 @@ fn base_normalization_leaves_no_way_around_a_path_policy() {
         );
     }
     // What is allowed goes upstream normalized: the path authorized is the path served.
-    let (code, body) = raw(http, "/admin/../public?x=1", &[]);
+    let (code, body) = app_get(http, "/admin/../public?x=1", &[]);
     assert_eq!(code, 200);
     assert_eq!(seen_path(&body), "/public?x=1");
-    let (code, body) = raw(http, "/%7Euser/%2e/page", &[]);
+    let (code, body) = app_get(http, "/%7Euser/%2e/page", &[]);
     assert_eq!((code, seen_path(&body).as_str()), (200, "/~user/page"));
     // Under BASE, repeated slashes are not merged (as in Istio; MERGE_SLASHES merges them).
-    let (code, body) = raw(http, "//admin", &[]);
+    let (code, body) = app_get(http, "//admin", &[]);
     assert_eq!((code, seen_path(&body).as_str()), (200, "//admin"));
     // The AUDIT policy marks its request's log entry, and only it.
-    assert_eq!(raw(http, "/audited", &[]).0, 200);
+    assert_eq!(app_get(http, "/audited", &[]).0, 200);
     let log = || mesh.up.as_ref().unwrap().stdout();
     eventually(Duration::from_secs(5), "the audited entry", || {
         log().contains("\"audit_policy\":\"istio-system/audit\"")
@@ -119,12 +98,12 @@ fn merge_slashes_and_decoded_slashes_close_the_rest() {
     let merge = "pathNormalization: {normalization: MERGE_SLASHES}\n";
     let (_mesh, http) = policy_gateway_with("bypass-merge", POLICIES, merge);
     for sneaky in ["//admin", "/public//..//admin", "///admin//x"] {
-        assert_eq!(raw(http, sneaky, &[]).0, 403, "{sneaky}");
+        assert_eq!(app_get(http, sneaky, &[]).0, 403, "{sneaky}");
     }
-    let (code, body) = raw(http, "/a//b", &[]);
+    let (code, body) = app_get(http, "/a//b", &[]);
     assert_eq!((code, seen_path(&body).as_str()), (200, "/a/b"));
     // Encoded slashes are not slashes here.
-    assert_eq!(raw(http, "/public%2F..%2Fadmin", &[]).0, 200);
+    assert_eq!(app_get(http, "/public%2F..%2Fadmin", &[]).0, 200);
 
     let decode = "pathNormalization: {normalization: DECODE_AND_MERGE_SLASHES}\n";
     let (_mesh, http) = policy_gateway_with("bypass-decode", POLICIES, decode);
@@ -134,13 +113,13 @@ fn merge_slashes_and_decoded_slashes_close_the_rest() {
         "/public%5C..%5Cadmin",
         "//admin",
     ] {
-        assert_eq!(raw(http, sneaky, &[]).0, 403, "{sneaky}");
+        assert_eq!(app_get(http, sneaky, &[]).0, 403, "{sneaky}");
     }
 
     // NONE: the path as sent, and matched as sent.
     let none = "pathNormalization: {normalization: NONE}\n";
     let (_mesh, http) = policy_gateway_with("bypass-none", POLICIES, none);
-    let (code, body) = raw(http, "/%61dmin", &[]);
+    let (code, body) = app_get(http, "/%61dmin", &[]);
     assert_eq!((code, seen_path(&body).as_str()), (200, "/%61dmin"));
 }
 
@@ -183,16 +162,16 @@ fn hosts_headers_and_request_targets_cannot_get_around_a_policy() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "403");
     // A condition on a header: duplicates are one joined value, which grants nothing one
     // header would not.
-    assert_eq!(raw(http, "/reports", &["x-role: reader"]).0, 200);
-    assert_eq!(raw(http, "/reports", &[]).0, 403);
+    assert_eq!(app_get(http, "/reports", &["x-role: reader"]).0, 200);
+    assert_eq!(app_get(http, "/reports", &[]).0, 403);
     assert_eq!(
-        raw(http, "/reports", &["x-role: guest", "x-role: reader"]).0,
+        app_get(http, "/reports", &["x-role: guest", "x-role: reader"]).0,
         403
     );
-    assert_eq!(raw(http, "/REPORTS/../reports", &[]).0, 403);
+    assert_eq!(app_get(http, "/REPORTS/../reports", &[]).0, 403);
     // An oversized head is refused before anything reads it.
     let big = format!("x-role: {}", "r".repeat(70 * 1024));
-    assert_eq!(raw(http, "/reports", &[&big]).0, 431);
+    assert_eq!(app_get(http, "/reports", &[&big]).0, 431);
 }
 
 #[test]
@@ -215,7 +194,7 @@ spec:
         ("/static/", 200),
         ("/statics/x", 403),
     ] {
-        assert_eq!(raw(http, path, &[]).0, code, "{path}");
+        assert_eq!(app_get(http, path, &[]).0, code, "{path}");
     }
 }
 
@@ -233,22 +212,25 @@ spec:
     // One trusted proxy in front: the client is the last X-Forwarded-For entry.
     let one = "defaultConfig:\n  gatewayTopology: {numTrustedProxies: 1}\n";
     let (_mesh, http) = policy_gateway_with("xff-one", policies, one);
-    assert_eq!(raw(http, "/", &[]).0, 200, "the peer is the client");
-    assert_eq!(raw(http, "/", &["x-forwarded-for: 203.0.113.7"]).0, 403);
-    assert_eq!(raw(http, "/", &["x-forwarded-for: 198.51.100.9"]).0, 403);
+    assert_eq!(app_get(http, "/", &[]).0, 200, "the peer is the client");
+    assert_eq!(app_get(http, "/", &["x-forwarded-for: 203.0.113.7"]).0, 403);
+    assert_eq!(
+        app_get(http, "/", &["x-forwarded-for: 198.51.100.9"]).0,
+        403
+    );
     // What the client itself wrote further left is not believed.
     assert_eq!(
-        raw(http, "/", &["x-forwarded-for: 203.0.113.7, 10.1.1.1"]).0,
+        app_get(http, "/", &["x-forwarded-for: 203.0.113.7, 10.1.1.1"]).0,
         200
     );
     // Two trusted proxies: the second entry from the right.
     let two = "defaultConfig:\n  gatewayTopology: {numTrustedProxies: 2}\n";
     let (_mesh, http) = policy_gateway_with("xff-two", policies, two);
     assert_eq!(
-        raw(http, "/", &["x-forwarded-for: 203.0.113.7, 10.1.1.1"]).0,
+        app_get(http, "/", &["x-forwarded-for: 203.0.113.7, 10.1.1.1"]).0,
         403
     );
     // Without numTrustedProxies, X-Forwarded-For says nothing about the client.
     let (_mesh, http) = policy_gateway("xff-none", policies);
-    assert_eq!(raw(http, "/", &["x-forwarded-for: 203.0.113.7"]).0, 200);
+    assert_eq!(app_get(http, "/", &["x-forwarded-for: 203.0.113.7"]).0, 200);
 }

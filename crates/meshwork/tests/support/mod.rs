@@ -1052,10 +1052,18 @@ pub fn policy_gateway_with(label: &str, policies: &str, mesh_config: &str) -> (M
     (mesh, http)
 }
 
-/// Status and body of a GET of `path` on `app.example.test` with these headers.
+/// Status and body of a GET of `path` on `app.example.test` with these headers; the path
+/// is sent as written (curl normalizes nothing).
 pub fn app_get(http: u16, path: &str, headers: &[&str]) -> (u16, String) {
     let url = format!("http://127.0.0.1:{http}{path}");
-    let mut args = vec!["-s", "-w", "\n%{http_code}", "-H", "Host: app.example.test"];
+    let mut args = vec![
+        "-s",
+        "--path-as-is",
+        "-w",
+        "\n%{http_code}",
+        "-H",
+        "Host: app.example.test",
+    ];
     for h in headers {
         args.extend(["-H", h]);
     }
