@@ -10,7 +10,7 @@ use meshwork_api::mesh::MeshConfig;
 use meshwork_api::resource::Object;
 use meshwork_resources::authorization::{
     AuthorizationPolicy, AuthzAction, AuthzCondition, AuthzOperation, AuthzRule, AuthzSource,
-    ConditionKey, Field, Pattern,
+    ConditionKey, ExtAuthz, Field, Pattern,
 };
 
 fn patterns(values: &[String]) -> Vec<Pattern> {
@@ -104,7 +104,17 @@ pub(crate) struct Scope<'a> {
     pub targeted: bool,
 }
 
-impl Scope<'_> {
+impl<'a> Scope<'a> {
+    /// The scope of an AuthorizationPolicy.
+    fn of_policy(p: &'a meshwork_api::resource::AuthorizationPolicy) -> Scope<'a> {
+        Scope {
+            namespace: p.metadata.namespace.as_deref().unwrap_or_default(),
+            name: p.metadata.name.as_deref().unwrap_or_default(),
+            selector: p.spec.selector.as_ref(),
+            targeted: !p.spec.target_refs.is_empty() || p.spec.target_ref.is_some(),
+        }
+    }
+
     /// The policy's `ns/name` when it applies to a workload in `namespace` with `labels`:
     /// it is in the root namespace or the workload's, and its selector, if any, matches.
     pub fn applies(
@@ -122,6 +132,111 @@ impl Scope<'_> {
     }
 }
 
+/// The external authorizer a CUSTOM policy names: an `envoyExtAuthzHttp` or
+/// `envoyExtAuthzGrpc` extension provider of the mesh config.
+fn custom_provider(
+    p: &meshwork_api::resource::AuthorizationPolicy,
+    mesh: &MeshConfig,
+) -> Result<ExtAuthz, String> {
+    let name = p
+        .spec
+        .provider
+        .as_ref()
+        .and_then(|p| p.name.clone())
+        .ok_or("CUSTOM names no provider")?;
+    let provider = mesh
+        .provider(&name)
+        .ok_or_else(|| format!("provider {name} is not in the mesh config's extensionProviders"))?;
+    let (settings, grpc) = match (
+        &provider.envoy_ext_authz_http,
+        &provider.envoy_ext_authz_grpc,
+    ) {
+        (Some(h), _) => (h, false),
+        (None, Some(g)) => (g, true),
+        _ => return Err(format!("provider {name} is not an external authorizer")),
+    };
+    let text = |k: &str| {
+        settings
+            .get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    let list = |k: &str| -> Vec<Pattern> {
+        settings
+            .get(k)
+            .and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str())
+            .map(|h| Pattern::parse(&h.to_ascii_lowercase()))
+            .collect()
+    };
+    let service = text("service");
+    let port = settings.get("port").and_then(|v| v.as_u64()).unwrap_or(0);
+    if service.is_empty() || port == 0 {
+        return Err(format!("provider {name} needs a service and a port"));
+    }
+    Ok(ExtAuthz {
+        provider: name,
+        address: format!("{service}:{port}"),
+        grpc,
+        path_prefix: text("pathPrefix"),
+        timeout_ms: settings
+            .get("timeout")
+            .and_then(|v| v.as_str())
+            .and_then(|t| meshwork_api::duration::parse_duration(t).ok())
+            .map_or(600_000, |d| d.as_millis() as u64),
+        fail_open: settings.get("failOpen").and_then(|v| v.as_bool()) == Some(true),
+        status_on_error: text("statusOnError").parse().unwrap_or(403),
+        include_request_headers: list("includeRequestHeadersInCheck"),
+        include_additional_headers: settings
+            .get("includeAdditionalHeadersInCheck")
+            .and_then(|v| v.as_object())
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| Some((k.to_ascii_lowercase(), v.as_str()?.to_string())))
+            .collect(),
+        headers_to_upstream_on_allow: list("headersToUpstreamOnAllow"),
+        headers_to_downstream_on_deny: list("headersToDownstreamOnDeny"),
+    })
+}
+
+/// The external authorizer of a workload's CUSTOM policies: the provider of the first
+/// that applies (Istio allows one provider per workload).
+pub fn ext_authz_for_workload(
+    objects: &[Object],
+    mesh: &MeshConfig,
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+    warnings: &mut Vec<String>,
+) -> Option<ExtAuthz> {
+    let mut found: Option<ExtAuthz> = None;
+    for o in objects {
+        let Object::AuthorizationPolicy(p) = o else {
+            continue;
+        };
+        if p.spec.action != Some(AuthorizationAction::Custom) {
+            continue;
+        }
+        let Some(name) = Scope::of_policy(p).applies(mesh, namespace, labels) else {
+            continue;
+        };
+        let Ok(provider) = custom_provider(p, mesh) else {
+            continue;
+        };
+        match &found {
+            Some(f) if f.provider != provider.provider => warnings.push(format!(
+                "AuthorizationPolicy {name}: a workload has one CUSTOM provider ({}); {} is not used",
+                f.provider, provider.provider
+            )),
+            Some(_) => {}
+            None => found = Some(provider),
+        }
+    }
+    found
+}
+
 /// The policies that apply to a workload in `namespace` with `labels`.
 pub fn for_workload(
     objects: &[Object],
@@ -135,25 +250,22 @@ pub fn for_workload(
         let Object::AuthorizationPolicy(p) = o else {
             continue;
         };
-        let scope = Scope {
-            namespace: p.metadata.namespace.as_deref().unwrap_or_default(),
-            name: p.metadata.name.as_deref().unwrap_or_default(),
-            selector: p.spec.selector.as_ref(),
-            targeted: !p.spec.target_refs.is_empty() || p.spec.target_ref.is_some(),
-        };
-        let Some(name) = scope.applies(mesh, namespace, labels) else {
+        let Some(name) = Scope::of_policy(p).applies(mesh, namespace, labels) else {
             continue;
         };
         let action = match p.spec.action.unwrap_or_default() {
             AuthorizationAction::Allow => AuthzAction::Allow,
             AuthorizationAction::Deny => AuthzAction::Deny,
             AuthorizationAction::Audit => AuthzAction::Audit,
-            AuthorizationAction::Custom => {
-                warnings.push(format!(
-                    "AuthorizationPolicy {name}: CUSTOM (external authorization) is not supported yet; the requests it would check are denied"
-                ));
-                AuthzAction::Deny
-            }
+            AuthorizationAction::Custom => match custom_provider(p, mesh) {
+                Ok(_) => AuthzAction::Custom,
+                Err(why) => {
+                    warnings.push(format!(
+                        "AuthorizationPolicy {name}: {why}; the requests it would check are denied"
+                    ));
+                    AuthzAction::Deny
+                }
+            },
         };
         let rules = p
             .spec

@@ -268,6 +268,9 @@ fn compile_one(
         authorization,
         request_authentication,
         http: crate::http_options(mesh, true),
+        ext_authz: crate::authorization::ext_authz_for_workload(
+            objects, mesh, namespace, selector, warnings,
+        ),
         names: None,
         tracing,
     }

@@ -783,6 +783,13 @@ pub fn compile_sidecar_part(
     config.authorization =
         crate::authorization::for_workload(objects, mesh, &node.namespace, &node.labels, warnings);
     config.http = crate::http_options(mesh, false);
+    config.ext_authz = crate::authorization::ext_authz_for_workload(
+        objects,
+        mesh,
+        &node.namespace,
+        &node.labels,
+        warnings,
+    );
     config.request_authentication = crate::request_authentication::for_workload(
         objects,
         mesh,

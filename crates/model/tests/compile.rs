@@ -333,12 +333,16 @@ spec:
         "targetRefs are not applied"
     );
     use meshwork_resources::authorization::{AuthzAction, ConditionKey, Pattern};
-    // CUSTOM is not supported yet: what it would check is denied, with a warning.
+    // A CUSTOM policy whose provider the mesh config lacks: what it would check is
+    // denied, with a warning.
     assert_eq!(g.authorization[0].action, AuthzAction::Deny);
+    assert!(g.ext_authz.is_none());
     assert!(
         c.warnings
             .iter()
-            .any(|w| w.contains("istio-system/external") && w.contains("CUSTOM")),
+            .any(|w| w.contains("istio-system/external")
+                && w.contains("provider my-authz is not in the mesh config")
+                && w.contains("denied")),
         "{:?}",
         c.warnings
     );

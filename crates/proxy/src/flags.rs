@@ -52,6 +52,8 @@ flags! {
     NO_FILTER_CHAIN_FOUND = 14, "NR_FC";
     /// A TCP connection was idle too long.
     IDLE_TIMEOUT = 15, "IT";
+    /// The external authorizer denied the request, or could not be asked.
+    UNAUTHORIZED_EXTERNAL_SERVICE = 16, "UAEX";
 }
 
 impl ResponseFlags {

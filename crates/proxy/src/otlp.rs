@@ -77,8 +77,9 @@ pub fn scope() -> InstrumentationScope {
     }
 }
 
-/// A gRPC client of an OpenTelemetry collector, connected on first use and reconnected
-/// after a failure.
+/// A gRPC client (of an OpenTelemetry collector, an external authorizer), connected on
+/// first use and reconnected after a failure.
+#[derive(Clone)]
 pub struct GrpcClient {
     grpc: tonic::client::Grpc<tonic::transport::Channel>,
 }
@@ -100,9 +101,23 @@ impl GrpcClient {
     where
         Req: prost::Message + Send + Sync + 'static,
     {
+        self.unary::<Req, ExportResponse>(path, request)
+            .await
+            .map(|_| ())
+    }
+
+    /// Calls the unary method `path`.
+    pub async fn unary<Req, Resp>(
+        &mut self,
+        path: &'static str,
+        request: Req,
+    ) -> Result<Resp, String>
+    where
+        Req: prost::Message + Send + Sync + 'static,
+        Resp: prost::Message + Default + Send + Sync + 'static,
+    {
         self.grpc.ready().await.map_err(|e| e.to_string())?;
-        let codec: tonic_prost::ProstCodec<Req, ExportResponse> =
-            tonic_prost::ProstCodec::default();
+        let codec: tonic_prost::ProstCodec<Req, Resp> = tonic_prost::ProstCodec::default();
         self.grpc
             .unary(
                 tonic::Request::new(request),
@@ -110,7 +125,7 @@ impl GrpcClient {
                 codec,
             )
             .await
-            .map(|_| ())
+            .map(tonic::Response::into_inner)
             .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
     }
 }

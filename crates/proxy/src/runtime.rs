@@ -145,6 +145,8 @@ pub struct Runtime {
     pub telemetry: crate::recorder::Telemetry,
     /// RequestAuthentication, when any applies.
     pub jwt: Option<Arc<crate::request::jwt::Authenticator>>,
+    /// The gRPC client of the external authorizer, when it speaks gRPC.
+    pub ext_authz: Option<crate::otlp::GrpcClient>,
 }
 
 impl Runtime {
@@ -388,10 +390,23 @@ pub fn apply(
         (_, Some(settings)) => Some(Arc::new(crate::trace::Tracer::new(settings.clone()))),
         (_, None) => None,
     };
+    // The external authorizer's channel stays while its address does.
+    let ext_authz = match (
+        &previous.ext_authz,
+        &previous.config.ext_authz,
+        &config.ext_authz,
+    ) {
+        (Some(c), Some(old), Some(new)) if new.grpc && old.address == new.address => {
+            Some(c.clone())
+        }
+        (_, _, Some(new)) if new.grpc => crate::otlp::GrpcClient::new(&new.address),
+        _ => None,
+    };
     let runtime = Runtime {
         exchange,
         tracer,
         jwt,
+        ext_authz,
         telemetry: crate::recorder::Telemetry::new(&accepted),
         no_destination: Some(Arc::new(crate::metrics::PeerLabels::new(
             &config.node,

@@ -560,3 +560,19 @@ impl hyper::body::Body for PooledBody {
         self.inner.size_hint()
     }
 }
+
+/// A plaintext HTTP/1.1 connection to `addr` (`host:port`) for one-off requests to the
+/// proxy's own helpers (collectors, authorizers, health checks), driven by a task.
+pub async fn http1_to<B>(addr: &str) -> Result<hyper::client::conn::http1::SendRequest<B>, String>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    let (sender, conn) = http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    Ok(sender)
+}

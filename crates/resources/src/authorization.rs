@@ -26,6 +26,43 @@ pub enum AuthzAction {
     Deny,
     /// Matching requests are marked in the access log.
     Audit,
+    /// Matching requests are checked by the external authorizer ([`ExtAuthz`]) first.
+    Custom,
+}
+
+/// The external authorizer of CUSTOM policies (the mesh config's `envoyExtAuthzHttp` or
+/// `envoyExtAuthzGrpc` provider they name).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtAuthz {
+    /// The provider's name.
+    pub provider: String,
+    /// `service:port`.
+    pub address: String,
+    /// Envoy's gRPC `Authorization/Check`; else an HTTP request.
+    pub grpc: bool,
+    /// Prepended to the request's path (HTTP).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub path_prefix: String,
+    /// How long a check may take, in milliseconds.
+    pub timeout_ms: u64,
+    /// When the authorizer cannot be asked, the request goes on.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fail_open: bool,
+    /// The status when it cannot be asked and `fail_open` is off (403).
+    pub status_on_error: u16,
+    /// Request headers sent in the check besides Host, Method, Path, Content-Length and
+    /// Authorization (HTTP), lower case patterns.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include_request_headers: Vec<Pattern>,
+    /// Headers added to every check.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include_additional_headers: Vec<(String, String)>,
+    /// Headers of an allowing answer that go upstream with the request (HTTP).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers_to_upstream_on_allow: Vec<Pattern>,
+    /// Headers of a denying answer that go to the client (HTTP).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers_to_downstream_on_deny: Vec<Pattern>,
 }
 
 /// A rule: any `from` (none: any source), any `to` (none: any operation), and every

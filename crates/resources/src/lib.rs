@@ -66,6 +66,9 @@ pub struct ProxyConfig {
     /// The RequestAuthentication rules that apply to the proxy.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub request_authentication: Vec<jwt::JwtRule>,
+    /// The external authorizer of the proxy's CUSTOM policies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ext_authz: Option<authorization::ExtAuthz>,
     /// What the DNS proxy answers for, for a sidecar whose traffic is captured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub names: Option<dns::NameTable>,

@@ -113,6 +113,9 @@ pub struct Policy {
     /// The RequestAuthentication rules of the proxy.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub request_authentication: Vec<meshwork_resources::jwt::JwtRule>,
+    /// The external authorizer of its CUSTOM policies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ext_authz: Option<meshwork_resources::authorization::ExtAuthz>,
     /// What the DNS proxy answers for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub names: Option<meshwork_resources::dns::NameTable>,
@@ -196,6 +199,7 @@ pub fn encode(config: &ProxyConfig) -> BTreeMap<TypeUrl, Vec<Resource>> {
         access_logs: config.access_logs.clone(),
         authorization: config.authorization.clone(),
         request_authentication: config.request_authentication.clone(),
+        ext_authz: config.ext_authz.clone(),
         names: config.names.clone(),
         tracing: config.tracing.clone(),
         metrics: config.metrics.clone(),
@@ -298,6 +302,7 @@ pub fn decode(
             config.access_logs = p.access_logs;
             config.authorization = p.authorization;
             config.request_authentication = p.request_authentication;
+            config.ext_authz = p.ext_authz;
             config.names = p.names;
             config.tracing = p.tracing;
             config.metrics = p.metrics;

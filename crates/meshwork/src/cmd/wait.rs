@@ -22,14 +22,7 @@ pub struct Args {
 
 /// The status of `GET /healthz/ready`, or why there is none.
 async fn ready(status: &str) -> Result<u16, String> {
-    let stream = tokio::net::TcpStream::connect(status)
-        .await
-        .map_err(|e| e.to_string())?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
+    let mut sender = meshwork_proxy::upstream::http1_to(status).await?;
     let request = http::Request::get("/healthz/ready")
         .header(http::header::HOST, status)
         .body(http_body_util::Empty::<bytes::Bytes>::new())

@@ -1072,3 +1072,37 @@ pub fn app_get(http: u16, path: &str, headers: &[&str]) -> (u16, String) {
     let (body, code) = out.rsplit_once('\n').unwrap_or(("", "0"));
     (code.trim().parse().unwrap_or(0), body.to_string())
 }
+
+/// Serves the gRPC `service` on a free port of loopback, from a thread of its own; the
+/// port, once it listens.
+pub fn serve_grpc<S>(service: S) -> u16
+where
+    S: tonic::codegen::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + tonic::server::NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let port = free_port();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+        let _ = runtime.block_on(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve(addr),
+        );
+    });
+    eventually(Duration::from_secs(5), "the collector listening", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    port
+}

@@ -289,8 +289,10 @@ fn without_http_fields(r: &AuthzRule) -> AuthzRule {
 
 /// Evaluates the policies for a TCP connection (`a` has no method, path or headers).
 pub fn evaluate_tcp(policies: &[AuthorizationPolicy], a: &Attributes<'_>) -> Verdict {
+    // The external authorizer is not asked about TCP: what a CUSTOM policy would have it
+    // check is closed, so that nothing passes unchecked.
     let deny = policies.iter().find(|p| {
-        p.action == AuthzAction::Deny
+        matches!(p.action, AuthzAction::Deny | AuthzAction::Custom)
             && p.rules
                 .iter()
                 .any(|r| rule_matches(&without_http_fields(r), a))
@@ -315,6 +317,13 @@ pub fn evaluate_tcp(policies: &[AuthorizationPolicy], a: &Attributes<'_>) -> Ver
     } else {
         Verdict::Deny(None)
     }
+}
+
+/// Whether a CUSTOM policy matches the request: then the external authorizer is asked.
+pub fn custom_matches(policies: &[AuthorizationPolicy], a: &Attributes<'_>) -> bool {
+    policies
+        .iter()
+        .any(|p| p.action == AuthzAction::Custom && policy_matches(p, a))
 }
 
 /// The first AUDIT policy the request matches: its entry in the access log is marked

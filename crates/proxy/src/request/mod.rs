@@ -20,6 +20,7 @@
 pub mod authz;
 pub mod checks;
 pub mod context;
+pub mod ext_authz;
 pub mod forward;
 pub mod jwt;
 pub mod path;
@@ -251,13 +252,25 @@ async fn run(
         Some(jwt) if !ctx.conn.outbound => jwt.authenticate(&mut parts)?,
         _ => None,
     };
+    let trusted = state.config.http.num_trusted_proxies;
+    // Phase: external authorization, for the requests a CUSTOM policy matches.
+    if !ctx.conn.outbound
+        && let Some(ext) = &state.config.ext_authz
+        && authz::custom_matches(
+            &state.config.authorization,
+            &policy::attributes(ctx, &parts, authenticated.as_ref(), trusted),
+        )
+        && let Some(answer) = ext_authz::check(ext, state.ext_authz.as_ref(), ctx, &mut parts).await
+    {
+        return Ok(answer);
+    }
     if !ctx.conn.outbound
         && let Some(denied) = policy::authorize(
             ctx,
             &parts,
             &state.config.authorization,
             authenticated.as_ref(),
-            state.config.http.num_trusted_proxies,
+            trusted,
         )
     {
         return Ok(denied);

@@ -37,17 +37,11 @@ pub fn authorize(
     trusted_proxies: u32,
 ) -> Option<Response<Body>> {
     if !authorization.is_empty() {
-        let attributes = authz::Attributes {
-            remote_ip: remote_ip(&parts.headers, ctx.conn.peer.ip(), trusted_proxies),
-            host: &ctx.host,
-            authority: &ctx.authority,
-            method: parts.method.as_str(),
-            path: parts.uri.path(),
-            request: authenticated,
-            ..authz::Attributes::of_connection(&ctx.conn, &parts.headers)
-        };
-        ctx.audit = authz::audit(authorization, &attributes);
-        if let authz::Verdict::Deny(policy) = authz::evaluate(authorization, &attributes) {
+        let attributes = attributes(ctx, parts, authenticated, trusted_proxies);
+        let audit = authz::audit(authorization, &attributes);
+        let verdict = authz::evaluate(authorization, &attributes);
+        ctx.audit = audit;
+        if let authz::Verdict::Deny(policy) = verdict {
             ctx.flags.insert(ResponseFlags::UNAUTHORIZED);
             ctx.details = std::borrow::Cow::Owned(format!(
                 "rbac_access_denied_matched_policy[{}]",
@@ -63,6 +57,25 @@ pub fn authorize(
         }
     }
     None
+}
+
+/// What a request is authorized on: its connection, host, method, normalized path, the
+/// original client's address (behind `trusted_proxies`) and its verified JWT.
+pub fn attributes<'a>(
+    ctx: &'a RequestContext,
+    parts: &'a http::request::Parts,
+    authenticated: Option<&'a crate::request::jwt::Authenticated>,
+    trusted_proxies: u32,
+) -> authz::Attributes<'a> {
+    authz::Attributes {
+        remote_ip: remote_ip(&parts.headers, ctx.conn.peer.ip(), trusted_proxies),
+        host: &ctx.host,
+        authority: &ctx.authority,
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        request: authenticated,
+        ..authz::Attributes::of_connection(&ctx.conn, &parts.headers)
+    }
 }
 
 /// The original client's address: with `trusted` proxies in front, the entry that many

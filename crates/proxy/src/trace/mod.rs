@@ -398,14 +398,7 @@ async fn export(
 /// POSTs one batch to the collector.
 async fn post(settings: &Tracing, content_type: &str, body: Vec<u8>) -> Result<(), String> {
     let sending = async {
-        let stream = tokio::net::TcpStream::connect(&settings.collector)
-            .await
-            .map_err(|e| e.to_string())?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
+        let mut sender = crate::upstream::http1_to(&settings.collector).await?;
         let request = http::Request::post(settings.path.as_str())
             .header(http::header::HOST, settings.collector.as_str())
             .header(http::header::CONTENT_TYPE, content_type)

@@ -658,3 +658,28 @@ fn request_principals_and_jwt_claims_are_matched() {
         &none
     ));
 }
+
+#[test]
+fn custom_policies_ask_the_authorizer_over_http_and_close_tcp() {
+    let headers = HeaderMap::new();
+    let a = attrs(None, "GET", "/checked/x", &headers);
+    let custom = one(
+        AuthzAction::Custom,
+        AuthzRule {
+            to: vec![AuthzOperation {
+                paths: f(&["/checked*"]),
+                ..Default::default()
+            }],
+            ..Default::default()
+        },
+    );
+    assert!(custom_matches(&custom, &a));
+    assert!(!custom_matches(
+        &custom,
+        &attrs(None, "GET", "/other", &headers)
+    ));
+    // Left to the authorizer, a CUSTOM policy neither allows nor denies over HTTP...
+    assert_eq!(evaluate(&custom, &a), Verdict::Allow);
+    // ...and what it matches on TCP (its paths aside) is closed.
+    assert_eq!(evaluate_tcp(&custom, &a), Verdict::Deny(Some("p".into())));
+}

@@ -1,0 +1,249 @@
+//! CUSTOM AuthorizationPolicies at the gateway, end to end: an HTTP authorizer (a small
+//! server here) and a gRPC one (Envoy's `Authorization/Check`, decoded with Envoy's own
+//! definitions from the `envoy-types` crate) decide the requests the policy matches,
+//! before DENY and ALLOW; with the authorizer down, `failOpen` decides.
+
+mod support;
+
+use std::io::{BufRead, Read, Write};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use support::*;
+
+/// The requests an HTTP authorizer got: request line and headers.
+type Seen = Arc<Mutex<Vec<(String, Vec<String>)>>>;
+
+/// An HTTP authorizer on a free port: it allows a request that has `x-ext-allow: yes`
+/// (answering `x-ext-user: ana`), and denies others with 401, `x-ext-reason: no` and a
+/// body of its own.
+fn http_authorizer() -> (u16, Seen) {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", free_port())).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen: Seen = Default::default();
+    let kept = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            let mut reader = std::io::BufReader::new(stream);
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            let request_line = line.trim().to_string();
+            let mut headers = Vec::new();
+            loop {
+                line.clear();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                headers.push(line.trim().to_ascii_lowercase());
+            }
+            let allow = headers.iter().any(|h| h == "x-ext-allow: yes");
+            kept.lock().unwrap().push((request_line, headers));
+            let answer: &[u8] = if allow {
+                b"HTTP/1.1 200 OK\r\nx-ext-user: ana\r\nx-ext-secret: no-leak\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            } else {
+                b"HTTP/1.1 401 Unauthorized\r\nx-ext-reason: no\r\nx-ext-internal: hidden\r\ncontent-length: 14\r\nconnection: close\r\n\r\ndenied by ext\n"
+            };
+            let _ = reader.get_mut().write_all(answer);
+            let mut rest = [0u8; 16];
+            let _ = reader.get_mut().read(&mut rest);
+        }
+    });
+    (port, seen)
+}
+
+const CUSTOM: &str = r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ext, namespace: istio-system}
+spec:
+  selector: {matchLabels: {istio: ingressgateway}}
+  action: CUSTOM
+  provider: {name: authorizer}
+  rules:
+  - to: [{operation: {paths: ["/protected*"]}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: no-admin, namespace: istio-system}
+spec:
+  action: DENY
+  rules:
+  - to: [{operation: {paths: ["/protected/admin"]}}]
+"#;
+
+fn http_provider(port: u16, extra: &str) -> String {
+    format!(
+        "extensionProviders:\n- name: authorizer\n  envoyExtAuthzHttp:\n    service: 127.0.0.1\n    port: {port}\n    pathPrefix: /check\n    timeout: 2s\n    includeRequestHeadersInCheck: [x-ext-allow]\n    headersToUpstreamOnAllow: [x-ext-user]\n    headersToDownstreamOnDeny: [x-ext-reason]\n{extra}"
+    )
+}
+
+#[test]
+fn an_http_authorizer_decides_what_a_custom_policy_matches() {
+    let (port, seen) = http_authorizer();
+    let (mesh, http) = policy_gateway_with("ext-http", CUSTOM, &http_provider(port, ""));
+    // Not matched by the CUSTOM policy: the authorizer is not asked.
+    assert_eq!(app_get(http, "/open", &[]).0, 200);
+    assert!(seen.lock().unwrap().is_empty());
+    // Allowed: the request goes on with the header the authorizer added.
+    let (code, body) = app_get(
+        http,
+        "/protected/page?x=1",
+        &["x-ext-allow: yes", "x-other: 1"],
+    );
+    assert_eq!(code, 200, "{body}");
+    let backend: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(backend["headers"]["x-ext-user"], "ana");
+    assert!(
+        backend["headers"].get("x-ext-secret").is_none(),
+        "{backend}"
+    );
+    let (line, headers) = seen.lock().unwrap()[0].clone();
+    assert_eq!(line, "GET /check/protected/page?x=1 HTTP/1.1");
+    assert!(
+        headers.contains(&"host: app.example.test".to_string()),
+        "{headers:?}"
+    );
+    assert!(headers.contains(&"x-ext-allow: yes".to_string()));
+    assert!(
+        !headers.iter().any(|h| h.starts_with("x-other")),
+        "{headers:?}"
+    );
+    // Denied: the authorizer's status, body and the headers let through.
+    let out = curl(&[
+        "-s",
+        "-i",
+        "-H",
+        "Host: app.example.test",
+        &format!("http://127.0.0.1:{http}/protected/page"),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 401"), "{text}");
+    assert!(text.contains("x-ext-reason: no"), "{text}");
+    assert!(!text.contains("x-ext-internal"), "{text}");
+    assert!(text.ends_with("denied by ext\n"), "{text}");
+    // CUSTOM comes first, then DENY: allowed by the authorizer, denied by the policy.
+    assert_eq!(
+        app_get(http, "/protected/admin", &["x-ext-allow: yes"]).0,
+        403
+    );
+    let log = mesh.up.as_ref().unwrap().stdout();
+    assert!(
+        log.contains("\"response_flags\":\"UAEX\"")
+            && log.contains("\"response_code_details\":\"ext_authz_denied\""),
+        "{log}"
+    );
+}
+
+#[test]
+fn an_authorizer_that_is_down_fails_closed_unless_fail_open() {
+    let dead = free_port();
+    let (mesh, http) = policy_gateway_with("ext-down", CUSTOM, &http_provider(dead, ""));
+    assert_eq!(app_get(http, "/protected", &["x-ext-allow: yes"]).0, 403);
+    assert_eq!(app_get(http, "/open", &[]).0, 200);
+    eventually(Duration::from_secs(5), "the error logged", || {
+        mesh.up
+            .as_ref()
+            .unwrap()
+            .stdout()
+            .contains("ext_authz_error")
+    });
+    let open = http_provider(dead, "    failOpen: true\n");
+    let (_mesh, http) = policy_gateway_with("ext-open", CUSTOM, &open);
+    assert_eq!(app_get(http, "/protected", &[]).0, 200);
+    let status = http_provider(dead, "    statusOnError: \"503\"\n");
+    let (_mesh, http) = policy_gateway_with("ext-status", CUSTOM, &status);
+    assert_eq!(app_get(http, "/protected", &[]).0, 503);
+}
+
+/// A gRPC authorizer: it allows a request whose headers have `x-ext-allow: yes` (adding
+/// `x-ext-user: grpc`), and denies others with 401 and a body.
+struct GrpcAuthorizer(Arc<Mutex<Vec<String>>>);
+
+#[tonic::async_trait]
+impl envoy_types::ext_authz::v3::pb::Authorization for GrpcAuthorizer {
+    async fn check(
+        &self,
+        request: tonic::Request<envoy_types::ext_authz::v3::pb::CheckRequest>,
+    ) -> Result<tonic::Response<envoy_types::ext_authz::v3::pb::CheckResponse>, tonic::Status> {
+        use envoy_types::ext_authz::v3::pb::*;
+        use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse as Answer;
+        let http = request
+            .into_inner()
+            .attributes
+            .and_then(|a| a.request)
+            .and_then(|r| r.http)
+            .unwrap_or_default();
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("{} {} {}", http.method, http.host, http.path));
+        let header = |k: &str, v: &str| HeaderValueOption {
+            header: Some(HeaderValue {
+                key: k.into(),
+                value: v.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let allow = http.headers.get("x-ext-allow").map(String::as_str) == Some("yes");
+        let answer = if allow {
+            CheckResponse {
+                status: Some(envoy_types::pb::google::rpc::Status {
+                    code: 0,
+                    ..Default::default()
+                }),
+                http_response: Some(Answer::OkResponse(OkHttpResponse {
+                    headers: vec![header("x-ext-user", "grpc")],
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }
+        } else {
+            CheckResponse {
+                status: Some(envoy_types::pb::google::rpc::Status {
+                    code: 7,
+                    ..Default::default()
+                }),
+                http_response: Some(Answer::DeniedResponse(DeniedHttpResponse {
+                    status: Some(HttpStatus { code: 401 }),
+                    headers: vec![header("x-ext-reason", "grpc-no")],
+                    body: "grpc says no".into(),
+                })),
+                ..Default::default()
+            }
+        };
+        Ok(tonic::Response::new(answer))
+    }
+}
+
+#[test]
+fn a_grpc_authorizer_decides_what_a_custom_policy_matches() {
+    use envoy_types::ext_authz::v3::pb::AuthorizationServer;
+    let seen: Arc<Mutex<Vec<String>>> = Default::default();
+    let port = serve_grpc(AuthorizationServer::new(GrpcAuthorizer(seen.clone())));
+    let provider = format!(
+        "extensionProviders:\n- name: authorizer\n  envoyExtAuthzGrpc: {{service: 127.0.0.1, port: {port}, timeout: 2s}}\n"
+    );
+    let (_mesh, http) = policy_gateway_with("ext-grpc", CUSTOM, &provider);
+    let (code, body) = app_get(http, "/protected/x", &["x-ext-allow: yes"]);
+    assert_eq!(code, 200, "{body}");
+    let backend: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(backend["headers"]["x-ext-user"], "grpc");
+    assert_eq!(seen.lock().unwrap()[0], "GET app.example.test /protected/x");
+    let out = curl(&[
+        "-s",
+        "-i",
+        "-H",
+        "Host: app.example.test",
+        &format!("http://127.0.0.1:{http}/protected/x"),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 401"), "{text}");
+    assert!(text.contains("x-ext-reason: grpc-no"), "{text}");
+    assert!(text.ends_with("grpc says no"), "{text}");
+    assert_eq!(app_get(http, "/open", &[]).0, 200);
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        2,
+        "only matched requests are checked"
+    );
+}
