@@ -31,25 +31,32 @@ fn strings(values: &[String], not_values: &[String]) -> Field<String> {
     }
 }
 
-/// `serviceAccounts` (`ns/sa`) and `trustDomains` as principal patterns.
-fn principals(s: &Source) -> Field<Pattern> {
-    let mut f = field(&s.principals, &s.not_principals);
+/// `serviceAccounts` (`ns/sa`) as patterns of the principal.
+fn service_accounts(s: &Source) -> Field<Pattern> {
     let account = |sa: &String| match sa.split_once('/') {
         Some((ns, name)) => Pattern::Suffix(format!("/ns/{ns}/sa/{name}")),
         None => Pattern::Suffix(format!("/sa/{sa}")),
     };
-    f.values.extend(s.service_accounts.iter().map(account));
-    f.not_values
-        .extend(s.not_service_accounts.iter().map(account));
+    Field {
+        values: s.service_accounts.iter().map(account).collect(),
+        not_values: s.not_service_accounts.iter().map(account).collect(),
+    }
+}
+
+/// `trustDomains` as patterns of the principal.
+fn trust_domains(s: &Source) -> Field<Pattern> {
     let domain = |td: &String| Pattern::Prefix(format!("{td}/"));
-    f.values.extend(s.trust_domains.iter().map(domain));
-    f.not_values.extend(s.not_trust_domains.iter().map(domain));
-    f
+    Field {
+        values: s.trust_domains.iter().map(domain).collect(),
+        not_values: s.not_trust_domains.iter().map(domain).collect(),
+    }
 }
 
 fn source(s: &Source) -> AuthzSource {
     AuthzSource {
-        principals: principals(s),
+        principals: field(&s.principals, &s.not_principals),
+        service_accounts: service_accounts(s),
+        trust_domains: trust_domains(s),
         request_principals: field(&s.request_principals, &s.not_request_principals),
         namespaces: field(&s.namespaces, &s.not_namespaces),
         ip_blocks: strings(&s.ip_blocks, &s.not_ip_blocks),
@@ -71,11 +78,21 @@ fn operation(o: &Operation) -> AuthzOperation {
 }
 
 fn condition(c: &Condition) -> AuthzCondition {
-    let key = match c.key.as_str() {
+    AuthzCondition {
+        key: condition_key(&c.key),
+        values: patterns(&c.values),
+        not_values: patterns(&c.not_values),
+    }
+}
+
+/// The attribute a condition's `key` names.
+fn condition_key(key: &str) -> ConditionKey {
+    match key {
         "source.ip" => ConditionKey::SourceIp,
         "remote.ip" => ConditionKey::RemoteIp,
         "source.namespace" => ConditionKey::SourceNamespace,
         "source.principal" => ConditionKey::SourcePrincipal,
+        "source.trustDomain" => ConditionKey::SourceTrustDomain,
         "destination.ip" => ConditionKey::DestinationIp,
         "destination.port" => ConditionKey::DestinationPort,
         "connection.sni" => ConditionKey::ConnectionSni,
@@ -86,11 +103,6 @@ fn condition(c: &Condition) -> AuthzCondition {
             Some(h) => ConditionKey::RequestHeader(h.to_ascii_lowercase()),
             None => ConditionKey::RequestAuth(k.to_string()),
         },
-    };
-    AuthzCondition {
-        key,
-        values: patterns(&c.values),
-        not_values: patterns(&c.not_values),
     }
 }
 
@@ -287,6 +299,21 @@ pub fn for_workload(
                 when: r.when.iter().map(condition).collect(),
             })
             .collect();
+        let unsupported = p
+            .spec
+            .rules
+            .iter()
+            .flat_map(|r| &r.when)
+            .map(|c| c.key.as_str())
+            .filter(|k| {
+                !k.starts_with("request.auth.")
+                    && matches!(condition_key(k), ConditionKey::RequestAuth(_))
+            });
+        for key in unsupported {
+            warnings.push(format!(
+                "AuthorizationPolicy {name}: the condition key {key} is not one meshwork knows (experimental.envoy.filters.* needs Envoy's protocol filters); it never holds"
+            ));
+        }
         out.push(AuthorizationPolicy {
             name,
             action,

@@ -350,10 +350,12 @@ spec:
     let gw = &g_authorization[0];
     assert_eq!(gw.action, AuthzAction::Allow, "ALLOW is the default action");
     let from = &gw.rules[0].from;
+    // serviceAccounts are a constraint of their own, on the principal.
     assert_eq!(
-        from[0].principals.values,
+        from[0].service_accounts.values,
         [Pattern::Suffix("/ns/default/sa/sleep".into())]
     );
+    assert!(from[0].principals.is_empty());
     assert_eq!(
         from[1].namespaces.not_values,
         [Pattern::Exact("prod".into())]

@@ -122,6 +122,12 @@ pub struct AuthzSource {
     /// Namespaces of the peer principal.
     #[serde(default, skip_serializing_if = "Field::is_empty")]
     pub namespaces: Field<Pattern>,
+    /// Service accounts (`ns/sa`) of the peer principal, as patterns of the principal.
+    #[serde(default, skip_serializing_if = "Field::is_empty")]
+    pub service_accounts: Field<Pattern>,
+    /// Trust domains of the peer principal, as patterns of the principal.
+    #[serde(default, skip_serializing_if = "Field::is_empty")]
+    pub trust_domains: Field<Pattern>,
     /// The peer's address, as CIDRs or addresses.
     #[serde(default, skip_serializing_if = "Field::is_empty")]
     pub ip_blocks: Field<String>,
@@ -174,6 +180,8 @@ pub enum ConditionKey {
     SourceNamespace,
     /// `source.principal`.
     SourcePrincipal,
+    /// `source.trustDomain`: the first part of the peer principal.
+    SourceTrustDomain,
     /// `destination.ip`.
     DestinationIp,
     /// `destination.port`.

@@ -471,6 +471,8 @@ fn authorization() -> crate::authorization::AuthorizationPolicy {
                 principals: f(&["cluster.local/ns/default/sa/sleep", "a*", "*b"]),
                 request_principals: f(&["*"]),
                 namespaces: f(&["default"]),
+                service_accounts: f(&["*/ns/default/sa/sleep"]),
+                trust_domains: f(&["cluster.local/*"]),
                 ip_blocks: Field {
                     values: vec!["10.0.0.0/8".into()],
                     not_values: vec!["10.1.2.3".into()],

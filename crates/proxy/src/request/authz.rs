@@ -121,6 +121,8 @@ fn source_matches(s: &AuthzSource, a: &Attributes<'_>) -> bool {
             false,
         )
         && holds(&s.namespaces, a.principal.and_then(namespace_of), false)
+        && holds(&s.service_accounts, a.principal, false)
+        && holds(&s.trust_domains, a.principal, false)
         && ip_holds(&s.ip_blocks, a.source_ip)
         && ip_holds(&s.remote_ip_blocks, a.remote_ip)
 }
@@ -172,6 +174,7 @@ fn condition_holds(c: &AuthzCondition, a: &Attributes<'_>) -> bool {
         }
         ConditionKey::SourceNamespace => a.principal.and_then(namespace_of),
         ConditionKey::SourcePrincipal => a.principal,
+        ConditionKey::SourceTrustDomain => a.principal.and_then(|p| p.split('/').next()),
         ConditionKey::DestinationPort => {
             text = a.port.to_string();
             Some(text.as_str())

@@ -683,3 +683,552 @@ fn custom_policies_ask_the_authorizer_over_http_and_close_tcp() {
     // ...and what it matches on TCP (its paths aside) is closed.
     assert_eq!(evaluate_tcp(&custom, &a), Verdict::Deny(Some("p".into())));
 }
+
+/// Every source, operation and condition field, each with a request it matches and one
+/// it does not: an ALLOW policy of that one field lets the first through and not the
+/// second.
+#[test]
+fn every_field_matches_what_it_says_and_nothing_else() {
+    static HEADERS: std::sync::LazyLock<HeaderMap> = std::sync::LazyLock::new(|| {
+        let mut h = HeaderMap::new();
+        h.insert("x-team", "payments".parse().unwrap());
+        h
+    });
+    static NONE: std::sync::LazyLock<HeaderMap> = std::sync::LazyLock::new(HeaderMap::new);
+    static JWT: std::sync::LazyLock<crate::request::jwt::Authenticated> =
+        std::sync::LazyLock::new(|| crate::request::jwt::Authenticated {
+            principal: "https://auth.test/ana".into(),
+            claims: serde_json::json!({"aud": "shop", "azp": "spa", "groups": ["admins"]}),
+        });
+    fn not(values: &[&str]) -> Field<Pattern> {
+        Field {
+            values: vec![],
+            not_values: values.iter().map(|v| Pattern::parse(v)).collect(),
+        }
+    }
+    fn ips(values: &[&str], not: &[&str]) -> Field<String> {
+        Field {
+            values: values.iter().map(|v| v.to_string()).collect(),
+            not_values: not.iter().map(|v| v.to_string()).collect(),
+        }
+    }
+    // The request every row starts from: SLEEP at 10.1.2.3 to 127.0.0.1:8443, GET
+    // /api/v1/items.
+    let base = || -> Attributes<'static> { attrs(Some(SLEEP), "GET", "/api/v1/items", &HEADERS) };
+    let src = |f: fn(&mut AuthzSource)| {
+        let mut s = AuthzSource::default();
+        f(&mut s);
+        from(s)
+    };
+    let op = |f: fn(&mut AuthzOperation)| {
+        let mut o = AuthzOperation::default();
+        f(&mut o);
+        to(o)
+    };
+    let when = |key: ConditionKey, values: &[&str], not: &[&str]| AuthzRule {
+        when: vec![AuthzCondition {
+            key,
+            values: values.iter().map(|v| Pattern::parse(v)).collect(),
+            not_values: not.iter().map(|v| Pattern::parse(v)).collect(),
+        }],
+        ..Default::default()
+    };
+    type Tweak = fn(Attributes<'static>) -> Attributes<'static>;
+    let rows: Vec<(&str, AuthzRule, Tweak, Tweak)> = vec![
+        (
+            "principals exact",
+            src(|s| s.principals = f(&[SLEEP])),
+            |a| a,
+            |a| Attributes {
+                principal: Some(OTHER),
+                ..a
+            },
+        ),
+        (
+            "principals prefix",
+            src(|s| s.principals = f(&["cluster.local/ns/default/*"])),
+            |a| a,
+            |a| Attributes {
+                principal: Some(OTHER),
+                ..a
+            },
+        ),
+        (
+            "principals suffix",
+            src(|s| s.principals = f(&["*/sa/sleep"])),
+            |a| a,
+            |a| Attributes {
+                principal: Some(OTHER),
+                ..a
+            },
+        ),
+        (
+            "principals any needs one",
+            src(|s| s.principals = f(&["*"])),
+            |a| a,
+            |a| Attributes {
+                principal: None,
+                ..a
+            },
+        ),
+        (
+            "notPrincipals",
+            src(|s| s.principals = not(&[OTHER])),
+            |a| a,
+            |a| Attributes {
+                principal: Some(OTHER),
+                ..a
+            },
+        ),
+        (
+            "requestPrincipals",
+            src(|s| s.request_principals = f(&["https://auth.test/*"])),
+            |a| Attributes {
+                request: Some(&*JWT),
+                ..a
+            },
+            |a| a,
+        ),
+        (
+            "notRequestPrincipals",
+            src(|s| s.request_principals = not(&["https://auth.test/*"])),
+            |a| a,
+            |a| Attributes {
+                request: Some(&*JWT),
+                ..a
+            },
+        ),
+        (
+            "namespaces",
+            src(|s| s.namespaces = f(&["default"])),
+            |a| a,
+            |a| Attributes {
+                principal: Some(OTHER),
+                ..a
+            },
+        ),
+        (
+            "notNamespaces",
+            src(|s| s.namespaces = not(&["prod"])),
+            |a| a,
+            |a| Attributes {
+                principal: Some(OTHER),
+                ..a
+            },
+        ),
+        (
+            "serviceAccounts",
+            src(|s| {
+                s.service_accounts = Field {
+                    values: vec![Pattern::Suffix("/ns/default/sa/sleep".into())],
+                    not_values: vec![],
+                }
+            }),
+            |a| a,
+            |a| Attributes {
+                principal: Some(OTHER),
+                ..a
+            },
+        ),
+        (
+            "trustDomains",
+            src(|s| {
+                s.trust_domains = Field {
+                    values: vec![Pattern::Prefix("cluster.local/".into())],
+                    not_values: vec![],
+                }
+            }),
+            |a| a,
+            |a| Attributes {
+                principal: Some("other.domain/ns/default/sa/sleep"),
+                ..a
+            },
+        ),
+        (
+            "notTrustDomains",
+            src(|s| {
+                s.trust_domains = Field {
+                    values: vec![],
+                    not_values: vec![Pattern::Prefix("other.domain/".into())],
+                }
+            }),
+            |a| a,
+            |a| Attributes {
+                principal: Some("other.domain/ns/default/sa/sleep"),
+                ..a
+            },
+        ),
+        (
+            "ipBlocks cidr",
+            src(|s| s.ip_blocks = ips(&["10.1.0.0/16"], &[])),
+            |a| a,
+            |a| Attributes {
+                source_ip: "10.2.0.1".parse().unwrap(),
+                ..a
+            },
+        ),
+        (
+            "ipBlocks address",
+            src(|s| s.ip_blocks = ips(&["10.1.2.3"], &[])),
+            |a| a,
+            |a| Attributes {
+                source_ip: "10.1.2.4".parse().unwrap(),
+                ..a
+            },
+        ),
+        (
+            "notIpBlocks",
+            src(|s| s.ip_blocks = ips(&[], &["10.2.0.0/16"])),
+            |a| a,
+            |a| Attributes {
+                source_ip: "10.2.0.1".parse().unwrap(),
+                ..a
+            },
+        ),
+        (
+            "remoteIpBlocks",
+            src(|s| s.remote_ip_blocks = ips(&["10.1.0.0/16"], &[])),
+            |a| a,
+            |a| Attributes {
+                remote_ip: "203.0.113.1".parse().unwrap(),
+                ..a
+            },
+        ),
+        (
+            "notRemoteIpBlocks",
+            src(|s| s.remote_ip_blocks = ips(&[], &["203.0.113.0/24"])),
+            |a| a,
+            |a| Attributes {
+                remote_ip: "203.0.113.1".parse().unwrap(),
+                ..a
+            },
+        ),
+        (
+            "hosts",
+            op(|o| o.hosts = f(&["app.example.test"])),
+            |a| a,
+            |a| Attributes {
+                host: "other.test",
+                authority: "other.test",
+                ..a
+            },
+        ),
+        (
+            "hosts without case",
+            op(|o| o.hosts = f(&["APP.example.test"])),
+            |a| a,
+            |a| Attributes {
+                host: "other.test",
+                authority: "other.test",
+                ..a
+            },
+        ),
+        (
+            "hosts with port",
+            op(|o| o.hosts = f(&["app.example.test:8443"])),
+            |a| a,
+            |a| Attributes {
+                authority: "app.example.test:9443",
+                ..a
+            },
+        ),
+        (
+            "hosts suffix",
+            op(|o| o.hosts = f(&["*.example.test"])),
+            |a| a,
+            |a| Attributes {
+                host: "app.other.test",
+                authority: "app.other.test",
+                ..a
+            },
+        ),
+        (
+            "notHosts",
+            op(|o| o.hosts = not(&["other.test"])),
+            |a| a,
+            |a| Attributes {
+                host: "other.test",
+                authority: "other.test",
+                ..a
+            },
+        ),
+        (
+            "ports",
+            op(|o| {
+                o.ports = Field {
+                    values: vec![8443],
+                    not_values: vec![],
+                }
+            }),
+            |a| a,
+            |a| Attributes { port: 8080, ..a },
+        ),
+        (
+            "notPorts",
+            op(|o| {
+                o.ports = Field {
+                    values: vec![],
+                    not_values: vec![8080],
+                }
+            }),
+            |a| a,
+            |a| Attributes { port: 8080, ..a },
+        ),
+        (
+            "methods",
+            op(|o| o.methods = f(&["GET"])),
+            |a| a,
+            |a| Attributes {
+                method: "DELETE",
+                ..a
+            },
+        ),
+        (
+            "notMethods",
+            op(|o| o.methods = not(&["DELETE"])),
+            |a| a,
+            |a| Attributes {
+                method: "DELETE",
+                ..a
+            },
+        ),
+        (
+            "paths exact",
+            op(|o| o.paths = f(&["/api/v1/items"])),
+            |a| a,
+            |a| Attributes {
+                path: "/api/v1/items/1",
+                ..a
+            },
+        ),
+        (
+            "paths prefix",
+            op(|o| o.paths = f(&["/api/*"])),
+            |a| a,
+            |a| Attributes {
+                path: "/apiary",
+                ..a
+            },
+        ),
+        (
+            "paths suffix",
+            op(|o| o.paths = f(&["*/items"])),
+            |a| a,
+            |a| Attributes {
+                path: "/api/v1/users",
+                ..a
+            },
+        ),
+        (
+            "paths {*}",
+            op(|o| o.paths = f(&["/api/{*}/items"])),
+            |a| a,
+            |a| Attributes {
+                path: "/api/v1/v2/items",
+                ..a
+            },
+        ),
+        (
+            "paths {**}",
+            op(|o| o.paths = f(&["/api/{**}"])),
+            |a| a,
+            |a| Attributes {
+                path: "/other/api",
+                ..a
+            },
+        ),
+        (
+            "notPaths",
+            op(|o| o.paths = not(&["/admin*"])),
+            |a| a,
+            |a| Attributes {
+                path: "/admin/x",
+                ..a
+            },
+        ),
+        (
+            "request.headers",
+            when(
+                ConditionKey::RequestHeader("x-team".into()),
+                &["payments"],
+                &[],
+            ),
+            |a| a,
+            |a| Attributes {
+                headers: &NONE,
+                ..a
+            },
+        ),
+        (
+            "request.headers not",
+            when(
+                ConditionKey::RequestHeader("x-team".into()),
+                &[],
+                &["payments"],
+            ),
+            |a| Attributes {
+                headers: &NONE,
+                ..a
+            },
+            |a| a,
+        ),
+        (
+            "source.ip",
+            when(ConditionKey::SourceIp, &["10.1.0.0/16"], &[]),
+            |a| a,
+            |a| Attributes {
+                source_ip: "10.9.0.1".parse().unwrap(),
+                ..a
+            },
+        ),
+        (
+            "source.ip not",
+            when(ConditionKey::SourceIp, &[], &["10.9.0.0/16"]),
+            |a| a,
+            |a| Attributes {
+                source_ip: "10.9.0.1".parse().unwrap(),
+                ..a
+            },
+        ),
+        (
+            "remote.ip",
+            when(ConditionKey::RemoteIp, &["10.1.2.3"], &[]),
+            |a| a,
+            |a| Attributes {
+                remote_ip: "10.9.0.1".parse().unwrap(),
+                ..a
+            },
+        ),
+        (
+            "source.namespace",
+            when(ConditionKey::SourceNamespace, &["default"], &[]),
+            |a| a,
+            |a| Attributes {
+                principal: Some(OTHER),
+                ..a
+            },
+        ),
+        (
+            "source.principal",
+            when(ConditionKey::SourcePrincipal, &[SLEEP], &[]),
+            |a| a,
+            |a| Attributes {
+                principal: Some(OTHER),
+                ..a
+            },
+        ),
+        (
+            "source.trustDomain",
+            when(ConditionKey::SourceTrustDomain, &["cluster.local"], &[]),
+            |a| a,
+            |a| Attributes {
+                principal: Some("other.domain/ns/a/sa/b"),
+                ..a
+            },
+        ),
+        (
+            "destination.ip",
+            when(ConditionKey::DestinationIp, &["127.0.0.0/8"], &[]),
+            |a| a,
+            |a| Attributes {
+                destination_ip: Some("10.0.0.1".parse().unwrap()),
+                ..a
+            },
+        ),
+        (
+            "destination.port",
+            when(ConditionKey::DestinationPort, &["8443"], &[]),
+            |a| a,
+            |a| Attributes { port: 8080, ..a },
+        ),
+        (
+            "connection.sni",
+            when(ConditionKey::ConnectionSni, &["*.example.test"], &[]),
+            |a| a,
+            |a| Attributes {
+                sni: Some("other.test"),
+                ..a
+            },
+        ),
+        (
+            "request.auth.principal",
+            when(
+                ConditionKey::RequestAuth("request.auth.principal".into()),
+                &["https://auth.test/ana"],
+                &[],
+            ),
+            |a| Attributes {
+                request: Some(&*JWT),
+                ..a
+            },
+            |a| a,
+        ),
+        (
+            "request.auth.audiences",
+            when(
+                ConditionKey::RequestAuth("request.auth.audiences".into()),
+                &["shop"],
+                &[],
+            ),
+            |a| Attributes {
+                request: Some(&*JWT),
+                ..a
+            },
+            |a| a,
+        ),
+        (
+            "request.auth.presenter",
+            when(
+                ConditionKey::RequestAuth("request.auth.presenter".into()),
+                &["spa"],
+                &[],
+            ),
+            |a| Attributes {
+                request: Some(&*JWT),
+                ..a
+            },
+            |a| a,
+        ),
+        (
+            "request.auth.claims",
+            when(
+                ConditionKey::RequestAuth("request.auth.claims[groups]".into()),
+                &["admins"],
+                &[],
+            ),
+            |a| Attributes {
+                request: Some(&*JWT),
+                ..a
+            },
+            |a| a,
+        ),
+    ];
+    let mut checked = 0;
+    for (what, rule, matching, other) in rows {
+        let policies = vec![policy("p", AuthzAction::Allow, vec![rule.clone()])];
+        assert_eq!(
+            evaluate(&policies, &matching(base())),
+            Verdict::Allow,
+            "{what}: the matching request"
+        );
+        assert_eq!(
+            evaluate(&policies, &other(base())),
+            Verdict::Deny(None),
+            "{what}: the other request"
+        );
+        // The same rule in a DENY policy turns both around.
+        let denying = vec![policy("d", AuthzAction::Deny, vec![rule])];
+        assert_eq!(
+            evaluate(&denying, &matching(base())),
+            Verdict::Deny(Some("d".into())),
+            "{what}: DENY"
+        );
+        assert_eq!(
+            evaluate(&denying, &other(base())),
+            Verdict::Allow,
+            "{what}: DENY, other"
+        );
+        checked += 4;
+    }
+    assert!(checked >= 180, "{checked} cases");
+}
