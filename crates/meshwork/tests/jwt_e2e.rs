@@ -115,8 +115,13 @@ fn bearer(t: &str) -> String {
 fn tokens_are_verified_and_give_the_request_principal_and_claims() {
     let inline = format!("    jwks: '{}'\n", fixture("jwks.json").replace('\n', ""));
     let (mesh, http) = policy_gateway("jwt-inline", &policies(&inline));
-    // No token: the request goes on without a principal.
-    assert_eq!(app_get(http, "/open", &[]).0, 200);
+    // No token: the request goes on without a principal, and without the claim headers a
+    // client made up.
+    let (code, body) = app_get(http, "/open", &["x-jwt-sub: admin", "x-jwt-payload: e30"]);
+    assert_eq!(code, 200);
+    let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(seen["headers"].get("x-jwt-sub").is_none(), "{seen}");
+    assert!(seen["headers"].get("x-jwt-payload").is_none(), "{seen}");
     let (code, body) = app_get(http, "/secure", &[]);
     assert_eq!((code, body.as_str()), (403, "RBAC: access denied"));
 

@@ -453,6 +453,14 @@ impl Authenticator {
         &self,
         parts: &mut http::request::Parts,
     ) -> Result<Option<Authenticated>, Refusal> {
+        // Headers that carry a verified token's payload or claims come only from the
+        // proxy: a client's own copies never reach the backend.
+        for rule in self.rules.iter().map(|r| &r.rule) {
+            let outputs = rule.output_payload_to_header.iter();
+            for name in outputs.chain(rule.output_claim_to_headers.iter().map(|(h, _)| h)) {
+                parts.headers.remove(name.as_str());
+            }
+        }
         let tokens = self.tokens(parts);
         if tokens.is_empty() {
             return Ok(None);
