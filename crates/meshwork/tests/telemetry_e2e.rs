@@ -695,16 +695,16 @@ fn spans_link_to_the_callers_trace_and_reach_a_zipkin_collector() {
     );
 }
 
-#[test]
-fn a_collector_that_is_down_costs_only_the_spans_which_are_counted() {
-    let (mut mesh, http) = app_gateway("tracing-down");
-    // Nothing listens there.
+/// A gateway tracing every request to `provider` (YAML of a `tracer` extension
+/// provider), where nothing listens: its requests are served and `stat` counts the
+/// dropped spans.
+fn spans_are_dropped_when_the_collector_is_down(label: &str, provider: &str, stat: &str) {
+    let (mut mesh, http) = app_gateway(label);
     let mesh_config = mesh.dir.path().join("mesh-tracing.yaml");
     std::fs::write(
         &mesh_config,
         format!(
-            "defaultProviders: {{tracing: [zipkin]}}\nextensionProviders:\n- name: zipkin\n  zipkin: {{service: 127.0.0.1, port: {}}}\ndefaultConfig:\n  tracing: {{sampling: 100}}\n",
-            free_port()
+            "defaultProviders: {{tracing: [tracer]}}\nextensionProviders:\n{provider}defaultConfig:\n  tracing: {{sampling: 100}}\n"
         ),
     )
     .unwrap();
@@ -715,15 +715,30 @@ fn a_collector_that_is_down_costs_only_the_spans_which_are_counted() {
     }
     let stats = format!("http://127.0.0.1:{}/stats", mesh.admin);
     eventually(
-        Duration::from_secs(10),
+        Duration::from_secs(15),
         "the spans counted as dropped",
         || {
             let text = String::from_utf8_lossy(&curl(&[&stats]).stdout).into_owned();
             text.lines()
-                .find_map(|l| l.split_once("tracing.zipkin.spans_dropped: "))
+                .find_map(|l| l.split_once(&format!("{stat}: ")))
                 .and_then(|(_, n)| n.trim().parse::<u64>().ok())
                 .is_some_and(|n| n >= 3)
         },
+    );
+}
+
+#[test]
+fn a_collector_that_is_down_costs_only_the_spans_which_are_counted() {
+    let dead = free_port();
+    spans_are_dropped_when_the_collector_is_down(
+        "tracing-down",
+        &format!("- name: tracer\n  zipkin: {{service: 127.0.0.1, port: {dead}}}\n"),
+        "tracing.zipkin.spans_dropped",
+    );
+    spans_are_dropped_when_the_collector_is_down(
+        "tracing-down-otlp",
+        &format!("- name: tracer\n  opentelemetry: {{service: 127.0.0.1, port: {dead}}}\n"),
+        "tracing.opentelemetry.spans_dropped",
     );
 }
 
