@@ -37,8 +37,11 @@ fn http_authorizer() -> (u16, Seen) {
                 headers.push(line.trim().to_ascii_lowercase());
             }
             let allow = headers.iter().any(|h| h == "x-ext-allow: yes");
+            let anonymous = headers.iter().any(|h| h == "x-ext-allow: anonymous");
             kept.lock().unwrap().push((request_line, headers));
-            let answer: &[u8] = if allow {
+            let answer: &[u8] = if anonymous {
+                b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            } else if allow {
                 b"HTTP/1.1 200 OK\r\nx-ext-user: ana\r\nx-ext-secret: no-leak\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
             } else {
                 b"HTTP/1.1 401 Unauthorized\r\nx-ext-reason: no\r\nx-ext-internal: hidden\r\ncontent-length: 14\r\nconnection: close\r\n\r\ndenied by ext\n"
@@ -105,6 +108,35 @@ fn an_http_authorizer_decides_what_a_custom_policy_matches() {
     assert!(headers.contains(&"x-ext-allow: yes".to_string()));
     assert!(
         !headers.iter().any(|h| h.starts_with("x-other")),
+        "{headers:?}"
+    );
+    // A client's own copy of a header the authorizer may add never reaches the backend,
+    // and the check carries no body, so no length either.
+    let (code, body) = app_get(
+        http,
+        "/protected/anon",
+        &["x-ext-allow: anonymous", "x-ext-user: admin"],
+    );
+    assert_eq!(code, 200);
+    let backend: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(backend["headers"].get("x-ext-user").is_none(), "{backend}");
+    let out = curl(&[
+        "-s",
+        "-H",
+        "Host: app.example.test",
+        "-H",
+        "x-ext-allow: yes",
+        "--data",
+        "a body of its own",
+        &format!("http://127.0.0.1:{http}/protected/post"),
+    ]);
+    assert!(!out.stdout.is_empty());
+    let (line, headers) = seen.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(line, "POST /check/protected/post HTTP/1.1");
+    assert!(
+        !headers
+            .iter()
+            .any(|h| h.starts_with("content-length: ") && h != "content-length: 0"),
         "{headers:?}"
     );
     // Denied: the authorizer's status, body and the headers let through.

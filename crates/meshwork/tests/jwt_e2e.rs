@@ -162,6 +162,8 @@ fn tokens_are_verified_and_give_the_request_principal_and_claims() {
     early["nbf"] = (now() + 600).into();
     let mut wrong_audience = claims("ana");
     wrong_audience["aud"] = "elsewhere".into();
+    let mut no_audience = claims("ana");
+    no_audience.as_object_mut().unwrap().remove("aud");
     let mut unknown_issuer = claims("ana");
     unknown_issuer["iss"] = "https://evil.example.test".into();
     let bad_signature = {
@@ -187,6 +189,7 @@ fn tokens_are_verified_and_give_the_request_principal_and_claims() {
             "unknown issuer",
             token(Algorithm::RS256, "rsa-1", unknown_issuer),
         ),
+        ("no audience", token(Algorithm::RS256, "rsa-1", no_audience)),
         ("bad signature", bad_signature),
         ("a key not in the JWKS", other_key),
         ("not a JWT", "not.a.jwt".to_string()),
@@ -200,6 +203,41 @@ fn tokens_are_verified_and_give_the_request_principal_and_claims() {
             );
         }
     }
+    // A good token does not carry a bad one past the proxy: every token found must be
+    // valid, wherever it is and however its parameter is spelled.
+    let good = token(Algorithm::RS256, "rsa-1", claims("ana"));
+    let forged = token(Algorithm::RS256, "rsa-2", claims("admin"));
+    for (path, headers) in [
+        (
+            format!("/secure?access_token={forged}"),
+            vec![bearer(&good)],
+        ),
+        (
+            format!("/secure?access%5Ftoken={forged}"),
+            vec![bearer(&good)],
+        ),
+        (
+            format!("/secure?access_token={good}&access_token={forged}"),
+            vec![],
+        ),
+        (
+            format!("/secure?access_token={good}"),
+            vec![bearer(&forged)],
+        ),
+    ] {
+        let headers: Vec<&str> = headers.iter().map(String::as_str).collect();
+        assert_eq!(app_get(http, &path, &headers).0, 401, "{path}");
+    }
+    assert_eq!(
+        app_get(
+            http,
+            &format!("/secure?access_token={good}"),
+            &[&bearer(&good)]
+        )
+        .0,
+        200,
+        "the same good token twice"
+    );
     // The access log names why.
     let log = mesh.up.as_ref().unwrap().stdout();
     assert!(

@@ -61,6 +61,7 @@ fn base_normalization_leaves_no_way_around_a_path_policy() {
         "/api/%2E%2e/admin/users",
         "/public/../admin",
         "/public/./../admin/x",
+        "/public\\..\\admin",
     ] {
         let (code, body) = app_get(http, sneaky, &[]);
         assert_eq!(
@@ -97,7 +98,7 @@ fn base_normalization_leaves_no_way_around_a_path_policy() {
 fn merge_slashes_and_decoded_slashes_close_the_rest() {
     let merge = "pathNormalization: {normalization: MERGE_SLASHES}\n";
     let (_mesh, http) = policy_gateway_with("bypass-merge", POLICIES, merge);
-    for sneaky in ["//admin", "/public//..//admin", "///admin//x"] {
+    for sneaky in ["//admin", "/public//..//admin", "///admin//x", "/\\admin"] {
         assert_eq!(app_get(http, sneaky, &[]).0, 403, "{sneaky}");
     }
     let (code, body) = app_get(http, "/a//b", &[]);
@@ -169,6 +170,22 @@ fn hosts_headers_and_request_targets_cannot_get_around_a_policy() {
         403
     );
     assert_eq!(app_get(http, "/REPORTS/../reports", &[]).0, 403);
+    // What a policy could not see as a backend might: an encoded NUL, a method not in
+    // upper case.
+    assert_eq!(app_get(http, "/admin%00.txt", &[]).0, 400);
+    let out = curl(&[
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-X",
+        "delete",
+        "-H",
+        "Host: app.example.test",
+        &format!("http://127.0.0.1:{http}/public"),
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "400");
     // An oversized head is refused before anything reads it.
     let big = format!("x-role: {}", "r".repeat(70 * 1024));
     assert_eq!(app_get(http, "/reports", &[&big]).0, 431);

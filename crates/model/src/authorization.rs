@@ -239,7 +239,7 @@ pub fn ext_authz_for_workload(
         };
         match &found {
             Some(f) if f.provider != provider.provider => warnings.push(format!(
-                "AuthorizationPolicy {name}: a workload has one CUSTOM provider ({}); {} is not used",
+                "AuthorizationPolicy {name}: a workload has one CUSTOM provider ({}); {} is not used, and what this policy matches is denied",
                 f.provider, provider.provider
             )),
             Some(_) => {}
@@ -258,6 +258,7 @@ pub fn for_workload(
     warnings: &mut Vec<String>,
 ) -> Vec<AuthorizationPolicy> {
     let mut out = Vec::new();
+    let chosen = ext_authz_for_workload(objects, mesh, namespace, labels, &mut Vec::new());
     for o in objects {
         let Object::AuthorizationPolicy(p) = o else {
             continue;
@@ -270,6 +271,14 @@ pub fn for_workload(
             AuthorizationAction::Deny => AuthzAction::Deny,
             AuthorizationAction::Audit => AuthzAction::Audit,
             AuthorizationAction::Custom => match custom_provider(p, mesh) {
+                // One provider per workload: a policy naming another is not sent to it.
+                Ok(provider)
+                    if chosen
+                        .as_ref()
+                        .is_some_and(|c: &ExtAuthz| c.provider != provider.provider) =>
+                {
+                    AuthzAction::Deny
+                }
                 Ok(_) => AuthzAction::Custom,
                 Err(why) => {
                     warnings.push(format!(

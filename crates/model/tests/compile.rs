@@ -728,3 +728,46 @@ fn default_providers_and_istios_one_percent_apply_when_nothing_names_them() {
     );
     assert!(warnings.is_empty(), "{warnings:?}");
 }
+
+#[test]
+fn a_custom_policy_naming_a_second_provider_denies_what_it_matches() {
+    let yaml = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: istio, namespace: istio-system}\ndata:\n  mesh: |\n    extensionProviders:\n    - name: first\n      envoyExtAuthzHttp: {service: a.test, port: 80}\n    - name: second\n      envoyExtAuthzGrpc: {service: b.test, port: 9000}\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: a, namespace: istio-system}\nspec:\n  action: CUSTOM\n  provider: {name: first}\n  rules: [{to: [{operation: {paths: [/a]}}]}]\n---\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: b, namespace: istio-system}\nspec:\n  action: CUSTOM\n  provider: {name: second}\n  rules: [{to: [{operation: {paths: [/b]}}]}]\n";
+    let (objects, mesh) = objects_of(yaml);
+    let labels = std::collections::BTreeMap::new();
+    let mut warnings = Vec::new();
+    let policies = meshwork_model::authorization::for_workload(
+        &objects,
+        &mesh,
+        "shop",
+        &labels,
+        &mut warnings,
+    );
+    let ext = meshwork_model::authorization::ext_authz_for_workload(
+        &objects,
+        &mesh,
+        "shop",
+        &labels,
+        &mut warnings,
+    )
+    .unwrap();
+    use meshwork_resources::authorization::AuthzAction;
+    assert_eq!(
+        (ext.provider.as_str(), ext.address.as_str(), ext.grpc),
+        ("first", "a.test:80", false)
+    );
+    let actions: Vec<(&str, AuthzAction)> = policies
+        .iter()
+        .map(|p| (p.name.as_str(), p.action))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("istio-system/a", AuthzAction::Custom),
+            ("istio-system/b", AuthzAction::Deny)
+        ]
+    );
+    assert!(
+        warnings.iter().any(|w| w.contains("second is not used")),
+        "{warnings:?}"
+    );
+}

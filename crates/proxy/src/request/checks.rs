@@ -1,6 +1,7 @@
 //! Checks of the request as the client sent it, before any phase: what Envoy refuses
-//! itself rather than forwards. A missing, empty or repeated Host on HTTP/1.1 and a `*`
-//! target (other than `OPTIONS *`) get 400 `DPE`; `CONNECT` and upgrades other than
+//! itself rather than forwards. A missing, empty or repeated Host on HTTP/1.1, a `*`
+//! target (other than `OPTIONS *`), a path that is not absolute or holds `%00`, and a
+//! method not in upper case get 400 `DPE`; `CONNECT` and upgrades other than
 //! WebSocket get 403 (`upgrade_failed`), as Istio allows only WebSocket upgrades. An
 //! `Upgrade: h2c` is not refused: it is dropped, and the request goes on as HTTP/1.1.
 
@@ -84,8 +85,25 @@ pub fn check(
     if parts.method == Method::CONNECT {
         return Err(upgrade_failed());
     }
-    if parts.uri.path() == "*" && parts.method != Method::OPTIONS {
+    let path = parts.uri.path();
+    if path == "*" && parts.method != Method::OPTIONS {
         return Err(bad("invalid_request_target", "invalid request target"));
+    }
+    // What a policy could not see as the backend would: a path that is not absolute (an
+    // HTTP/2 `:path` may be anything), an encoded NUL, a method not in upper case.
+    if path != "*" && !path.starts_with('/') {
+        return Err(bad("invalid_request_target", "invalid request target"));
+    }
+    if path.contains("%00") {
+        return Err(bad("invalid_request_target", "invalid request target"));
+    }
+    if parts
+        .method
+        .as_str()
+        .bytes()
+        .any(|b| b.is_ascii_lowercase())
+    {
+        return Err(bad("invalid_method", "invalid method"));
     }
     if parts.version == http::Version::HTTP_11 {
         let mut hosts = parts.headers.get_all(header::HOST).iter();

@@ -4,8 +4,8 @@
 //! `ext_authz` filter runs before RBAC.
 //!
 //! Over HTTP, the authorizer is sent the request's method, its path behind `pathPrefix`,
-//! Host, Content-Length, Authorization and the headers `includeRequestHeadersInCheck`
-//! names; a 200 allows, with the answer's headers that `headersToUpstreamOnAllow` names
+//! Host, Authorization and the headers `includeRequestHeadersInCheck` names, with no
+//! body; a 200 allows, with the answer's headers that `headersToUpstreamOnAllow` names
 //! added to the request; any other status denies, with its body and the headers that
 //! `headersToDownstreamOnDeny` names. Over gRPC it is Envoy's
 //! `envoy.service.auth.v3.Authorization/Check`. An authorizer that cannot be asked in
@@ -178,6 +178,12 @@ pub async fn check(
     ctx: &mut RequestContext,
     parts: &mut http::request::Parts,
 ) -> Option<Response<Body>> {
+    // Headers the authorizer may add come from it alone: a client's own copies go.
+    for p in &ext.headers_to_upstream_on_allow {
+        if let Pattern::Exact(name) = p {
+            parts.headers.remove(name.as_str());
+        }
+    }
     let timeout = Duration::from_millis(ext.timeout_ms);
     let asked = match grpc {
         Some(client) => {
@@ -238,7 +244,8 @@ fn failed(ext: &ExtAuthz, ctx: &mut RequestContext, why: &str) -> Option<Respons
 
 /// The request headers a check carries.
 fn check_headers(ext: &ExtAuthz, parts: &http::request::Parts) -> Vec<(String, String)> {
-    let always = ["authorization", "content-length"];
+    // The check has no body: the request's Content-Length is not sent with it.
+    let always = ["authorization"];
     let mut out: Vec<(String, String)> = parts
         .headers
         .iter()

@@ -265,12 +265,15 @@ fn family_of(alg: Algorithm) -> Option<AlgorithmFamily> {
     }
 }
 
-/// The value of the query parameter `name`, decoded.
-fn param(query: &str, name: &str) -> Option<String> {
-    query.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=')?;
-        (k == name).then(|| percent_decode(v))
-    })
+/// Every value of the query parameter `name`, decoded (its name decoded too).
+fn params(query: &str, name: &str) -> Vec<String> {
+    query
+        .split('&')
+        .filter_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            (percent_decode(k) == name).then(|| percent_decode(v))
+        })
+        .collect()
 }
 
 fn percent_decode(v: &str) -> String {
@@ -373,7 +376,7 @@ impl Authenticator {
             }
             if let Some(query) = parts.uri.query() {
                 for name in &r.rule.from_params {
-                    if let Some(token) = param(query, name).filter(|t| !t.is_empty()) {
+                    for token in params(query, name).into_iter().filter(|t| !t.is_empty()) {
                         found.push((i, Location::Param(name.clone()), token));
                     }
                 }
@@ -419,7 +422,9 @@ impl Authenticator {
         if r.rule.audiences.is_empty() {
             validation.validate_aud = false;
         } else {
+            // A token without `aud` is not for these audiences.
             validation.set_audience(&r.rule.audiences);
+            validation.required_spec_claims.insert("aud".to_string());
         }
         let mut refusal = Refusal::VerificationFails;
         let candidates = keys.iter().filter(|k| {
@@ -461,38 +466,57 @@ impl Authenticator {
                 parts.headers.remove(name.as_str());
             }
         }
-        let tokens = self.tokens(parts);
-        if tokens.is_empty() {
+        let found = self.tokens(parts);
+        if found.is_empty() {
             return Ok(None);
         }
-        let mut refusal = Refusal::UnknownIssuer;
-        for (i, location, token) in &tokens {
-            let rule = &self.rules[*i].rule;
-            let issuer = // Only to find the rules of its issuer; it is verified below.
+        // Every token the request carries must be valid, as Envoy requires: one good
+        // token must not carry a forged one past the proxy to the backend.
+        let mut distinct: Vec<&str> = found.iter().map(|(_, _, t)| t.as_str()).collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        let mut first: Option<Authenticated> = None;
+        for token in distinct {
+            // Only to find the rules of its issuer; it is verified below.
+            let issuer =
                 jsonwebtoken::dangerous::insecure_decode_claims::<serde_json::Value>(token)
-                .ok()
-                .and_then(|c| c.get("iss").and_then(|v| v.as_str()).map(str::to_string));
-            match issuer {
-                Some(iss) if iss == rule.issuer => {}
-                Some(_) => continue,
-                None => {
-                    refusal = Refusal::VerificationFails;
-                    continue;
+                    .ok()
+                    .and_then(|c| c.get("iss").and_then(|v| v.as_str()).map(str::to_string))
+                    .ok_or(Refusal::VerificationFails)?;
+            // The rules of that issuer that look where the token was found.
+            let candidates: Vec<(usize, &Location)> = found
+                .iter()
+                .filter(|(i, _, t)| t == token && self.rules[*i].rule.issuer == issuer)
+                .map(|(i, l, _)| (*i, l))
+                .collect();
+            if candidates.is_empty() {
+                return Err(Refusal::UnknownIssuer);
+            }
+            let mut refusal = Refusal::VerificationFails;
+            let mut verified = None;
+            for (i, location) in candidates {
+                match self.verify(i, token) {
+                    Ok(claims) => {
+                        verified = Some((i, location.clone(), claims));
+                        break;
+                    }
+                    Err(r) => refusal = r,
                 }
             }
-            match self.verify(*i, token) {
-                Ok(claims) => {
-                    self.output(rule, location, token, &claims, parts);
-                    let sub = claims.get("sub").and_then(|v| v.as_str()).unwrap_or("");
-                    return Ok(Some(Authenticated {
-                        principal: format!("{}/{sub}", rule.issuer),
-                        claims,
-                    }));
-                }
-                Err(r) => refusal = r,
+            let Some((i, location, claims)) = verified else {
+                return Err(refusal);
+            };
+            let rule = &self.rules[i].rule;
+            self.output(rule, &location, token, &claims, parts);
+            if first.is_none() {
+                let sub = claims.get("sub").and_then(|v| v.as_str()).unwrap_or("");
+                first = Some(Authenticated {
+                    principal: format!("{}/{sub}", rule.issuer),
+                    claims,
+                });
             }
         }
-        Err(refusal)
+        Ok(first)
     }
 
     /// What a valid token leaves in the request: its header removed unless forwarded, its

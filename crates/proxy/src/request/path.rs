@@ -1,7 +1,8 @@
 //! Path normalization before authorization and routing, as the mesh config's
 //! `pathNormalization` asks (Envoy's `normalize_path`, `merge_slashes` and escaped-slash
-//! handling): BASE, the default, decodes percent-encoded unreserved characters and
-//! resolves `.` and `..` segments (RFC 3986), also when their dots are encoded;
+//! handling): BASE, the default, decodes percent-encoded unreserved characters, takes a
+//! backslash for a slash, and resolves `.` and `..` segments (RFC 3986), also when their
+//! dots are encoded;
 //! MERGE_SLASHES also merges repeated slashes; DECODE_AND_MERGE_SLASHES first decodes
 //! `%2F` and `%5C` (and takes a backslash for a slash). The normalized path is the one
 //! authorized, routed and sent upstream.
@@ -47,14 +48,12 @@ fn normalized(path: &str, mode: PathNormalization) -> String {
     let needs = path.contains('%')
         || path.split('/').any(|seg| seg == "." || seg == "..")
         || (merge && path.contains("//"))
-        || (decode_slashes && path.contains('\\'));
+        || path.contains('\\');
     if !needs {
         return path.to_string();
     }
-    let mut p = decode_unreserved(path, decode_slashes);
-    if decode_slashes {
-        p = p.replace('\\', "/");
-    }
+    // A backslash is a slash, as Envoy's normalization takes it.
+    let mut p = decode_unreserved(path, decode_slashes).replace('\\', "/");
     if merge {
         while p.contains("//") {
             p = p.replace("//", "/");
@@ -154,6 +153,8 @@ mod tests {
             ("/public%2F..%2Fadmin", DecodeAndMergeSlashes, "/admin"),
             ("/public%5c..%5cadmin", DecodeAndMergeSlashes, "/admin"),
             ("/a\\b", DecodeAndMergeSlashes, "/a/b"),
+            ("/public\\..\\admin", Base, "/admin"),
+            ("/a\\\\b", MergeSlashes, "/a/b"),
             ("/%61dmin/../x", None, "/%61dmin/../x"),
             ("/plain/path", Base, "/plain/path"),
             ("/caf\u{e9}/%", Base, "/caf\u{e9}/%"),
