@@ -402,25 +402,47 @@ pub enum Series<L> {
     Custom(Arc<[(String, String)]>),
 }
 
-impl<L: Labels> EncodeLabelSet for Series<L> {
-    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+impl<L: Labels> Series<L> {
+    /// Calls `f` with each label.
+    fn each(&self, f: &mut dyn FnMut(&str, &str)) {
         match self {
-            Series::Standard(labels) => {
-                let mut result = Ok(());
-                labels.each(&mut |name, value| {
-                    if result.is_ok() {
-                        result = (name, value).encode(encoder.encode_label());
-                    }
-                });
-                result
-            }
+            Series::Standard(labels) => labels.each(&mut |name, value| f(name, value)),
             Series::Custom(pairs) => {
                 for (name, value) in pairs.iter() {
-                    (name.as_str(), value.as_str()).encode(encoder.encode_label())?;
+                    f(name, value);
                 }
-                Ok(())
             }
         }
+    }
+}
+
+impl<L: Labels + Clone> Series<L> {
+    /// The series of `metric` as the overrides of its side (`inbound`) leave it: this
+    /// one, a changed copy, or none when the metric is off.
+    fn for_metric(
+        &self,
+        metric: Metric,
+        inbound: bool,
+        overrides: &Overrides,
+        attributes: Option<&dyn Attributes>,
+    ) -> Option<std::borrow::Cow<'_, Series<L>>> {
+        match overrides.get(metric, inbound) {
+            Some(o) if o.disabled => None,
+            Some(o) => Some(std::borrow::Cow::Owned(overridden(self, o, attributes))),
+            None => Some(std::borrow::Cow::Borrowed(self)),
+        }
+    }
+}
+
+impl<L: Labels> EncodeLabelSet for Series<L> {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        let mut result = Ok(());
+        self.each(&mut |name, value| {
+            if result.is_ok() {
+                result = (name, value).encode(encoder.encode_label());
+            }
+        });
+        result
     }
 }
 
@@ -471,7 +493,7 @@ fn reported(peer: &PeerLabels, other: Option<Counterpart>) -> Option<Counterpart
 /// The labels of `labels` as `o` changes them: removed tags go, upserted ones take their
 /// expression's value over `attributes` (`unknown` when it has none), new ones last.
 fn overridden<L: Labels>(
-    labels: &L,
+    labels: &Series<L>,
     o: &MetricOverride,
     attributes: Option<&dyn Attributes>,
 ) -> Series<L> {
@@ -667,28 +689,22 @@ impl Metrics {
             flags: s.flags,
         };
         let standard = Series::Standard(labels);
-        let Series::Standard(labels) = &standard else {
-            return;
-        };
         // The standard series is admitted once for the four metrics that share it.
         let mut standard_admitted = None;
-        let mut each =
-            |metric: Metric, record: &mut dyn FnMut(&Series<RequestLabels>)| match overrides
-                .get(metric, inbound)
-            {
-                Some(o) if o.disabled => {}
-                Some(o) => {
-                    let custom = overridden(labels, o, attributes);
-                    if self.admit(&custom) {
-                        record(&custom);
-                    }
-                }
-                None => {
-                    if *standard_admitted.get_or_insert_with(|| self.admit(&standard)) {
-                        record(&standard);
-                    }
-                }
+        let mut each = |metric: Metric, record: &mut dyn FnMut(&Series<RequestLabels>)| {
+            let Some(series) = standard.for_metric(metric, inbound, overrides, attributes) else {
+                return;
             };
+            let admitted = match &series {
+                std::borrow::Cow::Borrowed(_) => {
+                    *standard_admitted.get_or_insert_with(|| self.admit(&standard))
+                }
+                std::borrow::Cow::Owned(custom) => self.admit(custom),
+            };
+            if admitted {
+                record(&series);
+            }
+        };
         each(Metric::RequestCount, &mut |l| {
             self.requests.get_or_create(l).inc();
         });
@@ -707,20 +723,6 @@ impl Metrics {
         });
     }
 
-    /// The series of `metric` for `labels`, unless the overrides turn it off.
-    fn tcp_series(
-        labels: TcpLabels,
-        metric: Metric,
-        overrides: &Overrides,
-        attributes: Option<&dyn Attributes>,
-    ) -> Option<Series<TcpLabels>> {
-        match overrides.get(metric, labels.peer.inbound) {
-            Some(o) if o.disabled => None,
-            Some(o) => Some(overridden(&labels, o, attributes)),
-            None => Some(Series::Standard(labels)),
-        }
-    }
-
     /// Counts a TCP connection opened to `peer`'s destination.
     pub fn tcp_opened(
         &self,
@@ -729,13 +731,14 @@ impl Metrics {
         overrides: &Overrides,
         attributes: Option<&dyn Attributes>,
     ) {
-        let labels = TcpLabels {
+        let inbound = peer.inbound;
+        let standard = Series::Standard(TcpLabels {
             downstream: reported(&peer, Some(downstream)),
             peer,
             flags: ResponseFlags::NONE,
-        };
+        });
         if let Some(series) =
-            Self::tcp_series(labels, Metric::TcpOpenedConnections, overrides, attributes)
+            standard.for_metric(Metric::TcpOpenedConnections, inbound, overrides, attributes)
             && self.admit(&series)
         {
             self.tcp_opened.get_or_create(&series).inc();
@@ -754,13 +757,15 @@ impl Metrics {
         overrides: &Overrides,
         attributes: Option<&dyn Attributes>,
     ) {
-        let labels = TcpLabels {
+        let inbound = peer.inbound;
+        let standard = Series::Standard(TcpLabels {
             downstream: reported(&peer, downstream),
             peer,
             flags,
-        };
+        });
         let series = |metric| {
-            Self::tcp_series(labels.clone(), metric, overrides, attributes)
+            standard
+                .for_metric(metric, inbound, overrides, attributes)
                 .filter(|s| self.admit(s))
         };
         if let Some(s) = series(Metric::TcpClosedConnections) {

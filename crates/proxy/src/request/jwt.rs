@@ -185,6 +185,33 @@ struct CompiledRule {
     rule: JwtRule,
     inline: Option<Vec<Key>>,
     remote: Option<Arc<RemoteKeys>>,
+    /// What a token of each kind of key must satisfy, made once.
+    validations: Vec<(AlgorithmFamily, Validation)>,
+}
+
+/// What a token of `family` must satisfy under `rule`: its signature by an algorithm of
+/// the family, `exp` and `nbf` with a minute's leeway, the issuer, and an `aud` among
+/// the rule's audiences when it has any.
+fn validation(rule: &JwtRule, family: AlgorithmFamily) -> Validation {
+    let algorithms: Vec<Algorithm> = ALGORITHMS
+        .iter()
+        .copied()
+        .filter(|a| family_of(*a) == Some(family))
+        .collect();
+    let mut validation = Validation::new(algorithms[0]);
+    validation.algorithms = algorithms;
+    validation.required_spec_claims.clear();
+    validation.leeway = 60;
+    validation.validate_nbf = true;
+    validation.set_issuer(&[rule.issuer.as_str()]);
+    if rule.audiences.is_empty() {
+        validation.validate_aud = false;
+    } else {
+        // A token without `aud` is not for these audiences.
+        validation.set_audience(&rule.audiences);
+        validation.required_spec_claims.insert("aud".to_string());
+    }
+    validation
 }
 
 /// The proxy's rules, ready for requests.
@@ -353,6 +380,10 @@ impl Authenticator {
                     rule: rule.clone(),
                     inline,
                     remote,
+                    validations: [AlgorithmFamily::Rsa, AlgorithmFamily::Ec, AlgorithmFamily::Ed]
+                        .into_iter()
+                        .map(|f| (f, validation(rule, f)))
+                        .collect(),
                 }
             })
             .collect();
@@ -409,23 +440,12 @@ impl Authenticator {
             (None, Some(k)) => k,
             (None, None) => &[],
         };
-        let mut validation = Validation::new(header.alg);
-        validation.algorithms = ALGORITHMS
+        let validation = r
+            .validations
             .iter()
-            .copied()
-            .filter(|a| family_of(*a) == Some(family))
-            .collect();
-        validation.required_spec_claims.clear();
-        validation.leeway = 60;
-        validation.validate_nbf = true;
-        validation.set_issuer(&[r.rule.issuer.as_str()]);
-        if r.rule.audiences.is_empty() {
-            validation.validate_aud = false;
-        } else {
-            // A token without `aud` is not for these audiences.
-            validation.set_audience(&r.rule.audiences);
-            validation.required_spec_claims.insert("aud".to_string());
-        }
+            .find(|(f, _)| *f == family)
+            .map(|(_, v)| v)
+            .ok_or(Refusal::VerificationFails)?;
         let mut refusal = Refusal::VerificationFails;
         let candidates = keys.iter().filter(|k| {
             k.family == family
@@ -435,7 +455,7 @@ impl Authenticator {
                 }
         });
         for key in candidates {
-            match jsonwebtoken::decode::<serde_json::Value>(token, &key.key, &validation) {
+            match jsonwebtoken::decode::<serde_json::Value>(token, &key.key, validation) {
                 Ok(data) => return Ok(data.claims),
                 Err(e) => {
                     use jsonwebtoken::errors::ErrorKind;
