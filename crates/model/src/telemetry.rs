@@ -490,7 +490,14 @@ pub fn tracing(
     };
     let (client, server) = (side(false), side(true));
     let client = traced(&client, mesh, warnings);
-    let server = traced(&server, mesh, &mut Vec::new());
+    // The server side's problems, unless the client side's already named them.
+    let mut more = Vec::new();
+    let server = traced(&server, mesh, &mut more);
+    for w in more {
+        if !warnings.contains(&w) {
+            warnings.push(w);
+        }
+    }
     use meshwork_resources::trace::Tracing;
     match (client, server) {
         (Some(c), Some(s)) if c == s => Some(c),
