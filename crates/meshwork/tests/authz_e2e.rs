@@ -233,3 +233,68 @@ spec:
         )
     });
 }
+
+/// Policies that name a Gateway API Gateway in `targetRefs` apply to the gateway whose
+/// pods carry its `gateway.networking.k8s.io/gateway-name`, and to no other.
+#[test]
+fn target_refs_attach_policies_to_the_gateway_they_name() {
+    let mut mesh = Mesh::new("authz-target-refs");
+    let (http, app) = (free_port(), mesh.echo("app"));
+    let servers = "  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n";
+    let gateway = public_gateway(http, free_port(), servers).replace(
+        "{istio: ingressgateway}",
+        "{gateway.networking.k8s.io/gateway-name: public}",
+    );
+    let policies = r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: public-no-admin, namespace: istio-system}
+spec:
+  targetRefs: [{kind: Gateway, group: gateway.networking.k8s.io, name: public}]
+  action: DENY
+  rules:
+  - to: [{operation: {paths: ["/admin*"]}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: other-denies-all, namespace: istio-system}
+spec:
+  targetRef: {kind: Gateway, group: gateway.networking.k8s.io, name: other}
+  action: DENY
+  rules: [{}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: a-service-denies-all, namespace: istio-system}
+spec:
+  targetRefs: [{kind: Service, group: "", name: istio-ingressgateway}]
+  action: DENY
+  rules: [{}]
+"#;
+    mesh.config(
+        "config.yaml",
+        &format!(
+            "{gateway}---\n{}---\n{}---\n{policies}",
+            app_service(&[app]),
+            app_routes(
+                "[app.example.test]",
+                "  - route: [{destination: {host: app}}]\n"
+            ),
+        ),
+    );
+    let mesh_file = json_access_log(&mesh);
+    mesh.up(&["--mesh", &mesh_file]);
+    assert_eq!(app_get(http, "/", &[]).0, 200);
+    let (code, body) = app_get(http, "/admin/x", &[]);
+    assert_eq!((code, body.as_str()), (403, "RBAC: access denied"));
+    eventually(Duration::from_secs(5), "the denial is logged", || {
+        mesh.up.as_ref().unwrap().stdout().contains(
+            "\"response_code_details\":\"rbac_access_denied_matched_policy[istio-system/public-no-admin]\"",
+        )
+    });
+    // A Service target is for waypoint proxies: it is reported, and applies nowhere.
+    assert!(
+        mesh.log().contains("istio-system/a-service-denies-all") && mesh.log().contains("waypoint"),
+        "{}",
+        mesh.log()
+    );
+}

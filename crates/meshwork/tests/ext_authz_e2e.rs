@@ -217,8 +217,37 @@ impl envoy_types::ext_authz::v3::pb::Authorization for GrpcAuthorizer {
             ..Default::default()
         };
         let allow = http.headers.get("x-ext-allow").map(String::as_str) == Some("yes");
+        // What the client says its tier and groups are, left as metadata for the policies
+        // after the check (`experimental.envoy.filters.http.ext_authz[...]`).
+        let dynamic_metadata = http.headers.get("x-ext-tier").map(|tier| {
+            use envoy_types::pb::google::protobuf::{ListValue, Struct, Value, value::Kind};
+            let string = |s: &str| Value {
+                kind: Some(Kind::StringValue(s.into())),
+            };
+            let groups = http
+                .headers
+                .get("x-ext-groups")
+                .cloned()
+                .unwrap_or_default();
+            Struct {
+                fields: [
+                    ("tier".to_string(), string(tier)),
+                    (
+                        "groups".to_string(),
+                        Value {
+                            kind: Some(Kind::ListValue(ListValue {
+                                values: groups.split(',').map(string).collect(),
+                            })),
+                        },
+                    ),
+                ]
+                .into_iter()
+                .collect(),
+            }
+        });
         let answer = if allow {
             CheckResponse {
+                dynamic_metadata,
                 status: Some(envoy_types::pb::google::rpc::Status {
                     code: 0,
                     ..Default::default()
@@ -227,7 +256,6 @@ impl envoy_types::ext_authz::v3::pb::Authorization for GrpcAuthorizer {
                     headers: vec![header("x-ext-user", "grpc")],
                     ..Default::default()
                 })),
-                ..Default::default()
             }
         } else {
             CheckResponse {
@@ -247,14 +275,18 @@ impl envoy_types::ext_authz::v3::pb::Authorization for GrpcAuthorizer {
     }
 }
 
+fn grpc_provider(port: u16) -> String {
+    format!(
+        "extensionProviders:\n- name: authorizer\n  envoyExtAuthzGrpc: {{service: 127.0.0.1, port: {port}, timeout: 2s}}\n"
+    )
+}
+
 #[test]
 fn a_grpc_authorizer_decides_what_a_custom_policy_matches() {
     use envoy_types::ext_authz::v3::pb::AuthorizationServer;
     let seen: Arc<Mutex<Vec<String>>> = Default::default();
     let port = serve_grpc(AuthorizationServer::new(GrpcAuthorizer(seen.clone())));
-    let provider = format!(
-        "extensionProviders:\n- name: authorizer\n  envoyExtAuthzGrpc: {{service: 127.0.0.1, port: {port}, timeout: 2s}}\n"
-    );
+    let provider = grpc_provider(port);
     let (_mesh, http) = policy_gateway_with("ext-grpc", CUSTOM, &provider);
     let (code, body) = app_get(http, "/protected/x", &["x-ext-allow: yes"]);
     assert_eq!(code, 200, "{body}");
@@ -278,4 +310,60 @@ fn a_grpc_authorizer_decides_what_a_custom_policy_matches() {
         2,
         "only matched requests are checked"
     );
+}
+
+/// What the gRPC authorizer leaves as metadata decides DENY and ALLOW policies after it,
+/// through `experimental.envoy.filters.http.ext_authz[key]` conditions: a string match
+/// (`free`) and a list match (`[ops]`).
+const BY_METADATA: &str = r#"apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: free-tier, namespace: istio-system}
+spec:
+  action: DENY
+  rules:
+  - to: [{operation: {paths: ["/protected/premium"]}}]
+    when:
+    - key: experimental.envoy.filters.http.ext_authz[tier]
+      values: ["free"]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: ops-only, namespace: istio-system}
+spec:
+  action: DENY
+  rules:
+  - to: [{operation: {paths: ["/protected/ops"]}}]
+    when:
+    - key: experimental.envoy.filters.http.ext_authz[groups]
+      notValues: ["[ops]"]
+"#;
+
+#[test]
+fn what_a_grpc_authorizer_leaves_as_metadata_decides_the_policies_after_it() {
+    use envoy_types::ext_authz::v3::pb::AuthorizationServer;
+    let seen: Arc<Mutex<Vec<String>>> = Default::default();
+    let port = serve_grpc(AuthorizationServer::new(GrpcAuthorizer(seen.clone())));
+    let provider = grpc_provider(port);
+    let policies = format!("{CUSTOM}---\n{BY_METADATA}");
+    let (mesh, http) = policy_gateway_with("ext-metadata", &policies, &provider);
+    let get = |path: &str, tier: &str, groups: &str| {
+        let tier = format!("x-ext-tier: {tier}");
+        let groups = format!("x-ext-groups: {groups}");
+        app_get(http, path, &["x-ext-allow: yes", &tier, &groups])
+    };
+    let (code, body) = get("/protected/premium", "free", "dev");
+    assert_eq!((code, body.as_str()), (403, "RBAC: access denied"));
+    assert_eq!(get("/protected/premium", "paid", "dev").0, 200);
+    assert_eq!(get("/protected/premium", "freeish", "dev").0, 200);
+    assert_eq!(get("/protected/ops", "free", "dev,ops").0, 200);
+    assert_eq!(get("/protected/ops", "free", "dev,qa").0, 403);
+    // Without a check (the CUSTOM policy does not match), there is no metadata: the
+    // string match cannot hold, and the notValues list match then holds.
+    assert_eq!(app_get(http, "/open", &[]).0, 200);
+    assert_eq!(seen.lock().unwrap().len(), 5, "only /protected is checked");
+    eventually(Duration::from_secs(5), "the denials are logged", || {
+        let log = mesh.up.as_ref().unwrap().stdout();
+        log.contains("rbac_access_denied_matched_policy[istio-system/free-tier]")
+            && log.contains("rbac_access_denied_matched_policy[istio-system/ops-only]")
+    });
 }

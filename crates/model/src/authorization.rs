@@ -5,12 +5,13 @@
 
 use std::collections::BTreeMap;
 
+use crate::attachment::Attachment;
 use meshwork_api::generated::security::{AuthorizationAction, Condition, Operation, Source};
 use meshwork_api::mesh::MeshConfig;
 use meshwork_api::resource::Object;
 use meshwork_resources::authorization::{
     AuthorizationPolicy, AuthzAction, AuthzCondition, AuthzOperation, AuthzRule, AuthzSource,
-    ConditionKey, ExtAuthz, Field, Pattern,
+    ConditionKey, EXT_AUTHZ_METADATA, ExtAuthz, Field, MetadataCondition, MetadataMatch, Pattern,
 };
 
 fn patterns(values: &[String]) -> Vec<Pattern> {
@@ -78,10 +79,25 @@ fn operation(o: &Operation) -> AuthzOperation {
 }
 
 fn condition(c: &Condition) -> AuthzCondition {
-    AuthzCondition {
-        key: condition_key(&c.key),
-        values: patterns(&c.values),
-        not_values: patterns(&c.not_values),
+    match condition_key(&c.key) {
+        ConditionKey::FilterMetadata(mut m) => {
+            m.values = c.values.iter().map(|v| MetadataMatch::parse(v)).collect();
+            m.not_values = c
+                .not_values
+                .iter()
+                .map(|v| MetadataMatch::parse(v))
+                .collect();
+            AuthzCondition {
+                key: ConditionKey::FilterMetadata(m),
+                values: Vec::new(),
+                not_values: Vec::new(),
+            }
+        }
+        key => AuthzCondition {
+            key,
+            values: patterns(&c.values),
+            not_values: patterns(&c.not_values),
+        },
     }
 }
 
@@ -96,51 +112,79 @@ fn condition_key(key: &str) -> ConditionKey {
         "destination.ip" => ConditionKey::DestinationIp,
         "destination.port" => ConditionKey::DestinationPort,
         "connection.sni" => ConditionKey::ConnectionSni,
-        k => match k
-            .strip_prefix("request.headers[")
-            .and_then(|h| h.strip_suffix(']'))
-        {
-            Some(h) => ConditionKey::RequestHeader(h.to_ascii_lowercase()),
-            None => ConditionKey::RequestAuth(k.to_string()),
-        },
+        k if k.starts_with("request.auth.") => ConditionKey::RequestAuth(k.to_string()),
+        k => {
+            if let Some(h) = k
+                .strip_prefix("request.headers[")
+                .and_then(|h| h.strip_suffix(']'))
+            {
+                return ConditionKey::RequestHeader(h.to_ascii_lowercase());
+            }
+            // `experimental.envoy.filters.a.b[c]`: the filter `envoy.filters.a.b`, key `c`.
+            let metadata = k
+                .strip_prefix("experimental.")
+                .filter(|f| f.starts_with("envoy.filters."))
+                .and_then(|f| f.strip_suffix(']'))
+                .and_then(|f| f.split_once('['));
+            match metadata {
+                Some((filter, key)) => ConditionKey::FilterMetadata(MetadataCondition {
+                    filter: filter.to_string(),
+                    key: key.to_string(),
+                    values: Vec::new(),
+                    not_values: Vec::new(),
+                }),
+                None => ConditionKey::Unknown(k.to_string()),
+            }
+        }
     }
 }
 
 /// Where a security policy (AuthorizationPolicy, RequestAuthentication) applies.
 pub(crate) struct Scope<'a> {
-    pub namespace: &'a str,
     pub name: &'a str,
-    pub selector: Option<&'a meshwork_api::generated::common::WorkloadSelector>,
-    /// It names `targetRef(s)`: Gateway API and Service resources, which meshwork does not
-    /// read.
-    pub targeted: bool,
+    pub attachment: Attachment<'a>,
 }
 
 impl<'a> Scope<'a> {
     /// The scope of an AuthorizationPolicy.
     fn of_policy(p: &'a meshwork_api::resource::AuthorizationPolicy) -> Scope<'a> {
         Scope {
-            namespace: p.metadata.namespace.as_deref().unwrap_or_default(),
             name: p.metadata.name.as_deref().unwrap_or_default(),
-            selector: p.spec.selector.as_ref(),
-            targeted: !p.spec.target_refs.is_empty() || p.spec.target_ref.is_some(),
+            attachment: Attachment::new(
+                p.metadata.namespace.as_deref(),
+                p.spec.selector.as_ref(),
+                p.spec.target_ref.as_ref(),
+                &p.spec.target_refs,
+            ),
         }
     }
 
     /// The policy's `ns/name` when it applies to a workload in `namespace` with `labels`:
-    /// it is in the root namespace or the workload's, and its selector, if any, matches.
+    /// it is in the root namespace or the workload's and its selector, if any, matches;
+    /// or its targetRefs name the workload's Gateway. A policy in the workload's
+    /// namespace whose targets only waypoints take is reported.
     pub fn applies(
         &self,
         mesh: &MeshConfig,
         namespace: &str,
         labels: &BTreeMap<String, String>,
+        kind: &str,
+        warnings: &mut Vec<String>,
     ) -> Option<String> {
-        let ns = self.namespace;
-        let in_scope = ns == mesh.root_namespace || ns == namespace;
-        let selected = self
-            .selector
-            .is_none_or(|s| s.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v)));
-        (in_scope && selected && !self.targeted).then(|| format!("{ns}/{}", self.name))
+        let ns = self.attachment.namespace;
+        let name = format!("{ns}/{}", self.name);
+        if self
+            .attachment
+            .attaches(&mesh.root_namespace, true, namespace, labels)
+        {
+            return Some(name);
+        }
+        if ns == namespace
+            && let Some(why) = self.attachment.waypoint_only()
+        {
+            warnings.push(format!("{kind} {name}: {why}"));
+        }
+        None
     }
 }
 
@@ -231,7 +275,13 @@ pub fn ext_authz_for_workload(
         if p.spec.action != Some(AuthorizationAction::Custom) {
             continue;
         }
-        let Some(name) = Scope::of_policy(p).applies(mesh, namespace, labels) else {
+        let Some(name) = Scope::of_policy(p).applies(
+            mesh,
+            namespace,
+            labels,
+            "AuthorizationPolicy",
+            &mut Vec::new(),
+        ) else {
             continue;
         };
         let Ok(provider) = custom_provider(p, mesh) else {
@@ -263,7 +313,9 @@ pub fn for_workload(
         let Object::AuthorizationPolicy(p) = o else {
             continue;
         };
-        let Some(name) = Scope::of_policy(p).applies(mesh, namespace, labels) else {
+        let Some(name) =
+            Scope::of_policy(p).applies(mesh, namespace, labels, "AuthorizationPolicy", warnings)
+        else {
             continue;
         };
         let action = match p.spec.action.unwrap_or_default() {
@@ -308,20 +360,19 @@ pub fn for_workload(
                 when: r.when.iter().map(condition).collect(),
             })
             .collect();
-        let unsupported = p
-            .spec
-            .rules
-            .iter()
-            .flat_map(|r| &r.when)
-            .map(|c| c.key.as_str())
-            .filter(|k| {
-                !k.starts_with("request.auth.")
-                    && matches!(condition_key(k), ConditionKey::RequestAuth(_))
-            });
-        for key in unsupported {
-            warnings.push(format!(
-                "AuthorizationPolicy {name}: the condition key {key} is not one meshwork knows (experimental.envoy.filters.* needs Envoy's protocol filters); it never holds"
-            ));
+        for key in p.spec.rules.iter().flat_map(|r| &r.when).map(|c| &c.key) {
+            match condition_key(key) {
+                ConditionKey::Unknown(_) => warnings.push(format!(
+                    "AuthorizationPolicy {name}: the condition key {key} is not one meshwork knows; it never holds"
+                )),
+                ConditionKey::FilterMetadata(m) if m.filter != EXT_AUTHZ_METADATA => {
+                    warnings.push(format!(
+                        "AuthorizationPolicy {name}: the condition key {key} reads the metadata of {}, a filter meshwork does not run (only {EXT_AUTHZ_METADATA} leaves metadata); it never holds",
+                        m.filter,
+                    ))
+                }
+                _ => {}
+            }
         }
         out.push(AuthorizationPolicy {
             name,

@@ -3,6 +3,7 @@
 //! deterministic, table-tested (see docs/architecture.md).
 #![forbid(unsafe_code)]
 
+pub mod attachment;
 pub mod authorization;
 pub mod clusters;
 pub mod expr;

@@ -29,12 +29,16 @@ pub fn for_workload(
             continue;
         };
         let scope = crate::authorization::Scope {
-            namespace: r.metadata.namespace.as_deref().unwrap_or_default(),
             name: r.metadata.name.as_deref().unwrap_or_default(),
-            selector: r.spec.selector.as_ref(),
-            targeted: !r.spec.target_refs.is_empty() || r.spec.target_ref.is_some(),
+            attachment: crate::attachment::Attachment::new(
+                r.metadata.namespace.as_deref(),
+                r.spec.selector.as_ref(),
+                r.spec.target_ref.as_ref(),
+                &r.spec.target_refs,
+            ),
         };
-        let Some(name) = scope.applies(mesh, namespace, labels) else {
+        let Some(name) = scope.applies(mesh, namespace, labels, "RequestAuthentication", warnings)
+        else {
             continue;
         };
         for rule in &r.spec.jwt_rules {

@@ -415,22 +415,29 @@ fn levels<'a>(
             _ => None,
         })
         .collect();
-    let ns_of = |t: &Telemetry| t.metadata.namespace.clone().unwrap_or_default();
-    let selects = |t: &Telemetry| {
-        t.spec
-            .selector
-            .as_ref()
-            .is_some_and(|s| s.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v)))
+    let attachment = |t: &&'a Telemetry| {
+        crate::attachment::Attachment::new(
+            t.metadata.namespace.as_deref(),
+            t.spec.selector.as_ref(),
+            t.spec.target_ref.as_ref(),
+            &t.spec.target_refs,
+        )
+    };
+    let wide_in = |t: &&'a Telemetry, ns: &str| {
+        let a = attachment(t);
+        a.is_namespace_wide() && a.namespace == ns
     };
     let root = telemetries
         .iter()
-        .find(|t| ns_of(t) == mesh.root_namespace && t.spec.selector.is_none());
-    let own_namespace = telemetries.iter().find(|t| {
-        ns_of(t) == namespace && t.spec.selector.is_none() && ns_of(t) != mesh.root_namespace
-    });
-    let workload = telemetries
+        .find(|t| wide_in(t, &mesh.root_namespace));
+    let own_namespace = telemetries
         .iter()
-        .find(|t| ns_of(t) == namespace && selects(t));
+        .find(|t| wide_in(t, namespace) && namespace != mesh.root_namespace);
+    // The workload level: a selector that matches, or targets that name its Gateway.
+    let workload = telemetries.iter().find(|t| {
+        let a = attachment(t);
+        !a.is_namespace_wide() && a.attaches(&mesh.root_namespace, false, namespace, labels)
+    });
     [root, own_namespace, workload]
         .into_iter()
         .flatten()

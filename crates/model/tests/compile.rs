@@ -771,3 +771,156 @@ fn a_custom_policy_naming_a_second_provider_denies_what_it_matches() {
         "{warnings:?}"
     );
 }
+
+/// A Gateway API gateway: its pods carry `gateway.networking.k8s.io/gateway-name`, and
+/// policies of its namespace attach to it by `targetRefs` as well as by selector.
+const GATEWAY_API_GATEWAY: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: public, namespace: web}
+spec:
+  selector: {gateway.networking.k8s.io/gateway-name: public}
+  servers:
+  - port: {number: 8080, name: http, protocol: HTTP}
+    hosts: ["*"]
+"#;
+
+#[test]
+fn target_refs_attach_policies_to_the_gateway_they_name() {
+    let target = |kind: &str, group: &str, name: &str| {
+        format!("  targetRefs: [{{kind: {kind}, group: \"{group}\", name: {name}}}]\n")
+    };
+    let policy = |kind: &str, name: &str, ns: &str, spec: &str| {
+        let rules = match kind {
+            "AuthorizationPolicy" => "  rules: [{}]\n",
+            "RequestAuthentication" => &format!(
+                "  jwtRules: [{{issuer: https://{name}.test, jwks: '{{\"keys\": []}}'}}]\n"
+            ),
+            _ => "  accessLogging: [{providers: [{name: envoy}]}]\n",
+        };
+        let group = if kind == "Telemetry" {
+            "telemetry"
+        } else {
+            "security"
+        };
+        format!(
+            "---\napiVersion: {group}.istio.io/v1\nkind: {kind}\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n{spec}{rules}"
+        )
+    };
+    let gw = "gateway.networking.k8s.io";
+    let mut yaml = GATEWAY_API_GATEWAY.to_string();
+    for kind in ["AuthorizationPolicy", "RequestAuthentication"] {
+        yaml += &policy(kind, "by-target", "web", &target("Gateway", gw, "public"));
+        yaml += &policy(
+            kind,
+            "other-gateway",
+            "web",
+            &target("Gateway", gw, "other"),
+        );
+        yaml += &policy(
+            kind,
+            "root-target",
+            "istio-system",
+            &target("Gateway", gw, "public"),
+        );
+        yaml += &policy(
+            kind,
+            "to-a-service",
+            "web",
+            &target("Service", "", "public"),
+        );
+        yaml += &policy(
+            kind,
+            "by-selector",
+            "web",
+            &format!("  selector: {{matchLabels: {{{gw}/gateway-name: public}}}}\n"),
+        );
+    }
+    yaml += &policy("Telemetry", "logs", "web", &target("Gateway", gw, "public"));
+    let c = compile(&yaml);
+    let g = &c.gateways[0];
+    let names: Vec<&str> = g.authorization.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["web/by-selector", "web/by-target"]);
+    let issuers: Vec<&str> = g
+        .request_authentication
+        .iter()
+        .map(|r| r.issuer.as_str())
+        .collect();
+    assert_eq!(issuers.len(), 2, "{issuers:?}");
+    assert!(issuers.contains(&"https://by-target.test"), "{issuers:?}");
+    assert!(issuers.contains(&"https://by-selector.test"), "{issuers:?}");
+    // The Telemetry that targets the gateway is its workload level: an access log. One
+    // that targets another gateway is no namespace default: it gives none.
+    assert!(!g.access_logs.is_empty(), "{:?}", g.access_logs);
+    let elsewhere = format!(
+        "{GATEWAY_API_GATEWAY}{}",
+        policy("Telemetry", "logs", "web", &target("Gateway", gw, "other"))
+    );
+    assert!(compile(&elsewhere).gateways[0].access_logs.is_empty());
+    for kind in ["AuthorizationPolicy", "RequestAuthentication"] {
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.starts_with(&format!("{kind} web/to-a-service:"))
+                    && w.contains("waypoint")),
+            "{:?}",
+            c.warnings
+        );
+    }
+}
+
+#[test]
+fn filter_metadata_conditions_compile_to_string_and_list_matches() {
+    use meshwork_resources::authorization::{ConditionKey, MetadataMatch, Pattern};
+    let policies = r#"---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: by-metadata, namespace: istio-system}
+spec:
+  action: DENY
+  rules:
+  - when:
+    - key: experimental.envoy.filters.http.ext_authz[tier]
+      values: ["free", "[ops]"]
+      notValues: ["tr*"]
+    - key: experimental.envoy.filters.network.mysql_proxy[db.table]
+      values: ["[update]"]
+"#;
+    let c = compile(&format!("{SEED_003}{policies}"));
+    let when = &c.gateways[0].authorization[0].rules[0].when;
+    let ConditionKey::FilterMetadata(ext) = &when[0].key else {
+        panic!("{when:?}")
+    };
+    assert_eq!(
+        (ext.filter.as_str(), ext.key.as_str()),
+        ("envoy.filters.http.ext_authz", "tier")
+    );
+    assert_eq!(
+        ext.values,
+        [
+            MetadataMatch::String(Pattern::Exact("free".into())),
+            MetadataMatch::ListOneOf(Pattern::Exact("ops".into()))
+        ]
+    );
+    assert_eq!(
+        ext.not_values,
+        [MetadataMatch::String(Pattern::Prefix("tr".into()))]
+    );
+    let ConditionKey::FilterMetadata(mysql) = &when[1].key else {
+        panic!("{when:?}")
+    };
+    // The key is one key, dots and all, as Istio reads it.
+    assert_eq!(
+        (mysql.filter.as_str(), mysql.key.as_str()),
+        ("envoy.filters.network.mysql_proxy", "db.table")
+    );
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.contains("istio-system/by-metadata")
+                && w.contains("envoy.filters.network.mysql_proxy, a filter meshwork does not run")),
+        "{:?}",
+        c.warnings
+    );
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+}

@@ -191,6 +191,54 @@ pub enum ConditionKey {
     /// `request.auth.principal` and the other JWT attributes, which need
     /// RequestAuthentication: without it they never match.
     RequestAuth(String),
+    /// `experimental.envoy.filters.NAME[key]`: a value a filter that ran before left in
+    /// the request's metadata. The condition's values are in the key, since each is a
+    /// string or a list match.
+    FilterMetadata(MetadataCondition),
+    /// A key meshwork does not know: it never holds.
+    Unknown(String),
+}
+
+/// The name the external authorizer's `dynamic_metadata` is kept under, for the
+/// conditions `experimental.envoy.filters.http.ext_authz[key]`: the only filter whose
+/// metadata a request carries when authorization runs.
+pub const EXT_AUTHZ_METADATA: &str = "envoy.filters.http.ext_authz";
+
+/// An `experimental.envoy.filters.*` condition: the value under `key` in the metadata
+/// that the filter `filter` (`envoy.filters.http.ext_authz`) left.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetadataCondition {
+    /// The filter's name.
+    pub filter: String,
+    /// The key in its metadata.
+    pub key: String,
+    /// Values, any of which matches (none: not constrained).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<MetadataMatch>,
+    /// Values none of which may match.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_values: Vec<MetadataMatch>,
+}
+
+/// How one value of an `experimental.envoy.filters.*` condition matches, as Istio
+/// writes it: `v` matches a string, `[v]` a list that has a matching string.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetadataMatch {
+    /// A string value.
+    String(Pattern),
+    /// A list value with one matching string.
+    ListOneOf(Pattern),
+}
+
+impl MetadataMatch {
+    /// Istio's form of a value: `[v]` is a list match of `v`, else a string match.
+    pub fn parse(text: &str) -> MetadataMatch {
+        match text.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
+            Some(inner) => MetadataMatch::ListOneOf(Pattern::parse_value(inner)),
+            None => MetadataMatch::String(Pattern::parse_value(text)),
+        }
+    }
 }
 
 /// A value pattern: exact, `prefix*`, `*suffix`, or `*` (any non-empty value).
@@ -211,11 +259,18 @@ pub enum Pattern {
 }
 
 impl Pattern {
-    /// Compiles Istio's `*` forms.
+    /// Compiles Istio's `*` forms, and path templates.
     pub fn parse(text: &str) -> Pattern {
         if text.contains("{*}") || text.contains("{**}") {
             Pattern::PathTemplate(text.to_string())
-        } else if text == "*" {
+        } else {
+            Pattern::parse_value(text)
+        }
+    }
+
+    /// Compiles Istio's `*` forms of a value that is not a path.
+    pub fn parse_value(text: &str) -> Pattern {
+        if text == "*" {
             Pattern::Any
         } else if let Some(p) = text.strip_suffix('*') {
             Pattern::Prefix(p.to_string())

@@ -13,8 +13,31 @@ use std::net::IpAddr;
 use http::header::HeaderMap;
 use meshwork_resources::authorization::{
     AuthorizationPolicy, AuthzAction, AuthzCondition, AuthzOperation, AuthzRule, AuthzSource,
-    ConditionKey, Field, Pattern,
+    ConditionKey, Field, MetadataCondition, MetadataMatch, Pattern,
 };
+use prost_types::value::Kind;
+
+/// What the filters that ran before authorization left for it, by filter name (Envoy's
+/// dynamic metadata): the external authorizer's `dynamic_metadata`.
+#[derive(Debug, Default, Clone)]
+pub struct FilterMetadata(Vec<(&'static str, prost_types::Struct)>);
+
+impl FilterMetadata {
+    /// Sets what `filter` left.
+    pub fn set(&mut self, filter: &'static str, metadata: prost_types::Struct) {
+        self.0.retain(|(f, _)| *f != filter);
+        self.0.push((filter, metadata));
+    }
+
+    /// The value under `key` of what `filter` left.
+    pub fn get(&self, filter: &str, key: &str) -> Option<&Kind> {
+        self.0
+            .iter()
+            .find(|(f, _)| *f == filter)
+            .and_then(|(_, m)| m.fields.get(key))
+            .and_then(|v| v.kind.as_ref())
+    }
+}
 
 /// What a request is authorized on (for a TCP connection: no method, path or headers).
 pub struct Attributes<'a> {
@@ -42,6 +65,8 @@ pub struct Attributes<'a> {
     pub sni: Option<&'a str>,
     /// What the request's verified JWT says, when it has one.
     pub request: Option<&'a crate::request::jwt::Authenticated>,
+    /// What earlier filters left (none on a TCP connection).
+    pub metadata: Option<&'a FilterMetadata>,
 }
 
 impl<'a> Attributes<'a> {
@@ -67,6 +92,7 @@ impl<'a> Attributes<'a> {
             headers,
             sni: conn.sni.as_deref(),
             request: None,
+            metadata: None,
         }
     }
 }
@@ -180,6 +206,8 @@ fn condition_holds(c: &AuthzCondition, a: &Attributes<'_>) -> bool {
             Some(text.as_str())
         }
         ConditionKey::ConnectionSni => a.sni,
+        ConditionKey::FilterMetadata(m) => return metadata_holds(m, a.metadata),
+        ConditionKey::Unknown(_) => return false,
         ConditionKey::RequestAuth(key) => {
             let values = request_auth(key, a.request);
             return (c.values.is_empty()
@@ -192,6 +220,22 @@ fn condition_holds(c: &AuthzCondition, a: &Attributes<'_>) -> bool {
         }
     };
     (c.values.is_empty() || any(&c.values, value, false)) && !any(&c.not_values, value, false)
+}
+
+/// Whether an `experimental.envoy.filters.*` condition holds: as Envoy's metadata
+/// matcher, a string match needs a string, a list match a list with a matching string,
+/// and nothing matches a value that is not there.
+fn metadata_holds(m: &MetadataCondition, metadata: Option<&FilterMetadata>) -> bool {
+    let value = metadata.and_then(|md| md.get(&m.filter, &m.key));
+    let string = |p: &Pattern, v: &prost_types::Value| matches!(&v.kind, Some(Kind::StringValue(s)) if p.matches(s, false));
+    let one = |x: &MetadataMatch| match (x, value) {
+        (MetadataMatch::String(p), Some(Kind::StringValue(s))) => p.matches(s, false),
+        (MetadataMatch::ListOneOf(p), Some(Kind::ListValue(l))) => {
+            l.values.iter().any(|v| string(p, v))
+        }
+        _ => false,
+    };
+    (m.values.is_empty() || m.values.iter().any(one)) && !m.not_values.iter().any(one)
 }
 
 /// The values of a `request.auth.*` key for the request's verified JWT: `principal`

@@ -26,6 +26,9 @@ pub struct RequestContext {
     pub route: Option<String>,
     /// The AUDIT policy the request matched, if any.
     pub audit: Option<String>,
+    /// What the filters before authorization left for it (the external authorizer's
+    /// dynamic metadata).
+    pub metadata: crate::request::authz::FilterMetadata,
     /// The cluster chosen.
     pub cluster: Option<String>,
     /// The endpoint of the last attempt.
@@ -54,6 +57,7 @@ impl RequestContext {
             authority,
             route: None,
             audit: None,
+            metadata: Default::default(),
             cluster: None,
             upstream_host: None,
             service_time: None,

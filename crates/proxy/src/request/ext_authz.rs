@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Response, StatusCode};
 use http_body_util::BodyExt;
-use meshwork_resources::authorization::{ExtAuthz, Pattern};
+use meshwork_resources::authorization::{EXT_AUTHZ_METADATA, ExtAuthz, Pattern};
 
 use crate::body::{Body, full};
 use crate::flags::ResponseFlags;
@@ -106,6 +106,9 @@ pub struct CheckResponse {
     pub denied_response: Option<DeniedHttpResponse>,
     #[prost(message, optional, tag = "3")]
     pub ok_response: Option<OkHttpResponse>,
+    /// Left for the filters after it, under `envoy.filters.http.ext_authz`.
+    #[prost(message, optional, tag = "4")]
+    pub dynamic_metadata: Option<prost_types::Struct>,
 }
 
 /// `google.rpc.Status`.
@@ -140,6 +143,9 @@ pub struct HttpStatus {
 pub struct OkHttpResponse {
     #[prost(message, repeated, tag = "2")]
     pub headers: Vec<HeaderValueOption>,
+    /// Deprecated for [`CheckResponse::dynamic_metadata`], which it overrides when set.
+    #[prost(message, optional, tag = "3")]
+    pub dynamic_metadata: Option<prost_types::Struct>,
 }
 
 /// `config.core.v3.HeaderValueOption`.
@@ -160,8 +166,9 @@ pub struct HeaderValueProto {
 
 /// What the authorizer decided.
 enum Verdict {
-    /// Go on, with these headers added to the request.
-    Allow(Vec<(String, String)>),
+    /// Go on, with these headers added to the request and this metadata for the
+    /// policies after it.
+    Allow(Vec<(String, String)>, Option<prost_types::Struct>),
     /// Answer with this status, headers and body.
     Deny(u16, Vec<(String, String)>, String),
 }
@@ -197,7 +204,10 @@ pub async fn check(
         Err(_) => return failed(ext, ctx, "the check timed out"),
     };
     match verdict {
-        Verdict::Allow(headers) => {
+        Verdict::Allow(headers, metadata) => {
+            if let Some(m) = metadata {
+                ctx.metadata.set(EXT_AUTHZ_METADATA, m);
+            }
             for (k, v) in headers {
                 if let (Ok(k), Ok(v)) = (
                     HeaderName::from_bytes(k.as_bytes()),
@@ -295,6 +305,7 @@ async fn check_http(
                 .into_iter()
                 .filter(|(k, _)| named(&ext.headers_to_upstream_on_allow, k))
                 .collect(),
+            None,
         ));
     }
     let body = response
@@ -374,12 +385,10 @@ async fn check_grpc(
             .collect()
     };
     if answer.status.as_ref().is_none_or(|s| s.code == 0) {
+        let ok = answer.ok_response.unwrap_or_default();
         return Ok(Verdict::Allow(
-            answer
-                .ok_response
-                .as_ref()
-                .map(|o| pairs(&o.headers))
-                .unwrap_or_default(),
+            pairs(&ok.headers),
+            ok.dynamic_metadata.or(answer.dynamic_metadata),
         ));
     }
     let denied = answer.denied_response.unwrap_or_default();

@@ -74,6 +74,7 @@ pub fn attributes<'a>(
         method: parts.method.as_str(),
         path: parts.uri.path(),
         request: authenticated,
+        metadata: Some(&ctx.metadata),
         ..authz::Attributes::of_connection(&ctx.conn, &parts.headers)
     }
 }

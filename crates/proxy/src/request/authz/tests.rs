@@ -26,6 +26,7 @@ fn attrs<'a>(
         headers,
         sni: Some("app.example.test"),
         request: None,
+        metadata: None,
     }
 }
 
@@ -1231,4 +1232,152 @@ fn every_field_matches_what_it_says_and_nothing_else() {
         checked += 4;
     }
     assert!(checked >= 180, "{checked} cases");
+}
+
+#[test]
+fn filter_metadata_conditions_match_strings_and_lists_as_envoy_does() {
+    use prost_types::{ListValue, Struct, Value};
+    let string = |s: &str| Value {
+        kind: Some(Kind::StringValue(s.into())),
+    };
+    let mut left = Struct::default();
+    left.fields.insert("tier".into(), string("free"));
+    left.fields.insert(
+        "groups".into(),
+        Value {
+            kind: Some(Kind::ListValue(ListValue {
+                values: vec![string("dev"), string("ops")],
+            })),
+        },
+    );
+    let mut metadata = FilterMetadata::default();
+    metadata.set(EXT_AUTHZ_METADATA, left);
+    let h = HeaderMap::new();
+    let with = Attributes {
+        metadata: Some(&metadata),
+        ..attrs(None, "GET", "/", &h)
+    };
+    let without = attrs(None, "GET", "/", &h);
+    let condition = |filter: &str, key: &str, values: &[&str], not: &[&str]| AuthzRule {
+        when: vec![AuthzCondition {
+            key: ConditionKey::FilterMetadata(MetadataCondition {
+                filter: filter.into(),
+                key: key.into(),
+                values: values.iter().map(|v| MetadataMatch::parse(v)).collect(),
+                not_values: not.iter().map(|v| MetadataMatch::parse(v)).collect(),
+            }),
+            values: vec![],
+            not_values: vec![],
+        }],
+        ..Default::default()
+    };
+    let ext = EXT_AUTHZ_METADATA;
+    for (rule, with_expected, without_expected, what) in [
+        (
+            condition(ext, "tier", &["free"], &[]),
+            true,
+            false,
+            "a string",
+        ),
+        (
+            condition(ext, "tier", &["fr*"], &[]),
+            true,
+            false,
+            "a prefix",
+        ),
+        (
+            condition(ext, "tier", &["*"], &[]),
+            true,
+            false,
+            "any value",
+        ),
+        (
+            condition(ext, "tier", &["paid"], &[]),
+            false,
+            false,
+            "another string",
+        ),
+        (
+            condition(ext, "tier", &["paid", "free"], &[]),
+            true,
+            false,
+            "any of the values",
+        ),
+        (
+            condition(ext, "tier", &["[free]"], &[]),
+            false,
+            false,
+            "a list match of a string",
+        ),
+        (
+            condition(ext, "groups", &["[ops]"], &[]),
+            true,
+            false,
+            "a list with the value",
+        ),
+        (
+            condition(ext, "groups", &["[o*]"], &[]),
+            true,
+            false,
+            "a list with a prefix",
+        ),
+        (
+            condition(ext, "groups", &["[qa]"], &[]),
+            false,
+            false,
+            "a list without it",
+        ),
+        (
+            condition(ext, "groups", &["ops"], &[]),
+            false,
+            false,
+            "a string match of a list",
+        ),
+        (
+            condition(ext, "missing", &["*"], &[]),
+            false,
+            false,
+            "a key not there",
+        ),
+        (
+            condition(ext, "tier", &[], &["free"]),
+            false,
+            true,
+            "notValues",
+        ),
+        (
+            condition(ext, "tier", &[], &["paid"]),
+            true,
+            true,
+            "other notValues",
+        ),
+        (
+            condition("envoy.filters.network.mysql_proxy", "tier", &["free"], &[]),
+            false,
+            false,
+            "another filter",
+        ),
+    ] {
+        for (a, expected, case) in [
+            (&with, with_expected, "with"),
+            (&without, without_expected, "without"),
+        ] {
+            assert_eq!(
+                evaluate(&one(AuthzAction::Allow, rule.clone()), a) == Verdict::Allow,
+                expected,
+                "ALLOW on {what}, {case} metadata"
+            );
+            assert_eq!(
+                evaluate(&one(AuthzAction::Deny, rule.clone()), a) == Verdict::Allow,
+                !expected,
+                "DENY on {what}, {case} metadata"
+            );
+        }
+    }
+    // A TCP connection carries no metadata: the condition is not dropped from a DENY
+    // rule as an HTTP-only field would be; it does not hold.
+    let deny = one(AuthzAction::Deny, condition(ext, "tier", &["*"], &[]));
+    assert_eq!(evaluate_tcp(&deny, &without), Verdict::Allow);
+    let allow = one(AuthzAction::Allow, condition(ext, "tier", &[], &["paid"]));
+    assert_eq!(evaluate_tcp(&allow, &without), Verdict::Allow);
 }
