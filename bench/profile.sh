@@ -94,8 +94,12 @@ callgrind_summary() {
   awk -v name="$2" -v n="$REQUESTS" '
     /^summary:/ { total = $2 }
     /^cfn=/ { cfn = substr($0, 5) }
-    /^calls=/ { split($0, a, "[= ]"); if (cfn == "malloc") m += a[2]; if (cfn == "realloc") r += a[2] }
-    END { printf "%s: %.0f instructions, %.1f malloc, %.1f realloc per request\n", name, total / n, m / n, r / n }' "$1"
+    # glibc malloc (C code, and Rust without a global allocator) and the mimalloc entry
+    # points (the #[global_allocator] of the gateway).
+    /^calls=/ { split($0, a, "[= ]")
+      if (cfn == "malloc" || cfn == "mi_malloc_aligned" || cfn == "mi_zalloc_aligned" || cfn == "mi_malloc" || cfn == "calloc") m += a[2]
+      if (cfn == "realloc" || cfn == "mi_realloc_aligned" || cfn == "mi_realloc") r += a[2] }
+    END { printf "%s: %.0f instructions, %.1f allocations, %.1f reallocations per request\n", name, total / n, m / n, r / n }' "$1"
 }
 
 case "$tool" in

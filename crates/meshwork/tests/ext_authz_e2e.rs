@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::io::{BufRead, Read, Write};
+use std::io::{BufRead, Write};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,42 +16,51 @@ type Seen = Arc<Mutex<Vec<(String, Vec<String>)>>>;
 
 /// An HTTP authorizer on a free port: it allows a request that has `x-ext-allow: yes`
 /// (answering `x-ext-user: ana`), and denies others with 401, `x-ext-reason: no` and a
-/// body of its own.
-fn http_authorizer() -> (u16, Seen) {
+/// body of its own. It keeps connections alive, and counts them.
+fn http_authorizer() -> (u16, Seen, Arc<std::sync::atomic::AtomicUsize>) {
     let listener = std::net::TcpListener::bind(("127.0.0.1", free_port())).unwrap();
     let port = listener.local_addr().unwrap().port();
     let seen: Seen = Default::default();
-    let kept = seen.clone();
+    let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (kept, counted) = (seen.clone(), connections.clone());
     std::thread::spawn(move || {
         for stream in listener.incoming().map_while(Result::ok) {
-            let mut reader = std::io::BufReader::new(stream);
-            let mut line = String::new();
-            let _ = reader.read_line(&mut line);
-            let request_line = line.trim().to_string();
-            let mut headers = Vec::new();
-            loop {
-                line.clear();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let kept = kept.clone();
+            std::thread::spawn(move || {
+                let mut reader = std::io::BufReader::new(stream);
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let request_line = line.trim().to_string();
+                    let mut headers = Vec::new();
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                            break;
+                        }
+                        headers.push(line.trim().to_ascii_lowercase());
+                    }
+                    let allow = headers.iter().any(|h| h == "x-ext-allow: yes");
+                    let anonymous = headers.iter().any(|h| h == "x-ext-allow: anonymous");
+                    kept.lock().unwrap().push((request_line, headers));
+                    let answer: &[u8] = if anonymous {
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
+                    } else if allow {
+                        b"HTTP/1.1 200 OK\r\nx-ext-user: ana\r\nx-ext-secret: no-leak\r\ncontent-length: 0\r\n\r\n"
+                    } else {
+                        b"HTTP/1.1 401 Unauthorized\r\nx-ext-reason: no\r\nx-ext-internal: hidden\r\ncontent-length: 14\r\n\r\ndenied by ext\n"
+                    };
+                    if reader.get_mut().write_all(answer).is_err() {
+                        return;
+                    }
                 }
-                headers.push(line.trim().to_ascii_lowercase());
-            }
-            let allow = headers.iter().any(|h| h == "x-ext-allow: yes");
-            let anonymous = headers.iter().any(|h| h == "x-ext-allow: anonymous");
-            kept.lock().unwrap().push((request_line, headers));
-            let answer: &[u8] = if anonymous {
-                b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-            } else if allow {
-                b"HTTP/1.1 200 OK\r\nx-ext-user: ana\r\nx-ext-secret: no-leak\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-            } else {
-                b"HTTP/1.1 401 Unauthorized\r\nx-ext-reason: no\r\nx-ext-internal: hidden\r\ncontent-length: 14\r\nconnection: close\r\n\r\ndenied by ext\n"
-            };
-            let _ = reader.get_mut().write_all(answer);
-            let mut rest = [0u8; 16];
-            let _ = reader.get_mut().read(&mut rest);
+            });
         }
     });
-    (port, seen)
+    (port, seen, connections)
 }
 
 const CUSTOM: &str = r#"apiVersion: security.istio.io/v1
@@ -81,7 +90,7 @@ fn http_provider(port: u16, extra: &str) -> String {
 
 #[test]
 fn an_http_authorizer_decides_what_a_custom_policy_matches() {
-    let (port, seen) = http_authorizer();
+    let (port, seen, connections) = http_authorizer();
     let (mesh, http) = policy_gateway_with("ext-http", CUSTOM, &http_provider(port, ""));
     // Not matched by the CUSTOM policy: the authorizer is not asked.
     assert_eq!(app_get(http, "/open", &[]).0, 200);
@@ -163,6 +172,10 @@ fn an_http_authorizer_decides_what_a_custom_policy_matches() {
             && log.contains("\"response_code_details\":\"ext_authz_denied\""),
         "{log}"
     );
+    // The checks, one after another, went over one kept-alive connection.
+    let checks = seen.lock().unwrap().len();
+    assert_eq!(checks, 5);
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
 
 #[test]

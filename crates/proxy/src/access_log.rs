@@ -36,9 +36,9 @@ pub struct Entry {
     /// Host / :authority.
     pub authority: String,
     /// Cluster name, if routed.
-    pub upstream_cluster: Option<String>,
+    pub upstream_cluster: Option<std::sync::Arc<str>>,
     /// Endpoint `ip:port`, if forwarded.
-    pub upstream_host: Option<String>,
+    pub upstream_host: Option<std::sync::Arc<str>>,
     /// X-Forwarded-For as received.
     pub x_forwarded_for: Option<String>,
     /// User-Agent.
@@ -46,7 +46,7 @@ pub struct Entry {
     /// X-Request-Id (generated when absent).
     pub request_id: String,
     /// Route name.
-    pub route_name: Option<String>,
+    pub route_name: Option<std::sync::Arc<str>>,
     /// Client address.
     pub downstream_remote_address: String,
     /// SNI, when TLS.
@@ -153,8 +153,8 @@ impl Entry {
             Command::BytesReceived => number(self.bytes_received),
             Command::BytesSent => number(self.bytes_sent),
             Command::Duration => number(self.duration),
-            Command::UpstreamHost => some(&self.upstream_host),
-            Command::UpstreamCluster => some(&self.upstream_cluster),
+            Command::UpstreamHost => self.upstream_host.as_deref().map(Cow::Borrowed),
+            Command::UpstreamCluster => self.upstream_cluster.as_deref().map(Cow::Borrowed),
             Command::DownstreamLocalAddress => {
                 self.facts.destination.map(|d| Cow::Owned(d.to_string()))
             }
@@ -172,7 +172,7 @@ impl Entry {
                 .as_deref()
                 .map(|s| Cow::Owned(s.to_string())),
             Command::RequestedServerName => some(&self.requested_server_name),
-            Command::RouteName => some(&self.route_name),
+            Command::RouteName => self.route_name.as_deref().map(Cow::Borrowed),
             Command::AuditHint => self.audit_policy.as_ref().map(|_| Cow::Borrowed("true")),
             Command::AuditPolicy => some(&self.audit_policy),
         }

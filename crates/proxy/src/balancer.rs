@@ -104,6 +104,8 @@ pub enum Outcome {
 pub struct EndpointState {
     /// The address.
     pub endpoint: Endpoint,
+    /// `ip:port`, made once: where requests go and what the access log names.
+    pub authority: Arc<str>,
     /// Requests in flight.
     pub active: AtomicU32,
     consecutive_5xx: AtomicU32,
@@ -118,6 +120,7 @@ pub struct EndpointState {
 impl EndpointState {
     fn new(endpoint: Endpoint, joined: Option<Instant>) -> EndpointState {
         EndpointState {
+            authority: endpoint.authority().into(),
             endpoint,
             active: AtomicU32::new(0),
             consecutive_5xx: AtomicU32::new(0),

@@ -16,16 +16,22 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The one body type requests and responses use on the request path.
 pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
-/// A body from bytes.
+/// A body from bytes (no bytes: [`empty`]).
 pub fn full(data: impl Into<Bytes>) -> Body {
-    http_body_util::Full::new(data.into())
+    let data = data.into();
+    if data.is_empty() {
+        return empty();
+    }
+    http_body_util::Full::new(data)
         .map_err(|never| match never {})
         .boxed_unsync()
 }
 
-/// An empty body.
+/// An empty body. It has no size, so boxing it allocates nothing.
 pub fn empty() -> Body {
-    full(Bytes::new())
+    http_body_util::Empty::<Bytes>::new()
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 /// Any body, boxed.

@@ -33,6 +33,8 @@ pub struct Connection {
     pub guard: Option<Arc<dyn std::any::Any + Send + Sync>>,
     /// The client's workload, from the TCP metadata exchange.
     pub peer_workload: Option<Arc<crate::peer::Workload>>,
+    /// The client's address as a header value (X-Forwarded-For), made on first use.
+    peer_ip_header: std::sync::OnceLock<http::HeaderValue>,
 }
 
 impl Connection {
@@ -50,7 +52,16 @@ impl Connection {
             outbound: false,
             guard: None,
             peer_workload: None,
+            peer_ip_header: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The client's address as a header value, made once for all its requests.
+    pub fn peer_ip_header(&self) -> &http::HeaderValue {
+        self.peer_ip_header.get_or_init(|| {
+            http::HeaderValue::try_from(self.peer.ip().to_string())
+                .unwrap_or_else(|_| http::HeaderValue::from_static("unknown"))
+        })
     }
 }
 

@@ -89,6 +89,8 @@ impl CompiledMatch {
 pub struct CompiledRoute {
     /// The compiled model route (actions, headers, retries).
     pub route: Route,
+    /// Its name, made once for the per-request logs.
+    pub name: std::sync::Arc<str>,
     /// Compiled alternatives; empty matches everything.
     pub matches: Vec<CompiledMatch>,
     /// Compiled `uriRegexRewrite` pattern.
@@ -176,6 +178,7 @@ impl CompiledRoute {
             .collect::<Result<_, _>>()
             .map_err(regex_err)?;
         Ok(CompiledRoute {
+            name: r.name.as_str().into(),
             route: r.clone(),
             matches,
             rewrite_regex,

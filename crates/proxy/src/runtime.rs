@@ -75,6 +75,8 @@ pub struct ClusterState {
     pub endpoints: EndpointSet,
     /// Endpoint choice and health.
     pub balancer: Balancer,
+    /// The cluster's name, made once for the per-request logs.
+    pub name: Arc<str>,
     /// How connections to the endpoints are made (settings, TLS), and their pools.
     pub clients: ClusterClient,
     /// Versions of the secrets its TLS was built with.
@@ -85,9 +87,9 @@ pub struct ClusterState {
 
 impl ClusterState {
     /// Chooses an endpoint (see [`Balancer::pick`]); `None` when there is none.
-    pub fn pick(&self, hash: Option<u64>) -> Option<(usize, &meshwork_resources::Endpoint)> {
+    pub fn pick(&self, hash: Option<u64>) -> Option<(usize, &crate::balancer::EndpointState)> {
         let i = self.balancer.pick(hash)?;
-        Some((i, &self.balancer.endpoints[i].endpoint))
+        Some((i, &self.balancer.endpoints[i]))
     }
 
     /// Whether the cluster speaks mesh mTLS (the workload certificate): its peers are the
@@ -103,14 +105,16 @@ impl ClusterState {
     /// cluster where the client meant to connect (its port on 127.0.0.1, inbound).
     pub fn authority(
         &self,
-        endpoint: &meshwork_resources::Endpoint,
+        endpoint: &crate::balancer::EndpointState,
         conn: &crate::connection::Connection,
-    ) -> String {
+    ) -> Arc<str> {
         use meshwork_resources::cluster::OriginalDestination;
         match (self.cluster.original_destination, conn.original_dst) {
-            (None, _) => endpoint.authority(),
-            (Some(OriginalDestination::AsSent), Some(dst)) => dst.to_string(),
-            (Some(OriginalDestination::Loopback), Some(dst)) => format!("127.0.0.1:{}", dst.port()),
+            (None, _) => endpoint.authority.clone(),
+            (Some(OriginalDestination::AsSent), Some(dst)) => dst.to_string().into(),
+            (Some(OriginalDestination::Loopback), Some(dst)) => {
+                format!("127.0.0.1:{}", dst.port()).into()
+            }
             // Nothing redirected the connection: there is nowhere it meant to go.
             (Some(_), None) => "0.0.0.0:0".into(),
         }
@@ -145,8 +149,8 @@ pub struct Runtime {
     pub telemetry: crate::recorder::Telemetry,
     /// RequestAuthentication, when any applies.
     pub jwt: Option<Arc<crate::request::jwt::Authenticator>>,
-    /// The gRPC client of the external authorizer, when it speaks gRPC.
-    pub ext_authz: Option<crate::otlp::GrpcClient>,
+    /// How the external authorizer is reached, when CUSTOM policies name one.
+    pub ext_authz: Option<Arc<crate::request::ext_authz::Channel>>,
 }
 
 impl Runtime {
@@ -342,6 +346,7 @@ pub fn apply(
                     .with_labels(config.node.labels.clone()),
                     clients: upstreams.for_cluster(cluster, tls),
                     peer: Arc::new(crate::metrics::PeerLabels::new(&config.node, Some(cluster))),
+                    name: cluster.name.as_str().into(),
                     cluster: cluster.clone(),
                     endpoints,
                     secret_versions,
@@ -396,10 +401,14 @@ pub fn apply(
         &previous.config.ext_authz,
         &config.ext_authz,
     ) {
-        (Some(c), Some(old), Some(new)) if new.grpc && old.address == new.address => {
+        (Some(c), Some(old), Some(new)) if new.grpc == old.grpc && old.address == new.address => {
             Some(c.clone())
         }
-        (_, _, Some(new)) if new.grpc => crate::otlp::GrpcClient::new(&new.address),
+        (_, _, Some(new)) if new.grpc => crate::otlp::GrpcClient::new(&new.address)
+            .map(|c| Arc::new(crate::request::ext_authz::Channel::Grpc(c))),
+        (_, _, Some(_)) => Some(Arc::new(crate::request::ext_authz::Channel::Http(
+            Default::default(),
+        ))),
         _ => None,
     };
     let runtime = Runtime {
@@ -603,7 +612,14 @@ impl ListenerState {
     /// The index of the server whose hosts match `name` (SNI or Host), most specific
     /// first; without a name, a server that accepts any host, else the first.
     pub fn server_for(&self, name: Option<&str>) -> Option<usize> {
-        let Some(name) = name.map(str::to_ascii_lowercase) else {
+        let lower = |n: &str| -> String {
+            if n.bytes().any(|b| b.is_ascii_uppercase()) {
+                n.to_ascii_lowercase()
+            } else {
+                n.to_string()
+            }
+        };
+        let Some(name) = name.map(lower) else {
             return self
                 .servers
                 .iter()

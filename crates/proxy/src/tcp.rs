@@ -129,7 +129,7 @@ pub async fn forward<S>(
         protocol: "-".into(),
         downstream_remote_address: conn.peer.to_string(),
         requested_server_name: conn.sni.clone(),
-        route_name: Some(route.name.clone()),
+        route_name: Some(route.name.as_str().into()),
         request_id: "-".into(),
         facts: crate::access_log::Facts {
             inbound: state.inbound_peers.contains_key(&conn.bind),
@@ -147,7 +147,7 @@ pub async fn forward<S>(
         == 1)
         .then_some(0));
     let dest = pick.map(|i| &route.destinations[i]);
-    entry.upstream_cluster = dest.map(|d| d.cluster.clone());
+    entry.upstream_cluster = dest.map(|d| d.cluster.as_str().into());
     let cluster = dest.and_then(|d| state.clusters.get(&d.cluster));
     // Counted as opened once the upstream is connected (with the server's workload when
     // the metadata exchange told it), or at once when the connection goes no further.

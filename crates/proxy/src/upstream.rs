@@ -291,13 +291,15 @@ impl ClusterClient {
 
     /// Sends a request to the endpoint `addr` (`ip:port`); `host` is the request's
     /// authority, which picks the SNI when the settings name none. The URI carries the
-    /// path (HTTP/1.1) or the scheme, authority and path (HTTP/2).
+    /// path (HTTP/1.1) or the scheme, authority and path (HTTP/2). With `fresh`, an
+    /// HTTP/1.1 request goes on a new connection, not a kept-alive one.
     pub async fn send(
         &self,
         protocol: UpstreamProtocol,
         addr: &str,
         host: &str,
         req: Request<Body>,
+        fresh: bool,
     ) -> Result<Response<Body>, UpstreamError> {
         let slot = match protocol {
             UpstreamProtocol::Http1 => 0,
@@ -324,23 +326,31 @@ impl ClusterClient {
             }
         };
         match protocol {
-            UpstreamProtocol::Http1 => self.send_http1(&pool, addr, sni.as_deref(), req).await,
+            UpstreamProtocol::Http1 => {
+                self.send_http1(&pool, addr, sni.as_deref(), req, fresh)
+                    .await
+            }
             UpstreamProtocol::Http2 => self.send_http2(&pool, addr, sni.as_deref(), req).await,
         }
     }
 
+    /// Sends an HTTP/1.1 request on a kept-alive connection (unless `fresh`) or a new
+    /// one. A kept-alive connection found closed before the request went out on it is
+    /// left for a new one. A request the endpoint closes the connection under after it
+    /// went out is [`UpstreamError::Reset`]; whether to send it again is the forward
+    /// phase's to decide, as only it still has the request.
     async fn send_http1(
         &self,
         pool: &Arc<Pool>,
         addr: &str,
         sni: Option<&str>,
         mut req: Request<Body>,
+        fresh: bool,
     ) -> Result<Response<Body>, UpstreamError> {
         let idle_timeout = Duration::from_millis(self.settings.http_idle_timeout_ms);
-        // A request lost to the keep-alive race is sent again once, on a new connection.
-        let mut resent = false;
+        let mut fresh = fresh;
         loop {
-            let pooled = if resent {
+            let pooled = if fresh {
                 None
             } else {
                 pool.checkout(idle_timeout)
@@ -369,21 +379,6 @@ impl ClusterClient {
                 }
                 return Err(UpstreamError::ConnectFailure);
             }
-            // The endpoint may close a connection just as a request goes out on it: an
-            // idle kept-alive one, or one it drains as its TLS terms change. A request
-            // without a body whose method is idempotent (RFC 9110 9.2.2) is sent again,
-            // once, on a new connection; others are not.
-            let again = (!resent
-                && req.method().is_idempotent()
-                && req.body().size_hint().exact() == Some(0))
-            .then(|| {
-                let mut copy = Request::new(crate::body::empty());
-                *copy.method_mut() = req.method().clone();
-                *copy.uri_mut() = req.uri().clone();
-                *copy.version_mut() = req.version();
-                *copy.headers_mut() = req.headers().clone();
-                copy
-            });
             match sender.try_send_request(req).await {
                 Ok(resp) => {
                     let (parts, body) = resp.into_parts();
@@ -395,15 +390,7 @@ impl ClusterClient {
                     // was not sent, so it goes on a new connection.
                     if reused && let Some(r) = e.take_message() {
                         req = r;
-                        continue;
-                    }
-                    if let Some(copy) = again
-                        && !e.error().is_parse()
-                        && !e.error().is_user()
-                    {
-                        tracing::debug!(error = %e.error(), reused, "the connection closed under the request; sent again");
-                        req = copy;
-                        resent = true;
+                        fresh = true;
                         continue;
                     }
                     return Err(classify(e.error()));
@@ -558,6 +545,59 @@ impl hyper::body::Body for PooledBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// Kept-alive plaintext HTTP/1.1 connections to one of the proxy's helpers (an HTTP
+/// external authorizer), so that a check does not cost a connection.
+#[derive(Default)]
+pub struct HelperPool(Pool);
+
+/// How long a helper's connection may stay idle before it is not used again.
+const HELPER_IDLE: Duration = Duration::from_secs(30);
+
+impl HelperPool {
+    /// Sends a request with this head and no body to `addr` on a kept-alive connection,
+    /// else a new one, and reads
+    /// the whole answer; the connection is then kept for the next. A kept-alive
+    /// connection that fails before an answer (the helper closed it meanwhile) is
+    /// given up and the request, which has no body, is sent once more on a new one.
+    pub async fn send(
+        &self,
+        addr: &str,
+        parts: &http::request::Parts,
+    ) -> Result<(http::response::Parts, Bytes), String> {
+        let build = || {
+            let mut r = Request::new(crate::body::empty());
+            *r.method_mut() = parts.method.clone();
+            *r.uri_mut() = parts.uri.clone();
+            *r.headers_mut() = parts.headers.clone();
+            r
+        };
+        if let Some(mut sender) = self.0.checkout(HELPER_IDLE)
+            && sender.ready().await.is_ok()
+            && let Ok(response) = sender.send_request(build()).await
+        {
+            return self.read(sender, response).await;
+        }
+        let mut sender = http1_to::<Body>(addr).await?;
+        let response = sender
+            .send_request(build())
+            .await
+            .map_err(|e| e.to_string())?;
+        self.read(sender, response).await
+    }
+
+    async fn read(
+        &self,
+        sender: http1::SendRequest<Body>,
+        response: Response<Incoming>,
+    ) -> Result<(http::response::Parts, Bytes), String> {
+        use http_body_util::BodyExt;
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+        self.0.release(sender);
+        Ok((parts, body))
     }
 }
 

@@ -23,16 +23,16 @@ pub struct RequestContext {
     /// The authority's host, lower case, without port.
     pub host: String,
     /// The route that matched.
-    pub route: Option<String>,
+    pub route: Option<Arc<str>>,
     /// The AUDIT policy the request matched, if any.
     pub audit: Option<String>,
     /// What the filters before authorization left for it (the external authorizer's
     /// dynamic metadata).
     pub metadata: crate::request::authz::FilterMetadata,
     /// The cluster chosen.
-    pub cluster: Option<String>,
+    pub cluster: Option<Arc<str>>,
     /// The endpoint of the last attempt.
-    pub upstream_host: Option<String>,
+    pub upstream_host: Option<Arc<str>>,
     /// Time to the upstream's response headers, in milliseconds.
     pub service_time: Option<u64>,
     /// Envoy's response flags, as the phases set them.
@@ -74,7 +74,7 @@ impl RequestContext {
     }
 
     /// The access-log entry for the request head (filled in further when it ends).
-    pub fn entry(&self, parts: &http::request::Parts, request_id: String) -> Entry {
+    pub fn entry(&self, parts: &http::request::Parts) -> Entry {
         Entry {
             start_time: rfc3339(SystemTime::now()),
             method: parts.method.to_string(),
@@ -91,21 +91,27 @@ impl RequestContext {
             },
             authority: self.authority.clone(),
             // As forwarded: what the client sent, with the client's address appended.
-            x_forwarded_for: Some(self.forwarded_for(&parts.headers)),
+            x_forwarded_for: self
+                .forwarded_for(&parts.headers)
+                .to_str()
+                .ok()
+                .map(str::to_string),
             user_agent: header_str(&parts.headers, "user-agent"),
-            request_id,
+            request_id: header_str(&parts.headers, X_REQUEST_ID.as_str()).unwrap_or_default(),
             downstream_remote_address: self.conn.peer.to_string(),
             requested_server_name: self.conn.sni.clone(),
             ..Default::default()
         }
     }
 
-    /// `X-Forwarded-For` as sent upstream: the client's value with the peer appended.
-    pub fn forwarded_for(&self, headers: &HeaderMap) -> String {
-        let peer = self.conn.peer.ip();
-        match header_str(headers, "x-forwarded-for") {
-            Some(prev) => format!("{prev}, {peer}"),
-            None => peer.to_string(),
+    /// `X-Forwarded-For` as sent upstream: the client's value with the peer appended;
+    /// without one, the peer's address, made once per connection.
+    pub fn forwarded_for(&self, headers: &HeaderMap) -> HeaderValue {
+        let peer = self.conn.peer_ip_header();
+        match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(prev) => HeaderValue::from_str(&format!("{prev}, {}", self.conn.peer.ip()))
+                .unwrap_or_else(|_| peer.clone()),
+            None => peer.clone(),
         }
     }
 }
@@ -136,25 +142,21 @@ pub fn authority(parts: &http::request::Parts) -> &str {
 /// (`Example.com.:8080` → `example.com`), as Envoy's `strip_trailing_host_dot` reads it.
 pub fn host_of(authority: &str) -> String {
     let host = if authority.starts_with('[') {
+        // `[v6]:port`: up to and with the bracket.
         authority
-            .split(']')
-            .next()
-            .map(|h| format!("{h}]"))
-            .unwrap_or_default()
+            .find(']')
+            .map_or(authority, |end| &authority[..=end])
     } else {
-        authority
-            .rsplit_once(':')
-            .map_or(authority, |(h, _)| h)
-            .to_string()
+        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
     };
-    let host = host.strip_suffix('.').unwrap_or(&host);
+    let host = host.strip_suffix('.').unwrap_or(host);
     host.to_ascii_lowercase()
 }
 
 /// Keeps a client's X-Request-Id, or makes one, as Envoy does.
-pub fn ensure_request_id(headers: &mut HeaderMap) -> String {
-    if let Some(id) = header_str(headers, "x-request-id").filter(|s| !s.is_empty()) {
-        return id;
+pub fn ensure_request_id(headers: &mut HeaderMap) {
+    if headers.get(&X_REQUEST_ID).is_some_and(|v| !v.is_empty()) {
+        return;
     }
     // A version 4 UUID from a fast generator: no system call per request.
     let mut random = [0u8; 16];
@@ -164,10 +166,16 @@ pub fn ensure_request_id(headers: &mut HeaderMap) -> String {
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
     let id = uuid.hyphenated().encode_lower(&mut buf);
     if let Ok(v) = HeaderValue::from_str(id) {
-        headers.insert("x-request-id", v);
+        headers.insert(X_REQUEST_ID, v);
     }
-    id.to_string()
 }
+
+/// `X-Request-Id`.
+pub const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+/// `X-Forwarded-For`.
+pub const X_FORWARDED_FOR: http::HeaderName = http::HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Proto`.
+pub const X_FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
 
 #[cfg(test)]
 mod tests {

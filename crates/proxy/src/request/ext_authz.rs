@@ -16,7 +16,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Response, StatusCode};
-use http_body_util::BodyExt;
 use meshwork_resources::authorization::{EXT_AUTHZ_METADATA, ExtAuthz, Pattern};
 
 use crate::body::{Body, full};
@@ -164,6 +163,15 @@ pub struct HeaderValueProto {
     pub value: String,
 }
 
+/// How the proxy reaches its external authorizer; kept while its address and protocol
+/// stay the same.
+pub enum Channel {
+    /// A gRPC channel.
+    Grpc(crate::otlp::GrpcClient),
+    /// Kept-alive HTTP/1.1 connections.
+    Http(crate::upstream::HelperPool),
+}
+
 /// What the authorizer decided.
 enum Verdict {
     /// Go on, with these headers added to the request and this metadata for the
@@ -181,7 +189,7 @@ fn named(patterns: &[Pattern], name: &str) -> bool {
 /// (and the request carries what the authorizer added).
 pub async fn check(
     ext: &ExtAuthz,
-    grpc: Option<&crate::otlp::GrpcClient>,
+    channel: Option<&Channel>,
     ctx: &mut RequestContext,
     parts: &mut http::request::Parts,
 ) -> Option<Response<Body>> {
@@ -192,11 +200,17 @@ pub async fn check(
         }
     }
     let timeout = Duration::from_millis(ext.timeout_ms);
-    let asked = match grpc {
-        Some(client) => {
+    // Without a channel (an address that does not parse) the authorizer cannot be asked.
+    let Some(channel) = channel else {
+        return failed(ext, ctx, "the authorizer's address is not usable");
+    };
+    let asked = match channel {
+        Channel::Grpc(client) => {
             tokio::time::timeout(timeout, check_grpc(ext, client.clone(), ctx, parts)).await
         }
-        None => tokio::time::timeout(timeout, check_http(ext, ctx, parts)).await,
+        Channel::Http(pool) => {
+            tokio::time::timeout(timeout, check_http(ext, pool, ctx, parts)).await
+        }
     };
     let verdict = match asked {
         Ok(Ok(v)) => v,
@@ -270,10 +284,10 @@ fn check_headers(ext: &ExtAuthz, parts: &http::request::Parts) -> Vec<(String, S
 
 async fn check_http(
     ext: &ExtAuthz,
+    pool: &crate::upstream::HelperPool,
     ctx: &RequestContext,
     parts: &http::request::Parts,
 ) -> Result<Verdict, String> {
-    let mut sender = crate::upstream::http1_to(&ext.address).await?;
     let target = format!(
         "{}{}",
         ext.path_prefix,
@@ -286,16 +300,11 @@ async fn check_http(
     for (k, v) in check_headers(ext, parts) {
         request = request.header(k, v);
     }
-    let request = request
-        .body(http_body_util::Empty::<bytes::Bytes>::new())
-        .map_err(|e| e.to_string())?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| e.to_string())?;
-    let status = response.status().as_u16();
+    let (head, _) = request.body(()).map_err(|e| e.to_string())?.into_parts();
+    let (response, body) = pool.send(&ext.address, &head).await?;
+    let status = response.status.as_u16();
     let headers: Vec<(String, String)> = response
-        .headers()
+        .headers
         .iter()
         .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
         .collect();
@@ -308,12 +317,7 @@ async fn check_http(
             None,
         ));
     }
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
-        .unwrap_or_default();
+    let body = String::from_utf8_lossy(&body).into_owned();
     Ok(Verdict::Deny(
         status,
         headers

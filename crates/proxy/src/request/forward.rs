@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Body as _;
@@ -20,7 +21,7 @@ use crate::body::Holding;
 use crate::body::{Body, boxed, empty, full};
 use crate::error::UpstreamError;
 use crate::flags::ResponseFlags;
-use crate::request::context::{RequestContext, authority};
+use crate::request::context::{RequestContext, X_FORWARDED_FOR, X_FORWARDED_PROTO, authority};
 use crate::request::pick;
 use crate::request::policy::roll;
 use crate::request::reply::{BadRequest, PhaseError, PickError};
@@ -55,11 +56,11 @@ pub async fn forward(
     let (dest, cluster) = match pick::destination(route, dests, state) {
         Ok(found) => found,
         Err((name, e)) => {
-            ctx.cluster = name.map(str::to_string);
+            ctx.cluster = name.map(Into::into);
             return Err(e.into());
         }
     };
-    ctx.cluster = Some(dest.cluster.clone());
+    ctx.cluster = Some(cluster.name.clone());
     ctx.peer = Some(cluster.peer.clone());
     let (authority, downstream_upgrade) = upstream_headers(ctx, &mut parts, route, dest, cluster);
     // A mesh destination is told who calls (Istio's metadata exchange).
@@ -67,7 +68,7 @@ pub async fn forward(
     if mesh {
         state.exchange.add(&mut parts.headers);
     }
-    let path_and_query = upstream_path(route, matched, &parts.uri);
+    let path_and_query = upstream_path(route, matched, &parts.uri)?;
 
     // A body small enough to hold can be sent again on retry, or to mirrors; others
     // stream once.
@@ -79,7 +80,14 @@ pub async fn forward(
         _ => 1,
     };
     if held.is_some() || streamed.is_none() {
-        mirror(route, state, &parts, &authority, &path_and_query, &held);
+        mirror(
+            route,
+            state,
+            &parts,
+            &authority,
+            path_and_query.as_str(),
+            &held,
+        );
     }
 
     // `useClientProtocol` speaks the client's HTTP version upstream.
@@ -102,8 +110,17 @@ pub async fn forward(
         &path_and_query,
     )?;
 
-    // With a single attempt the headers move into the upstream request; retries copy them.
-    let mut headers_once = (max_attempts == 1).then(|| std::mem::take(&mut parts.headers));
+    // An endpoint may close an HTTP/1.1 connection just as a request goes out on it (a
+    // kept-alive one it found idle, or one it drains). A request it can safely get twice
+    // (an idempotent method, RFC 9110 9.2.2, and no body) is then sent again, once, on a
+    // new connection, whatever the retry policy says.
+    let bodiless = match (&held, &streamed) {
+        (Some(b), _) => b.is_empty(),
+        (None, Some(s)) => s.is_end_stream(),
+        (None, None) => true,
+    };
+    let mut resend =
+        bodiless && parts.method.is_idempotent() && protocol == UpstreamProtocol::Http1;
     let balancer = &cluster.balancer;
     let attempts = async {
         let mut attempt = 0;
@@ -115,28 +132,45 @@ pub async fn forward(
                 .ok_or(PhaseError::Pick(PickError::NoHealthyUpstream))?;
             let endpoint_active = Held::acquire(&balancer.endpoints[index], |e| &e.active);
             let addr = cluster.authority(endpoint, &ctx.conn);
-            ctx.upstream_host = Some(addr.clone());
-            let mut req = Request::builder()
-                .method(parts.method.clone())
-                .uri(uri.clone())
-                .version(match protocol {
-                    UpstreamProtocol::Http1 => http::Version::HTTP_11,
-                    UpstreamProtocol::Http2 => http::Version::HTTP_2,
-                })
-                .body(match &held {
-                    Some(b) => full(b.clone()),
-                    None => streamed.take().unwrap_or_else(empty),
-                })
-                .map_err(|e| BadRequest(e.to_string()))?;
-            *req.headers_mut() = headers_once.take().unwrap_or_else(|| parts.headers.clone());
             let sent_at = Instant::now();
-            let send = cluster.clients.send(protocol, &addr, &authority, req);
-            let result = match retries.and_then(|r| r.per_try_timeout_ms) {
-                Some(ms) => tokio::time::timeout(Duration::from_millis(ms), send)
-                    .await
-                    .unwrap_or(Err(UpstreamError::Timeout)),
-                None => send.await,
+            let mut fresh = false;
+            let result = loop {
+                let mut req = Request::builder()
+                    .method(parts.method.clone())
+                    .uri(uri.clone())
+                    .version(match protocol {
+                        UpstreamProtocol::Http1 => http::Version::HTTP_11,
+                        UpstreamProtocol::Http2 => http::Version::HTTP_2,
+                    })
+                    .body(match &held {
+                        Some(b) => full(b.clone()),
+                        None => streamed.take().unwrap_or_else(empty),
+                    })
+                    .map_err(|e| BadRequest(e.to_string()))?;
+                // The headers move into the last request that may be sent; earlier ones
+                // get a copy.
+                *req.headers_mut() = if resend || attempt < max_attempts {
+                    parts.headers.clone()
+                } else {
+                    std::mem::take(&mut parts.headers)
+                };
+                let send = cluster
+                    .clients
+                    .send(protocol, &addr, &authority, req, fresh);
+                let result = match retries.and_then(|r| r.per_try_timeout_ms) {
+                    Some(ms) => tokio::time::timeout(Duration::from_millis(ms), send)
+                        .await
+                        .unwrap_or(Err(UpstreamError::Timeout)),
+                    None => send.await,
+                };
+                if resend && matches!(result, Err(UpstreamError::Reset)) {
+                    tracing::debug!(endpoint = %addr, "the connection closed under the request; sent again");
+                    (resend, fresh) = (false, true);
+                    continue;
+                }
+                break result;
             };
+            ctx.upstream_host = Some(addr);
             ctx.service_time = Some(sent_at.elapsed().as_millis() as u64);
             // The client's own failures never count against the endpoint.
             match &result {
@@ -215,13 +249,8 @@ fn upstream_headers(
     if h.get(header::TE).is_some_and(|v| v != "trailers") {
         h.remove(header::TE);
     }
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        h.insert("x-forwarded-for", v);
-    }
-    h.insert(
-        "x-forwarded-proto",
-        HeaderValue::from_static(ctx.conn.scheme),
-    );
+    h.insert(X_FORWARDED_FOR, xff);
+    h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(ctx.conn.scheme));
     apply_ops(h, &route.route.request_headers);
     apply_ops(h, &dest.request_headers);
     let authority = route
@@ -252,8 +281,18 @@ fn upstream_headers(
 }
 
 /// The path (and query) sent upstream, after `rewrite.uri` / `uriRegexRewrite`.
-fn upstream_path(route: &CompiledRoute, matched: Option<usize>, uri: &Uri) -> String {
-    let original = || uri.path_and_query().map_or("/".into(), |p| p.to_string());
+fn upstream_path(
+    route: &CompiledRoute,
+    matched: Option<usize>,
+    uri: &Uri,
+) -> Result<PathAndQuery, BadRequest> {
+    // Unchanged, the request's own path goes on (no copy).
+    let original = || {
+        Ok(uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")))
+    };
     let Some(rw) = route.route.rewrite.as_ref() else {
         return original();
     };
@@ -274,10 +313,11 @@ fn upstream_path(route: &CompiledRoute, matched: Option<usize>, uri: &Uri) -> St
     } else {
         return original();
     };
-    match uri.query() {
+    let text = match uri.query() {
         Some(q) => format!("{rewritten}?{q}"),
         None => rewritten,
-    }
+    };
+    PathAndQuery::from_maybe_shared(Bytes::from(text)).map_err(|e| BadRequest(e.to_string()))
 }
 
 /// Reads a body small enough to hold when a copy is wanted (retries, mirrors). Returns
@@ -388,11 +428,11 @@ fn mirror(
         );
         let Ok(req) = shadow else { continue };
         let clients = target.clients.clone();
-        let addr = ep.authority();
+        let addr = ep.authority.clone();
         tokio::spawn(async move {
             let sent = tokio::time::timeout(
                 Duration::from_secs(10),
-                clients.send(protocol, &addr, &shadow_host, req),
+                clients.send(protocol, &addr, &shadow_host, req, false),
             );
             if let Ok(Ok(resp)) = sent.await {
                 // Drain the answer so the connection can be reused.
@@ -445,7 +485,7 @@ fn downstream_response(
     {
         parts.headers.append(header::SET_COOKIE, v);
     }
-    Response::from_parts(parts, boxed(body))
+    Response::from_parts(parts, body)
 }
 
 /// The URI of an upstream request: the path alone over HTTP/1.1 (Host carries the
@@ -454,17 +494,17 @@ fn upstream_uri(
     protocol: UpstreamProtocol,
     tls: bool,
     authority: &str,
-    path_and_query: &str,
+    path_and_query: &PathAndQuery,
 ) -> Result<Uri, BadRequest> {
-    let text = match protocol {
-        UpstreamProtocol::Http1 => path_and_query.to_string(),
+    match protocol {
+        UpstreamProtocol::Http1 => Ok(Uri::from(path_and_query.clone())),
         UpstreamProtocol::Http2 => {
             let scheme = if tls { "https" } else { "http" };
             format!("{scheme}://{authority}{path_and_query}")
+                .parse()
+                .map_err(|e: http::uri::InvalidUri| BadRequest(e.to_string()))
         }
-    };
-    text.parse()
-        .map_err(|e: http::uri::InvalidUri| BadRequest(e.to_string()))
+    }
 }
 
 /// A copy of the request for a mirror, and its authority: Host gets Istio's `-shadow`
@@ -484,7 +524,9 @@ fn shadow_request(
         _ => format!("{authority}-shadow"),
     };
     let request = (|| {
-        let uri = upstream_uri(protocol, tls, &shadow_host, path_and_query)?;
+        let path = PathAndQuery::try_from(path_and_query)
+            .map_err(|e: http::uri::InvalidUri| BadRequest(e.to_string()))?;
+        let uri = upstream_uri(protocol, tls, &shadow_host, &path)?;
         let mut req = Request::builder()
             .method(parts.method.clone())
             .uri(uri)

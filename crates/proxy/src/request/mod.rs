@@ -57,7 +57,7 @@ pub async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     let state = shared.state.load_full();
     let (mut parts, body) = req.into_parts();
-    let request_id = ensure_request_id(&mut parts.headers);
+    ensure_request_id(&mut parts.headers);
     let mut ctx = RequestContext::new(conn, &parts);
     let inbound_peer = state.inbound_peers.get(&ctx.conn.bind);
     ctx.peer = inbound_peer.or(state.no_destination.as_ref()).cloned();
@@ -78,7 +78,7 @@ pub async fn handle(
     // the metrics do.
     let inbound = inbound_peer.is_some();
     let entry = state.telemetry.wants_entry(inbound).then(|| {
-        let mut entry = ctx.entry(&parts, request_id);
+        let mut entry = ctx.entry(&parts);
         entry.facts.inbound = inbound;
         entry.facts.request_headers =
             crate::recorder::Telemetry::keep(&state.telemetry.request_headers, &parts.headers);
@@ -260,7 +260,8 @@ async fn run(
             &state.config.authorization,
             &policy::attributes(ctx, &parts, authenticated.as_ref(), trusted),
         )
-        && let Some(answer) = ext_authz::check(ext, state.ext_authz.as_ref(), ctx, &mut parts).await
+        && let Some(answer) =
+            ext_authz::check(ext, state.ext_authz.as_deref(), ctx, &mut parts).await
     {
         return Ok(answer);
     }

@@ -46,6 +46,6 @@ pub fn route<'a>(
     };
     let vh = virtual_host(&table.virtual_hosts, &ctx.host).ok_or(NoRoute)?;
     let (route, matched) = find_route(vh, &facts).ok_or(NoRoute)?;
-    ctx.route = Some(route.route.name.clone());
+    ctx.route = Some(route.name.clone());
     Ok((route, matched))
 }
