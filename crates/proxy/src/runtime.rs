@@ -612,14 +612,14 @@ impl ListenerState {
     /// The index of the server whose hosts match `name` (SNI or Host), most specific
     /// first; without a name, a server that accepts any host, else the first.
     pub fn server_for(&self, name: Option<&str>) -> Option<usize> {
-        let lower = |n: &str| -> String {
+        let name: Option<std::borrow::Cow<'_, str>> = name.map(|n| {
             if n.bytes().any(|b| b.is_ascii_uppercase()) {
-                n.to_ascii_lowercase()
+                n.to_ascii_lowercase().into()
             } else {
-                n.to_string()
+                n.into()
             }
-        };
-        let Some(name) = name.map(lower) else {
+        });
+        let Some(name) = name else {
             return self
                 .servers
                 .iter()

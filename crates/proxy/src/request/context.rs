@@ -164,8 +164,9 @@ pub fn ensure_request_id(headers: &mut HeaderMap) {
     random[8..].copy_from_slice(&fastrand::u64(..).to_le_bytes());
     let uuid = uuid::Builder::from_random_bytes(random).into_uuid();
     let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    let id = uuid.hyphenated().encode_lower(&mut buf);
-    if let Ok(v) = HeaderValue::from_str(id) {
+    uuid.hyphenated().encode_lower(&mut buf);
+    // Owned once and shared: copying the header map for a retry copies no id.
+    if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(buf)) {
         headers.insert(X_REQUEST_ID, v);
     }
 }

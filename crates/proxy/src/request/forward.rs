@@ -62,7 +62,8 @@ pub async fn forward(
     };
     ctx.cluster = Some(cluster.name.clone());
     ctx.peer = Some(cluster.peer.clone());
-    let (authority, downstream_upgrade) = upstream_headers(ctx, &mut parts, route, dest, cluster);
+    let (host, downstream_upgrade) = upstream_headers(ctx, &mut parts, route, dest, cluster);
+    let authority = host.to_str().unwrap_or_default();
     // A mesh destination is told who calls (Istio's metadata exchange).
     let mesh = cluster.mesh_mtls();
     if mesh {
@@ -84,7 +85,7 @@ pub async fn forward(
             route,
             state,
             &parts,
-            &authority,
+            authority,
             path_and_query.as_str(),
             &held,
         );
@@ -106,7 +107,7 @@ pub async fn forward(
     let uri = upstream_uri(
         protocol,
         cluster.clients.is_tls(),
-        &authority,
+        authority,
         &path_and_query,
     )?;
 
@@ -154,9 +155,7 @@ pub async fn forward(
                 } else {
                     std::mem::take(&mut parts.headers)
                 };
-                let send = cluster
-                    .clients
-                    .send(protocol, &addr, &authority, req, fresh);
+                let send = cluster.clients.send(protocol, &addr, authority, req, fresh);
                 let result = match retries.and_then(|r| r.per_try_timeout_ms) {
                     Some(ms) => tokio::time::timeout(Duration::from_millis(ms), send)
                         .await
@@ -223,16 +222,21 @@ pub async fn forward(
     Ok(response.map(|body| boxed(Holding::new(body, (in_flight, endpoint_active)))))
 }
 
-/// Sets the headers as Envoy sends them upstream; returns the authority to send and the
-/// client's side of an upgrade.
+/// Sets the headers as Envoy sends them upstream; returns the authority sent (the Host
+/// header) and the client's side of an upgrade.
 fn upstream_headers(
     ctx: &RequestContext,
     parts: &mut http::request::Parts,
     route: &CompiledRoute,
     dest: &WeightedCluster,
     cluster: &ClusterState,
-) -> (String, Option<hyper::upgrade::OnUpgrade>) {
-    let original_authority = authority(parts).to_string();
+) -> (HeaderValue, Option<hyper::upgrade::OnUpgrade>) {
+    // The client's Host goes on as it is (no copy) unless the URI carries the authority
+    // (HTTP/2, absolute form) or the route rewrites it.
+    let original_authority = match parts.headers.get(header::HOST) {
+        Some(v) if parts.uri.authority().is_none() => Some(v.clone()),
+        _ => HeaderValue::from_str(authority(parts)).ok(),
+    };
     let xff = ctx.forwarded_for(&parts.headers);
     let upgrade = upgrade_protocol(&parts.headers);
     let downstream_upgrade = upgrade
@@ -253,14 +257,17 @@ fn upstream_headers(
     h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(ctx.conn.scheme));
     apply_ops(h, &route.route.request_headers);
     apply_ops(h, &dest.request_headers);
-    let authority = route
+    let rewritten = route
         .route
         .rewrite
         .as_ref()
-        .and_then(|r| r.authority.clone())
-        .unwrap_or(original_authority);
-    if let Ok(v) = HeaderValue::from_str(&authority) {
-        h.insert(header::HOST, v);
+        .and_then(|r| r.authority.as_deref())
+        .and_then(|a| HeaderValue::from_str(a).ok());
+    let authority = rewritten
+        .or(original_authority)
+        .unwrap_or_else(|| HeaderValue::from_static(""));
+    if !authority.is_empty() {
+        h.insert(header::HOST, authority.clone());
     }
     let per_connection = cluster.cluster.connections.max_requests_per_connection;
     if per_connection > 0
