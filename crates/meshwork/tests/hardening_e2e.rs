@@ -609,3 +609,30 @@ fn an_upgraded_websocket_stays_counted_against_the_listener_cap() {
     );
     drop(ws);
 }
+
+/// Headers that describe one hop never reach the backend: Connection, Proxy-Connection,
+/// Keep-Alive, Transfer-Encoding, Upgrade (but for a WebSocket) and HTTP2-Settings, and
+/// TE unless it is `trailers`; the headers beside them do.
+#[test]
+fn hop_by_hop_headers_are_not_forwarded() {
+    let (_mesh, http) = policy_gateway("hop-by-hop", "");
+    let seen = |extra: &[&str]| -> serde_json::Value {
+        let (code, body) = app_get(http, "/", extra);
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["headers"].clone()
+    };
+    let headers = seen(&[
+        "Proxy-Connection: keep-alive",
+        "Keep-Alive: timeout=5",
+        "TE: gzip",
+        "x-beside: 1",
+    ]);
+    for name in ["proxy-connection", "keep-alive", "te", "http2-settings"] {
+        assert!(headers.get(name).is_none(), "{name}: {headers}");
+    }
+    assert_eq!(headers["x-beside"], "1", "{headers}");
+    // None of them: nothing else is taken away.
+    let headers = seen(&["x-beside: 2", "TE: trailers"]);
+    assert_eq!(headers["x-beside"], "2", "{headers}");
+    assert_eq!(headers["te"], "trailers", "{headers}");
+}

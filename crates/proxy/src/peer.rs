@@ -161,6 +161,13 @@ impl Exchange {
     /// Removes the peer's metadata from `headers`; reads it when `trusted` (the peer
     /// proved its identity with mTLS). Decoded once per distinct peer.
     pub fn take(&self, headers: &mut HeaderMap, trusted: bool) -> Option<Arc<Workload>> {
+        // Most messages carry neither: one pass over the names present finds that.
+        if !headers
+            .keys()
+            .any(|k| *k == ID_HEADER || *k == METADATA_HEADER)
+        {
+            return None;
+        }
         headers.remove(ID_HEADER);
         let value = headers.remove(METADATA_HEADER)?;
         if !trusted {

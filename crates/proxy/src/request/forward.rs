@@ -43,6 +43,16 @@ const HOP_BY_HOP: [HeaderName; 6] = [
     HeaderName::from_static("http2-settings"),
 ];
 
+/// Removes the hop-by-hop headers. Most messages have none: one pass over the names
+/// present finds that, cheaper than a lookup per name.
+fn remove_hop_by_hop(h: &mut HeaderMap) {
+    if h.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        for name in &HOP_BY_HOP {
+            h.remove(name);
+        }
+    }
+}
+
 /// Forwards the request to one of the route's destinations.
 pub async fn forward(
     ctx: &mut RequestContext,
@@ -243,9 +253,7 @@ fn upstream_headers(
         .as_ref()
         .and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
     let h = &mut parts.headers;
-    for name in &HOP_BY_HOP {
-        h.remove(name);
-    }
+    remove_hop_by_hop(h);
     if let Some(proto) = &upgrade {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         h.insert(header::UPGRADE, proto.clone());
@@ -483,9 +491,7 @@ fn downstream_response(
         return Response::from_parts(parts, empty());
     }
     let (mut parts, body) = response.into_parts();
-    for name in &HOP_BY_HOP {
-        parts.headers.remove(name);
-    }
+    remove_hop_by_hop(&mut parts.headers);
     apply_ops(&mut parts.headers, &dest.response_headers);
     if let Some(cookie) = new_cookie
         && let Ok(v) = HeaderValue::from_str(&cookie)
