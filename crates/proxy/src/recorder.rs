@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 
 use meshwork_resources::expr::{Attribute, Attributes, Value};
 use meshwork_resources::log_format::LogFormat;
@@ -267,9 +267,9 @@ pub struct Recorder {
     /// Istio's standard metrics, when they are served.
     pub metrics: Option<Arc<Metrics>>,
     /// The access log writers, by path.
-    loggers: Mutex<HashMap<String, AccessLogger>>,
-    /// The OpenTelemetry access loggers, by collector and log name.
-    otel_loggers: Mutex<HashMap<String, OtelLogger>>,
+    loggers: RwLock<HashMap<String, AccessLogger>>,
+    /// The OpenTelemetry access loggers, by collector and log name (a few at most).
+    otel_loggers: RwLock<Vec<(String, String, OtelLogger)>>,
 }
 
 impl Recorder {
@@ -360,20 +360,32 @@ impl Recorder {
 
     /// The OpenTelemetry logger for `otel`'s collector and log name, started on first use.
     fn otel_logger(&self, otel: &meshwork_resources::OtelLogs) -> Option<OtelLogger> {
-        let key = format!("{}/{}", otel.collector, otel.log_name);
-        let mut loggers = self.otel_loggers.lock().ok()?;
-        if let Some(l) = loggers.get(&key) {
-            return Some(l.clone());
+        let find = |loggers: &[(String, String, OtelLogger)]| {
+            loggers
+                .iter()
+                .find(|(c, n, _)| *c == otel.collector && *n == otel.log_name)
+                .map(|(_, _, l)| l.clone())
+        };
+        if let Some(l) = find(&self.otel_loggers.read().ok()?) {
+            return Some(l);
+        }
+        let mut loggers = self.otel_loggers.write().ok()?;
+        if let Some(l) = find(&loggers) {
+            return Some(l);
         }
         let logger = OtelLogger::start(&otel.collector, &otel.log_name)?;
-        loggers.insert(key, logger.clone());
+        loggers.push((
+            otel.collector.clone(),
+            otel.log_name.clone(),
+            logger.clone(),
+        ));
         Some(logger)
     }
 
     /// The OpenTelemetry loggers' counts of entries sent and dropped.
     pub fn otel_counts(&self) -> (u64, u64) {
-        let loggers = self.otel_loggers.lock().unwrap_or_else(|e| e.into_inner());
-        loggers.values().fold((0, 0), |(s, d), l| {
+        let loggers = self.otel_loggers.read().unwrap_or_else(|e| e.into_inner());
+        loggers.iter().fold((0, 0), |(s, d), (_, _, l)| {
             (
                 s + l.sent.load(Ordering::Relaxed),
                 d + l.dropped.load(Ordering::Relaxed),
@@ -383,7 +395,10 @@ impl Recorder {
 
     /// The access log writer for `path`, started on first use.
     fn access_logger(&self, path: &str) -> Option<AccessLogger> {
-        let mut loggers = self.loggers.lock().ok()?;
+        if let Some(l) = self.loggers.read().ok()?.get(path) {
+            return Some(l.clone());
+        }
+        let mut loggers = self.loggers.write().ok()?;
         if let Some(l) = loggers.get(path) {
             return Some(l.clone());
         }
