@@ -20,8 +20,8 @@ pub struct RequestContext {
     pub start: Instant,
     /// The authority as sent (`Host` or `:authority`).
     pub authority: String,
-    /// The authority's host, lower case, without port.
-    pub host: String,
+    /// The authority's host, lower case, without port ([`RequestContext::host`]).
+    host: Host,
     /// The route that matched.
     pub route: Option<Arc<str>>,
     /// The AUDIT policy the request matched, if any.
@@ -53,7 +53,7 @@ impl RequestContext {
         RequestContext {
             conn,
             start: Instant::now(),
-            host: host_of(&authority),
+            host: Host::of(&authority),
             authority,
             route: None,
             audit: None,
@@ -65,6 +65,14 @@ impl RequestContext {
             details: Cow::Borrowed("via_upstream"),
             peer: None,
             counterpart: None,
+        }
+    }
+
+    /// The authority's host, lower case, without port or trailing dot.
+    pub fn host(&self) -> &str {
+        match &self.host {
+            Host::Prefix(n) => &self.authority[..*n],
+            Host::Owned(h) => h,
         }
     }
 
@@ -140,7 +148,28 @@ pub fn authority(parts: &http::request::Parts) -> &str {
 
 /// The host part of an authority, lower case and without a trailing dot
 /// (`Example.com.:8080` → `example.com`), as Envoy's `strip_trailing_host_dot` reads it.
-pub fn host_of(authority: &str) -> String {
+/// A request's host: most often the start of its authority as sent (already lower case,
+/// before `:port`), else a lowered copy.
+enum Host {
+    /// The first this many bytes of the authority.
+    Prefix(usize),
+    /// A copy, changed.
+    Owned(String),
+}
+
+impl Host {
+    fn of(authority: &str) -> Host {
+        let host = host_slice(authority);
+        if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            Host::Owned(host.to_ascii_lowercase())
+        } else {
+            Host::Prefix(host.len())
+        }
+    }
+}
+
+/// The host part of an authority: without the port and a trailing dot, as sent.
+fn host_slice(authority: &str) -> &str {
     let host = if authority.starts_with('[') {
         // `[v6]:port`: up to and with the bracket.
         authority
@@ -149,8 +178,12 @@ pub fn host_of(authority: &str) -> String {
     } else {
         authority.rsplit_once(':').map_or(authority, |(h, _)| h)
     };
-    let host = host.strip_suffix('.').unwrap_or(host);
-    host.to_ascii_lowercase()
+    host.strip_suffix('.').unwrap_or(host)
+}
+
+/// The host of an authority, lower case, without port or trailing dot.
+pub fn host_of(authority: &str) -> String {
+    host_slice(authority).to_ascii_lowercase()
 }
 
 /// Keeps a client's X-Request-Id, or makes one, as Envoy does.
@@ -189,5 +222,25 @@ mod tests {
         assert_eq!(host_of("[::1]:80"), "[::1]");
         assert_eq!(host_of("Admin.Example.com.:80"), "admin.example.com");
         assert_eq!(host_of("admin.example.com."), "admin.example.com");
+        // The request context keeps the host as the start of the authority when it can.
+        for (authority, host) in [
+            ("example.com:8080", "example.com"),
+            ("Example.com:8080", "example.com"),
+            ("[::1]:80", "[::1]"),
+            ("admin.example.com.", "admin.example.com"),
+            ("127.0.0.1:15001", "127.0.0.1"),
+            ("", ""),
+        ] {
+            let kept = Host::of(authority);
+            let got = match &kept {
+                Host::Prefix(n) => &authority[..*n],
+                Host::Owned(h) => h.as_str(),
+            };
+            assert_eq!(got, host, "{authority}");
+            assert_eq!(
+                matches!(kept, Host::Owned(_)),
+                authority.bytes().any(|b| b.is_ascii_uppercase())
+            );
+        }
     }
 }

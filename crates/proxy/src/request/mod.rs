@@ -282,7 +282,7 @@ async fn run(
         ctx.answered("direct_response");
         return Ok(respond::redirect_to(
             StatusCode::MOVED_PERMANENTLY,
-            &format!("https://{}{path}", ctx.host),
+            &format!("https://{}{path}", ctx.host()),
         ));
     }
     let (route, matched) = select::route(ctx, state, server, &parts)?;
@@ -293,7 +293,7 @@ async fn run(
     let mut response = match &route.route.action {
         RouteAction::Redirect(r) => {
             ctx.answered("direct_response");
-            respond::redirect(r, &parts, ctx.conn.scheme, &ctx.host)
+            respond::redirect(r, &parts, ctx.conn.scheme, ctx.host())
         }
         RouteAction::DirectResponse { status, body } => {
             ctx.answered("direct_response");

@@ -69,7 +69,7 @@ pub fn attributes<'a>(
 ) -> authz::Attributes<'a> {
     authz::Attributes {
         remote_ip: remote_ip(&parts.headers, ctx.conn.peer.ip(), trusted_proxies),
-        host: &ctx.host,
+        host: ctx.host(),
         authority: &ctx.authority,
         method: parts.method.as_str(),
         path: parts.uri.path(),

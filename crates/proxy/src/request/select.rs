@@ -16,7 +16,7 @@ pub fn server<'a>(ctx: &RequestContext, state: &'a Runtime) -> Result<&'a Server
     let name = if tls {
         ctx.conn.sni.as_deref()
     } else {
-        Some(ctx.host.as_str())
+        Some(ctx.host())
     };
     let index = listener
         .server_for(name)
@@ -39,12 +39,12 @@ pub fn route<'a>(
         .ok_or(NoRoute)?;
     let facts = RequestFacts {
         parts,
-        host: &ctx.host,
+        host: ctx.host(),
         authority: &ctx.authority,
         scheme: ctx.conn.scheme,
         gateway_port: listener.gateway_port(),
     };
-    let vh = virtual_host(&table.virtual_hosts, &ctx.host).ok_or(NoRoute)?;
+    let vh = virtual_host(&table.virtual_hosts, ctx.host()).ok_or(NoRoute)?;
     let (route, matched) = find_route(vh, &facts).ok_or(NoRoute)?;
     ctx.route = Some(route.name.clone());
     Ok((route, matched))
