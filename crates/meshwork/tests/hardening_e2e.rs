@@ -627,10 +627,21 @@ fn hop_by_hop_headers_are_not_forwarded() {
         "TE: gzip",
         "x-beside: 1",
     ]);
-    for name in ["proxy-connection", "keep-alive", "te", "http2-settings"] {
+    for name in ["proxy-connection", "keep-alive", "te"] {
         assert!(headers.get(name).is_none(), "{name}: {headers}");
     }
     assert_eq!(headers["x-beside"], "1", "{headers}");
+    // An h2c upgrade is dropped with its Connection and HTTP2-Settings.
+    let headers = seen(&[
+        "Connection: Upgrade, HTTP2-Settings",
+        "Upgrade: h2c",
+        "HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA",
+        "x-beside: 3",
+    ]);
+    for name in ["connection", "upgrade", "http2-settings"] {
+        assert!(headers.get(name).is_none(), "{name}: {headers}");
+    }
+    assert_eq!(headers["x-beside"], "3", "{headers}");
     // None of them: nothing else is taken away.
     let headers = seen(&["x-beside: 2", "TE: trailers"]);
     assert_eq!(headers["x-beside"], "2", "{headers}");
