@@ -1295,3 +1295,51 @@ spec:
         .to_string();
     assert!(line.contains("\"response_flags\":\"UT,URX\""), "{line}");
 }
+
+/// A terminating server picks the TLS 1.3 suite by its own preference, as Envoy's does:
+/// AES-128-GCM before AES-256-GCM whatever order the client offers them in; a client
+/// that offers only AES-256-GCM gets it.
+#[test]
+fn tls13_suites_follow_the_servers_preference() {
+    let mut mesh = Mesh::new("tls13-suites");
+    let (http, https) = (free_port(), free_port());
+    let servers = r#"  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: ["shop.example.test"]
+    tls: {mode: SIMPLE, credentialName: shop-tls}
+"#;
+    base_config(&mut mesh, http, https, servers);
+    let ca = TestCa::new("suites root");
+    let (cert, key) = ca.leaf(&["shop.example.test"], "shop");
+    mesh.config(
+        "secret.yaml",
+        &tls_secret("istio-system", "shop-tls", &cert, &key, None),
+    );
+    mesh.up(&[]);
+    let connect = format!("127.0.0.1:{https}");
+    let suite = |offered: &str| {
+        let out = openssl(&[
+            "s_client",
+            "-connect",
+            &connect,
+            "-servername",
+            "shop.example.test",
+            "-tls1_3",
+            "-ciphersuites",
+            offered,
+            "-brief",
+        ]);
+        out.lines()
+            .find_map(|l| l.strip_prefix("Ciphersuite: "))
+            .map(str::trim)
+            .map(str::to_string)
+            .unwrap_or_else(|| panic!("no handshake: {out}"))
+    };
+    eventually(Duration::from_secs(5), "the TLS port", || {
+        std::net::TcpStream::connect(&connect).is_ok()
+    });
+    assert_eq!(
+        suite("TLS_AES_256_GCM_SHA384:TLS_AES_128_GCM_SHA256"),
+        "TLS_AES_128_GCM_SHA256"
+    );
+    assert_eq!(suite("TLS_AES_256_GCM_SHA384"), "TLS_AES_256_GCM_SHA384");
+}
