@@ -75,13 +75,15 @@ pub fn server_provider(cipher_suites: &[CipherSuite]) -> CryptoProvider {
     let wanted: Vec<rustls::CipherSuite> =
         cipher_suites.iter().copied().map(rustls_suite).collect();
     let rank = |s: &SupportedCipherSuite| {
-        let name = format!("{:?}", s.suite());
-        let bulk = if name.contains("AES_128_GCM") {
-            0
-        } else if name.contains("CHACHA20") {
-            1
-        } else {
-            2
+        use rustls::CipherSuite as R;
+        let bulk = match s.suite() {
+            R::TLS13_AES_128_GCM_SHA256
+            | R::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+            | R::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => 0,
+            R::TLS13_CHACHA20_POLY1305_SHA256
+            | R::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+            | R::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 => 1,
+            _ => 2,
         };
         let configured = wanted
             .iter()
