@@ -119,7 +119,9 @@ impl<'a> Attachment<'a> {
 
 /// Whether a reference is to `group`/`kind` (`""` and `core` are the core group).
 fn is_kind(r: &PolicyTargetReference, group: &str, kind: &str) -> bool {
-    let canonical = |g: &str| if g == "core" { "" } else { g }.to_string();
+    fn canonical(g: &str) -> &str {
+        if g == "core" { "" } else { g }
+    }
     r.kind == kind && canonical(r.group.as_deref().unwrap_or_default()) == canonical(group)
 }
 

@@ -172,17 +172,16 @@ impl<'a> Scope<'a> {
         warnings: &mut Vec<String>,
     ) -> Option<String> {
         let ns = self.attachment.namespace;
-        let name = format!("{ns}/{}", self.name);
         if self
             .attachment
             .attaches(&mesh.root_namespace, true, namespace, labels)
         {
-            return Some(name);
+            return Some(format!("{ns}/{}", self.name));
         }
         if ns == namespace
             && let Some(why) = self.attachment.waypoint_only()
         {
-            warnings.push(format!("{kind} {name}: {why}"));
+            warnings.push(format!("{kind} {ns}/{}: {why}", self.name));
         }
         None
     }

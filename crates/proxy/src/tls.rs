@@ -68,8 +68,8 @@ pub fn versions(
 /// A terminating server's provider: [`provider`], with its suites in the order the server
 /// prefers, as Envoy's BoringSSL server chooses. The `cipherSuites` configured come in
 /// their order; otherwise, and for TLS 1.3, AES-128-GCM first, then ChaCha20-Poly1305,
-/// then AES-256-GCM. (AES-128-GCM's TLS 1.3 suite hashes with SHA-256 and AES-256-GCM's
-/// with SHA-384; a handshake's key schedule costs a third less with the first.)
+/// then AES-256-GCM. (AES-128-GCM's TLS 1.3 suite hashes its key schedule with SHA-256,
+/// AES-256-GCM's with SHA-384, which costs more per handshake: see BENCHMARKS.md.)
 pub fn server_provider(cipher_suites: &[CipherSuite]) -> CryptoProvider {
     let mut p = provider(cipher_suites);
     let wanted: Vec<rustls::CipherSuite> =

@@ -558,31 +558,31 @@ const HELPER_IDLE: Duration = Duration::from_secs(30);
 
 impl HelperPool {
     /// Sends a request with this head and no body to `addr` on a kept-alive connection,
-    /// else a new one, and reads
-    /// the whole answer; the connection is then kept for the next. A kept-alive
-    /// connection that fails before an answer (the helper closed it meanwhile) is
-    /// given up and the request, which has no body, is sent once more on a new one.
+    /// else a new one, and reads the whole answer; the connection is then kept for the
+    /// next. A kept-alive connection that fails before an answer (the helper closed it
+    /// meanwhile) is given up, and the request is sent once more on a new one: only then
+    /// is a copy of it needed.
     pub async fn send(
         &self,
         addr: &str,
-        parts: &http::request::Parts,
+        head: http::request::Parts,
     ) -> Result<(http::response::Parts, Bytes), String> {
-        let build = || {
-            let mut r = Request::new(crate::body::empty());
-            *r.method_mut() = parts.method.clone();
-            *r.uri_mut() = parts.uri.clone();
-            *r.headers_mut() = parts.headers.clone();
-            r
-        };
+        let mut request = Request::from_parts(head, crate::body::empty());
         if let Some(mut sender) = self.0.checkout(HELPER_IDLE)
             && sender.ready().await.is_ok()
-            && let Ok(response) = sender.send_request(build()).await
         {
-            return self.read(sender, response).await;
+            let mut copy = Request::new(crate::body::empty());
+            *copy.method_mut() = request.method().clone();
+            *copy.uri_mut() = request.uri().clone();
+            *copy.headers_mut() = request.headers().clone();
+            if let Ok(response) = sender.send_request(request).await {
+                return self.read(sender, response).await;
+            }
+            request = copy;
         }
         let mut sender = http1_to::<Body>(addr).await?;
         let response = sender
-            .send_request(build())
+            .send_request(request)
             .await
             .map_err(|e| e.to_string())?;
         self.read(sender, response).await

@@ -146,8 +146,6 @@ pub fn authority(parts: &http::request::Parts) -> &str {
         .unwrap_or("")
 }
 
-/// The host part of an authority, lower case and without a trailing dot
-/// (`Example.com.:8080` → `example.com`), as Envoy's `strip_trailing_host_dot` reads it.
 /// A request's host: most often the start of its authority as sent (already lower case,
 /// before `:port`), else a lowered copy.
 enum Host {
@@ -181,7 +179,8 @@ fn host_slice(authority: &str) -> &str {
     host.strip_suffix('.').unwrap_or(host)
 }
 
-/// The host of an authority, lower case, without port or trailing dot.
+/// The host part of an authority, lower case and without a trailing dot
+/// (`Example.com.:8080` → `example.com`), as Envoy's `strip_trailing_host_dot` reads it.
 pub fn host_of(authority: &str) -> String {
     host_slice(authority).to_ascii_lowercase()
 }

@@ -301,7 +301,7 @@ async fn check_http(
         request = request.header(k, v);
     }
     let (head, _) = request.body(()).map_err(|e| e.to_string())?.into_parts();
-    let (response, body) = pool.send(&ext.address, &head).await?;
+    let (response, body) = pool.send(&ext.address, head).await?;
     let status = response.status.as_u16();
     let headers: Vec<(String, String)> = response
         .headers

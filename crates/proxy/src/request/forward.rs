@@ -91,14 +91,7 @@ pub async fn forward(
         _ => 1,
     };
     if held.is_some() || streamed.is_none() {
-        mirror(
-            route,
-            state,
-            &parts,
-            authority,
-            path_and_query.as_str(),
-            &held,
-        );
+        mirror(route, state, &parts, authority, &path_and_query, &held);
     }
 
     // `useClientProtocol` speaks the client's HTTP version upstream.
@@ -422,7 +415,7 @@ fn mirror(
     state: &Runtime,
     parts: &http::request::Parts,
     authority: &str,
-    path_and_query: &str,
+    path_and_query: &PathAndQuery,
     held: &Option<Bytes>,
 ) {
     for m in &route.route.mirrors {
@@ -525,7 +518,7 @@ fn upstream_uri(
 fn shadow_request(
     parts: &http::request::Parts,
     authority: &str,
-    path_and_query: &str,
+    path_and_query: &PathAndQuery,
     protocol: UpstreamProtocol,
     tls: bool,
     body: Option<Bytes>,
@@ -537,9 +530,7 @@ fn shadow_request(
         _ => format!("{authority}-shadow"),
     };
     let request = (|| {
-        let path = PathAndQuery::try_from(path_and_query)
-            .map_err(|e: http::uri::InvalidUri| BadRequest(e.to_string()))?;
-        let uri = upstream_uri(protocol, tls, &shadow_host, &path)?;
+        let uri = upstream_uri(protocol, tls, &shadow_host, path_and_query)?;
         let mut req = Request::builder()
             .method(parts.method.clone())
             .uri(uri)
