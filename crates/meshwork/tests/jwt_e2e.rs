@@ -338,7 +338,8 @@ fn a_jwks_uri_that_never_answers_refuses_tokens_and_says_why() {
         200,
         "no token, no keys needed"
     );
-    eventually(Duration::from_secs(5), "the failed fetch logged", || {
+    // Longer than the fetch's own 5 s timeout, for a port something else took meanwhile.
+    eventually(Duration::from_secs(15), "the failed fetch logged", || {
         mesh.log().contains("cannot fetch the JWKS")
     });
 }
