@@ -33,23 +33,8 @@ fn app_gateway_with(label: &str, routes: &str) -> (Mesh, u16) {
     let mut mesh = Mesh::new(label);
     let http = free_port();
     let app = mesh.echo("app");
-    app_on_port_80(&mesh, http, app, routes);
+    app_on_port_80(&mesh, http, &[app], "[app.example.test]", routes);
     (mesh, http)
-}
-
-/// Port 80 of the gateway (bound on `http`) serving `app.example.test` with `routes`
-/// (YAML `http:` items) to the Service `app` on the echo server `app`.
-fn app_on_port_80(mesh: &Mesh, http: u16, app: u16, routes: &str) {
-    let servers = "  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n";
-    mesh.config(
-        "config.yaml",
-        &format!(
-            "{}---\n{}---\n{}",
-            public_gateway(http, free_port(), servers),
-            app_service(&[app]),
-            app_routes("[app.example.test]", routes)
-        ),
-    );
 }
 
 #[test]
@@ -61,7 +46,8 @@ fn prometheus_scrapes_istio_request_metrics_from_the_gateway() {
     app_on_port_80(
         &mesh,
         http,
-        app,
+        &[app],
+        "[app.example.test]",
         "  - retries: {attempts: 0}\n    route: [{destination: {host: app}}]\n",
     );
     mesh.up(&[

@@ -172,6 +172,36 @@ pub fn parse_client_hello(data: &[u8]) -> Result<Option<ClientHello>, InspectErr
     }
 }
 
+/// What the first bytes on a PostgreSQL port are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PostgresPreamble {
+    /// Too few bytes to tell.
+    More,
+    /// libpq's SSLRequest: TLS follows once it is answered with `S`.
+    SslRequest,
+    /// A TLS record at once (PostgreSQL 17's direct TLS).
+    Tls,
+    /// Anything else: a client that does not ask for TLS.
+    Plain,
+}
+
+/// Classifies the first bytes a client sent on a PostgreSQL port.
+pub fn postgres_preamble(first: &[u8]) -> PostgresPreamble {
+    match first.first() {
+        None => PostgresPreamble::More,
+        Some(0x16) => PostgresPreamble::Tls,
+        Some(_) if first.len() >= PG_SSL_REQUEST.len() => {
+            if first[..PG_SSL_REQUEST.len()] == PG_SSL_REQUEST {
+                PostgresPreamble::SslRequest
+            } else {
+                PostgresPreamble::Plain
+            }
+        }
+        Some(_) if PG_SSL_REQUEST.starts_with(first) => PostgresPreamble::More,
+        Some(_) => PostgresPreamble::Plain,
+    }
+}
+
 /// On a PostgreSQL port: answers libpq's plaintext SSLRequest with `S` so the ClientHello
 /// follows. Returns true when the client sent one (it must then be replayed upstream); a
 /// client that starts with TLS at once (PostgreSQL 17's direct TLS) is left as it is.
@@ -183,10 +213,18 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     tokio::time::timeout(INSPECT_TIMEOUT, async {
-        while buf.len() < PG_SSL_REQUEST.len() {
-            if buf.first().is_some_and(|b| *b == 0x16) {
-                return Ok(false);
+        loop {
+            match postgres_preamble(buf) {
+                PostgresPreamble::More => {}
+                PostgresPreamble::Tls => return Ok(false),
+                PostgresPreamble::Plain => return Err(InspectError::PostgresWithoutTls),
+                PostgresPreamble::SslRequest => {
+                    buf.drain(..PG_SSL_REQUEST.len());
+                    stream.write_all(b"S").await?;
+                    return Ok(true);
+                }
             }
+            // Never past the SSLRequest: what follows is the ClientHello, read later.
             let mut chunk = [0u8; 8];
             let want = PG_SSL_REQUEST.len() - buf.len();
             let n = stream.read(&mut chunk[..want]).await?;
@@ -194,15 +232,6 @@ where
                 return Err(InspectError::Closed);
             }
             buf.extend_from_slice(&chunk[..n]);
-        }
-        if buf[..] == PG_SSL_REQUEST {
-            buf.clear();
-            stream.write_all(b"S").await?;
-            Ok(true)
-        } else if buf[0] == 0x16 {
-            Ok(false)
-        } else {
-            Err(InspectError::PostgresWithoutTls)
         }
     })
     .await
@@ -313,6 +342,25 @@ mod tests {
                     (Some(_), None) => panic!("undecided again: {bytes:?}"),
                 }
             }
+        }
+    }
+
+    #[test]
+    fn the_postgres_preamble_is_told_by_its_first_bytes() {
+        use PostgresPreamble::*;
+        for (bytes, what) in [
+            (&b""[..], More),
+            (&PG_SSL_REQUEST[..3], More),
+            (&PG_SSL_REQUEST[..], SslRequest),
+            (b"\0\0\0\x08\x04\xd2\x16\x2f\x16\x03", SslRequest),
+            (b"\x16", Tls),
+            (b"\x16\x03\x01", Tls),
+            // A plaintext StartupMessage: length 84, protocol 3.0.
+            (b"\0\0\0\x54\0\x03\0\0user", Plain),
+            (b"\0\0\0\x54", Plain),
+            (b"GET / HTTP/1.1", Plain),
+        ] {
+            assert_eq!(postgres_preamble(bytes), what, "{bytes:?}");
         }
     }
 

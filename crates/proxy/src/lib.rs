@@ -16,6 +16,8 @@ pub mod discovery;
 pub mod dns;
 pub mod error;
 pub mod flags;
+#[cfg(any(test, fuzzing))]
+pub mod fuzzing;
 pub mod identity;
 pub mod inspect;
 pub mod listener;

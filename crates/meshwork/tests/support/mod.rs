@@ -1021,6 +1021,21 @@ pub fn app_routes(hosts: &str, routes: &str) -> String {
     )
 }
 
+/// Port 80 of the gateway (bound on `http`, every host) routing `hosts` with `routes`
+/// (YAML `http:` items) to the Service `shop/app` on `backends`.
+pub fn app_on_port_80(mesh: &Mesh, http: u16, backends: &[u16], hosts: &str, routes: &str) {
+    let servers = "  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n";
+    mesh.config(
+        "config.yaml",
+        &format!(
+            "{}---\n{}---\n{}",
+            public_gateway(http, free_port(), servers),
+            app_service(backends),
+            app_routes(hosts, routes)
+        ),
+    );
+}
+
 /// A gateway serving `app.example.test` on port 80 (bound on the port returned) from the
 /// echo server `app`, with `policies` (YAML documents) and a JSON access log on stdout.
 pub fn policy_gateway(label: &str, policies: &str) -> (Mesh, u16) {

@@ -1,7 +1,12 @@
 //! Checks of the request as the client sent it, before any phase: what Envoy refuses
 //! itself rather than forwards. A missing, empty or repeated Host on HTTP/1.1, a `*`
 //! target (other than `OPTIONS *`), a path that is not absolute or holds `%00`, and a
-//! method not in upper case get 400 `DPE`; `CONNECT` and upgrades other than
+//! method not in upper case get 400 `DPE`. So does framing a proxy must not guess at
+//! (RFC 9112 section 6, as nginx and Envoy refuse it): both `Content-Length` and
+//! `Transfer-Encoding`, or `Content-Length` twice; a transfer coding other than `chunked`
+//! alone is 501. HTTP/1's codec refuses the rest of what is malformed itself (400 and
+//! close: obs-fold, bare CR, control bytes, invalid lengths and chunk sizes, a
+//! `Transfer-Encoding` whose last coding is not `chunked`). `CONNECT` and upgrades other than
 //! WebSocket get 403 (`upgrade_failed`), as Istio allows only WebSocket upgrades. An
 //! `Upgrade: h2c` is not refused: it is dropped, and the request goes on as HTTP/1.1.
 
@@ -16,6 +21,15 @@ use crate::request::reply::LocalReply;
 fn bad(details: &'static str, body: &'static str) -> LocalReply {
     LocalReply {
         status: StatusCode::BAD_REQUEST,
+        flags: ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
+        details: Cow::Borrowed(details),
+        body: Cow::Borrowed(body),
+    }
+}
+
+fn not_implemented(details: &'static str, body: &'static str) -> LocalReply {
+    LocalReply {
+        status: StatusCode::NOT_IMPLEMENTED,
         flags: ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
         details: Cow::Borrowed(details),
         body: Cow::Borrowed(body),
@@ -105,14 +119,18 @@ pub fn check(
     {
         return Err(bad("invalid_method", "invalid method"));
     }
-    if parts.version == http::Version::HTTP_11 {
+    if parts.version < http::Version::HTTP_2 {
+        framing(&parts.headers)?;
+        // HTTP/1.1 requires a Host, also beside an absolute-form target (RFC 9112 3.2);
+        // an HTTP/1.0 request without one could only be routed by guessing.
         let mut hosts = parts.headers.get_all(header::HOST).iter();
         match (hosts.next(), hosts.next()) {
-            (None, _) if parts.uri.authority().is_none() => {
-                return Err(bad("missing_host_header", "missing host header"));
-            }
+            (None, _) => return Err(bad("missing_host_header", "missing host header")),
             (Some(h), None) if h.is_empty() => {
                 return Err(bad("missing_host_header", "empty host header"));
+            }
+            (Some(h), None) if !is_host(h.as_bytes()) => {
+                return Err(bad("invalid_host_header", "invalid host header"));
             }
             (Some(_), Some(_)) => {
                 return Err(bad("duplicate_host_header", "more than one host header"));
@@ -125,4 +143,191 @@ pub fn check(
         return Err(upgrade_failed());
     }
     Ok(())
+}
+
+/// How an HTTP/1 request's body is delimited, refused where two parsers could read it
+/// differently (the request-smuggling cases): the codec has already refused a
+/// `Transfer-Encoding` whose last coding is not `chunked`, and lengths that differ.
+fn framing(headers: &HeaderMap) -> Result<(), LocalReply> {
+    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
+    let length = lengths.next();
+    if lengths.next().is_some() {
+        return Err(bad(
+            "duplicate_content_length",
+            "more than one content-length",
+        ));
+    }
+    let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
+    let Some(coding) = codings.next() else {
+        return Ok(());
+    };
+    if length.is_some() {
+        return Err(bad(
+            "content_length_and_chunked_not_allowed",
+            "both content-length and transfer-encoding",
+        ));
+    }
+    // Only `chunked` is implemented: `gzip, chunked` would reach the backend decoded of
+    // its chunks but not of its gzip, with nothing left saying so.
+    if codings.next().is_some() || !trim_ows(coding.as_bytes()).eq_ignore_ascii_case(b"chunked") {
+        return Err(not_implemented(
+            "invalid_transfer_encoding",
+            "unsupported transfer-encoding",
+        ));
+    }
+    Ok(())
+}
+
+fn trim_ows(mut v: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = v {
+        v = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = v {
+        v = rest;
+    }
+    v
+}
+
+/// Whether a Host value is `host[:port]` (RFC 9110 7.2): a name, an IPv4 address or a
+/// bracketed IPv6 one, with no user info, path or other delimiters.
+fn is_host(v: &[u8]) -> bool {
+    let (host, port): (&[u8], &[u8]) = if let Some(rest) = v.strip_prefix(b"[") {
+        let Some(end) = rest.iter().position(|b| *b == b']') else {
+            return false;
+        };
+        let inside = &rest[..end];
+        if inside.is_empty()
+            || !inside
+                .iter()
+                .all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'))
+        {
+            return false;
+        }
+        match &rest[end + 1..] {
+            [] => return true,
+            [b':', port @ ..] => (&[], port),
+            _ => return false,
+        }
+    } else {
+        match v.iter().position(|b| *b == b':') {
+            Some(colon) => (&v[..colon], &v[colon + 1..]),
+            None => (v, &[]),
+        }
+    };
+    let name = |b: &u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(b);
+    host.iter().all(name) && port.iter().all(u8::is_ascii_digit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(raw: &[(&str, &[u8])]) -> http::request::Parts {
+        let mut r = http::Request::builder().uri("/");
+        for (name, value) in raw {
+            r = r.header(*name, HeaderValue::from_bytes(value).unwrap());
+        }
+        r.body(()).unwrap().into_parts().0
+    }
+
+    fn answer(raw: &[(&str, &[u8])]) -> Option<(u16, String)> {
+        check(&request(raw), &crate::settings::ProxySettings::default())
+            .err()
+            .map(|r| (r.status.as_u16(), r.details.into_owned()))
+    }
+
+    use http::HeaderValue;
+
+    #[test]
+    fn framing_two_parsers_could_read_differently_is_refused() {
+        let host: (&str, &[u8]) = ("host", b"app.example.test");
+        for (what, headers, expected) in [
+            ("a length", vec![("content-length", &b"3"[..])], None),
+            ("chunked", vec![("transfer-encoding", b"chunked")], None),
+            (
+                "chunked, any case",
+                vec![("transfer-encoding", b"Chunked")],
+                None,
+            ),
+            (
+                "both",
+                vec![("content-length", b"3"), ("transfer-encoding", b"chunked")],
+                Some((400, "content_length_and_chunked_not_allowed")),
+            ),
+            (
+                "two lengths, even equal",
+                vec![("content-length", b"3"), ("content-length", b"3")],
+                Some((400, "duplicate_content_length")),
+            ),
+            (
+                "gzip, chunked",
+                vec![("transfer-encoding", b"gzip, chunked")],
+                Some((501, "invalid_transfer_encoding")),
+            ),
+            (
+                "chunked twice",
+                vec![
+                    ("transfer-encoding", b"chunked"),
+                    ("transfer-encoding", b"chunked"),
+                ],
+                Some((501, "invalid_transfer_encoding")),
+            ),
+        ] {
+            let mut all = vec![host];
+            all.extend(headers);
+            assert_eq!(
+                answer(&all),
+                expected.map(|(s, d)| (s, d.to_string())),
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_host_is_required_and_must_be_only_a_host() {
+        for good in [
+            &b"app.example.test"[..],
+            b"app.example.test:8080",
+            b"127.0.0.1:80",
+            b"[::1]",
+            b"[fd00::7]:443",
+            b"host_with_underscore",
+        ] {
+            assert_eq!(answer(&[("host", good)]), None, "{good:?}");
+        }
+        for bad in [
+            &b"app.example.test/x"[..],
+            b"evil@app.example.test",
+            b"a b",
+            b"a:b:80",
+            b"app:80x",
+            b"[::1",
+            b"[::1]x",
+            b"[]",
+            b"a?b",
+        ] {
+            assert_eq!(
+                answer(&[("host", bad)]),
+                Some((400, "invalid_host_header".into())),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            answer(&[]),
+            Some((400, "missing_host_header".into())),
+            "no Host"
+        );
+        let mut http10 = request(&[]);
+        http10.version = http::Version::HTTP_10;
+        assert!(
+            check(&http10, &crate::settings::ProxySettings::default()).is_err(),
+            "HTTP/1.0 without a Host"
+        );
+        let mut absolute = request(&[]);
+        absolute.uri = "http://app.example.test/".parse().unwrap();
+        assert!(
+            check(&absolute, &crate::settings::ProxySettings::default()).is_err(),
+            "an absolute-form target without a Host"
+        );
+    }
 }

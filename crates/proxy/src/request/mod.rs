@@ -98,12 +98,25 @@ pub async fn handle(
         entry,
         answered: false,
     };
+    let http1 = parts.version < http::Version::HTTP_2;
     let response = match run(&mut ctx, parts, body, &state, &shared.settings).await {
         Ok(r) => r,
         Err(reply) => {
             ctx.flags.insert(reply.flags);
             ctx.details = reply.details.clone();
-            respond::local_reply(&reply)
+            let mut response = respond::local_reply(&reply);
+            // After a protocol error nothing more is read from an HTTP/1 connection: where
+            // this request ends, and the next begins, is in doubt.
+            if http1
+                && reply
+                    .flags
+                    .contains(ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR)
+            {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            response
         }
     };
     unanswered.answered = true;

@@ -36,7 +36,7 @@ pub fn normalize(parts: &mut http::request::Parts, mode: PathNormalization) {
 }
 
 /// `path` normalized (a copy of it when it needs nothing).
-fn normalized(path: &str, mode: PathNormalization) -> String {
+pub(crate) fn normalized(path: &str, mode: PathNormalization) -> String {
     if mode == PathNormalization::None {
         return path.to_string();
     }
@@ -74,7 +74,16 @@ fn decode_unreserved(path: &str, slashes: bool) -> String {
             if let Some(b) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
                 let unreserved =
                     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~');
-                if unreserved || (slashes && matches!(b, b'/' | b'\\')) {
+                // A hex digit that would complete an escape with a `%` before it stays
+                // encoded: `%6%31` must not become `%61`, which a backend would decode
+                // again (to `a`) after policies saw something else.
+                let completes_escape = b.is_ascii_hexdigit()
+                    && match out.as_bytes() {
+                        [.., b'%'] => true,
+                        [.., b'%', h] => h.is_ascii_hexdigit(),
+                        _ => false,
+                    };
+                if (unreserved || (slashes && matches!(b, b'/' | b'\\'))) && !completes_escape {
                     out.push(b as char);
                     i += 3;
                     continue;
@@ -158,6 +167,11 @@ mod tests {
             ("/%61dmin/../x", None, "/%61dmin/../x"),
             ("/plain/path", Base, "/plain/path"),
             ("/caf\u{e9}/%", Base, "/caf\u{e9}/%"),
+            // Decoding once never leaves an escape to decode again.
+            ("/%6%31dmin", Base, "/%6%31dmin"),
+            ("/%4%42%7ee%2d", Base, "/%4%42~e-"),
+            ("/%%36%31dmin", Base, "/%%361dmin"),
+            ("/%%361dmin", Base, "/%%361dmin"),
         ] {
             assert_eq!(normalized(path, mode), expected, "{path} under {mode:?}");
         }
