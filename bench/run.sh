@@ -491,9 +491,31 @@ bench_footprint() {
   row e e.cpuk.load "CPU-seconds per 1,000 requests at 5,000 req/s, 1,000 routes (last route)" "(the row above)"
   row e e.cpuk.base "CPU-seconds per 1,000 requests at 5,000 req/s, benchmark config" \
     "$(rate_cmd 5000 "$CONNS" "$FOOT") http://127.0.0.1:PORT/e?size=0"
+  row e e.rss.alone "RSS idle, the gateway as \`meshwork proxy\`, its control plane apart (MiB)" \
+    "meshwork control --config DIR in its own process; meshwork proxy --role gateway --control-plane-auth-policy NONE (grep VmRSS, once it serves)"
   local t out n
   for t in "${PROXIES[@]}"; do cell e.rss.idle "$t" "$(mib "${IDLE_RSS[$t]}")"; done
   cell e.rss.idle direct "n/a"
+
+  # The data plane alone, as a mesh runs it: the benchmark config on other ports, compiled
+  # by \`meshwork control\` and served by \`meshwork proxy\`.
+  alloc_port A_HTTP; alloc_port A_TLS; alloc_port A_XDS; alloc_port A_SDS
+  alloc_port A_ADMIN; alloc_port A_STATUS
+  mw_base_config "$work/mw-alone" "$A_HTTP" "$A_TLS" "$work" "$ECHO_PORT" "$STATIC_PORT"
+  start_bg control-alone "$BACKEND_CPU" "$MW" control --config "$work/mw-alone" \
+    --listen "127.0.0.1:$A_XDS" --secure-listen "127.0.0.1:$A_SDS" --state-dir "$work/control-state"
+  local control_pid=$LAST_PID
+  sleep 1
+  TOKIO_WORKER_THREADS=1 start_bg proxy-alone "$PROXY_CPU" "$MW" proxy --role gateway \
+    --control-plane "127.0.0.1:$A_XDS" --control-plane-auth-policy NONE --ip 127.0.0.1 \
+    --namespace istio-system --labels istio=ingressgateway \
+    --admin "127.0.0.1:$A_ADMIN" --status "127.0.0.1:$A_STATUS"
+  local proxy_pid=$LAST_PID
+  wait_http "http://127.0.0.1:$A_HTTP/static" 200 600 || die "meshwork proxy did not serve ($work/proxy-alone.log)"
+  sleep 1
+  cell e.rss.alone meshwork "$(mib "$(rss_kb "$proxy_pid")")"
+  for t in nginx haproxy direct; do cell e.rss.alone "$t" "n/a"; done
+  stop_pid "$proxy_pid"; stop_pid "$control_pid"
 
   # The 1,000-route configs, started fresh.
   alloc_port M_HTTP; alloc_port M_TLS; alloc_port N_HTTP; alloc_port N_H2C; alloc_port N_TLS

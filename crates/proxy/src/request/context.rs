@@ -19,7 +19,7 @@ pub struct RequestContext {
     /// When it arrived.
     pub start: Instant,
     /// The authority as sent (`Host` or `:authority`).
-    pub authority: String,
+    pub authority: Authority,
     /// The authority's host, lower case, without port ([`RequestContext::host`]).
     host: Host,
     /// The route that matched.
@@ -49,7 +49,7 @@ pub struct RequestContext {
 impl RequestContext {
     /// The context of a request with this head on `conn`.
     pub fn new(conn: Arc<Connection>, parts: &http::request::Parts) -> RequestContext {
-        let authority = authority(parts).to_string();
+        let authority = Authority::of(parts);
         RequestContext {
             conn,
             start: Instant::now(),
@@ -97,7 +97,7 @@ impl RequestContext {
                 http::Version::HTTP_3 => "HTTP/3".into(),
                 _ => "HTTP/1.1".into(),
             },
-            authority: self.authority.clone(),
+            authority: self.authority.to_string(),
             // As forwarded: what the client sent, with the client's address appended.
             x_forwarded_for: self
                 .forwarded_for(&parts.headers)
@@ -129,6 +129,55 @@ pub fn header_str(h: &HeaderMap, name: &str) -> Option<String> {
     h.get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
+}
+
+/// A request's authority as sent, sharing the bytes the codec read (the URI's
+/// authority, else the Host header) rather than copying them.
+#[derive(Clone, Debug, Default)]
+pub struct Authority(Shared);
+
+#[derive(Clone, Debug, Default)]
+enum Shared {
+    #[default]
+    None,
+    Uri(http::uri::Authority),
+    /// A Host header that is visible ASCII.
+    Header(http::HeaderValue),
+}
+
+impl Authority {
+    /// The authority of a request with this head (empty when it has none).
+    pub fn of(parts: &http::request::Parts) -> Authority {
+        if let Some(a) = parts.uri.authority() {
+            return Authority(Shared::Uri(a.clone()));
+        }
+        match parts.headers.get(header::HOST) {
+            Some(h) if h.to_str().is_ok() => Authority(Shared::Header(h.clone())),
+            _ => Authority(Shared::None),
+        }
+    }
+
+    /// The authority as text.
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            Shared::None => "",
+            Shared::Uri(a) => a.as_str(),
+            Shared::Header(h) => h.to_str().unwrap_or(""),
+        }
+    }
+}
+
+impl std::ops::Deref for Authority {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Display for Authority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// The request's authority: the URI's, else the Host header.

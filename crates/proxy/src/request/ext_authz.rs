@@ -373,7 +373,7 @@ async fn check_grpc(
                         .map_or("/", |p| p.as_str())
                         .to_string(),
                     query: parts.uri.query().unwrap_or("").to_string(),
-                    host: ctx.authority.clone(),
+                    host: ctx.authority.to_string(),
                     scheme: ctx.conn.scheme.to_string(),
                     protocol: format!("{:?}", parts.version),
                     headers,

@@ -85,11 +85,11 @@ pub async fn handle(
         entry
     });
     let measured = entry.is_some() || shared.recorder.metrics.is_some();
-    let received = Arc::new(AtomicU64::new(0));
-    let body = if measured {
-        boxed(Counted::new(boxed(body), received.clone(), None))
-    } else {
-        boxed(body)
+    // The request's bytes, counted only when something records them.
+    let received = measured.then(|| Arc::new(AtomicU64::new(0)));
+    let body = match &received {
+        Some(received) => boxed(Counted::new(boxed(body), received.clone(), None)),
+        None => boxed(body),
     };
     // A client that goes away before its answer is still recorded (`DC`).
     let mut unanswered = Unanswered {
@@ -202,7 +202,7 @@ pub async fn handle(
                 .insert(ResponseFlags::DOWNSTREAM_CONNECTION_TERMINATION),
         }
         outcome.duration_ms = start.elapsed().as_secs_f64() * 1000.0;
-        outcome.request_bytes = received.load(Ordering::Relaxed);
+        outcome.request_bytes = received.as_ref().map_or(0, |r| r.load(Ordering::Relaxed));
         outcome.response_bytes = sent_end.load(Ordering::Relaxed);
         let entry = entry.map(|mut entry| {
             entry.duration = outcome.duration_ms as u64;
