@@ -82,10 +82,11 @@ pub fn request_path(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let path = format!("/{text}");
-    if path.parse::<http::uri::PathAndQuery>().is_err() || path.contains('?') {
+    // The path as the codec gives it: without its query, nor a fragment.
+    let Ok(target) = format!("/{text}").parse::<http::uri::PathAndQuery>() else {
         return;
-    }
+    };
+    let path = target.path().to_string();
     for mode in [
         PathNormalization::Base,
         PathNormalization::MergeSlashes,
