@@ -144,9 +144,8 @@ pub fn dns_query(data: &[u8]) {
             .hosts
             .insert(name.into(), vec!["10.96.0.7".into(), "fd00::7".into()]);
     }
-    assert_ne!(
-        std::mem::discriminant(&answer(data, None)),
-        std::mem::discriminant(&Answer::Local(Vec::new())),
+    assert!(
+        !matches!(answer(data, None), Answer::Local(_)),
         "answered without a name table"
     );
     if let Answer::Local(reply) = answer(data, Some(&names)) {
@@ -202,9 +201,9 @@ mod tests {
         }
     }
 
-    /// The properties hold, and can fail: a detector that changed its mind would be caught.
+    /// Well-formed inputs pass every target, a locally answered DNS query included.
     #[test]
-    fn the_targets_check_what_they_claim() {
+    fn well_formed_inputs_pass_the_targets() {
         client_hello(b"\x16\x03\x01\x00\x05\x01\x00\x00\x01\x00");
         http_detection(b"GET / HTTP/1.1\r\n");
         postgres_preamble_target(&PG_SSL_REQUEST);

@@ -20,22 +20,18 @@ use http::{Method, StatusCode};
 use crate::flags::ResponseFlags;
 use crate::request::reply::LocalReply;
 
-fn bad(details: &'static str, body: &'static str) -> LocalReply {
+/// A downstream protocol error answered with `status`.
+fn refused(status: StatusCode, details: &'static str, body: &'static str) -> LocalReply {
     LocalReply {
-        status: StatusCode::BAD_REQUEST,
+        status,
         flags: ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
         details: Cow::Borrowed(details),
         body: Cow::Borrowed(body),
     }
 }
 
-fn not_implemented(details: &'static str, body: &'static str) -> LocalReply {
-    LocalReply {
-        status: StatusCode::NOT_IMPLEMENTED,
-        flags: ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
-        details: Cow::Borrowed(details),
-        body: Cow::Borrowed(body),
-    }
+fn bad(details: &'static str, body: &'static str) -> LocalReply {
+    refused(StatusCode::BAD_REQUEST, details, body)
 }
 
 fn upgrade_failed() -> LocalReply {
@@ -70,12 +66,11 @@ pub fn upgrade_tokens(headers: &HeaderMap) -> Vec<String> {
 }
 
 fn too_large() -> LocalReply {
-    LocalReply {
-        status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-        flags: ResponseFlags::DOWNSTREAM_PROTOCOL_ERROR,
-        details: Cow::Borrowed("request_headers_too_large"),
-        body: Cow::Borrowed(""),
-    }
+    refused(
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        "request_headers_too_large",
+        "",
+    )
 }
 
 /// Refuses what must not be forwarded. `settings` bound the request headers: HTTP/1.1's
@@ -156,7 +151,8 @@ fn framing(headers: &HeaderMap) -> Result<(), LocalReply> {
         return Ok(());
     };
     if codings.next().is_some() || !trim_ows(coding.as_bytes()).eq_ignore_ascii_case(b"chunked") {
-        return Err(not_implemented(
+        return Err(refused(
+            StatusCode::NOT_IMPLEMENTED,
             "invalid_transfer_encoding",
             "unsupported transfer-encoding",
         ));
@@ -237,6 +233,7 @@ const HOST_BYTES: [bool; 256] = {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     fn request(raw: &[(&str, &[u8])]) -> http::request::Parts {
         let mut r = http::Request::builder().uri("/");
@@ -251,8 +248,6 @@ mod tests {
             .err()
             .map(|r| (r.status.as_u16(), r.details.into_owned()))
     }
-
-    use http::HeaderValue;
 
     #[test]
     fn only_chunked_alone_is_a_transfer_coding_served() {

@@ -180,21 +180,6 @@ impl std::fmt::Display for Authority {
     }
 }
 
-/// The request's authority: the URI's, else the Host header.
-pub fn authority(parts: &http::request::Parts) -> &str {
-    parts
-        .uri
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| {
-            parts
-                .headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-        })
-        .unwrap_or("")
-}
-
 /// A request's host: most often the start of its authority as sent (already lower case,
 /// before `:port`), else a lowered copy.
 enum Host {

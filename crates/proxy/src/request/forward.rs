@@ -21,7 +21,7 @@ use crate::body::Holding;
 use crate::body::{Body, boxed, empty, full};
 use crate::error::UpstreamError;
 use crate::flags::ResponseFlags;
-use crate::request::context::{RequestContext, X_FORWARDED_FOR, X_FORWARDED_PROTO, authority};
+use crate::request::context::{RequestContext, X_FORWARDED_FOR, X_FORWARDED_PROTO};
 use crate::request::pick;
 use crate::request::policy::roll;
 use crate::request::reply::{BadRequest, PhaseError, PickError};
@@ -238,7 +238,7 @@ fn upstream_headers(
     // (HTTP/2, absolute form) or the route rewrites it.
     let original_authority = match parts.headers.get(header::HOST) {
         Some(v) if parts.uri.authority().is_none() => Some(v.clone()),
-        _ => HeaderValue::from_str(authority(parts)).ok(),
+        _ => HeaderValue::from_str(&ctx.authority).ok(),
     };
     let xff = ctx.forwarded_for(&parts.headers);
     let upgrade = upgrade_protocol(&parts.headers);
